@@ -1,0 +1,5 @@
+import sys
+
+from tiktok_auth_service.cli import main
+
+sys.exit(main())

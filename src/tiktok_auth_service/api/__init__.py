@@ -1,0 +1,1 @@
+"""HTTP layer: routes, schemas, dependencies and the one error-to-response map."""

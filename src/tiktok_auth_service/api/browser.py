@@ -1,0 +1,105 @@
+"""The browser leg: /authorize sends a person to TikTok, /callback brings them back."""
+
+from __future__ import annotations
+
+import html
+from typing import Annotated
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from fastapi import APIRouter, Cookie, Query, Request
+from starlette.responses import RedirectResponse, Response
+
+from tiktok_auth_service import errors
+from tiktok_auth_service.api.deps import ServiceDep
+from tiktok_auth_service.api.problems import html_page, problem_responses
+from tiktok_auth_service.models import Flow
+from tiktok_auth_service.service import AuthorizationResult, CallbackParams
+
+router = APIRouter(tags=["authorization (browser)"])
+
+BINDING_COOKIE = "tas_binding"
+
+
+@router.get(
+    "/authorize",
+    status_code=302,
+    response_class=RedirectResponse,
+    responses={302: {"description": "Redirect to TikTok's consent page."},
+               **problem_responses(errors.ReturnToNotAllowed)},
+)
+async def authorize(
+    service: ServiceDep,
+    return_to: Annotated[
+        str | None,
+        Query(description="Where to send the browser afterwards; must be on an allowed origin."),
+    ] = None,
+    tas_binding: Annotated[str | None, Cookie(include_in_schema=False)] = None,
+) -> Response:
+    """Start an advertiser authorization: redirect the browser to TikTok's consent page."""
+    start = await service.start_authorization(Flow.ADVERTISER, return_to, tas_binding)
+    response = RedirectResponse(start.url, status_code=302)
+    response.headers["Cache-Control"] = "no-store"
+    response.set_cookie(
+        BINDING_COOKIE,
+        start.browser_binding,
+        max_age=service.settings.state_ttl_seconds,
+        httponly=True,
+        samesite="lax",
+        secure=service.settings.secure_cookies,
+        path="/",
+    )
+    return response
+
+
+@router.get(
+    "/callback",
+    response_class=Response,
+    responses={
+        200: {"description": "Result page (no return_to).", "content": {"text/html": {}}},
+        302: {"description": "Back to return_to with `status=connected&advertiser_ids=...` "
+                            "or `status=error&error=<code>`."},
+        **problem_responses(errors.InvalidState, errors.AuthorizationDenied,
+                            errors.AuthorizationFailed, errors.UpstreamUnavailable),
+    },
+)
+async def callback(
+    request: Request,
+    service: ServiceDep,
+    state: str | None = None,
+    auth_code: str | None = None,
+    code: str | None = None,
+    error: str | None = None,
+    error_description: str | None = None,
+    tas_binding: Annotated[str | None, Cookie(include_in_schema=False)] = None,
+) -> Response:
+    """Where TikTok returns the browser. Validates the state before TikTok is ever called."""
+    result = await service.complete_authorization(
+        CallbackParams(state, auth_code, code, error, error_description), tas_binding
+    )
+    if result.return_to:
+        return _redirect_back(result)
+    if result.error:
+        raise result.error
+    return _result_page(result)
+
+
+def _redirect_back(result: AuthorizationResult) -> Response:
+    assert result.return_to is not None
+    if result.error:
+        outcome = {"status": "error", "error": result.error.code}
+    else:
+        outcome = {"status": "connected", "advertiser_ids": ",".join(result.advertiser_ids)}
+    parts = urlsplit(result.return_to)
+    query = "&".join(filter(None, [parts.query, urlencode(outcome)]))
+    response = RedirectResponse(urlunsplit(parts._replace(query=query)), status_code=302)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _result_page(result: AuthorizationResult) -> Response:
+    items = "".join(f"<li><code>{html.escape(a)}</code></li>" for a in result.advertiser_ids)
+    return html_page(
+        "TikTok account connected",
+        f"<p>These advertisers are now connected:</p><ul>{items}</ul>"
+        "<p>You can close this page.</p>",
+    )

@@ -1,0 +1,119 @@
+"""The one place where service errors become HTTP responses: problem+json (RFC 9457) for API
+callers, a readable page for browsers."""
+
+from __future__ import annotations
+
+import html
+import logging
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import HTMLResponse, Response
+
+from tiktok_auth_service import errors
+
+log = logging.getLogger(__name__)
+
+PROBLEM_TYPE = "urn:tiktok-auth-service:problem:"
+
+
+class Problem(BaseModel):
+    """An error (RFC 9457). `code` is stable and meant for machines; the rest is for people."""
+
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str
+
+
+def problem_responses(*errors_: type[errors.ServiceError]) -> dict[int | str, dict[str, object]]:
+    """OpenAPI `responses=` entries for the errors a route can answer with."""
+    out: dict[int | str, dict[str, object]] = {}
+    for error in errors_:
+        entry = out.setdefault(
+            error.status,
+            {"model": Problem, "content": {"application/problem+json": {}}, "description": ""},
+        )
+        entry["description"] = " / ".join(
+            filter(None, [str(entry["description"]), f"`{error.code}`: {error.title}"])
+        )
+    return out
+
+
+def problem(
+    status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None
+) -> Response:
+    body = {"type": PROBLEM_TYPE + code, "title": title, "status": status, "code": code,
+            "detail": detail}
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/problem+json",
+        headers={"Cache-Control": "no-store", **(headers or {})},
+    )
+
+
+def wants_html(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return "text/html" in accept and "json" not in accept
+
+
+def html_page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    """A small self-contained page; every dynamic value must already be escaped."""
+    return HTMLResponse(
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        "<meta name=viewport content='width=device-width,initial-scale=1'>"
+        f"<title>{html.escape(title)}</title>"
+        "<style>body{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;"
+        "padding:0 1rem;line-height:1.5}code{background:#eee;padding:0 .2rem}</style></head>"
+        f"<body><h1>{html.escape(title)}</h1>{body}</body></html>",
+        status_code=status,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def error_response(request: Request, error: errors.ServiceError) -> Response:
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
+    if wants_html(request):
+        page = html_page(
+            error.title,
+            f"<p>{html.escape(error.detail)}</p><p>Error code: <code>{error.code}</code></p>",
+            error.status,
+        )
+        if headers:
+            page.headers.update(headers)
+        return page
+    return problem(error.status, error.code, error.title, error.detail, headers)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers; nothing foreseeable ever falls through to a bare 500."""
+
+    async def on_service_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, errors.ServiceError)
+        return error_response(request, exc)
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        details = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        return problem(422, "validation_error", "The request is invalid", details)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return problem(exc.status_code, code, str(exc.detail), str(exc.detail))
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        error = errors.ServiceError("An unexpected error occurred.")
+        return error_response(request, error)
+
+    app.add_exception_handler(errors.ServiceError, on_service_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

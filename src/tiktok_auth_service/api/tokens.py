@@ -1,0 +1,58 @@
+"""Token endpoints for internal services. GET is the hot path: one query, serialised once."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Path
+from starlette.responses import Response
+
+from tiktok_auth_service import errors
+from tiktok_auth_service.api.deps import ApiKeyDep, ServiceDep
+from tiktok_auth_service.api.problems import problem_responses
+from tiktok_auth_service.api.schemas import AdvertiserTokenOut, RevocationOut
+
+router = APIRouter(prefix="/tokens", tags=["tokens"])
+
+AdvertiserId = Annotated[
+    str,
+    Path(pattern=r"^[0-9]{1,32}$", description="TikTok advertiser id (digits, as a string).",
+         examples=["7100000000000000001"]),
+]
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+@router.get(
+    "/{advertiser_id}",
+    response_model=None,
+    responses={
+        200: {"model": AdvertiserTokenOut, "description": "A token that works now."},
+        **problem_responses(errors.Unauthenticated, errors.Forbidden, errors.NotConnected,
+                            errors.ReauthorizationRequired),
+        422: {"description": "Malformed advertiser id (`validation_error`)."},
+    },
+)
+async def get_advertiser_token(
+    advertiser_id: AdvertiserId, service: ServiceDep, api_key: ApiKeyDep
+) -> Response:
+    """The access token that serves this advertiser."""
+    token = await service.get_advertiser_token(api_key, advertiser_id)
+    return Response(orjson.dumps(token), media_type="application/json", headers=NO_STORE)
+
+
+@router.delete(
+    "/{advertiser_id}",
+    response_model=RevocationOut,
+    responses=problem_responses(errors.Unauthenticated, errors.Forbidden, errors.NotConnected,
+                                errors.UpstreamUnavailable),
+)
+async def revoke_advertiser_token(
+    advertiser_id: AdvertiserId, service: ServiceDep, api_key: ApiKeyDep
+) -> Response:
+    """Revoke at TikTok the token serving this advertiser (and so every advertiser of its grant).
+
+    Idempotent: repeating it answers 200 with `revoked_now: false`.
+    """
+    revocation = await service.revoke_advertiser(api_key, advertiser_id)
+    return Response(orjson.dumps(revocation), media_type="application/json", headers=NO_STORE)

@@ -1,0 +1,114 @@
+"""The `tiktok-auth-service` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tiktok_auth_service import errors
+from tiktok_auth_service.config import ConfigError, Settings, load_settings
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    from tiktok_auth_service.app import create_app
+
+    # Access logs are off: request URLs of /callback carry TikTok's single-use auth code.
+    uvicorn.run(create_app(settings), host=host, port=port, access_log=False,
+                log_level=settings.log_level.lower())
+
+
+def _run_with_service(settings: Settings, use: Callable[[Any], Awaitable[int]]) -> int:
+    from tiktok_auth_service.app import open_service
+
+    async def main() -> int:
+        async with open_service(settings) as service:
+            return await use(service)
+
+    return asyncio.run(main())
+
+
+def _api_keys(settings: Settings, args: argparse.Namespace) -> int:
+    async def use(service: Any) -> int:
+        if args.keys_command == "create":
+            created = await service.create_api_key(args.name, args.advertiser or [])
+            scope = ", ".join(created.client.allowed_advertiser_ids) or "all advertisers"
+            print(f"API key for {args.name!r} ({scope}); shown once, store it now:",
+                  file=sys.stderr)
+            print(created.key.get_secret_value())
+        elif args.keys_command == "list":
+            for client in await service.list_api_keys():
+                state = f"revoked {client.revoked_at:%Y-%m-%d}" if client.revoked_at else "active"
+                scope = ",".join(client.allowed_advertiser_ids) or "*"
+                print(f"{client.name}\t{state}\tadvertisers={scope}\t"
+                      f"created={client.created_at:%Y-%m-%dT%H:%M:%SZ}")
+        elif not await service.revoke_api_key(args.name):
+            print(f"no active API key named {args.name!r}", file=sys.stderr)
+            return 1
+        else:
+            print(f"revoked {args.name!r}", file=sys.stderr)
+        return 0
+
+    return _run_with_service(settings, use)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tiktok-auth-service", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_cmd = commands.add_parser("serve", help="run the HTTP service")
+    serve_cmd.add_argument("--host", default="127.0.0.1")
+    serve_cmd.add_argument("--port", type=int, default=8000)
+
+    commands.add_parser("migrate", help="bring the database schema up to date")
+
+    keys = commands.add_parser("api-keys", help="manage the API keys of internal callers")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="create a key (printed once)")
+    create.add_argument("name")
+    create.add_argument("--advertiser", action="append", metavar="ID",
+                        help="restrict the key to this advertiser (repeatable); default: all")
+    key_commands.add_parser("list", help="list keys (never the keys themselves)")
+    revoke = key_commands.add_parser("revoke", help="revoke a key by name")
+    revoke.add_argument("name")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    _configure_logging(settings.log_level)
+    try:
+        if args.command == "serve":
+            serve(settings, args.host, args.port)
+        elif args.command == "migrate":
+            from tiktok_auth_service.db import migrate
+
+            asyncio.run(migrate(settings.database_url.get_secret_value()))
+            print("database schema is up to date", file=sys.stderr)
+        elif args.command == "api-keys":
+            return _api_keys(settings, args)
+    except errors.ServiceError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

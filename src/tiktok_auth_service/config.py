@@ -1,0 +1,125 @@
+"""Settings, read once from the environment (and `.env`) by the entry points, never at import."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """A required setting is missing or malformed; the message names the variable."""
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{url!r} is not an http(s) origin")
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    tiktok_app_id: str = Field(min_length=1)
+    tiktok_app_secret: SecretStr
+    tiktok_redirect_uri: str
+    tiktok_auth_url: str = "https://business-api.tiktok.com/portal/auth"
+    tiktok_account_auth_url: str = "https://www.tiktok.com/v2/auth/authorize/"
+    tiktok_account_scopes: Annotated[list[str], NoDecode] = ["user.info.basic"]
+    tiktok_api_base_url: str = "https://business-api.tiktok.com/open_api/v1.3"
+    tiktok_timeout_seconds: float = Field(default=10.0, gt=0)
+    tiktok_retry_attempts: int = Field(default=4, ge=1)
+    tiktok_retry_base_delay: float = Field(default=0.5, ge=0)
+    tiktok_retry_budget_seconds: float = Field(default=20.0, ge=0)
+
+    database_url: SecretStr
+    database_pool_size: int = Field(default=10, ge=1)
+
+    token_encryption_keys: SecretStr
+    return_to_allowed_origins: Annotated[list[str], NoDecode] = []
+    state_ttl_seconds: int = Field(default=600, gt=0)
+    log_level: str = "INFO"
+
+    @field_validator("tiktok_redirect_uri", "tiktok_auth_url", "tiktok_account_auth_url",
+                     "tiktok_api_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        _origin(value)
+        return value
+
+    @field_validator("tiktok_account_scopes", mode="before")
+    @classmethod
+    def _scopes(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("return_to_allowed_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> Any:
+        return [_origin(item) for item in _split_list(value)]
+
+    @field_validator("database_url")
+    @classmethod
+    def _asyncpg_url(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith("postgresql+asyncpg://"):
+            raise ValueError("must start with postgresql+asyncpg://")
+        return value
+
+    @field_validator("token_encryption_keys")
+    @classmethod
+    def _keys(cls, value: SecretStr) -> SecretStr:
+        parse_encryption_keys(value.get_secret_value())
+        return value
+
+    @property
+    def encryption_keys(self) -> dict[str, bytes]:
+        """Key id -> 32-byte key; the first entry is the one that encrypts."""
+        return parse_encryption_keys(self.token_encryption_keys.get_secret_value())
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.tiktok_redirect_uri.startswith("https://")
+
+
+def parse_encryption_keys(raw: str) -> dict[str, bytes]:
+    """Parse `id1:base64key,id2:base64key`; every key must decode to 32 bytes (AES-256)."""
+    keys: dict[str, bytes] = {}
+    for item in _split_list(raw):
+        key_id, sep, encoded = item.partition(":")
+        if not sep or not key_id:
+            raise ValueError("each entry must look like <key id>:<base64 32-byte key>")
+        try:
+            key = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"key {key_id!r} is not valid base64") from None
+        if len(key) != 32:
+            raise ValueError(f"key {key_id!r} must be 32 bytes, got {len(key)}")
+        if key_id in keys:
+            raise ValueError(f"key id {key_id!r} appears twice")
+        keys[key_id] = key
+    if not keys:
+        raise ValueError("at least one key is required")
+    return keys
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment, turning validation errors into one readable line."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = str(error["loc"][0]).upper() if error["loc"] else "settings"
+            reason = "is required but not set" if error["type"] == "missing" else error["msg"]
+            problems.append(f"{name} {reason}")
+        raise ConfigError("configuration error: " + "; ".join(problems)) from None

@@ -1,0 +1,66 @@
+"""Database resources: the SQLAlchemy engine for the write paths, a bare asyncpg pool for the
+token read (the hot path), and migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+_ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "alembic"
+
+
+class Database:
+    """Owns the engine, the session factory and the hot-path pool; created by the lifespan."""
+
+    def __init__(self, engine: AsyncEngine, pool: asyncpg.Pool) -> None:
+        self.engine = engine
+        self.pool = pool
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    async def connect(cls, url: str, *, pool_size: int = 10) -> Database:
+        engine = create_async_engine(url, pool_size=pool_size, pool_pre_ping=True)
+        pool = await asyncpg.create_pool(
+            url.replace("postgresql+asyncpg://", "postgresql://", 1),
+            min_size=1, max_size=pool_size,
+        )
+        return cls(engine, pool)
+
+    def session(self) -> AsyncSession:
+        return self.sessions()
+
+    async def close(self) -> None:
+        await self.pool.close()
+        await self.engine.dispose()
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_ALEMBIC_DIR))
+    return config
+
+
+async def migrate(url: str, revision: str = "head") -> None:
+    """Bring the schema up to `revision` (the service never creates tables by itself)."""
+    engine = create_async_engine(url)
+
+    def upgrade(connection: Connection) -> None:
+        config = _alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(upgrade)
+    finally:
+        await engine.dispose()

@@ -1,0 +1,98 @@
+"""The service's own error hierarchy. Each error has a stable machine `code` and an HTTP status;
+the API layer maps them to problem+json (and to HTML pages for browsers) in one place."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ServiceError(Exception):
+    """Base class. `detail` is safe to show to the caller: it never contains a secret."""
+
+    code: ClassVar[str] = "internal_error"
+    status: ClassVar[int] = 500
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int | None = None) -> None:
+        self.detail = detail or self.title
+        self.retry_after = retry_after
+        super().__init__(self.detail)
+
+
+class InvalidRequest(ServiceError):
+    code = "invalid_request"
+    status = 400
+    title = "The request is malformed"
+
+
+class ReturnToNotAllowed(ServiceError):
+    code = "return_to_not_allowed"
+    status = 400
+    title = "return_to is not an allowed origin"
+
+
+class InvalidState(ServiceError):
+    """The OAuth state is missing, unknown, expired, used, or belongs to another browser."""
+
+    code = "invalid_state"
+    status = 400
+    title = "This authorization link is invalid or has expired"
+
+
+class AuthorizationDenied(ServiceError):
+    code = "authorization_denied"
+    status = 400
+    title = "Authorization was not granted at TikTok"
+
+
+class AuthorizationFailed(ServiceError):
+    """TikTok refused the code exchange (used, expired or foreign code; bad app credentials)."""
+
+    code = "authorization_failed"
+    status = 502
+    title = "TikTok did not accept the authorization"
+
+
+class Unauthenticated(ServiceError):
+    code = "unauthenticated"
+    status = 401
+    title = "A valid API key is required"
+
+
+class Forbidden(ServiceError):
+    code = "forbidden"
+    status = 403
+    title = "This API key may not access this subject"
+
+
+class NotConnected(ServiceError):
+    code = "not_connected"
+    status = 404
+    title = "No authorization is stored for this subject"
+
+
+class ReauthorizationRequired(ServiceError):
+    code = "reauthorization_required"
+    status = 409
+    title = "The authorization was revoked or expired; the user must authorize again"
+
+
+class UpstreamUnavailable(ServiceError):
+    code = "upstream_unavailable"
+    status = 503
+    title = "TikTok is unavailable; try again later"
+
+
+class DatabaseUnavailable(ServiceError):
+    code = "database_unavailable"
+    status = 503
+    title = "The database is unavailable; try again later"
+
+
+class TokenUnreadable(ServiceError):
+    """A stored ciphertext does not decrypt: its key was removed from TOKEN_ENCRYPTION_KEYS,
+    or the row was tampered with."""
+
+    code = "token_unreadable"
+    status = 500
+    title = "The stored token cannot be decrypted with the configured keys"

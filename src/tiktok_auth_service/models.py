@@ -1,0 +1,107 @@
+"""Database tables. Tokens are stored only as AES-GCM ciphertexts (see crypto.py)."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+from sqlmodel import Field, SQLModel
+
+
+class Flow(enum.StrEnum):
+    ADVERTISER = "advertiser"
+    TIKTOK_ACCOUNT = "tiktok_account"
+
+
+class GrantStatus(enum.StrEnum):
+    ACTIVE = "active"
+    REAUTHORIZATION_REQUIRED = "reauthorization_required"
+    REVOKED = "revoked"
+
+
+def _tz(nullable: bool, **kwargs: Any) -> Any:
+    return Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=nullable, **kwargs))
+
+
+class Grant(SQLModel, table=True):
+    """One authorization result from TikTok: an access token and (tt_user only) a refresh token."""
+
+    __tablename__ = "oauth_grant"
+    __table_args__ = (
+        sa.CheckConstraint("flow IN ('advertiser', 'tiktok_account')", name="flow_known"),
+        sa.CheckConstraint(
+            "status IN ('active', 'reauthorization_required', 'revoked')", name="status_known"
+        ),
+        sa.Index(
+            "uq_oauth_grant_open_id", "open_id", unique=True,
+            postgresql_where=sa.text("open_id IS NOT NULL"),
+        ),
+    )
+
+    id: uuid.UUID = Field(primary_key=True)
+    flow: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    open_id: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    key_id: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    access_token_enc: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+    refresh_token_enc: bytes | None = Field(
+        default=None, sa_column=sa.Column(sa.LargeBinary, nullable=True)
+    )
+    expires_at: datetime | None = _tz(True)
+    refresh_expires_at: datetime | None = _tz(True)
+    scope: list[Any] = Field(sa_column=sa.Column(pg.JSONB, nullable=False))
+    status: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    version: int = Field(default=1, sa_column=sa.Column(sa.Integer, nullable=False))
+    created_at: datetime = _tz(False)
+    updated_at: datetime = _tz(False)
+    last_checked_at: datetime | None = _tz(True)
+
+
+class Advertiser(SQLModel, table=True):
+    """An ad account and the grant whose token currently serves it."""
+
+    __tablename__ = "advertiser"
+
+    advertiser_id: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
+    grant_id: uuid.UUID = Field(
+        sa_column=sa.Column(
+            sa.Uuid, sa.ForeignKey("oauth_grant.id", ondelete="CASCADE"), nullable=False,
+            index=True,
+        )
+    )
+    name: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    created_at: datetime = _tz(False)
+    updated_at: datetime = _tz(False)
+
+
+class OAuthState(SQLModel, table=True):
+    """A pending authorization: only the SHA-256 of the state and of the browser binding."""
+
+    __tablename__ = "oauth_state"
+
+    state_hash: bytes = Field(sa_column=sa.Column(sa.LargeBinary, primary_key=True))
+    flow: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    browser_hash: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+    return_to: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    created_at: datetime = _tz(False)
+    expires_at: datetime = _tz(False, index=True)
+    used_at: datetime | None = _tz(True)
+
+
+class ApiClient(SQLModel, table=True):
+    """An internal caller. Only the SHA-256 of its key is stored."""
+
+    __tablename__ = "api_client"
+
+    id: uuid.UUID = Field(primary_key=True)
+    name: str = Field(sa_column=sa.Column(sa.Text, nullable=False, unique=True))
+    key_hash: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False, unique=True))
+    unrestricted: bool = Field(sa_column=sa.Column(sa.Boolean, nullable=False))
+    allowed_advertiser_ids: list[str] = Field(
+        sa_column=sa.Column(pg.ARRAY(sa.Text), nullable=False, server_default="{}")
+    )
+    created_at: datetime = _tz(False)
+    revoked_at: datetime | None = _tz(True)

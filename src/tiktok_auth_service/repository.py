@@ -1,0 +1,175 @@
+"""All SQL lives here. Write paths use an AsyncSession (the caller owns the transaction;
+nothing here commits); the token read uses one asyncpg query on the bare pool."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tiktok_auth_service.models import Advertiser, ApiClient, Grant, GrantStatus, OAuthState
+
+
+class Repository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # -- OAuth state ---------------------------------------------------------------------
+
+    async def add_state(self, state: OAuthState) -> None:
+        self.session.add(state)
+        await self.session.flush()
+
+    async def lock_state(self, state_hash: bytes) -> OAuthState | None:
+        result = await self.session.execute(
+            sa.select(OAuthState).where(OAuthState.state_hash == state_hash).with_for_update()  # type: ignore[arg-type]
+        )
+        return result.scalar_one_or_none()
+
+    async def delete_expired_states(self, before: datetime) -> int:
+        result = await self.session.execute(
+            sa.delete(OAuthState).where(OAuthState.expires_at < before)  # type: ignore[arg-type]
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    # -- Grants and advertisers ----------------------------------------------------------
+
+    async def add_grant(self, grant: Grant) -> None:
+        self.session.add(grant)
+        await self.session.flush()
+
+    async def assign_advertisers(
+        self, grant_id: uuid.UUID, advertiser_ids: Iterable[str], now: datetime
+    ) -> None:
+        """Point each advertiser at `grant_id`; re-authorizing moves it to the newest grant."""
+        rows = [
+            {"advertiser_id": advertiser_id, "grant_id": grant_id, "created_at": now,
+             "updated_at": now}
+            for advertiser_id in advertiser_ids
+        ]
+        if not rows:
+            return
+        statement = insert(Advertiser).values(rows)
+        await self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["advertiser_id"],
+                set_={"grant_id": statement.excluded.grant_id, "updated_at": now},
+            )
+        )
+
+    async def set_advertiser_names(
+        self, grant_id: uuid.UUID, names: Mapping[str, str], now: datetime
+    ) -> None:
+        for advertiser_id, name in names.items():
+            await self.session.execute(
+                sa.update(Advertiser)
+                .where(
+                    Advertiser.advertiser_id == advertiser_id,  # type: ignore[arg-type]
+                    Advertiser.grant_id == grant_id,  # type: ignore[arg-type]
+                )
+                .values(name=name, updated_at=now)
+            )
+
+    async def lock_grant_of_advertiser(self, advertiser_id: str) -> Grant | None:
+        result = await self.session.execute(
+            sa.select(Grant)
+            .join(Advertiser, Advertiser.grant_id == Grant.id)  # type: ignore[arg-type]
+            .where(Advertiser.advertiser_id == advertiser_id)  # type: ignore[arg-type]
+            .with_for_update(of=Grant)  # type: ignore[arg-type]
+        )
+        return result.scalar_one_or_none()
+
+    async def advertiser_ids_of_grant(self, grant_id: uuid.UUID) -> list[str]:
+        result = await self.session.execute(
+            sa.select(Advertiser.advertiser_id)
+            .where(Advertiser.grant_id == grant_id)  # type: ignore[arg-type]
+            .order_by(Advertiser.advertiser_id)
+        )
+        return list(result.scalars())
+
+    async def set_grant_status(self, grant: Grant, status: GrantStatus, now: datetime) -> None:
+        grant.status = status
+        grant.updated_at = now
+        grant.version += 1
+        await self.session.flush()
+
+    # -- API clients ---------------------------------------------------------------------
+
+    async def add_api_client(self, client: ApiClient) -> None:
+        self.session.add(client)
+        await self.session.flush()
+
+    async def api_client_by_name(self, name: str) -> ApiClient | None:
+        result = await self.session.execute(
+            sa.select(ApiClient).where(ApiClient.name == name)  # type: ignore[arg-type]
+        )
+        return result.scalar_one_or_none()
+
+    async def list_api_clients(self) -> Sequence[ApiClient]:
+        result = await self.session.execute(sa.select(ApiClient).order_by(ApiClient.name))
+        return result.scalars().all()
+
+    async def api_client_by_key_hash(self, key_hash: bytes) -> ApiClient | None:
+        result = await self.session.execute(
+            sa.select(ApiClient).where(
+                ApiClient.key_hash == key_hash,  # type: ignore[arg-type]
+                ApiClient.revoked_at.is_(None),  # type: ignore[union-attr]
+            )
+        )
+        return result.scalar_one_or_none()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    """What the token read needs: the caller's permissions and the serving grant, if any."""
+
+    unrestricted: bool
+    allowed_advertiser_ids: list[str]
+    grant_id: uuid.UUID | None
+    status: str | None
+    key_id: str | None
+    access_token_enc: bytes | None
+    expires_at: datetime | None
+    scope: Any
+
+
+# One round trip answers authentication, authorization and the lookup: no row means the key
+# is unknown or revoked; a row with NULL grant means the advertiser is not connected.
+_READ_ADVERTISER_TOKEN = """
+SELECT c.unrestricted, c.allowed_advertiser_ids,
+       g.id AS grant_id, g.status, g.key_id, g.access_token_enc, g.expires_at, g.scope
+FROM api_client AS c
+LEFT JOIN advertiser AS a ON a.advertiser_id = $2
+LEFT JOIN oauth_grant AS g ON g.id = a.grant_id
+WHERE c.key_hash = $1 AND c.revoked_at IS NULL
+"""
+
+
+async def read_advertiser_token(
+    pool: asyncpg.Pool, key_hash: bytes, advertiser_id: str
+) -> TokenRow | None:
+    async with pool.acquire() as connection:
+        row = await connection.fetchrow(_READ_ADVERTISER_TOKEN, key_hash, advertiser_id)
+    if row is None:
+        return None
+    values = list(row.values())
+    if values[-1] is not None:
+        values[-1] = orjson.loads(values[-1])
+    return TokenRow(*values)
+
+
+async def database_answers(pool: asyncpg.Pool, timeout: float = 2.0) -> bool:
+    try:
+        async with pool.acquire(timeout=timeout) as connection:
+            await connection.fetchval("SELECT 1", timeout=timeout)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return False
+    return True

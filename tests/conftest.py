@@ -1,0 +1,177 @@
+"""Shared fixtures: a real PostgreSQL (embedded unless TEST_DATABASE_URL is set), migrated once
+by Alembic and emptied before each test; the app over ASGITransport; a fake clock; and a guard
+that fails any test whose logs contain a secret."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import re
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from tiktok_auth_service.app import create_app
+from tiktok_auth_service.config import Settings
+from tiktok_auth_service.db import migrate
+from tiktok_auth_service.embedded_db import embedded_postgres
+from tiktok_auth_service.service import AuthService
+
+TIKTOK_API = "https://tiktok.test/open_api/v1.3"
+TIKTOK_AUTH = "https://tiktok.test/portal/auth"
+APP_ID = "app-1234"
+APP_SECRET = "app-secret-must-never-leak-0123456789"
+REDIRECT_URI = "https://broker.example/callback"
+FRONTEND = "https://frontend.example"
+KEYS = "k2:" + base64.b64encode(b"\x02" * 32).decode() + ",k1:" + base64.b64encode(
+    b"\x01" * 32
+).decode()
+
+
+class FakeClock:
+    def __init__(self, start: datetime | None = None) -> None:
+        self.current = start or datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, **delta: float) -> None:
+        self.current += timedelta(**delta)
+
+
+@dataclass
+class Canaries:
+    """Values that must never appear in any log line."""
+
+    values: set[str] = field(default_factory=lambda: {APP_SECRET})
+
+    def add(self, *values: str) -> None:
+        self.values.update(v for v in values if v)
+
+
+API_KEY_PATTERN = re.compile(r"tas_[A-Za-z0-9_-]{20,}")
+
+
+class _Collector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + logging.Formatter().formatException(record.exc_info)
+        self.lines.append(f"{record.name}: {text}")
+
+
+@pytest.fixture
+def canaries() -> Canaries:
+    return Canaries()
+
+
+@pytest.fixture(autouse=True)
+def leak_guard(canaries: Canaries) -> Iterator[None]:
+    collector = _Collector()
+    root = logging.getLogger()
+    previous = root.level
+    root.setLevel(logging.DEBUG)
+    root.addHandler(collector)
+    try:
+        yield
+    finally:
+        root.removeHandler(collector)
+        root.setLevel(previous)
+    leaks = [
+        line for line in collector.lines
+        if API_KEY_PATTERN.search(line) or any(value in line for value in canaries.values)
+    ]
+    assert not leaks, f"secrets in logs: {leaks[:3]}"
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    with embedded_postgres() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def migrated(database_url: str) -> str:
+    await migrate(database_url)
+    return database_url
+
+
+@pytest.fixture
+async def pg(migrated: str) -> AsyncIterator[asyncpg.Connection]:
+    """A raw connection for assertions, on a database emptied before the test."""
+    connection = await asyncpg.connect(migrated.replace("+asyncpg", ""))
+    await connection.execute(
+        "TRUNCATE oauth_grant, advertiser, oauth_state, api_client CASCADE"
+    )
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def make_settings(database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "tiktok_app_id": APP_ID,
+        "tiktok_app_secret": APP_SECRET,
+        "tiktok_redirect_uri": REDIRECT_URI,
+        "tiktok_auth_url": TIKTOK_AUTH,
+        "tiktok_api_base_url": TIKTOK_API,
+        "database_url": database_url,
+        "token_encryption_keys": KEYS,
+        "return_to_allowed_origins": FRONTEND,
+        "tiktok_retry_base_delay": 0,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(migrated: str) -> Settings:
+    return make_settings(migrated)
+
+
+@pytest.fixture
+async def app(settings: Settings, clock: FakeClock, pg: asyncpg.Connection) -> AsyncIterator[FastAPI]:
+    application = create_app(settings, clock=clock)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+def service(app: FastAPI) -> AuthService:
+    result: AuthService = app.state.service
+    return result
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://broker.example") as http:
+        yield http
+
+
+@pytest.fixture
+async def api_key(service: AuthService, canaries: Canaries) -> str:
+    created = await service.create_api_key("reporting", [])
+    key = created.key.get_secret_value()
+    canaries.add(key)
+    return key

@@ -1,0 +1,299 @@
+"""The browser leg: /authorize and /callback against TikTok faked by respx."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import asyncpg
+import httpx
+import pytest
+import respx
+
+from tests.conftest import APP_ID, APP_SECRET, FRONTEND, REDIRECT_URI, TIKTOK_API, TIKTOK_AUTH
+from tests.conftest import Canaries, FakeClock
+from tests.helpers import envelope, new_token, query_of, start_authorization
+
+ADVERTISERS = ["7100000000000000001", "7100000000000000002"]
+
+
+@pytest.fixture
+def tiktok() -> Iterator[respx.MockRouter]:
+    with respx.mock(base_url=TIKTOK_API, assert_all_called=False, assert_all_mocked=True) as mock:
+        yield mock
+
+
+def grant_token(tiktok: respx.MockRouter, canaries: Canaries, token: str | None = None) -> str:
+    token = token or new_token()
+    canaries.add(token)
+    tiktok.post("/oauth2/access_token/").respond(
+        json=envelope({"access_token": token, "advertiser_ids": ADVERTISERS, "scope": [4, 100]})
+    )
+    tiktok.get("/oauth2/advertiser/get/").respond(
+        json=envelope({"list": [
+            {"advertiser_id": ADVERTISERS[0], "advertiser_name": "Acme Shoes"},
+            {"advertiser_id": ADVERTISERS[1], "advertiser_name": "Acme Hats"},
+        ]})
+    )
+    return token
+
+
+class TestAuthorize:
+    async def test_redirects_to_tiktok_with_state_and_cookie(self, client: httpx.AsyncClient) -> None:
+        response = await client.get("/authorize")
+        assert response.status_code == 302
+        location = response.headers["location"]
+        assert location.startswith(TIKTOK_AUTH + "?")
+        query = query_of(location)
+        assert query["app_id"] == APP_ID
+        assert query["redirect_uri"] == REDIRECT_URI
+        assert len(query["state"]) >= 43  # 256 bits, base64url
+        cookie = response.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=lax" in cookie and "secure" in cookie
+
+    async def test_state_is_stored_hashed(
+        self, client: httpx.AsyncClient, pg: asyncpg.Connection
+    ) -> None:
+        state = await start_authorization(client)
+        rows = await pg.fetch("SELECT state_hash::text AS h, browser_hash::text AS b FROM oauth_state")
+        assert len(rows) == 1
+        assert state not in rows[0]["h"] and state.encode().hex() not in rows[0]["h"]
+
+    async def test_return_to_outside_allow_list_is_rejected(
+        self, client: httpx.AsyncClient, pg: asyncpg.Connection
+    ) -> None:
+        for bad in ["https://evil.example/x", "javascript:alert(1)", "/relative", "https://frontend.example.evil.com/"]:
+            response = await client.get("/authorize", params={"return_to": bad})
+            assert response.status_code == 400
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.json()["code"] == "return_to_not_allowed"
+        assert await pg.fetchval("SELECT count(*) FROM oauth_state") == 0
+
+    async def test_browser_gets_a_page_for_a_bad_return_to(self, client: httpx.AsyncClient) -> None:
+        response = await client.get(
+            "/authorize", params={"return_to": "https://evil.example/"},
+            headers={"accept": "text/html,application/xhtml+xml"},
+        )
+        assert response.status_code == 400
+        assert response.headers["content-type"].startswith("text/html")
+        assert "return_to_not_allowed" in response.text
+
+
+class TestCallback:
+    async def test_happy_path_serves_the_issued_token_for_every_advertiser(
+        self, client: httpx.AsyncClient, tiktok: respx.MockRouter, canaries: Canaries,
+        api_key: str, pg: asyncpg.Connection,
+    ) -> None:
+        token = grant_token(tiktok, canaries)
+        state = await start_authorization(client, return_to=f"{FRONTEND}/done?x=1")
+        response = await client.get(
+            "/callback", params={"auth_code": "the-code", "code": "the-code", "state": state}
+        )
+        assert response.status_code == 302
+        assert response.headers["location"] == (
+            f"{FRONTEND}/done?x=1&status=connected&advertiser_ids="
+            f"{ADVERTISERS[0]}%2C{ADVERTISERS[1]}"
+        )
+        exchange = tiktok.routes[0].calls.last.request
+        assert json.loads(exchange.content) == {
+            "app_id": APP_ID, "secret": APP_SECRET, "auth_code": "the-code"
+        }
+        for advertiser_id in ADVERTISERS:
+            served = await client.get(
+                f"/tokens/{advertiser_id}", headers={"authorization": f"Bearer {api_key}"}
+            )
+            assert served.status_code == 200
+            assert served.headers["cache-control"] == "no-store"
+            assert served.json() == {
+                "advertiser_id": advertiser_id, "access_token": token, "expires_at": None,
+                "scope": [4, 100], "status": "active",
+            }
+        names = dict(await pg.fetch("SELECT advertiser_id, name FROM advertiser"))
+        assert names == {ADVERTISERS[0]: "Acme Shoes", ADVERTISERS[1]: "Acme Hats"}
+
+    async def test_without_return_to_shows_a_result_page(
+        self, client: httpx.AsyncClient, tiktok: respx.MockRouter, canaries: Canaries
+    ) -> None:
+        grant_token(tiktok, canaries)
+        state = await start_authorization(client)
+        response = await client.get("/callback", params={"auth_code": "c", "state": state})
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/html")
+        assert ADVERTISERS[0] in response.text and ADVERTISERS[1] in response.text
+
+    async def test_falls_back_to_code_when_auth_code_is_absent(
+        self, client: httpx.AsyncClient, tiktok: respx.MockRouter, canaries: Canaries
+    ) -> None:
+        grant_token(tiktok, canaries)
+        state = await start_authorization(client)
+        response = await client.get("/callback", params={"code": "only-code", "state": state})
+        assert response.status_code == 200
+        assert json.loads(tiktok.routes[0].calls.last.request.content)["auth_code"] == "only-code"
+
+    async def test_the_plaintext_token_is_in_no_column(
+        self, client: httpx.AsyncClient, tiktok: respx.MockRouter, canaries: Canaries,
+        pg: asyncpg.Connection,
+    ) -> None:
+        token = grant_token(tiktok, canaries)
+        state = await start_authorization(client)
+        await client.get("/callback", params={"auth_code": "c", "state": state})
+        for table in ("oauth_grant", "advertiser", "oauth_state", "api_client"):
+            rows = await pg.fetch(f"SELECT t::text AS row FROM {table} AS t")  # noqa: S608
+            for row in rows:
+                assert token not in row["row"]
+                assert token.encode().hex() not in row["row"]
+        assert await pg.fetchval("SELECT count(*) FROM oauth_grant") == 1
+
+    async def test_replayed_callback_does_not_exchange_twice(
+        self, client: httpx.AsyncClient, tiktok: respx.MockRouter, canaries: Canaries
+    ) -> None:
+        grant_token(tiktok, canaries)
+        state = await start_authorization(client)
+        params = {"auth_code": "c", "state": state}
+        assert (await client.get("/callback", params=params)).status_code == 200
+        replay = await client.get("/callback", params=params)
+        assert replay.status_code == 400
+        assert replay.json()["code"] == "invalid_state"
+        assert tiktok.routes[0].call_count == 1
+
+    @pytest.mark.parametrize("state", [None, "", "never-issued"])
+    async def test_unknown_or_missing_state_never_calls_tiktok(
+        self, client: httpx.AsyncClient, tiktok: respx.MockRouter, state: str | None
+    ) -> None:
+        exchange = tiktok.post("/oauth2/access_token/")
+        params = {"auth_code": "c"} | ({"state": state} if state is not None else {})
+        response = await client.get("/callback", params=params)
+        assert response.status_code == 400
+        assert response.json()["code"] == "invalid_state"
+        assert not exchange.called
+
+    async def test_expired_state_is_rejected(
+        self, client: httpx.AsyncClient, tiktok: respx.MockRouter, clock: FakeClock
+    ) -> None:
+        exchange = tiktok.post("/oauth2/access_token/")
+        state = await start_authorization(client)
+        clock.advance(seconds=601)
+        response = await client.get("/callback", params={"auth_code": "c", "state": state})
+        assert response.status_code == 400
+        assert "expired" in response.json()["detail"]
+        assert not exchange.called
+
+    async def test_state_from_another_browser_is_rejected(
+        self, client: httpx.AsyncClient, tiktok: respx.MockRouter, app: object
+    ) -> None:
+        exchange = tiktok.post("/oauth2/access_token/")
+        state = await start_authorization(client)
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="https://broker.example") as other:
+            response = await other.get("/callback", params={"auth_code": "c", "state": state})
+        assert response.status_code == 400
+        assert "another browser" in response.json()["detail"]
+        assert not exchange.called
+        # The rightful browser can still finish.
+        tiktok.get("/oauth2/advertiser/get/").respond(json=envelope({"list": []}))
+        exchange.respond(json=envelope(
+            {"access_token": new_token(), "advertiser_ids": ["1"], "scope": []}
+        ))
+        ok = await client.get("/callback", params={"auth_code": "c", "state": state})
+        assert ok.status_code == 200
+
+    async def test_denial_is_reported_without_calling_tiktok(
+        self, client: httpx.AsyncClient, tiktok: respx.MockRouter
+    ) -> None:
+        exchange = tiktok.post("/oauth2/access_token/")
+        state = await start_authorization(client, return_to=f"{FRONTEND}/done")
+        response = await client.get(
+            "/callback",
+            params={"error": "access_denied", "error_description": "User cancelled", "state": state},
+        )
+        assert response.status_code == 302
+        assert response.headers["location"] == (
+            f"{FRONTEND}/done?status=error&error=authorization_denied"
+        )
+        assert not exchange.called
+
+    async def test_missing_code_without_return_to_is_a_readable_page(
+        self, client: httpx.AsyncClient, tiktok: respx.MockRouter
+    ) -> None:
+        exchange = tiktok.post("/oauth2/access_token/")
+        state = await start_authorization(client)
+        response = await client.get(
+            "/callback", params={"state": state}, headers={"accept": "text/html"}
+        )
+        assert response.status_code == 400
+        assert response.headers["content-type"].startswith("text/html")
+        assert "authorization_denied" in response.text
+        assert not exchange.called
+
+    @pytest.mark.parametrize(("tiktok_code", "expected"), [
+        (40110, "authorization_failed"), (40101, "authorization_failed"),
+        (40113, "authorization_failed"), (50000, "upstream_unavailable"),
+    ])
+    async def test_refused_exchange_is_reported_and_stores_nothing(
+        self, client: httpx.AsyncClient, tiktok: respx.MockRouter, pg: asyncpg.Connection,
+        tiktok_code: int, expected: str,
+    ) -> None:
+        tiktok.post("/oauth2/access_token/").respond(
+            json=envelope(code=tiktok_code, message="refused")
+        )
+        state = await start_authorization(client, return_to=f"{FRONTEND}/done")
+        response = await client.get("/callback", params={"auth_code": "c", "state": state})
+        assert response.status_code == 302
+        assert query_of(response.headers["location"]) == {"status": "error", "error": expected}
+        assert await pg.fetchval("SELECT count(*) FROM oauth_grant") == 0
+
+    async def test_rate_limited_exchange_succeeds_after_retry(
+        self, client: httpx.AsyncClient, tiktok: respx.MockRouter, canaries: Canaries
+    ) -> None:
+        token = new_token()
+        canaries.add(token)
+        tiktok.post("/oauth2/access_token/").mock(side_effect=[
+            httpx.Response(200, json=envelope(code=40100, message="Too many requests")),
+            httpx.Response(200, json=envelope(
+                {"access_token": token, "advertiser_ids": ADVERTISERS, "scope": [4]}
+            )),
+        ])
+        tiktok.get("/oauth2/advertiser/get/").respond(json=envelope({"list": []}))
+        state = await start_authorization(client)
+        response = await client.get("/callback", params={"auth_code": "c", "state": state})
+        assert response.status_code == 200
+        assert tiktok.routes[0].call_count == 2
+
+    async def test_failed_name_lookup_keeps_the_grant(
+        self, client: httpx.AsyncClient, tiktok: respx.MockRouter, canaries: Canaries,
+        api_key: str,
+    ) -> None:
+        token = new_token()
+        canaries.add(token)
+        tiktok.post("/oauth2/access_token/").respond(json=envelope(
+            {"access_token": token, "advertiser_ids": ADVERTISERS, "scope": [4]}
+        ))
+        names = tiktok.get("/oauth2/advertiser/get/").respond(503, text="<html>busy</html>")
+        state = await start_authorization(client)
+        response = await client.get("/callback", params={"auth_code": "c", "state": state})
+        assert response.status_code == 200
+        assert names.called
+        served = await client.get(
+            f"/tokens/{ADVERTISERS[1]}", headers={"authorization": f"Bearer {api_key}"}
+        )
+        assert served.json()["access_token"] == token
+
+    async def test_reauthorization_moves_advertisers_to_the_new_grant(
+        self, client: httpx.AsyncClient, tiktok: respx.MockRouter, canaries: Canaries,
+        api_key: str,
+    ) -> None:
+        grant_token(tiktok, canaries)
+        state = await start_authorization(client)
+        await client.get("/callback", params={"auth_code": "c1", "state": state})
+        newer = new_token()
+        canaries.add(newer)
+        tiktok.routes[0].respond(json=envelope(
+            {"access_token": newer, "advertiser_ids": [ADVERTISERS[0]], "scope": [4]}
+        ))
+        state = await start_authorization(client)
+        await client.get("/callback", params={"auth_code": "c2", "state": state})
+        auth = {"authorization": f"Bearer {api_key}"}
+        assert (await client.get(f"/tokens/{ADVERTISERS[0]}", headers=auth)).json()[
+            "access_token"] == newer
+        assert (await client.get(f"/tokens/{ADVERTISERS[1]}", headers=auth)).json()[
+            "access_token"] != newer

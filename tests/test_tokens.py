@@ -1,0 +1,207 @@
+"""GET and DELETE /tokens/{advertiser_id}: authentication, authorization, states, revocation."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import asyncpg
+import httpx
+import pytest
+import respx
+
+from tests.conftest import APP_ID, APP_SECRET, TIKTOK_API, Canaries
+from tests.helpers import envelope, new_token
+from tiktok_auth_service.crypto import TokenCipher
+from tiktok_auth_service.service import AuthService, access_token_aad
+
+ADVERTISER = "7100000000000000001"
+OTHER = "7100000000000000002"
+
+
+@pytest.fixture
+def tiktok() -> Iterator[respx.MockRouter]:
+    with respx.mock(base_url=TIKTOK_API, assert_all_called=False, assert_all_mocked=True) as mock:
+        yield mock
+
+
+async def store_grant(
+    pg: asyncpg.Connection, cipher: TokenCipher, token: str, advertisers: list[str],
+    status: str = "active",
+) -> uuid.UUID:
+    grant_id = uuid.uuid4()
+    key_id, blob = cipher.encrypt(token, access_token_aad(grant_id))
+    now = datetime.now(UTC)
+    await pg.execute(
+        "INSERT INTO oauth_grant (id, flow, key_id, access_token_enc, scope, status, version,"
+        " created_at, updated_at) VALUES ($1, 'advertiser', $2, $3, '[4]', $4, 1, $5, $5)",
+        grant_id, key_id, blob, status, now,
+    )
+    for advertiser_id in advertisers:
+        await pg.execute(
+            "INSERT INTO advertiser (advertiser_id, grant_id, created_at, updated_at)"
+            " VALUES ($1, $2, $3, $3)", advertiser_id, grant_id, now,
+        )
+    return grant_id
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+class TestGetToken:
+    async def test_serves_the_stored_token(
+        self, client: httpx.AsyncClient, service: AuthService, pg: asyncpg.Connection,
+        api_key: str, canaries: Canaries,
+    ) -> None:
+        token = new_token()
+        canaries.add(token)
+        await store_grant(pg, service.cipher, token, [ADVERTISER])
+        response = await client.get(f"/tokens/{ADVERTISER}", headers=bearer(api_key))
+        assert response.status_code == 200
+        assert response.json()["access_token"] == token
+
+    @pytest.mark.parametrize("headers", [
+        {}, {"authorization": "Bearer tas_unknownkeyunknownkeyunknownkey"},
+        {"authorization": "Basic Zm9vOmJhcg=="},
+    ])
+    async def test_missing_or_unknown_key_is_401(
+        self, client: httpx.AsyncClient, pg: asyncpg.Connection, headers: dict[str, str]
+    ) -> None:
+        response = await client.get(f"/tokens/{ADVERTISER}", headers=headers)
+        assert response.status_code == 401
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == "unauthenticated"
+
+    async def test_revoked_key_is_401(
+        self, client: httpx.AsyncClient, service: AuthService, api_key: str
+    ) -> None:
+        assert await service.revoke_api_key("reporting")
+        response = await client.get(f"/tokens/{ADVERTISER}", headers=bearer(api_key))
+        assert response.status_code == 401
+
+    async def test_key_restricted_to_other_advertisers_is_403(
+        self, client: httpx.AsyncClient, service: AuthService, pg: asyncpg.Connection,
+        canaries: Canaries,
+    ) -> None:
+        await store_grant(pg, service.cipher, new_token(), [ADVERTISER, OTHER])
+        created = await service.create_api_key("campaigns", [OTHER])
+        key = created.key.get_secret_value()
+        canaries.add(key)
+        denied = await client.get(f"/tokens/{ADVERTISER}", headers=bearer(key))
+        assert denied.status_code == 403
+        assert denied.json()["code"] == "forbidden"
+        assert (await client.get(f"/tokens/{OTHER}", headers=bearer(key))).status_code == 200
+
+    async def test_not_connected_is_404(
+        self, client: httpx.AsyncClient, api_key: str
+    ) -> None:
+        response = await client.get(f"/tokens/{ADVERTISER}", headers=bearer(api_key))
+        assert response.status_code == 404
+        assert response.json()["code"] == "not_connected"
+
+    @pytest.mark.parametrize("status", ["revoked", "reauthorization_required"])
+    async def test_dead_grant_is_409(
+        self, client: httpx.AsyncClient, service: AuthService, pg: asyncpg.Connection,
+        api_key: str, status: str,
+    ) -> None:
+        await store_grant(pg, service.cipher, new_token(), [ADVERTISER], status=status)
+        response = await client.get(f"/tokens/{ADVERTISER}", headers=bearer(api_key))
+        assert response.status_code == 409
+        assert response.json()["code"] == "reauthorization_required"
+
+    @pytest.mark.parametrize("bad", ["abc", "12a4", "-1", "1" * 33])
+    async def test_malformed_id_is_422(
+        self, client: httpx.AsyncClient, api_key: str, bad: str
+    ) -> None:
+        response = await client.get(f"/tokens/{bad}", headers=bearer(api_key))
+        assert response.status_code == 422
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == "validation_error"
+
+    async def test_ciphertext_moved_to_another_row_does_not_decrypt(
+        self, client: httpx.AsyncClient, service: AuthService, pg: asyncpg.Connection,
+        api_key: str,
+    ) -> None:
+        first = await store_grant(pg, service.cipher, new_token(), [ADVERTISER])
+        second = await store_grant(pg, service.cipher, new_token(), [OTHER])
+        await pg.execute(
+            "UPDATE oauth_grant SET access_token_enc ="
+            " (SELECT access_token_enc FROM oauth_grant WHERE id = $1) WHERE id = $2",
+            first, second,
+        )
+        response = await client.get(f"/tokens/{OTHER}", headers=bearer(api_key))
+        assert response.status_code == 500
+        assert response.json()["code"] == "token_unreadable"
+        assert "access_token" not in response.text
+
+
+class TestRevoke:
+    async def test_revokes_at_tiktok_and_marks_every_advertiser(
+        self, client: httpx.AsyncClient, service: AuthService, pg: asyncpg.Connection,
+        api_key: str, tiktok: respx.MockRouter, canaries: Canaries,
+    ) -> None:
+        token = new_token()
+        canaries.add(token)
+        await store_grant(pg, service.cipher, token, [ADVERTISER, OTHER])
+        revoke = tiktok.post("/oauth2/revoke_token/").respond(json=envelope({}))
+        response = await client.delete(f"/tokens/{ADVERTISER}", headers=bearer(api_key))
+        assert response.status_code == 200
+        assert response.json() == {
+            "advertiser_ids": [ADVERTISER, OTHER], "status": "revoked", "revoked_now": True
+        }
+        assert json.loads(revoke.calls.last.request.content) == {
+            "app_id": APP_ID, "secret": APP_SECRET, "access_token": token
+        }
+        for advertiser_id in (ADVERTISER, OTHER):
+            served = await client.get(f"/tokens/{advertiser_id}", headers=bearer(api_key))
+            assert served.status_code == 409
+
+    async def test_is_idempotent(
+        self, client: httpx.AsyncClient, service: AuthService, pg: asyncpg.Connection,
+        api_key: str, tiktok: respx.MockRouter,
+    ) -> None:
+        await store_grant(pg, service.cipher, new_token(), [ADVERTISER])
+        revoke = tiktok.post("/oauth2/revoke_token/").respond(json=envelope({}))
+        await client.delete(f"/tokens/{ADVERTISER}", headers=bearer(api_key))
+        again = await client.delete(f"/tokens/{ADVERTISER}", headers=bearer(api_key))
+        assert again.status_code == 200
+        assert again.json()["revoked_now"] is False
+        assert revoke.call_count == 1
+
+    async def test_token_already_dead_at_tiktok_counts_as_revoked(
+        self, client: httpx.AsyncClient, service: AuthService, pg: asyncpg.Connection,
+        api_key: str, tiktok: respx.MockRouter,
+    ) -> None:
+        await store_grant(pg, service.cipher, new_token(), [ADVERTISER])
+        tiktok.post("/oauth2/revoke_token/").respond(json=envelope(code=40105, message="bad"))
+        response = await client.delete(f"/tokens/{ADVERTISER}", headers=bearer(api_key))
+        assert response.status_code == 200
+        assert await pg.fetchval("SELECT status FROM oauth_grant") == "revoked"
+
+    async def test_tiktok_outage_changes_nothing(
+        self, client: httpx.AsyncClient, service: AuthService, pg: asyncpg.Connection,
+        api_key: str, tiktok: respx.MockRouter,
+    ) -> None:
+        await store_grant(pg, service.cipher, new_token(), [ADVERTISER])
+        tiktok.post("/oauth2/revoke_token/").respond(504, text="<html>gateway</html>")
+        response = await client.delete(f"/tokens/{ADVERTISER}", headers=bearer(api_key))
+        assert response.status_code == 503
+        assert response.json()["code"] == "upstream_unavailable"
+        assert response.headers["retry-after"] == "30"
+        assert await pg.fetchval("SELECT status FROM oauth_grant") == "active"
+
+    async def test_unknown_advertiser_is_404_and_bad_key_401(
+        self, client: httpx.AsyncClient, api_key: str, pg: asyncpg.Connection
+    ) -> None:
+        assert (await client.delete(f"/tokens/{ADVERTISER}", headers=bearer(api_key))
+                ).status_code == 404
+        assert (await client.delete(f"/tokens/{ADVERTISER}")).status_code == 401
+
+
+class TestHealth:
+    async def test_probes(self, client: httpx.AsyncClient) -> None:
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        assert (await client.get("/readyz")).json() == {"status": "ready"}
