@@ -29,9 +29,12 @@ APP_ID = "app-1234"
 APP_SECRET = "app-secret-must-never-leak-0123456789"
 REDIRECT_URI = "https://broker.example/callback"
 FRONTEND = "https://frontend.example"
-KEYS = "k2:" + base64.b64encode(b"\x02" * 32).decode() + ",k1:" + base64.b64encode(
-    b"\x01" * 32
-).decode()
+KEYS = (
+    "k2:"
+    + base64.b64encode(b"\x02" * 32).decode()
+    + ",k1:"
+    + base64.b64encode(b"\x01" * 32).decode()
+)
 
 
 class FakeClock:
@@ -88,7 +91,8 @@ def leak_guard(canaries: Canaries) -> Iterator[None]:
         root.removeHandler(collector)
         root.setLevel(previous)
     leaks = [
-        line for line in collector.lines
+        line
+        for line in collector.lines
         if API_KEY_PATTERN.search(line) or any(value in line for value in canaries.values)
     ]
     assert not leaks, f"secrets in logs: {leaks[:3]}"
@@ -114,9 +118,7 @@ async def migrated(database_url: str) -> str:
 async def pg(migrated: str) -> AsyncIterator[asyncpg.Connection]:
     """A raw connection for assertions, on a database emptied before the test."""
     connection = await asyncpg.connect(migrated.replace("+asyncpg", ""))
-    await connection.execute(
-        "TRUNCATE oauth_grant, advertiser, oauth_state, api_client CASCADE"
-    )
+    await connection.execute("TRUNCATE oauth_grant, advertiser, oauth_state, api_client CASCADE")
     try:
         yield connection
     finally:
@@ -150,7 +152,9 @@ def settings(migrated: str) -> Settings:
 
 
 @pytest.fixture
-async def app(settings: Settings, clock: FakeClock, pg: asyncpg.Connection) -> AsyncIterator[FastAPI]:
+async def app(
+    settings: Settings, clock: FakeClock, pg: asyncpg.Connection
+) -> AsyncIterator[FastAPI]:
     application = create_app(settings, clock=clock)
     async with application.router.lifespan_context(application):
         yield application

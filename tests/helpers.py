@@ -9,7 +9,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 
-def envelope(data: dict[str, Any] | None = None, code: int = 0, message: str = "OK") -> dict[str, Any]:
+def envelope(
+    data: dict[str, Any] | None = None, code: int = 0, message: str = "OK"
+) -> dict[str, Any]:
     """A TikTok response body: always HTTP 200, success decided by `code`."""
     return {
         "code": code,

@@ -10,8 +10,16 @@ import httpx
 import pytest
 import respx
 
-from tests.conftest import APP_ID, APP_SECRET, FRONTEND, REDIRECT_URI, TIKTOK_API, TIKTOK_AUTH
-from tests.conftest import Canaries, FakeClock
+from tests.conftest import (
+    APP_ID,
+    APP_SECRET,
+    FRONTEND,
+    REDIRECT_URI,
+    TIKTOK_API,
+    TIKTOK_AUTH,
+    Canaries,
+    FakeClock,
+)
 from tests.helpers import envelope, new_token, query_of, start_authorization
 
 ADVERTISERS = ["7100000000000000001", "7100000000000000002"]
@@ -30,16 +38,22 @@ def grant_token(tiktok: respx.MockRouter, canaries: Canaries, token: str | None 
         json=envelope({"access_token": token, "advertiser_ids": ADVERTISERS, "scope": [4, 100]})
     )
     tiktok.get("/oauth2/advertiser/get/").respond(
-        json=envelope({"list": [
-            {"advertiser_id": ADVERTISERS[0], "advertiser_name": "Acme Shoes"},
-            {"advertiser_id": ADVERTISERS[1], "advertiser_name": "Acme Hats"},
-        ]})
+        json=envelope(
+            {
+                "list": [
+                    {"advertiser_id": ADVERTISERS[0], "advertiser_name": "Acme Shoes"},
+                    {"advertiser_id": ADVERTISERS[1], "advertiser_name": "Acme Hats"},
+                ]
+            }
+        )
     )
     return token
 
 
 class TestAuthorize:
-    async def test_redirects_to_tiktok_with_state_and_cookie(self, client: httpx.AsyncClient) -> None:
+    async def test_redirects_to_tiktok_with_state_and_cookie(
+        self, client: httpx.AsyncClient
+    ) -> None:
         response = await client.get("/authorize")
         assert response.status_code == 302
         location = response.headers["location"]
@@ -55,14 +69,21 @@ class TestAuthorize:
         self, client: httpx.AsyncClient, pg: asyncpg.Connection
     ) -> None:
         state = await start_authorization(client)
-        rows = await pg.fetch("SELECT state_hash::text AS h, browser_hash::text AS b FROM oauth_state")
+        rows = await pg.fetch(
+            "SELECT state_hash::text AS h, browser_hash::text AS b FROM oauth_state"
+        )
         assert len(rows) == 1
         assert state not in rows[0]["h"] and state.encode().hex() not in rows[0]["h"]
 
     async def test_return_to_outside_allow_list_is_rejected(
         self, client: httpx.AsyncClient, pg: asyncpg.Connection
     ) -> None:
-        for bad in ["https://evil.example/x", "javascript:alert(1)", "/relative", "https://frontend.example.evil.com/"]:
+        for bad in [
+            "https://evil.example/x",
+            "javascript:alert(1)",
+            "/relative",
+            "https://frontend.example.evil.com/",
+        ]:
             response = await client.get("/authorize", params={"return_to": bad})
             assert response.status_code == 400
             assert response.headers["content-type"] == "application/problem+json"
@@ -71,7 +92,8 @@ class TestAuthorize:
 
     async def test_browser_gets_a_page_for_a_bad_return_to(self, client: httpx.AsyncClient) -> None:
         response = await client.get(
-            "/authorize", params={"return_to": "https://evil.example/"},
+            "/authorize",
+            params={"return_to": "https://evil.example/"},
             headers={"accept": "text/html,application/xhtml+xml"},
         )
         assert response.status_code == 400
@@ -81,8 +103,12 @@ class TestAuthorize:
 
 class TestCallback:
     async def test_happy_path_serves_the_issued_token_for_every_advertiser(
-        self, client: httpx.AsyncClient, tiktok: respx.MockRouter, canaries: Canaries,
-        api_key: str, pg: asyncpg.Connection,
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        canaries: Canaries,
+        api_key: str,
+        pg: asyncpg.Connection,
     ) -> None:
         token = grant_token(tiktok, canaries)
         state = await start_authorization(client, return_to=f"{FRONTEND}/done?x=1")
@@ -96,7 +122,9 @@ class TestCallback:
         )
         exchange = tiktok.routes[0].calls.last.request
         assert json.loads(exchange.content) == {
-            "app_id": APP_ID, "secret": APP_SECRET, "auth_code": "the-code"
+            "app_id": APP_ID,
+            "secret": APP_SECRET,
+            "auth_code": "the-code",
         }
         for advertiser_id in ADVERTISERS:
             served = await client.get(
@@ -105,8 +133,11 @@ class TestCallback:
             assert served.status_code == 200
             assert served.headers["cache-control"] == "no-store"
             assert served.json() == {
-                "advertiser_id": advertiser_id, "access_token": token, "expires_at": None,
-                "scope": [4, 100], "status": "active",
+                "advertiser_id": advertiser_id,
+                "access_token": token,
+                "expires_at": None,
+                "scope": [4, 100],
+                "status": "active",
             }
         names = dict(await pg.fetch("SELECT advertiser_id, name FROM advertiser"))
         assert names == {ADVERTISERS[0]: "Acme Shoes", ADVERTISERS[1]: "Acme Hats"}
@@ -131,7 +162,10 @@ class TestCallback:
         assert json.loads(tiktok.routes[0].calls.last.request.content)["auth_code"] == "only-code"
 
     async def test_the_plaintext_token_is_in_no_column(
-        self, client: httpx.AsyncClient, tiktok: respx.MockRouter, canaries: Canaries,
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        canaries: Canaries,
         pg: asyncpg.Connection,
     ) -> None:
         token = grant_token(tiktok, canaries)
@@ -184,16 +218,18 @@ class TestCallback:
         exchange = tiktok.post("/oauth2/access_token/")
         state = await start_authorization(client)
         transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-        async with httpx.AsyncClient(transport=transport, base_url="https://broker.example") as other:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="https://broker.example"
+        ) as other:
             response = await other.get("/callback", params={"auth_code": "c", "state": state})
         assert response.status_code == 400
         assert "another browser" in response.json()["detail"]
         assert not exchange.called
         # The rightful browser can still finish.
         tiktok.get("/oauth2/advertiser/get/").respond(json=envelope({"list": []}))
-        exchange.respond(json=envelope(
-            {"access_token": new_token(), "advertiser_ids": ["1"], "scope": []}
-        ))
+        exchange.respond(
+            json=envelope({"access_token": new_token(), "advertiser_ids": ["1"], "scope": []})
+        )
         ok = await client.get("/callback", params={"auth_code": "c", "state": state})
         assert ok.status_code == 200
 
@@ -204,7 +240,11 @@ class TestCallback:
         state = await start_authorization(client, return_to=f"{FRONTEND}/done")
         response = await client.get(
             "/callback",
-            params={"error": "access_denied", "error_description": "User cancelled", "state": state},
+            params={
+                "error": "access_denied",
+                "error_description": "User cancelled",
+                "state": state,
+            },
         )
         assert response.status_code == 302
         assert response.headers["location"] == (
@@ -225,13 +265,22 @@ class TestCallback:
         assert "authorization_denied" in response.text
         assert not exchange.called
 
-    @pytest.mark.parametrize(("tiktok_code", "expected"), [
-        (40110, "authorization_failed"), (40101, "authorization_failed"),
-        (40113, "authorization_failed"), (50000, "upstream_unavailable"),
-    ])
+    @pytest.mark.parametrize(
+        ("tiktok_code", "expected"),
+        [
+            (40110, "authorization_failed"),
+            (40101, "authorization_failed"),
+            (40113, "authorization_failed"),
+            (50000, "upstream_unavailable"),
+        ],
+    )
     async def test_refused_exchange_is_reported_and_stores_nothing(
-        self, client: httpx.AsyncClient, tiktok: respx.MockRouter, pg: asyncpg.Connection,
-        tiktok_code: int, expected: str,
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        pg: asyncpg.Connection,
+        tiktok_code: int,
+        expected: str,
     ) -> None:
         tiktok.post("/oauth2/access_token/").respond(
             json=envelope(code=tiktok_code, message="refused")
@@ -247,12 +296,17 @@ class TestCallback:
     ) -> None:
         token = new_token()
         canaries.add(token)
-        tiktok.post("/oauth2/access_token/").mock(side_effect=[
-            httpx.Response(200, json=envelope(code=40100, message="Too many requests")),
-            httpx.Response(200, json=envelope(
-                {"access_token": token, "advertiser_ids": ADVERTISERS, "scope": [4]}
-            )),
-        ])
+        tiktok.post("/oauth2/access_token/").mock(
+            side_effect=[
+                httpx.Response(200, json=envelope(code=40100, message="Too many requests")),
+                httpx.Response(
+                    200,
+                    json=envelope(
+                        {"access_token": token, "advertiser_ids": ADVERTISERS, "scope": [4]}
+                    ),
+                ),
+            ]
+        )
         tiktok.get("/oauth2/advertiser/get/").respond(json=envelope({"list": []}))
         state = await start_authorization(client)
         response = await client.get("/callback", params={"auth_code": "c", "state": state})
@@ -260,14 +314,17 @@ class TestCallback:
         assert tiktok.routes[0].call_count == 2
 
     async def test_failed_name_lookup_keeps_the_grant(
-        self, client: httpx.AsyncClient, tiktok: respx.MockRouter, canaries: Canaries,
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        canaries: Canaries,
         api_key: str,
     ) -> None:
         token = new_token()
         canaries.add(token)
-        tiktok.post("/oauth2/access_token/").respond(json=envelope(
-            {"access_token": token, "advertiser_ids": ADVERTISERS, "scope": [4]}
-        ))
+        tiktok.post("/oauth2/access_token/").respond(
+            json=envelope({"access_token": token, "advertiser_ids": ADVERTISERS, "scope": [4]})
+        )
         names = tiktok.get("/oauth2/advertiser/get/").respond(503, text="<html>busy</html>")
         state = await start_authorization(client)
         response = await client.get("/callback", params={"auth_code": "c", "state": state})
@@ -279,7 +336,10 @@ class TestCallback:
         assert served.json()["access_token"] == token
 
     async def test_reauthorization_moves_advertisers_to_the_new_grant(
-        self, client: httpx.AsyncClient, tiktok: respx.MockRouter, canaries: Canaries,
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        canaries: Canaries,
         api_key: str,
     ) -> None:
         grant_token(tiktok, canaries)
@@ -287,13 +347,15 @@ class TestCallback:
         await client.get("/callback", params={"auth_code": "c1", "state": state})
         newer = new_token()
         canaries.add(newer)
-        tiktok.routes[0].respond(json=envelope(
-            {"access_token": newer, "advertiser_ids": [ADVERTISERS[0]], "scope": [4]}
-        ))
+        tiktok.routes[0].respond(
+            json=envelope({"access_token": newer, "advertiser_ids": [ADVERTISERS[0]], "scope": [4]})
+        )
         state = await start_authorization(client)
         await client.get("/callback", params={"auth_code": "c2", "state": state})
         auth = {"authorization": f"Bearer {api_key}"}
         assert (await client.get(f"/tokens/{ADVERTISERS[0]}", headers=auth)).json()[
-            "access_token"] == newer
+            "access_token"
+        ] == newer
         assert (await client.get(f"/tokens/{ADVERTISERS[1]}", headers=auth)).json()[
-            "access_token"] != newer
+            "access_token"
+        ] != newer

@@ -28,7 +28,10 @@ def tiktok() -> Iterator[respx.MockRouter]:
 
 
 async def store_grant(
-    pg: asyncpg.Connection, cipher: TokenCipher, token: str, advertisers: list[str],
+    pg: asyncpg.Connection,
+    cipher: TokenCipher,
+    token: str,
+    advertisers: list[str],
     status: str = "active",
 ) -> uuid.UUID:
     grant_id = uuid.uuid4()
@@ -37,12 +40,19 @@ async def store_grant(
     await pg.execute(
         "INSERT INTO oauth_grant (id, flow, key_id, access_token_enc, scope, status, version,"
         " created_at, updated_at) VALUES ($1, 'advertiser', $2, $3, '[4]', $4, 1, $5, $5)",
-        grant_id, key_id, blob, status, now,
+        grant_id,
+        key_id,
+        blob,
+        status,
+        now,
     )
     for advertiser_id in advertisers:
         await pg.execute(
             "INSERT INTO advertiser (advertiser_id, grant_id, created_at, updated_at)"
-            " VALUES ($1, $2, $3, $3)", advertiser_id, grant_id, now,
+            " VALUES ($1, $2, $3, $3)",
+            advertiser_id,
+            grant_id,
+            now,
         )
     return grant_id
 
@@ -53,8 +63,12 @@ def bearer(key: str) -> dict[str, str]:
 
 class TestGetToken:
     async def test_serves_the_stored_token(
-        self, client: httpx.AsyncClient, service: AuthService, pg: asyncpg.Connection,
-        api_key: str, canaries: Canaries,
+        self,
+        client: httpx.AsyncClient,
+        service: AuthService,
+        pg: asyncpg.Connection,
+        api_key: str,
+        canaries: Canaries,
     ) -> None:
         token = new_token()
         canaries.add(token)
@@ -63,10 +77,14 @@ class TestGetToken:
         assert response.status_code == 200
         assert response.json()["access_token"] == token
 
-    @pytest.mark.parametrize("headers", [
-        {}, {"authorization": "Bearer tas_unknownkeyunknownkeyunknownkey"},
-        {"authorization": "Basic Zm9vOmJhcg=="},
-    ])
+    @pytest.mark.parametrize(
+        "headers",
+        [
+            {},
+            {"authorization": "Bearer tas_unknownkeyunknownkeyunknownkey"},
+            {"authorization": "Basic Zm9vOmJhcg=="},
+        ],
+    )
     async def test_missing_or_unknown_key_is_401(
         self, client: httpx.AsyncClient, pg: asyncpg.Connection, headers: dict[str, str]
     ) -> None:
@@ -83,7 +101,10 @@ class TestGetToken:
         assert response.status_code == 401
 
     async def test_key_restricted_to_other_advertisers_is_403(
-        self, client: httpx.AsyncClient, service: AuthService, pg: asyncpg.Connection,
+        self,
+        client: httpx.AsyncClient,
+        service: AuthService,
+        pg: asyncpg.Connection,
         canaries: Canaries,
     ) -> None:
         await store_grant(pg, service.cipher, new_token(), [ADVERTISER, OTHER])
@@ -95,17 +116,19 @@ class TestGetToken:
         assert denied.json()["code"] == "forbidden"
         assert (await client.get(f"/tokens/{OTHER}", headers=bearer(key))).status_code == 200
 
-    async def test_not_connected_is_404(
-        self, client: httpx.AsyncClient, api_key: str
-    ) -> None:
+    async def test_not_connected_is_404(self, client: httpx.AsyncClient, api_key: str) -> None:
         response = await client.get(f"/tokens/{ADVERTISER}", headers=bearer(api_key))
         assert response.status_code == 404
         assert response.json()["code"] == "not_connected"
 
     @pytest.mark.parametrize("status", ["revoked", "reauthorization_required"])
     async def test_dead_grant_is_409(
-        self, client: httpx.AsyncClient, service: AuthService, pg: asyncpg.Connection,
-        api_key: str, status: str,
+        self,
+        client: httpx.AsyncClient,
+        service: AuthService,
+        pg: asyncpg.Connection,
+        api_key: str,
+        status: str,
     ) -> None:
         await store_grant(pg, service.cipher, new_token(), [ADVERTISER], status=status)
         response = await client.get(f"/tokens/{ADVERTISER}", headers=bearer(api_key))
@@ -122,7 +145,10 @@ class TestGetToken:
         assert response.json()["code"] == "validation_error"
 
     async def test_ciphertext_moved_to_another_row_does_not_decrypt(
-        self, client: httpx.AsyncClient, service: AuthService, pg: asyncpg.Connection,
+        self,
+        client: httpx.AsyncClient,
+        service: AuthService,
+        pg: asyncpg.Connection,
         api_key: str,
     ) -> None:
         first = await store_grant(pg, service.cipher, new_token(), [ADVERTISER])
@@ -130,7 +156,8 @@ class TestGetToken:
         await pg.execute(
             "UPDATE oauth_grant SET access_token_enc ="
             " (SELECT access_token_enc FROM oauth_grant WHERE id = $1) WHERE id = $2",
-            first, second,
+            first,
+            second,
         )
         response = await client.get(f"/tokens/{OTHER}", headers=bearer(api_key))
         assert response.status_code == 500
@@ -140,8 +167,13 @@ class TestGetToken:
 
 class TestRevoke:
     async def test_revokes_at_tiktok_and_marks_every_advertiser(
-        self, client: httpx.AsyncClient, service: AuthService, pg: asyncpg.Connection,
-        api_key: str, tiktok: respx.MockRouter, canaries: Canaries,
+        self,
+        client: httpx.AsyncClient,
+        service: AuthService,
+        pg: asyncpg.Connection,
+        api_key: str,
+        tiktok: respx.MockRouter,
+        canaries: Canaries,
     ) -> None:
         token = new_token()
         canaries.add(token)
@@ -150,18 +182,26 @@ class TestRevoke:
         response = await client.delete(f"/tokens/{ADVERTISER}", headers=bearer(api_key))
         assert response.status_code == 200
         assert response.json() == {
-            "advertiser_ids": [ADVERTISER, OTHER], "status": "revoked", "revoked_now": True
+            "advertiser_ids": [ADVERTISER, OTHER],
+            "status": "revoked",
+            "revoked_now": True,
         }
         assert json.loads(revoke.calls.last.request.content) == {
-            "app_id": APP_ID, "secret": APP_SECRET, "access_token": token
+            "app_id": APP_ID,
+            "secret": APP_SECRET,
+            "access_token": token,
         }
         for advertiser_id in (ADVERTISER, OTHER):
             served = await client.get(f"/tokens/{advertiser_id}", headers=bearer(api_key))
             assert served.status_code == 409
 
     async def test_is_idempotent(
-        self, client: httpx.AsyncClient, service: AuthService, pg: asyncpg.Connection,
-        api_key: str, tiktok: respx.MockRouter,
+        self,
+        client: httpx.AsyncClient,
+        service: AuthService,
+        pg: asyncpg.Connection,
+        api_key: str,
+        tiktok: respx.MockRouter,
     ) -> None:
         await store_grant(pg, service.cipher, new_token(), [ADVERTISER])
         revoke = tiktok.post("/oauth2/revoke_token/").respond(json=envelope({}))
@@ -172,8 +212,12 @@ class TestRevoke:
         assert revoke.call_count == 1
 
     async def test_token_already_dead_at_tiktok_counts_as_revoked(
-        self, client: httpx.AsyncClient, service: AuthService, pg: asyncpg.Connection,
-        api_key: str, tiktok: respx.MockRouter,
+        self,
+        client: httpx.AsyncClient,
+        service: AuthService,
+        pg: asyncpg.Connection,
+        api_key: str,
+        tiktok: respx.MockRouter,
     ) -> None:
         await store_grant(pg, service.cipher, new_token(), [ADVERTISER])
         tiktok.post("/oauth2/revoke_token/").respond(json=envelope(code=40105, message="bad"))
@@ -182,8 +226,12 @@ class TestRevoke:
         assert await pg.fetchval("SELECT status FROM oauth_grant") == "revoked"
 
     async def test_tiktok_outage_changes_nothing(
-        self, client: httpx.AsyncClient, service: AuthService, pg: asyncpg.Connection,
-        api_key: str, tiktok: respx.MockRouter,
+        self,
+        client: httpx.AsyncClient,
+        service: AuthService,
+        pg: asyncpg.Connection,
+        api_key: str,
+        tiktok: respx.MockRouter,
     ) -> None:
         await store_grant(pg, service.cipher, new_token(), [ADVERTISER])
         tiktok.post("/oauth2/revoke_token/").respond(504, text="<html>gateway</html>")
@@ -196,8 +244,9 @@ class TestRevoke:
     async def test_unknown_advertiser_is_404_and_bad_key_401(
         self, client: httpx.AsyncClient, api_key: str, pg: asyncpg.Connection
     ) -> None:
-        assert (await client.delete(f"/tokens/{ADVERTISER}", headers=bearer(api_key))
-                ).status_code == 404
+        assert (
+            await client.delete(f"/tokens/{ADVERTISER}", headers=bearer(api_key))
+        ).status_code == 404
         assert (await client.delete(f"/tokens/{ADVERTISER}")).status_code == 401
 
 

@@ -42,14 +42,19 @@ def upgrade() -> None:
         ),
     )
     op.create_index(
-        "uq_oauth_grant_open_id", "oauth_grant", ["open_id"], unique=True,
+        "uq_oauth_grant_open_id",
+        "oauth_grant",
+        ["open_id"],
+        unique=True,
         postgresql_where=sa.text("open_id IS NOT NULL"),
     )
     op.create_table(
         "advertiser",
         sa.Column("advertiser_id", sa.Text, primary_key=True),
         sa.Column(
-            "grant_id", sa.Uuid, sa.ForeignKey("oauth_grant.id", ondelete="CASCADE"),
+            "grant_id",
+            sa.Uuid,
+            sa.ForeignKey("oauth_grant.id", ondelete="CASCADE"),
             nullable=False,
         ),
         sa.Column("name", sa.Text, nullable=True),
@@ -74,9 +79,7 @@ def upgrade() -> None:
         sa.Column("name", sa.Text, nullable=False, unique=True),
         sa.Column("key_hash", sa.LargeBinary, nullable=False, unique=True),
         sa.Column("unrestricted", sa.Boolean, nullable=False),
-        sa.Column(
-            "allowed_advertiser_ids", pg.ARRAY(sa.Text), nullable=False, server_default="{}"
-        ),
+        sa.Column("allowed_advertiser_ids", pg.ARRAY(sa.Text), nullable=False, server_default="{}"),
         sa.Column("created_at", TZ, nullable=False),
         sa.Column("revoked_at", TZ, nullable=True),
     )

@@ -40,7 +40,9 @@ def tiktok_http_client(settings: Settings) -> httpx.AsyncClient:
 
 
 @asynccontextmanager
-async def open_service(settings: Settings, clock: Clock | None = None) -> AsyncIterator[AuthService]:
+async def open_service(
+    settings: Settings, clock: Clock | None = None
+) -> AsyncIterator[AuthService]:
     """Everything a use case needs, opened together and closed together (also used by the CLI)."""
     # httpx logs every request URL at INFO, and advertiser/get carries the app secret in its
     # query string (TikTok's design), so that logger must stay quiet.

@@ -15,7 +15,8 @@ from tiktok_auth_service.config import ConfigError, Settings, load_settings
 
 def _configure_logging(level: str) -> None:
     logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
 
@@ -26,8 +27,13 @@ def serve(settings: Settings, host: str, port: int) -> None:
     from tiktok_auth_service.app import create_app
 
     # Access logs are off: request URLs of /callback carry TikTok's single-use auth code.
-    uvicorn.run(create_app(settings), host=host, port=port, access_log=False,
-                log_level=settings.log_level.lower())
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        access_log=False,
+        log_level=settings.log_level.lower(),
+    )
 
 
 def _run_with_service(settings: Settings, use: Callable[[Any], Awaitable[int]]) -> int:
@@ -45,15 +51,18 @@ def _api_keys(settings: Settings, args: argparse.Namespace) -> int:
         if args.keys_command == "create":
             created = await service.create_api_key(args.name, args.advertiser or [])
             scope = ", ".join(created.client.allowed_advertiser_ids) or "all advertisers"
-            print(f"API key for {args.name!r} ({scope}); shown once, store it now:",
-                  file=sys.stderr)
+            print(
+                f"API key for {args.name!r} ({scope}); shown once, store it now:", file=sys.stderr
+            )
             print(created.key.get_secret_value())
         elif args.keys_command == "list":
             for client in await service.list_api_keys():
                 state = f"revoked {client.revoked_at:%Y-%m-%d}" if client.revoked_at else "active"
                 scope = ",".join(client.allowed_advertiser_ids) or "*"
-                print(f"{client.name}\t{state}\tadvertisers={scope}\t"
-                      f"created={client.created_at:%Y-%m-%dT%H:%M:%SZ}")
+                print(
+                    f"{client.name}\t{state}\tadvertisers={scope}\t"
+                    f"created={client.created_at:%Y-%m-%dT%H:%M:%SZ}"
+                )
         elif not await service.revoke_api_key(args.name):
             print(f"no active API key named {args.name!r}", file=sys.stderr)
             return 1
@@ -78,8 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="create a key (printed once)")
     create.add_argument("name")
-    create.add_argument("--advertiser", action="append", metavar="ID",
-                        help="restrict the key to this advertiser (repeatable); default: all")
+    create.add_argument(
+        "--advertiser",
+        action="append",
+        metavar="ID",
+        help="restrict the key to this advertiser (repeatable); default: all",
+    )
     key_commands.add_parser("list", help="list keys (never the keys themselves)")
     revoke = key_commands.add_parser("revoke", help="revoke a key by name")
     revoke.add_argument("name")

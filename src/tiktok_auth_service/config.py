@@ -51,8 +51,9 @@ class Settings(BaseSettings):
     state_ttl_seconds: int = Field(default=600, gt=0)
     log_level: str = "INFO"
 
-    @field_validator("tiktok_redirect_uri", "tiktok_auth_url", "tiktok_account_auth_url",
-                     "tiktok_api_base_url")
+    @field_validator(
+        "tiktok_redirect_uri", "tiktok_auth_url", "tiktok_account_auth_url", "tiktok_api_base_url"
+    )
     @classmethod
     def _http_url(cls, value: str) -> str:
         _origin(value)

@@ -32,7 +32,8 @@ class Database:
         engine = create_async_engine(url, pool_size=pool_size, pool_pre_ping=True)
         pool = await asyncpg.create_pool(
             url.replace("postgresql+asyncpg://", "postgresql://", 1),
-            min_size=1, max_size=pool_size,
+            min_size=1,
+            max_size=pool_size,
         )
         return cls(engine, pool)
 

@@ -49,23 +49,44 @@ def _with_binaries(data_dir: Path) -> Iterator[str]:
             os.chown(path, entry.pw_uid, entry.pw_gid)
     if not (data_dir / "PG_VERSION").exists():
         subprocess.run(
-            [*run_as, str(bindir / "initdb"), "-D", str(data_dir), "-U", "postgres",
-             "--auth=trust", "--encoding=UTF8", "--no-sync"],
-            check=True, capture_output=True,
+            [
+                *run_as,
+                str(bindir / "initdb"),
+                "-D",
+                str(data_dir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
         )
     log = data_dir.parent / "postgres.log"
     subprocess.run(
-        [*run_as, str(bindir / "pg_ctl"), "-D", str(data_dir), "-l", str(log), "-w", "-o",
-         f"-c listen_addresses='' -c unix_socket_directories='{data_dir}' -c fsync=off",
-         "start"],
-        check=True, capture_output=True,
+        [
+            *run_as,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data_dir),
+            "-l",
+            str(log),
+            "-w",
+            "-o",
+            f"-c listen_addresses='' -c unix_socket_directories='{data_dir}' -c fsync=off",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
     )
     try:
         yield _asyncpg_url(str(data_dir), "postgres")
     finally:
         subprocess.run(
             [*run_as, str(bindir / "pg_ctl"), "-D", str(data_dir), "-m", "fast", "-w", "stop"],
-            check=False, capture_output=True,
+            check=False,
+            capture_output=True,
         )
 
 
@@ -90,13 +111,13 @@ def embedded_postgres(data_dir: Path | None = None) -> Iterator[str]:
     pgdata = base / "pgdata"
     try:
         try:
-            import pgserver  # type: ignore[import-untyped]
+            import pgserver
         except ImportError:
             pgdata.mkdir(exist_ok=True)
             with _with_binaries(pgdata) as url:
                 yield url
         else:
-            server = pgserver.get_server(pgdata, cleanup_mode="stop")
+            server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
             uri = server.get_uri()
             socket_dir = uri.split("host=", 1)[1]
             try:

@@ -37,7 +37,9 @@ class Grant(SQLModel, table=True):
             "status IN ('active', 'reauthorization_required', 'revoked')", name="status_known"
         ),
         sa.Index(
-            "uq_oauth_grant_open_id", "open_id", unique=True,
+            "uq_oauth_grant_open_id",
+            "open_id",
+            unique=True,
             postgresql_where=sa.text("open_id IS NOT NULL"),
         ),
     )
@@ -68,7 +70,9 @@ class Advertiser(SQLModel, table=True):
     advertiser_id: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
     grant_id: uuid.UUID = Field(
         sa_column=sa.Column(
-            sa.Uuid, sa.ForeignKey("oauth_grant.id", ondelete="CASCADE"), nullable=False,
+            sa.Uuid,
+            sa.ForeignKey("oauth_grant.id", ondelete="CASCADE"),
+            nullable=False,
             index=True,
         )
     )

@@ -14,6 +14,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from tiktok_auth_service.models import Advertiser, ApiClient, Grant, GrantStatus, OAuthState
 
@@ -30,13 +31,13 @@ class Repository:
 
     async def lock_state(self, state_hash: bytes) -> OAuthState | None:
         result = await self.session.execute(
-            sa.select(OAuthState).where(OAuthState.state_hash == state_hash).with_for_update()  # type: ignore[arg-type]
+            sa.select(OAuthState).where(col(OAuthState.state_hash) == state_hash).with_for_update()
         )
         return result.scalar_one_or_none()
 
     async def delete_expired_states(self, before: datetime) -> int:
         result = await self.session.execute(
-            sa.delete(OAuthState).where(OAuthState.expires_at < before)  # type: ignore[arg-type]
+            sa.delete(OAuthState).where(col(OAuthState.expires_at) < before)
         )
         return int(result.rowcount)  # type: ignore[attr-defined]
 
@@ -51,8 +52,12 @@ class Repository:
     ) -> None:
         """Point each advertiser at `grant_id`; re-authorizing moves it to the newest grant."""
         rows = [
-            {"advertiser_id": advertiser_id, "grant_id": grant_id, "created_at": now,
-             "updated_at": now}
+            {
+                "advertiser_id": advertiser_id,
+                "grant_id": grant_id,
+                "created_at": now,
+                "updated_at": now,
+            }
             for advertiser_id in advertiser_ids
         ]
         if not rows:
@@ -72,8 +77,8 @@ class Repository:
             await self.session.execute(
                 sa.update(Advertiser)
                 .where(
-                    Advertiser.advertiser_id == advertiser_id,  # type: ignore[arg-type]
-                    Advertiser.grant_id == grant_id,  # type: ignore[arg-type]
+                    col(Advertiser.advertiser_id) == advertiser_id,
+                    col(Advertiser.grant_id) == grant_id,
                 )
                 .values(name=name, updated_at=now)
             )
@@ -81,17 +86,17 @@ class Repository:
     async def lock_grant_of_advertiser(self, advertiser_id: str) -> Grant | None:
         result = await self.session.execute(
             sa.select(Grant)
-            .join(Advertiser, Advertiser.grant_id == Grant.id)  # type: ignore[arg-type]
-            .where(Advertiser.advertiser_id == advertiser_id)  # type: ignore[arg-type]
-            .with_for_update(of=Grant)  # type: ignore[arg-type]
+            .join(Advertiser, col(Advertiser.grant_id) == col(Grant.id))
+            .where(col(Advertiser.advertiser_id) == advertiser_id)
+            .with_for_update(of=Grant)
         )
         return result.scalar_one_or_none()
 
     async def advertiser_ids_of_grant(self, grant_id: uuid.UUID) -> list[str]:
         result = await self.session.execute(
-            sa.select(Advertiser.advertiser_id)
-            .where(Advertiser.grant_id == grant_id)  # type: ignore[arg-type]
-            .order_by(Advertiser.advertiser_id)
+            sa.select(col(Advertiser.advertiser_id))
+            .where(col(Advertiser.grant_id) == grant_id)
+            .order_by(col(Advertiser.advertiser_id))
         )
         return list(result.scalars())
 
@@ -108,20 +113,18 @@ class Repository:
         await self.session.flush()
 
     async def api_client_by_name(self, name: str) -> ApiClient | None:
-        result = await self.session.execute(
-            sa.select(ApiClient).where(ApiClient.name == name)  # type: ignore[arg-type]
-        )
+        result = await self.session.execute(sa.select(ApiClient).where(col(ApiClient.name) == name))
         return result.scalar_one_or_none()
 
     async def list_api_clients(self) -> Sequence[ApiClient]:
-        result = await self.session.execute(sa.select(ApiClient).order_by(ApiClient.name))
+        result = await self.session.execute(sa.select(ApiClient).order_by(col(ApiClient.name)))
         return result.scalars().all()
 
     async def api_client_by_key_hash(self, key_hash: bytes) -> ApiClient | None:
         result = await self.session.execute(
             sa.select(ApiClient).where(
-                ApiClient.key_hash == key_hash,  # type: ignore[arg-type]
-                ApiClient.revoked_at.is_(None),  # type: ignore[union-attr]
+                col(ApiClient.key_hash) == key_hash,
+                col(ApiClient.revoked_at).is_(None),
             )
         )
         return result.scalar_one_or_none()
@@ -143,7 +146,7 @@ class TokenRow:
 
 # One round trip answers authentication, authorization and the lookup: no row means the key
 # is unknown or revoked; a row with NULL grant means the advertiser is not connected.
-_READ_ADVERTISER_TOKEN = """
+_READ_ADVERTISER_GRANT_SQL = """
 SELECT c.unrestricted, c.allowed_advertiser_ids,
        g.id AS grant_id, g.status, g.key_id, g.access_token_enc, g.expires_at, g.scope
 FROM api_client AS c
@@ -157,7 +160,7 @@ async def read_advertiser_token(
     pool: asyncpg.Pool, key_hash: bytes, advertiser_id: str
 ) -> TokenRow | None:
     async with pool.acquire() as connection:
-        row = await connection.fetchrow(_READ_ADVERTISER_TOKEN, key_hash, advertiser_id)
+        row = await connection.fetchrow(_READ_ADVERTISER_GRANT_SQL, key_hash, advertiser_id)
     if row is None:
         return None
     values = list(row.values())
@@ -166,7 +169,8 @@ async def read_advertiser_token(
     return TokenRow(*values)
 
 
-async def database_answers(pool: asyncpg.Pool, timeout: float = 2.0) -> bool:
+async def database_answers(pool: asyncpg.Pool) -> bool:
+    timeout = 2.0
     try:
         async with pool.acquire(timeout=timeout) as connection:
             await connection.fetchval("SELECT 1", timeout=timeout)

@@ -204,13 +204,16 @@ class AuthService:
         except TikTokAuthError as exc:
             log.warning("code exchange refused: code=%s request_id=%s", exc.code, exc.request_id)
             return AuthorizationResult(
-                flow, state.return_to,
+                flow,
+                state.return_to,
                 error=errors.AuthorizationFailed(f"TikTok refused the code (code {exc.code})."),
             )
         except TikTokError as exc:
             log.warning("code exchange failed: code=%s request_id=%s", exc.code, exc.request_id)
             return AuthorizationResult(
-                flow, state.return_to, error=errors.UpstreamUnavailable(
+                flow,
+                state.return_to,
+                error=errors.UpstreamUnavailable(
                     "TikTok could not complete the authorization; please try again."
                 ),
             )
@@ -242,7 +245,9 @@ class AuthService:
             await repo.assign_advertisers(grant_id, granted.advertiser_ids, now)
         log.info(
             "advertiser grant stored: grant=%s advertisers=%d request_id=%s",
-            grant_id, len(granted.advertiser_ids), granted.request_id,
+            grant_id,
+            len(granted.advertiser_ids),
+            granted.request_id,
         )
         return grant_id
 
@@ -272,7 +277,9 @@ class AuthService:
 
     # -- Serving tokens ------------------------------------------------------------------
 
-    async def get_advertiser_token(self, api_key: str | None, advertiser_id: str) -> AdvertiserToken:
+    async def get_advertiser_token(
+        self, api_key: str | None, advertiser_id: str
+    ) -> AdvertiserToken:
         """The hot path: one query answers who is asking, whether they may, and the token."""
         if not api_key:
             raise errors.Unauthenticated()

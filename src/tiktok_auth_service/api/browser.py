@@ -24,8 +24,10 @@ BINDING_COOKIE = "tas_binding"
     "/authorize",
     status_code=302,
     response_class=RedirectResponse,
-    responses={302: {"description": "Redirect to TikTok's consent page."},
-               **problem_responses(errors.ReturnToNotAllowed)},
+    responses={
+        302: {"description": "Redirect to TikTok's consent page."},
+        **problem_responses(errors.ReturnToNotAllowed),
+    },
 )
 async def authorize(
     service: ServiceDep,
@@ -56,10 +58,16 @@ async def authorize(
     response_class=Response,
     responses={
         200: {"description": "Result page (no return_to).", "content": {"text/html": {}}},
-        302: {"description": "Back to return_to with `status=connected&advertiser_ids=...` "
-                            "or `status=error&error=<code>`."},
-        **problem_responses(errors.InvalidState, errors.AuthorizationDenied,
-                            errors.AuthorizationFailed, errors.UpstreamUnavailable),
+        302: {
+            "description": "Back to return_to with `status=connected&advertiser_ids=...` "
+            "or `status=error&error=<code>`."
+        },
+        **problem_responses(
+            errors.InvalidState,
+            errors.AuthorizationDenied,
+            errors.AuthorizationFailed,
+            errors.UpstreamUnavailable,
+        ),
     },
 )
 async def callback(

@@ -18,8 +18,9 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Health,
-            responses=problem_responses(errors.DatabaseUnavailable))
+@router.get(
+    "/readyz", response_model=Health, responses=problem_responses(errors.DatabaseUnavailable)
+)
 async def readyz(service: ServiceDep) -> Health:
     """The database answers."""
     if not await service.database_ready():

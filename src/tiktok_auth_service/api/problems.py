@@ -47,10 +47,17 @@ def problem_responses(*errors_: type[errors.ServiceError]) -> dict[int | str, di
 def problem(
     status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None
 ) -> Response:
-    body = {"type": PROBLEM_TYPE + code, "title": title, "status": status, "code": code,
-            "detail": detail}
+    body = {
+        "type": PROBLEM_TYPE + code,
+        "title": title,
+        "status": status,
+        "code": code,
+        "detail": detail,
+    }
     return Response(
-        orjson.dumps(body), status_code=status, media_type="application/problem+json",
+        orjson.dumps(body),
+        status_code=status,
+        media_type="application/problem+json",
         headers={"Cache-Control": "no-store", **(headers or {})},
     )
 

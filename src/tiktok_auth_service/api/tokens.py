@@ -17,8 +17,11 @@ router = APIRouter(prefix="/tokens", tags=["tokens"])
 
 AdvertiserId = Annotated[
     str,
-    Path(pattern=r"^[0-9]{1,32}$", description="TikTok advertiser id (digits, as a string).",
-         examples=["7100000000000000001"]),
+    Path(
+        pattern=r"^[0-9]{1,32}$",
+        description="TikTok advertiser id (digits, as a string).",
+        examples=["7100000000000000001"],
+    ),
 ]
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -28,8 +31,12 @@ NO_STORE = {"Cache-Control": "no-store"}
     response_model=None,
     responses={
         200: {"model": AdvertiserTokenOut, "description": "A token that works now."},
-        **problem_responses(errors.Unauthenticated, errors.Forbidden, errors.NotConnected,
-                            errors.ReauthorizationRequired),
+        **problem_responses(
+            errors.Unauthenticated,
+            errors.Forbidden,
+            errors.NotConnected,
+            errors.ReauthorizationRequired,
+        ),
         422: {"description": "Malformed advertiser id (`validation_error`)."},
     },
 )
@@ -44,8 +51,9 @@ async def get_advertiser_token(
 @router.delete(
     "/{advertiser_id}",
     response_model=RevocationOut,
-    responses=problem_responses(errors.Unauthenticated, errors.Forbidden, errors.NotConnected,
-                                errors.UpstreamUnavailable),
+    responses=problem_responses(
+        errors.Unauthenticated, errors.Forbidden, errors.NotConnected, errors.UpstreamUnavailable
+    ),
 )
 async def revoke_advertiser_token(
     advertiser_id: AdvertiserId, service: ServiceDep, api_key: ApiKeyDep
