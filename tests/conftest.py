@@ -141,6 +141,7 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "token_encryption_keys": KEYS,
         "return_to_allowed_origins": FRONTEND,
         "tiktok_retry_base_delay": 0,
+        "worker_enabled": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

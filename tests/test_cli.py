@@ -23,7 +23,11 @@ def run_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     }
     return subprocess.run(
         [sys.executable, "-m", "tiktok_auth_service", *args],
-        capture_output=True, text=True, env=env, check=False, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=60,
     )
 
 
@@ -34,7 +38,9 @@ async def test_migrate_is_idempotent(migrated: str) -> None:
 
 
 async def test_api_key_lifecycle(migrated: str, pg: asyncpg.Connection, canaries: Canaries) -> None:
-    created = run_cli(migrated, "api-keys", "create", "reports", "--advertiser", "7100000000000000001")
+    created = run_cli(
+        migrated, "api-keys", "create", "reports", "--advertiser", "7100000000000000001"
+    )
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip()
     canaries.add(key)

@@ -22,8 +22,14 @@ class TestEncryptionKeys:
 
     @pytest.mark.parametrize(
         "raw",
-        ["", "nokeyid", f":{GOOD_KEY}", "a:not-base64!!", f"a:{base64.b64encode(b'short').decode()}",
-         f"a:{GOOD_KEY},a:{GOOD_KEY}"],
+        [
+            "",
+            "nokeyid",
+            f":{GOOD_KEY}",
+            "a:not-base64!!",
+            f"a:{base64.b64encode(b'short').decode()}",
+            f"a:{GOOD_KEY},a:{GOOD_KEY}",
+        ],
     )
     def test_malformed_keys_are_refused(self, raw: str) -> None:
         with pytest.raises(ValueError):
@@ -38,11 +44,18 @@ class TestLoadSettings:
         with pytest.raises(ConfigError) as caught:
             load_settings(_env_file=None)
         message = str(caught.value)
-        for name in ["TIKTOK_APP_ID", "TIKTOK_APP_SECRET", "TIKTOK_REDIRECT_URI", "DATABASE_URL",
-                     "TOKEN_ENCRYPTION_KEYS"]:
+        for name in [
+            "TIKTOK_APP_ID",
+            "TIKTOK_APP_SECRET",
+            "TIKTOK_REDIRECT_URI",
+            "DATABASE_URL",
+            "TOKEN_ENCRYPTION_KEYS",
+        ]:
             assert name in message
 
-    def test_bad_value_is_named_without_echoing_secrets(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_bad_value_is_named_without_echoing_secrets(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         monkeypatch.setenv("TIKTOK_APP_ID", "a")
         monkeypatch.setenv("TIKTOK_APP_SECRET", "s")
         monkeypatch.setenv("TIKTOK_REDIRECT_URI", "https://x.example/callback")
@@ -55,20 +68,32 @@ class TestLoadSettings:
 
     def test_return_to_origins_are_normalised(self, monkeypatch: pytest.MonkeyPatch) -> None:
         settings = load_settings(
-            _env_file=None, tiktok_app_id="a", tiktok_app_secret="s",
+            _env_file=None,
+            tiktok_app_id="a",
+            tiktok_app_secret="s",
             tiktok_redirect_uri="https://x.example/callback",
-            database_url="postgresql+asyncpg://u@h/d", token_encryption_keys=f"k:{GOOD_KEY}",
+            database_url="postgresql+asyncpg://u@h/d",
+            token_encryption_keys=f"k:{GOOD_KEY}",
             return_to_allowed_origins="https://App.Example/path, http://localhost:3000",
         )
-        assert settings.return_to_allowed_origins == ["https://app.example", "http://localhost:3000"]
+        assert settings.return_to_allowed_origins == [
+            "https://app.example",
+            "http://localhost:3000",
+        ]
         assert "s" != repr(settings.tiktok_app_secret)
 
 
 def test_cli_reports_one_line_and_exit_code_2() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIKTOK_", "DATABASE_", "TOKEN_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("TIKTOK_", "DATABASE_", "TOKEN_"))
+    }
     result = subprocess.run(
         [sys.executable, "-m", "tiktok_auth_service", "migrate"],
-        capture_output=True, text=True, env=env, cwd="/", check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd="/",
+        check=False,
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tiktok_auth_service.crypto import DecryptionError, TokenCipher
+from tiktok_auth_service.crypto import TokenCipher
+from tiktok_auth_service.errors import TokenUnreadable
 
 OLD = {"old": b"o" * 32}
 BOTH = {"new": b"n" * 32, "old": b"o" * 32}
@@ -31,11 +32,11 @@ def test_old_ciphertexts_still_decrypt_after_rotation() -> None:
 def test_other_row_or_tampering_or_unknown_key_fails() -> None:
     cipher = TokenCipher(BOTH)
     key_id, blob = cipher.encrypt("secret-token", "row:1")
-    with pytest.raises(DecryptionError):
+    with pytest.raises(TokenUnreadable):
         cipher.decrypt(key_id, blob, "row:2")
-    with pytest.raises(DecryptionError):
+    with pytest.raises(TokenUnreadable):
         cipher.decrypt(key_id, blob[:-1] + bytes([blob[-1] ^ 1]), "row:1")
-    with pytest.raises(DecryptionError):
+    with pytest.raises(TokenUnreadable):
         TokenCipher({"other": b"x" * 32}).decrypt(key_id, blob, "row:1")
 
 

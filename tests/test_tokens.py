@@ -14,8 +14,8 @@ import respx
 
 from tests.conftest import APP_ID, APP_SECRET, TIKTOK_API, Canaries
 from tests.helpers import envelope, new_token
-from tiktok_auth_service.crypto import TokenCipher
-from tiktok_auth_service.service import AuthService, access_token_aad
+from tiktok_auth_service.crypto import TokenCipher, grant_aad
+from tiktok_auth_service.service import AuthService
 
 ADVERTISER = "7100000000000000001"
 OTHER = "7100000000000000002"
@@ -35,7 +35,7 @@ async def store_grant(
     status: str = "active",
 ) -> uuid.UUID:
     grant_id = uuid.uuid4()
-    key_id, blob = cipher.encrypt(token, access_token_aad(grant_id))
+    key_id, blob = cipher.encrypt(token, grant_aad(grant_id, "access_token"))
     now = datetime.now(UTC)
     await pg.execute(
         "INSERT INTO oauth_grant (id, flow, key_id, access_token_enc, scope, status, version,"

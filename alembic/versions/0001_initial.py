@@ -36,6 +36,7 @@ def upgrade() -> None:
         sa.Column("created_at", TZ, nullable=False),
         sa.Column("updated_at", TZ, nullable=False),
         sa.Column("last_checked_at", TZ, nullable=True),
+        sa.Column("refresh_failed_at", TZ, nullable=True),
         sa.CheckConstraint("flow IN ('advertiser', 'tiktok_account')", name="flow_known"),
         sa.CheckConstraint(
             "status IN ('active', 'reauthorization_required', 'revoked')", name="status_known"
@@ -47,6 +48,10 @@ def upgrade() -> None:
         ["open_id"],
         unique=True,
         postgresql_where=sa.text("open_id IS NOT NULL"),
+    )
+    op.create_index(
+        "ix_oauth_grant_refresh_due", "oauth_grant", ["expires_at"],
+        postgresql_where=sa.text("flow = 'tiktok_account' AND status = 'active'"),
     )
     op.create_table(
         "advertiser",
@@ -80,6 +85,7 @@ def upgrade() -> None:
         sa.Column("key_hash", sa.LargeBinary, nullable=False, unique=True),
         sa.Column("unrestricted", sa.Boolean, nullable=False),
         sa.Column("allowed_advertiser_ids", pg.ARRAY(sa.Text), nullable=False, server_default="{}"),
+        sa.Column("allowed_open_ids", pg.ARRAY(sa.Text), nullable=False, server_default="{}"),
         sa.Column("created_at", TZ, nullable=False),
         sa.Column("revoked_at", TZ, nullable=True),
     )

@@ -3,6 +3,7 @@ own the database, the one shared httpx client and the TikTok client, and close t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from tiktok_auth_service.clock import Clock, SystemClock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenCipher
 from tiktok_auth_service.db import Database
+from tiktok_auth_service.refresh import AccountRefresher, RefreshWorker
 from tiktok_auth_service.service import AuthService
 from tiktok_auth_service.tiktok import RetryPolicy, TikTokClient
 
@@ -53,23 +55,29 @@ async def open_service(
     try:
         async with tiktok_http_client(settings) as http:
             clock = clock or SystemClock()
+            tiktok = TikTokClient(
+                http,
+                app_id=settings.tiktok_app_id,
+                app_secret=settings.tiktok_app_secret,
+                api_base_url=settings.tiktok_api_base_url,
+                clock=clock,
+                retry=RetryPolicy(
+                    max_attempts=settings.tiktok_retry_attempts,
+                    base_delay=settings.tiktok_retry_base_delay,
+                    max_total=settings.tiktok_retry_budget_seconds,
+                ),
+            )
+            cipher = TokenCipher(settings.encryption_keys)
+            refresher = AccountRefresher(
+                settings=settings, db=db, tiktok=tiktok, cipher=cipher, clock=clock
+            )
             yield AuthService(
                 settings=settings,
                 db=db,
-                tiktok=TikTokClient(
-                    http,
-                    app_id=settings.tiktok_app_id,
-                    app_secret=settings.tiktok_app_secret,
-                    api_base_url=settings.tiktok_api_base_url,
-                    clock=clock,
-                    retry=RetryPolicy(
-                        max_attempts=settings.tiktok_retry_attempts,
-                        base_delay=settings.tiktok_retry_base_delay,
-                        max_total=settings.tiktok_retry_budget_seconds,
-                    ),
-                ),
-                cipher=TokenCipher(settings.encryption_keys),
+                tiktok=tiktok,
+                cipher=cipher,
                 clock=clock,
+                refresher=refresher,
             )
     finally:
         await db.close()
@@ -80,7 +88,16 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_service(settings, clock) as service:
             app.state.service = service
-            yield
+            if not settings.worker_enabled:
+                yield
+                return
+            stop = asyncio.Event()
+            worker = asyncio.create_task(RefreshWorker(service.refresher, settings).run(stop))
+            try:
+                yield
+            finally:
+                stop.set()
+                await worker
 
     app = FastAPI(
         title="tiktok-auth-service",

@@ -49,6 +49,14 @@ class Settings(BaseSettings):
     token_encryption_keys: SecretStr
     return_to_allowed_origins: Annotated[list[str], NoDecode] = []
     state_ttl_seconds: int = Field(default=600, gt=0)
+
+    refresh_leeway_seconds: int = Field(default=300, ge=0)
+    refresh_expiry_warning_days: int = Field(default=14, ge=0)
+    worker_enabled: bool = True
+    worker_qps: int = Field(default=10, ge=1)
+    worker_concurrency: int = Field(default=4, ge=1)
+    worker_refresh_ahead_seconds: int = Field(default=600, ge=0)
+    worker_poll_seconds: float = Field(default=30.0, gt=0)
     log_level: str = "INFO"
 
     @field_validator(

@@ -7,15 +7,19 @@ copied into another row (or from the refresh column into the access column) fail
 from __future__ import annotations
 
 import os
+import uuid
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from tiktok_auth_service.errors import TokenUnreadable
+
 _NONCE_BYTES = 12
 
 
-class DecryptionError(Exception):
-    """A ciphertext could not be decrypted (unknown key id, tampering, or wrong row)."""
+def grant_aad(grant_id: uuid.UUID, column: str) -> str:
+    """Associated data binding a ciphertext to one column of one grant row."""
+    return f"oauth_grant:{grant_id}:{column}"
 
 
 class TokenCipher:
@@ -37,11 +41,13 @@ class TokenCipher:
         return self.current_key_id, nonce + sealed
 
     def decrypt(self, key_id: str, blob: bytes, associated_data: str) -> str:
+        """Raises TokenUnreadable for an unknown key id, tampering, or a ciphertext moved
+        from another row or column."""
         aead = self._keys.get(key_id)
         if aead is None:
-            raise DecryptionError(f"no key with id {key_id!r} is configured")
+            raise TokenUnreadable(f"No key with id {key_id!r} is configured.")
         try:
             plain = aead.decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], associated_data.encode())
         except InvalidTag:
-            raise DecryptionError("ciphertext does not authenticate") from None
+            raise TokenUnreadable("The stored ciphertext does not authenticate.") from None
         return plain.decode()

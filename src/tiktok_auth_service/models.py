@@ -42,6 +42,12 @@ class Grant(SQLModel, table=True):
             unique=True,
             postgresql_where=sa.text("open_id IS NOT NULL"),
         ),
+        # The refresh worker's claim query walks this index.
+        sa.Index(
+            "ix_oauth_grant_refresh_due",
+            "expires_at",
+            postgresql_where=sa.text("flow = 'tiktok_account' AND status = 'active'"),
+        ),
     )
 
     id: uuid.UUID = Field(primary_key=True)
@@ -60,6 +66,7 @@ class Grant(SQLModel, table=True):
     created_at: datetime = _tz(False)
     updated_at: datetime = _tz(False)
     last_checked_at: datetime | None = _tz(True)
+    refresh_failed_at: datetime | None = _tz(True)
 
 
 class Advertiser(SQLModel, table=True):
@@ -105,6 +112,9 @@ class ApiClient(SQLModel, table=True):
     key_hash: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False, unique=True))
     unrestricted: bool = Field(sa_column=sa.Column(sa.Boolean, nullable=False))
     allowed_advertiser_ids: list[str] = Field(
+        sa_column=sa.Column(pg.ARRAY(sa.Text), nullable=False, server_default="{}")
+    )
+    allowed_open_ids: list[str] = Field(
         sa_column=sa.Column(pg.ARRAY(sa.Text), nullable=False, server_default="{}")
     )
     created_at: datetime = _tz(False)

@@ -16,7 +16,14 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from tiktok_auth_service.models import Advertiser, ApiClient, Grant, GrantStatus, OAuthState
+from tiktok_auth_service.models import (
+    Advertiser,
+    ApiClient,
+    Flow,
+    Grant,
+    GrantStatus,
+    OAuthState,
+)
 
 
 class Repository:
@@ -92,6 +99,43 @@ class Repository:
         )
         return result.scalar_one_or_none()
 
+    async def lock_grant(self, grant_id: uuid.UUID) -> Grant | None:
+        result = await self.session.execute(
+            sa.select(Grant).where(col(Grant.id) == grant_id).with_for_update()
+        )
+        return result.scalar_one_or_none()
+
+    async def lock_grant_of_account(self, open_id: str) -> Grant | None:
+        result = await self.session.execute(
+            sa.select(Grant).where(col(Grant.open_id) == open_id).with_for_update()
+        )
+        return result.scalar_one_or_none()
+
+    async def claim_due_account_grant(
+        self, due_before: datetime, failed_before: datetime
+    ) -> Grant | None:
+        """Lock one account grant whose access token expires before `due_before`.
+
+        SKIP LOCKED lets every replica's worker (and on-demand refreshes) share the work
+        without waiting on each other or refreshing one grant twice.
+        """
+        result = await self.session.execute(
+            sa.select(Grant)
+            .where(
+                col(Grant.flow) == Flow.TIKTOK_ACCOUNT,
+                col(Grant.status) == GrantStatus.ACTIVE,
+                col(Grant.expires_at) < due_before,
+                sa.or_(
+                    col(Grant.refresh_failed_at).is_(None),
+                    col(Grant.refresh_failed_at) < failed_before,
+                ),
+            )
+            .order_by(col(Grant.expires_at))
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        return result.scalar_one_or_none()
+
     async def advertiser_ids_of_grant(self, grant_id: uuid.UUID) -> list[str]:
         result = await self.session.execute(
             sa.select(col(Advertiser.advertiser_id))
@@ -132,41 +176,65 @@ class Repository:
 
 @dataclass(frozen=True, slots=True)
 class TokenRow:
-    """What the token read needs: the caller's permissions and the serving grant, if any."""
+    """What a token read needs: the caller's permissions and the serving grant, if any."""
 
     unrestricted: bool
     allowed_advertiser_ids: list[str]
+    allowed_open_ids: list[str]
     grant_id: uuid.UUID | None
     status: str | None
     key_id: str | None
     access_token_enc: bytes | None
     expires_at: datetime | None
+    refresh_expires_at: datetime | None
     scope: Any
 
 
 # One round trip answers authentication, authorization and the lookup: no row means the key
-# is unknown or revoked; a row with NULL grant means the advertiser is not connected.
-_READ_ADVERTISER_GRANT_SQL = """
-SELECT c.unrestricted, c.allowed_advertiser_ids,
-       g.id AS grant_id, g.status, g.key_id, g.access_token_enc, g.expires_at, g.scope
+# is unknown or revoked; a row with NULL grant means the subject is not connected.
+_TOKEN_READ_COLUMNS = """
+SELECT c.unrestricted, c.allowed_advertiser_ids, c.allowed_open_ids,
+       g.id, g.status, g.key_id, g.access_token_enc, g.expires_at, g.refresh_expires_at, g.scope
 FROM api_client AS c
+"""
+_READ_ADVERTISER_GRANT_SQL = (
+    _TOKEN_READ_COLUMNS
+    + """
 LEFT JOIN advertiser AS a ON a.advertiser_id = $2
 LEFT JOIN oauth_grant AS g ON g.id = a.grant_id
 WHERE c.key_hash = $1 AND c.revoked_at IS NULL
 """
+)
+_READ_ACCOUNT_GRANT_SQL = (
+    _TOKEN_READ_COLUMNS
+    + """
+LEFT JOIN oauth_grant AS g ON g.open_id = $2
+WHERE c.key_hash = $1 AND c.revoked_at IS NULL
+"""
+)
 
 
-async def read_advertiser_token(
-    pool: asyncpg.Pool, key_hash: bytes, advertiser_id: str
+async def _read_token(
+    pool: asyncpg.Pool, sql: str, key_hash: bytes, subject: str
 ) -> TokenRow | None:
     async with pool.acquire() as connection:
-        row = await connection.fetchrow(_READ_ADVERTISER_GRANT_SQL, key_hash, advertiser_id)
+        row = await connection.fetchrow(sql, key_hash, subject)
     if row is None:
         return None
     values = list(row.values())
     if values[-1] is not None:
         values[-1] = orjson.loads(values[-1])
     return TokenRow(*values)
+
+
+async def read_advertiser_token(
+    pool: asyncpg.Pool, key_hash: bytes, advertiser_id: str
+) -> TokenRow | None:
+    return await _read_token(pool, _READ_ADVERTISER_GRANT_SQL, key_hash, advertiser_id)
+
+
+async def read_account_token(pool: asyncpg.Pool, key_hash: bytes, open_id: str) -> TokenRow | None:
+    return await _read_token(pool, _READ_ACCOUNT_GRANT_SQL, key_hash, open_id)
 
 
 async def database_answers(pool: asyncpg.Pool) -> bool:

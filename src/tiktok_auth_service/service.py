@@ -22,12 +22,19 @@ from pydantic import SecretStr
 from tiktok_auth_service import errors
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
-from tiktok_auth_service.crypto import DecryptionError, TokenCipher
+from tiktok_auth_service.crypto import TokenCipher, grant_aad
 from tiktok_auth_service.db import Database
 from tiktok_auth_service.models import ApiClient, Flow, Grant, GrantStatus, OAuthState
-from tiktok_auth_service.repository import Repository, database_answers, read_advertiser_token
+from tiktok_auth_service.refresh import AccountRefresher, AccountToken, seal_account_grant
+from tiktok_auth_service.repository import (
+    Repository,
+    database_answers,
+    read_account_token,
+    read_advertiser_token,
+)
 from tiktok_auth_service.tiktok import (
     AccessTokenInvalid,
+    AccountGrant,
     AdvertiserGrant,
     TikTokAuthError,
     TikTokClient,
@@ -42,14 +49,6 @@ API_KEY_PREFIX = "tas_"
 
 def sha256(value: str) -> bytes:
     return hashlib.sha256(value.encode()).digest()
-
-
-def access_token_aad(grant_id: uuid.UUID) -> str:
-    return f"oauth_grant:{grant_id}:access_token"
-
-
-def refresh_token_aad(grant_id: uuid.UUID) -> str:
-    return f"oauth_grant:{grant_id}:refresh_token"
 
 
 @dataclass(frozen=True)
@@ -74,6 +73,7 @@ class AuthorizationResult:
     flow: Flow
     return_to: str | None
     advertiser_ids: list[str] = field(default_factory=list)
+    open_id: str | None = None
     error: errors.ServiceError | None = None
 
 
@@ -110,12 +110,14 @@ class AuthService:
         tiktok: TikTokClient,
         cipher: TokenCipher,
         clock: Clock,
+        refresher: AccountRefresher,
     ) -> None:
         self.settings = settings
         self.db = db
         self.tiktok = tiktok
         self.cipher = cipher
         self.clock = clock
+        self.refresher = refresher
 
     # -- Authorization -------------------------------------------------------------------
 
@@ -151,15 +153,26 @@ class AuthService:
                     expires_at=now + timedelta(seconds=self.settings.state_ttl_seconds),
                 )
             )
+        return AuthorizationStart(self._consent_url(flow, state), browser_binding)
+
+    def _consent_url(self, flow: Flow, state: str) -> str:
+        settings = self.settings
+        if flow == Flow.ADVERTISER:
+            query = {
+                "app_id": settings.tiktok_app_id,
+                "redirect_uri": settings.tiktok_redirect_uri,
+                "state": state,
+            }
+            return f"{settings.tiktok_auth_url}?{urlencode(query)}"
+        # The TikTok-account page is TikTok's Login Kit: OAuth names, comma-separated scopes.
         query = {
-            "app_id": self.settings.tiktok_app_id,
-            "redirect_uri": self.settings.tiktok_redirect_uri,
+            "client_key": settings.tiktok_app_id,
+            "response_type": "code",
+            "scope": ",".join(settings.tiktok_account_scopes),
+            "redirect_uri": settings.tiktok_redirect_uri,
             "state": state,
         }
-        return AuthorizationStart(
-            url=f"{self.settings.tiktok_auth_url}?{urlencode(query)}",
-            browser_binding=browser_binding,
-        )
+        return f"{settings.tiktok_account_auth_url}?{urlencode(query)}"
 
     async def _consume_state(self, state: str | None, browser_binding: str | None) -> OAuthState:
         if not state:
@@ -200,7 +213,12 @@ class AuthService:
                 flow, state.return_to, error=errors.AuthorizationDenied(f"TikTok: {reason}")
             )
         try:
-            granted = await self.tiktok.exchange_code(code)
+            if flow == Flow.TIKTOK_ACCOUNT:
+                account = await self.tiktok.exchange_account_code(
+                    code, self.settings.tiktok_redirect_uri
+                )
+            else:
+                granted = await self.tiktok.exchange_code(code)
         except TikTokAuthError as exc:
             log.warning("code exchange refused: code=%s request_id=%s", exc.code, exc.request_id)
             return AuthorizationResult(
@@ -217,15 +235,42 @@ class AuthService:
                     "TikTok could not complete the authorization; please try again."
                 ),
             )
+        if flow == Flow.TIKTOK_ACCOUNT:
+            await self._store_account_grant(account)
+            return AuthorizationResult(flow, state.return_to, open_id=account.open_id)
         grant_id = await self._store_advertiser_grant(granted)
         await self._sync_advertiser_names(grant_id, granted)
         return AuthorizationResult(flow, state.return_to, advertiser_ids=granted.advertiser_ids)
+
+    async def _store_account_grant(self, granted: AccountGrant) -> None:
+        """One grant per TikTok account: re-authorizing replaces its tokens in place."""
+        now = self.clock.now()
+        async with self.db.session() as session, session.begin():
+            repo = Repository(session)
+            grant = await repo.lock_grant_of_account(granted.open_id)
+            if grant is None:
+                grant = Grant(
+                    id=uuid.uuid4(),
+                    flow=Flow.TIKTOK_ACCOUNT,
+                    open_id=granted.open_id,
+                    key_id="",
+                    access_token_enc=b"",
+                    scope=[],
+                    status=GrantStatus.ACTIVE,
+                    version=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+                session.add(grant)
+            seal_account_grant(grant, granted, self.cipher, now)
+            grant.last_checked_at = now
+        log.info("account grant stored: grant=%s request_id=%s", grant.id, granted.request_id)
 
     async def _store_advertiser_grant(self, granted: AdvertiserGrant) -> uuid.UUID:
         now = self.clock.now()
         grant_id = uuid.uuid4()
         key_id, access_enc = self.cipher.encrypt(
-            granted.access_token.get_secret_value(), access_token_aad(grant_id)
+            granted.access_token.get_secret_value(), grant_aad(grant_id, "access_token")
         )
         async with self.db.session() as session, session.begin():
             repo = Repository(session)
@@ -268,13 +313,6 @@ class AuthService:
         async with self.db.session() as session, session.begin():
             await Repository(session).set_advertiser_names(grant_id, names, self.clock.now())
 
-    def _decrypt(self, key_id: str, blob: bytes, associated_data: str) -> str:
-        try:
-            return self.cipher.decrypt(key_id, blob, associated_data)
-        except DecryptionError as exc:
-            log.error("cannot decrypt %s: %s", associated_data, exc)
-            raise errors.TokenUnreadable() from None
-
     # -- Serving tokens ------------------------------------------------------------------
 
     async def get_advertiser_token(
@@ -293,13 +331,47 @@ class AuthService:
         if row.status != GrantStatus.ACTIVE:
             raise errors.ReauthorizationRequired()
         assert row.key_id is not None and row.access_token_enc is not None
-        token = self._decrypt(row.key_id, row.access_token_enc, access_token_aad(row.grant_id))
+        token = self.cipher.decrypt(
+            row.key_id, row.access_token_enc, grant_aad(row.grant_id, "access_token")
+        )
         return AdvertiserToken(
             advertiser_id=advertiser_id,
             access_token=token,
             expires_at=row.expires_at,
             scope=row.scope,
             status=row.status,
+        )
+
+    async def get_account_token(
+        self, api_key: str | None, open_id: str, min_valid_for: int | None
+    ) -> AccountToken:
+        """A TikTok-account token valid for at least the leeway (or `min_valid_for` seconds),
+        refreshed first when it would not be."""
+        if not api_key:
+            raise errors.Unauthenticated()
+        row = await read_account_token(self.db.pool, sha256(api_key), open_id)
+        if row is None:
+            raise errors.Unauthenticated()
+        if not row.unrestricted and open_id not in row.allowed_open_ids:
+            raise errors.Forbidden()
+        if row.grant_id is None:
+            raise errors.NotConnected(f"TikTok account {open_id} is not connected.")
+        if row.status != GrantStatus.ACTIVE:
+            raise errors.ReauthorizationRequired()
+        assert row.key_id and row.access_token_enc and row.expires_at
+        valid_for = timedelta(seconds=max(self.settings.refresh_leeway_seconds, min_valid_for or 0))
+        now = self.clock.now()
+        if row.expires_at - now < valid_for:
+            return await self.refresher.valid_token(row.grant_id, valid_for)
+        return AccountToken(
+            open_id=open_id,
+            access_token=self.cipher.decrypt(
+                row.key_id, row.access_token_enc, grant_aad(row.grant_id, "access_token")
+            ),
+            expires_at=row.expires_at,
+            refresh_expires_at=row.refresh_expires_at,
+            scope=row.scope,
+            status=self.refresher.status_of(row.refresh_expires_at, now),
         )
 
     async def authenticate(self, api_key: str | None, advertiser_id: str) -> ApiClient:
@@ -329,7 +401,9 @@ class AuthService:
             advertiser_ids = await repo.advertiser_ids_of_grant(grant.id)
             if grant.status == GrantStatus.REVOKED:
                 return Revocation(advertiser_ids, GrantStatus.REVOKED, revoked_now=False)
-            token = self._decrypt(grant.key_id, grant.access_token_enc, access_token_aad(grant.id))
+            token = self.cipher.decrypt(
+                grant.key_id, grant.access_token_enc, grant_aad(grant.id, "access_token")
+            )
             try:
                 await self.tiktok.revoke(SecretStr(token))
             except AccessTokenInvalid:
@@ -349,8 +423,14 @@ class AuthService:
 
     # -- API keys ------------------------------------------------------------------------
 
-    async def create_api_key(self, name: str, advertiser_ids: list[str]) -> NewApiKey:
-        """Create a caller; the key is returned once and only its hash is stored."""
+    async def create_api_key(
+        self, name: str, advertiser_ids: list[str], open_ids: list[str] | None = None
+    ) -> NewApiKey:
+        """Create a caller; the key is returned once and only its hash is stored.
+
+        Without advertiser ids or open ids the key may read every token; with any, only those.
+        """
+        open_ids = open_ids or []
         for advertiser_id in advertiser_ids:
             if not ADVERTISER_ID.match(advertiser_id):
                 raise errors.InvalidRequest(f"{advertiser_id!r} is not an advertiser id")
@@ -359,8 +439,9 @@ class AuthService:
             id=uuid.uuid4(),
             name=name,
             key_hash=sha256(key),
-            unrestricted=not advertiser_ids,
+            unrestricted=not (advertiser_ids or open_ids),
             allowed_advertiser_ids=sorted(set(advertiser_ids)),
+            allowed_open_ids=sorted(set(open_ids)),
             created_at=self.clock.now(),
         )
         async with self.db.session() as session, session.begin():

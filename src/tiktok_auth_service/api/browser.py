@@ -6,7 +6,7 @@ import html
 from typing import Annotated
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from fastapi import APIRouter, Cookie, Query, Request
+from fastapi import APIRouter, Cookie, Query
 from starlette.responses import RedirectResponse, Response
 
 from tiktok_auth_service import errors
@@ -31,14 +31,18 @@ BINDING_COOKIE = "tas_binding"
 )
 async def authorize(
     service: ServiceDep,
+    flow: Annotated[
+        Flow,
+        Query(description="`advertiser` (Marketing API ad accounts) or `tiktok_account`."),
+    ] = Flow.ADVERTISER,
     return_to: Annotated[
         str | None,
         Query(description="Where to send the browser afterwards; must be on an allowed origin."),
     ] = None,
     tas_binding: Annotated[str | None, Cookie(include_in_schema=False)] = None,
 ) -> Response:
-    """Start an advertiser authorization: redirect the browser to TikTok's consent page."""
-    start = await service.start_authorization(Flow.ADVERTISER, return_to, tas_binding)
+    """Start an authorization: redirect the browser to TikTok's consent page."""
+    start = await service.start_authorization(flow, return_to, tas_binding)
     response = RedirectResponse(start.url, status_code=302)
     response.headers["Cache-Control"] = "no-store"
     response.set_cookie(
@@ -59,7 +63,8 @@ async def authorize(
     responses={
         200: {"description": "Result page (no return_to).", "content": {"text/html": {}}},
         302: {
-            "description": "Back to return_to with `status=connected&advertiser_ids=...` "
+            "description": "Back to return_to with `status=connected&advertiser_ids=a,b` "
+            "(advertiser flow), `status=connected&open_id=...` (TikTok-account flow) "
             "or `status=error&error=<code>`."
         },
         **problem_responses(
@@ -71,7 +76,6 @@ async def authorize(
     },
 )
 async def callback(
-    request: Request,
     service: ServiceDep,
     state: str | None = None,
     auth_code: str | None = None,
@@ -95,6 +99,8 @@ def _redirect_back(result: AuthorizationResult) -> Response:
     assert result.return_to is not None
     if result.error:
         outcome = {"status": "error", "error": result.error.code}
+    elif result.open_id is not None:
+        outcome = {"status": "connected", "open_id": result.open_id}
     else:
         outcome = {"status": "connected", "advertiser_ids": ",".join(result.advertiser_ids)}
     parts = urlsplit(result.return_to)
@@ -105,9 +111,15 @@ def _redirect_back(result: AuthorizationResult) -> Response:
 
 
 def _result_page(result: AuthorizationResult) -> Response:
+    if result.open_id is not None:
+        return html_page(
+            "TikTok account connected",
+            f"<p>TikTok account <code>{html.escape(result.open_id)}</code> is now connected.</p>"
+            "<p>You can close this page.</p>",
+        )
     items = "".join(f"<li><code>{html.escape(a)}</code></li>" for a in result.advertiser_ids)
     return html_page(
-        "TikTok account connected",
+        "Advertisers connected",
         f"<p>These advertisers are now connected:</p><ul>{items}</ul>"
         "<p>You can close this page.</p>",
     )

@@ -100,6 +100,8 @@ def install(app: FastAPI) -> None:
 
     async def on_service_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, errors.ServiceError)
+        if exc.status >= 500:
+            log.error("%s on %s %s: %s", exc.code, request.method, request.url.path, exc.detail)
         return error_response(request, exc)
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:

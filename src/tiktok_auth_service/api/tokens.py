@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 from starlette.responses import Response
 
 from tiktok_auth_service import errors
 from tiktok_auth_service.api.deps import ApiKeyDep, ServiceDep
 from tiktok_auth_service.api.problems import problem_responses
-from tiktok_auth_service.api.schemas import AdvertiserTokenOut, RevocationOut
+from tiktok_auth_service.api.schemas import AccountTokenOut, AdvertiserTokenOut, RevocationOut
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
 
@@ -24,6 +24,42 @@ AdvertiserId = Annotated[
     ),
 ]
 NO_STORE = {"Cache-Control": "no-store"}
+
+
+@router.get(
+    "/accounts/{open_id}",
+    response_model=None,
+    responses={
+        200: {"model": AccountTokenOut, "description": "A token valid for the time asked."},
+        **problem_responses(
+            errors.Unauthenticated,
+            errors.Forbidden,
+            errors.NotConnected,
+            errors.ReauthorizationRequired,
+            errors.UpstreamUnavailable,
+        ),
+        422: {"description": "Malformed parameter (`validation_error`)."},
+    },
+)
+async def get_account_token(
+    open_id: Annotated[
+        str, Path(min_length=1, max_length=128, description="The TikTok account's open_id.")
+    ],
+    service: ServiceDep,
+    api_key: ApiKeyDep,
+    min_valid_for: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=86_400,
+            description="Seconds the token must stay valid; at least "
+            "REFRESH_LEEWAY_SECONDS. Refreshed first when it would not.",
+        ),
+    ] = None,
+) -> Response:
+    """The access token of a TikTok account (tt_user), refreshed when needed."""
+    token = await service.get_account_token(api_key, open_id, min_valid_for)
+    return Response(orjson.dumps(token), media_type="application/json", headers=NO_STORE)
 
 
 @router.get(

@@ -1,0 +1,352 @@
+"""Async client for TikTok API for Business authorization endpoints.
+
+One coroutine per TikTok call. Every response goes through the same steps: HTTP status, the
+``{code, message, request_id, data}`` envelope, then the body ``code`` (TikTok reports errors
+as HTTP 200 with a non-zero code), then ``data`` into a typed model. Failures become the
+exceptions in `tiktok_auth_service.tiktok.errors`; retryable ones are retried with backoff.
+
+Logging never includes the app secret, codes or tokens, nor a URL with its query string.
+httpx itself logs every request URL at INFO on the ``httpx`` logger, and the advertiser/get
+URL carries the app secret in its query (TikTok's design, not ours), so the application must
+keep that logger at WARNING or above.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from tiktok_auth_service.clock import Clock
+
+from .errors import TikTokError, TikTokTransportError, error_for_code
+from .models import AccountGrant, AccountTokenData, AdvertiserGrant, AdvertiserInfo, AdvertiserList
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How retryable failures are repeated: exponential backoff with full jitter.
+
+    The wait after failed attempt ``n`` (1-based) is ``random() * min(max_delay,
+    base_delay * 2**(n-1))``. The client gives up after ``max_attempts`` attempts, or earlier
+    when the next wait would push the sum of waits beyond ``max_total`` seconds.
+    """
+
+    max_attempts: int = 4
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    max_total: float = 20.0
+
+    def ceiling(self, attempt: int) -> float:
+        """Upper bound of the wait that follows failed attempt number ``attempt``."""
+        return min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
+
+
+_DEFAULT_RETRY = RetryPolicy()
+
+
+class _Envelope(BaseModel):
+    code: int
+    message: str = ""
+    # Optional so that a successful exchange is never thrown away over a missing log id:
+    # authorization codes are single use.
+    request_id: str = ""
+    data: Any = None
+
+
+@dataclass(frozen=True)
+class _Reply:
+    data: dict[str, Any]
+    request_id: str
+    received_at: datetime
+
+
+def _redact(text: str, secrets: Iterable[str]) -> str:
+    # TikTok's messages are not documented to echo inputs, but they are free text we pass on
+    # to logs and exceptions, so anything we sent that is secret is scrubbed defensively.
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+class TikTokClient:
+    """Calls TikTok's OAuth endpoints for one developer app.
+
+    The `httpx.AsyncClient` (timeouts, connection limits) belongs to the application; this
+    client never closes it. ``sleep`` and ``random`` are injectable so retry waits can be
+    observed in tests without sleeping.
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        app_id: str,
+        app_secret: SecretStr,
+        api_base_url: str,
+        clock: Clock,
+        retry: RetryPolicy = _DEFAULT_RETRY,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        random: Callable[[], float] = random.random,
+    ) -> None:
+        self._http = http
+        self._app_id = app_id
+        self._app_secret = app_secret
+        self._api_base_url = api_base_url.rstrip("/")
+        self._clock = clock
+        self._retry = retry
+        self._sleep = sleep
+        self._random = random
+
+    @property
+    def api_base_url(self) -> str:
+        """The API base URL without a trailing slash, e.g. ``https://…/open_api/v1.3``."""
+        return self._api_base_url
+
+    # -- Marketing API (advertiser) flow ---------------------------------------------------
+
+    async def exchange_code(self, auth_code: str) -> AdvertiserGrant:
+        """Exchange an advertiser authorization code for a long-term (non-expiring) token."""
+        return await self._call(
+            "POST",
+            "/oauth2/access_token/",
+            lambda reply: AdvertiserGrant.model_validate(
+                {**reply.data, "request_id": reply.request_id}
+            ),
+            json={"app_id": self._app_id, "secret": self._secret, "auth_code": auth_code},
+            sensitive=[auth_code],
+        )
+
+    async def get_advertisers(self, access_token: SecretStr) -> list[AdvertiserInfo]:
+        """List the advertisers that currently authorize the app for this token."""
+        return await self._call(
+            "GET",
+            "/oauth2/advertiser/get/",
+            lambda reply: list(AdvertiserList.model_validate(reply.data).advertisers),
+            params={"app_id": self._app_id, "secret": self._secret},
+            access_token=access_token,
+        )
+
+    async def revoke(self, access_token: SecretStr) -> None:
+        """Revoke a long-term advertiser token. TikTok answers 40105 if it is already dead."""
+        await self._call(
+            "POST",
+            "/oauth2/revoke_token/",
+            # The response data is undocumented and varies; success is the code alone.
+            lambda reply: None,
+            json={
+                "app_id": self._app_id,
+                "secret": self._secret,
+                "access_token": access_token.get_secret_value(),
+            },
+            access_token=access_token,
+        )
+
+    # -- TikTok account (tt_user) flow -----------------------------------------------------
+    # Same app credentials, but under the OAuth names client_id / client_secret.
+
+    async def exchange_account_code(self, auth_code: str, redirect_uri: str) -> AccountGrant:
+        """Exchange a TikTok-account authorization code for an access/refresh token pair.
+
+        ``redirect_uri`` must be identical to the one used on the authorize URL.
+        """
+        return await self._call(
+            "POST",
+            "/tt_user/oauth2/token/",
+            self._account_grant,
+            json={
+                "client_id": self._app_id,
+                "client_secret": self._secret,
+                "grant_type": "authorization_code",
+                # TikTok's name for the callback's `code` value on this endpoint.
+                "auth_code": auth_code,
+                "redirect_uri": redirect_uri,
+            },
+            sensitive=[auth_code],
+        )
+
+    async def refresh_account_token(self, refresh_token: SecretStr) -> AccountGrant:
+        """Trade a refresh token for a new pair. Store the returned refresh token: it may rotate.
+
+        The refresh expiry keeps counting from the original grant, so it is not extended.
+        """
+        return await self._call(
+            "POST",
+            "/tt_user/oauth2/refresh_token/",
+            self._account_grant,
+            json={
+                "client_id": self._app_id,
+                "client_secret": self._secret,
+                "grant_type": "refresh_token",
+                "refresh_token": refresh_token.get_secret_value(),
+            },
+            sensitive=[refresh_token.get_secret_value()],
+        )
+
+    async def revoke_account_token(self, access_token: SecretStr) -> None:
+        """Revoke a TikTok-account access token."""
+        await self._call(
+            "POST",
+            "/tt_user/oauth2/revoke/",
+            lambda reply: None,
+            json={
+                "client_id": self._app_id,
+                "client_secret": self._secret,
+                "access_token": access_token.get_secret_value(),
+            },
+            sensitive=[access_token.get_secret_value()],
+        )
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    @property
+    def _secret(self) -> str:
+        return self._app_secret.get_secret_value()
+
+    @staticmethod
+    def _account_grant(reply: _Reply) -> AccountGrant:
+        return AccountGrant.from_token_data(
+            AccountTokenData.model_validate(reply.data),
+            received_at=reply.received_at,
+            request_id=reply.request_id,
+        )
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        parse: Callable[[_Reply], _T],
+        *,
+        json: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        access_token: SecretStr | None = None,
+        sensitive: list[str] | None = None,
+    ) -> _T:
+        """Run one TikTok call with retries and return the parsed ``data``."""
+        headers: dict[str, str] = {}
+        secrets = [self._secret, *(sensitive or [])]
+        if access_token is not None:
+            headers["Access-Token"] = access_token.get_secret_value()
+            secrets.append(headers["Access-Token"])
+        waited = 0.0
+        attempt = 1
+        while True:
+            started = time.perf_counter()
+            try:
+                reply = await self._send(method, path, json, params, headers, secrets)
+                result = self._parse(parse, reply, path)
+            except TikTokError as error:
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                delay = self._next_delay(error, attempt, waited)
+                logger.warning(
+                    "TikTok %s %s failed: %s code=%s request_id=%s attempt=%d elapsed_ms=%.0f "
+                    "message=%r; %s",
+                    method,
+                    path,
+                    type(error).__name__,
+                    error.code,
+                    error.request_id,
+                    attempt,
+                    elapsed_ms,
+                    error.message,
+                    "giving up" if delay is None else f"retrying in {delay:.3f}s",
+                )
+                if delay is None:
+                    raise
+                await self._sleep(delay)
+                waited += delay
+                attempt += 1
+            else:
+                logger.info(
+                    "TikTok %s %s ok: code=0 request_id=%s attempt=%d elapsed_ms=%.0f",
+                    method,
+                    path,
+                    reply.request_id,
+                    attempt,
+                    (time.perf_counter() - started) * 1000,
+                )
+                return result
+
+    def _next_delay(self, error: TikTokError, attempt: int, waited: float) -> float | None:
+        """The wait before the next attempt, or None when the client should give up."""
+        if not error.retryable or attempt >= self._retry.max_attempts:
+            return None
+        delay = self._random() * self._retry.ceiling(attempt)
+        if waited + delay > self._retry.max_total:
+            return None
+        return delay
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        json: Mapping[str, str] | None,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str],
+        secrets: list[str],
+    ) -> _Reply:
+        """One HTTP exchange: returns the data of a ``code: 0`` envelope or raises."""
+        try:
+            response = await self._http.request(
+                method, self._api_base_url + path, json=json, params=params, headers=headers
+            )
+        except httpx.RequestError as e:
+            # str(e) is httpcore's description ("timed out", "connection refused"); the URL
+            # (with the secret for advertiser/get) lives only on e.request, which we drop.
+            raise TikTokTransportError(
+                f"{type(e).__name__} calling {path}: {_redact(str(e), secrets)}",
+                retryable=isinstance(e, httpx.TransportError),
+            ) from e
+        received_at = self._clock.now()
+        status = response.status_code
+        if not response.is_success:
+            # 429/5xx are edge or gateway failures (often HTML bodies); any other status means
+            # the request never reached the API, e.g. a 404 for a missing trailing slash.
+            raise TikTokTransportError(
+                f"HTTP {status} from {path}",
+                retryable=status == 429 or status >= 500,
+                status_code=status,
+            )
+        try:
+            envelope = _Envelope.model_validate_json(response.content)
+        except ValidationError:
+            # Not chained: a ValidationError's text quotes the input, which may hold tokens.
+            raise TikTokTransportError(
+                f"{path} returned a body that is not a TikTok envelope",
+                retryable=False,
+                status_code=status,
+            ) from None
+        if envelope.code != 0:
+            raise error_for_code(
+                envelope.code, _redact(envelope.message, secrets), envelope.request_id or None
+            )
+        data = envelope.data if isinstance(envelope.data, dict) else {}
+        return _Reply(data=data, request_id=envelope.request_id, received_at=received_at)
+
+    @staticmethod
+    def _parse(parse: Callable[[_Reply], _T], reply: _Reply, path: str) -> _T:
+        try:
+            return parse(reply)
+        except ValidationError as e:
+            fields = sorted(
+                {".".join(map(str, err["loc"])) or "data" for err in e.errors(include_input=False)}
+            )
+            # Not chained, for the same reason as above: the input is the token payload.
+            raise TikTokTransportError(
+                f"{path} returned unexpected data (fields: {', '.join(fields)})",
+                retryable=False,
+                request_id=reply.request_id or None,
+            ) from None
