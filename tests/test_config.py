@@ -80,7 +80,7 @@ class TestLoadSettings:
             "https://app.example",
             "http://localhost:3000",
         ]
-        assert "s" != repr(settings.tiktok_app_secret)
+        assert "'s'" not in repr(settings)
 
 
 def test_cli_reports_one_line_and_exit_code_2() -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import httpx
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from tiktok_auth_service.models import SQLModel
 
 

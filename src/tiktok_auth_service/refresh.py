@@ -11,6 +11,7 @@ most the grant it was refreshing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -259,7 +260,5 @@ class RefreshWorker:
                 await self.drain()
             except Exception:
                 log.exception("refresh worker pass failed; trying again at the next poll")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.poll_seconds)
-            except TimeoutError:
-                pass

@@ -192,13 +192,13 @@ class TokenRow:
 
 # One round trip answers authentication, authorization and the lookup: no row means the key
 # is unknown or revoked; a row with NULL grant means the subject is not connected.
-_TOKEN_READ_COLUMNS = """
+_GRANT_READ_SQL = """
 SELECT c.unrestricted, c.allowed_advertiser_ids, c.allowed_open_ids,
        g.id, g.status, g.key_id, g.access_token_enc, g.expires_at, g.refresh_expires_at, g.scope
 FROM api_client AS c
 """
 _READ_ADVERTISER_GRANT_SQL = (
-    _TOKEN_READ_COLUMNS
+    _GRANT_READ_SQL
     + """
 LEFT JOIN advertiser AS a ON a.advertiser_id = $2
 LEFT JOIN oauth_grant AS g ON g.id = a.grant_id
@@ -206,7 +206,7 @@ WHERE c.key_hash = $1 AND c.revoked_at IS NULL
 """
 )
 _READ_ACCOUNT_GRANT_SQL = (
-    _TOKEN_READ_COLUMNS
+    _GRANT_READ_SQL
     + """
 LEFT JOIN oauth_grant AS g ON g.open_id = $2
 WHERE c.key_hash = $1 AND c.revoked_at IS NULL

@@ -1,0 +1,61 @@
+# syntax=docker/dockerfile:1
+#
+# Image for tiktok-auth-service. Build:   docker build -t tiktok-auth-service .
+# Configuration comes only from the environment at run time (see .env.example); nothing secret
+# is baked into the image.
+#
+# The project is installed from its source tree (an editable install in /app/.venv pointing at
+# /app/src) rather than as a wheel, because the Alembic scripts are found relative to the
+# source tree: src/tiktok_auth_service/db.py -> /app/alembic.
+
+# ---- builder: resolve the locked dependencies, then install the project -------------------
+FROM python:3.12-slim-bookworm AS builder
+
+# Keep this tag in step with the uv that writes uv.lock.
+COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /uvx /bin/
+
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=0 \
+    UV_PROJECT_ENVIRONMENT=/app/.venv
+
+WORKDIR /app
+
+# Dependencies only: this layer is rebuilt when pyproject.toml or uv.lock change, not on every
+# source edit.
+COPY pyproject.toml uv.lock ./
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --locked --no-dev --no-install-project
+
+# The project itself (README.md is part of the package metadata).
+COPY README.md ./
+COPY alembic ./alembic
+COPY src ./src
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --locked --no-dev \
+    && python -m compileall -q src alembic
+
+# ---- runtime: same base image, so the venv's interpreter path stays valid -----------------
+FROM python:3.12-slim-bookworm AS runtime
+
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --no-create-home \
+        --home-dir /nonexistent --shell /usr/sbin/nologin app
+
+WORKDIR /app
+COPY --from=builder /app/.venv /app/.venv
+COPY --from=builder /app/src /app/src
+COPY --from=builder /app/alembic /app/alembic
+
+ENV PATH=/app/.venv/bin:$PATH \
+    PYTHONUNBUFFERED=1
+
+USER 10001:10001
+
+EXPOSE 8000
+
+# The slim image has no curl; urlopen raises (exit status 1) on errors and non-2xx answers.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
+
+CMD ["tiktok-auth-service", "serve", "--host", "0.0.0.0", "--port", "8000"]

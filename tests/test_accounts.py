@@ -1,0 +1,297 @@
+"""TikTok-account (tt_user) tokens: authorization, refresh on read, rotation, terminal answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+
+import asyncpg
+import httpx
+import pytest
+import respx
+
+from tests.conftest import APP_ID, APP_SECRET, FRONTEND, REDIRECT_URI, TIKTOK_API, Canaries
+from tests.conftest import FakeClock, make_settings
+from tests.helpers import envelope, new_token, query_of, start_authorization
+from tiktok_auth_service.refresh import RefreshWorker
+from tiktok_auth_service.service import AuthService
+
+OPEN_ID = "-000openid0001"
+
+
+class TikTokAccounts:
+    """respx routes for the tt_user endpoints, issuing rotating token pairs like TikTok."""
+
+    def __init__(self, mock: respx.MockRouter, canaries: Canaries, clock: FakeClock) -> None:
+        self.canaries = canaries
+        self.clock = clock
+        self.granted_at = clock.now()
+        self.refresh_tokens: list[str] = []
+        self.access_tokens: list[str] = []
+        self.exchange = mock.post("/tt_user/oauth2/token/").mock(side_effect=self._issue)
+        self.refresh = mock.post("/tt_user/oauth2/refresh_token/").mock(side_effect=self._issue)
+
+    def _issue(self, request: httpx.Request) -> httpx.Response:
+        access, refresh = "act." + new_token(), "rft." + new_token()
+        self.canaries.add(access, refresh)
+        self.access_tokens.append(access)
+        self.refresh_tokens.append(refresh)
+        return httpx.Response(
+            200,
+            json=envelope(
+                {
+                    "access_token": access,
+                    "token_type": "Bearer",
+                    "scope": "user.info.basic,video.list",
+                    "expires_in": 86400,
+                    "refresh_token": refresh,
+                    # Counts down from the original grant, as TikTok's does.
+                    "refresh_token_expires_in": int(
+                        (self.granted_at + timedelta(days=365) - self.clock.now()).total_seconds()
+                    ),
+                    "open_id": OPEN_ID,
+                }
+            ),
+        )
+
+
+@pytest.fixture
+def tiktok(canaries: Canaries, clock: FakeClock) -> Iterator[TikTokAccounts]:
+    with respx.mock(base_url=TIKTOK_API, assert_all_called=False, assert_all_mocked=True) as mock:
+        yield TikTokAccounts(mock, canaries, clock)
+
+
+async def connect(client: httpx.AsyncClient) -> httpx.Response:
+    state = await start_authorization(client, flow="tiktok_account", return_to=f"{FRONTEND}/ok")
+    return await client.get("/callback", params={"code": "tt-code", "state": state})
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+class TestAccountAuthorization:
+    async def test_consent_url_uses_login_kit_parameters(self, client: httpx.AsyncClient) -> None:
+        response = await client.get("/authorize", params={"flow": "tiktok_account"})
+        location = response.headers["location"]
+        assert location.startswith("https://www.tiktok.com/v2/auth/authorize/?")
+        query = query_of(location)
+        assert query["client_key"] == APP_ID
+        assert query["response_type"] == "code"
+        assert query["scope"] == "user.info.basic"
+        assert query["redirect_uri"] == REDIRECT_URI
+        assert "app_id" not in query
+
+    async def test_callback_exchanges_through_tt_user_endpoint(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: TikTokAccounts,
+        api_key: str,
+        pg: asyncpg.Connection,
+    ) -> None:
+        response = await connect(client)
+        assert response.status_code == 302
+        assert response.headers["location"] == f"{FRONTEND}/ok?status=connected&open_id={OPEN_ID}"
+        assert json.loads(tiktok.exchange.calls.last.request.content) == {
+            "client_id": APP_ID,
+            "client_secret": APP_SECRET,
+            "grant_type": "authorization_code",
+            "auth_code": "tt-code",
+            "redirect_uri": REDIRECT_URI,
+        }
+        served = await client.get(f"/tokens/accounts/{OPEN_ID}", headers=bearer(api_key))
+        assert served.status_code == 200
+        body = served.json()
+        assert body["access_token"] == tiktok.access_tokens[0]
+        assert body["scope"] == ["user.info.basic", "video.list"]
+        assert body["status"] == "active"
+        assert "refresh_token" not in body and tiktok.refresh_tokens[0] not in served.text
+        assert not tiktok.refresh.called
+        for table in ("oauth_grant", "api_client", "oauth_state"):
+            dump = str(await pg.fetch(f"SELECT t::text FROM {table} AS t"))  # noqa: S608
+            assert tiktok.refresh_tokens[0] not in dump and tiktok.access_tokens[0] not in dump
+
+    async def test_reauthorizing_replaces_the_tokens_of_the_same_grant(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: TikTokAccounts,
+        api_key: str,
+        pg: asyncpg.Connection,
+    ) -> None:
+        await connect(client)
+        await connect(client)
+        assert await pg.fetchval("SELECT count(*) FROM oauth_grant") == 1
+        served = await client.get(f"/tokens/accounts/{OPEN_ID}", headers=bearer(api_key))
+        assert served.json()["access_token"] == tiktok.access_tokens[1]
+
+
+class TestRefreshOnRead:
+    async def test_expiring_token_is_refreshed_and_rotation_is_stored(
+        self, client: httpx.AsyncClient, tiktok: TikTokAccounts, api_key: str, clock: FakeClock
+    ) -> None:
+        await connect(client)
+        clock.advance(hours=23, minutes=56)  # inside the 300 s leeway
+        served = await client.get(f"/tokens/accounts/{OPEN_ID}", headers=bearer(api_key))
+        assert served.json()["access_token"] == tiktok.access_tokens[1]
+        sent = json.loads(tiktok.refresh.calls.last.request.content)
+        assert sent == {
+            "client_id": APP_ID,
+            "client_secret": APP_SECRET,
+            "grant_type": "refresh_token",
+            "refresh_token": tiktok.refresh_tokens[0],
+        }
+        clock.advance(hours=23, minutes=56)
+        await client.get(f"/tokens/accounts/{OPEN_ID}", headers=bearer(api_key))
+        sent = json.loads(tiktok.refresh.calls.last.request.content)
+        assert sent["refresh_token"] == tiktok.refresh_tokens[1]  # never the rotated-out one
+        assert tiktok.refresh.call_count == 2
+
+    async def test_min_valid_for_forces_an_earlier_refresh(
+        self, client: httpx.AsyncClient, tiktok: TikTokAccounts, api_key: str, clock: FakeClock
+    ) -> None:
+        await connect(client)
+        clock.advance(hours=20)
+        url = f"/tokens/accounts/{OPEN_ID}"
+        assert (await client.get(url, headers=bearer(api_key))).json()[
+            "access_token"
+        ] == tiktok.access_tokens[0]
+        asked = await client.get(url, params={"min_valid_for": 5 * 3600}, headers=bearer(api_key))
+        assert asked.json()["access_token"] == tiktok.access_tokens[1]
+
+    async def test_concurrent_readers_share_one_refresh(
+        self, client: httpx.AsyncClient, tiktok: TikTokAccounts, api_key: str, clock: FakeClock
+    ) -> None:
+        await connect(client)
+        clock.advance(hours=24)
+        responses = await asyncio.gather(
+            *(client.get(f"/tokens/accounts/{OPEN_ID}", headers=bearer(api_key)) for _ in range(30))
+        )
+        assert {r.status_code for r in responses} == {200}
+        assert {r.json()["access_token"] for r in responses} == {tiktok.access_tokens[1]}
+        assert tiktok.refresh.call_count == 1
+
+    @pytest.mark.parametrize("code", [40103, 40107, 40105])
+    async def test_terminal_answer_requires_reauthorization(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: TikTokAccounts,
+        api_key: str,
+        clock: FakeClock,
+        pg: asyncpg.Connection,
+        code: int,
+    ) -> None:
+        await connect(client)
+        tiktok.refresh.mock(
+            side_effect=None,
+            return_value=httpx.Response(200, json=envelope(code=code, message="no")),
+        )
+        clock.advance(hours=24)
+        url = f"/tokens/accounts/{OPEN_ID}"
+        response = await client.get(url, headers=bearer(api_key))
+        assert response.status_code == 409
+        assert response.json()["code"] == "reauthorization_required"
+        assert await pg.fetchval("SELECT status FROM oauth_grant") == "reauthorization_required"
+        assert (await client.get(url, headers=bearer(api_key))).status_code == 409
+        assert tiktok.refresh.call_count == 1
+
+    async def test_transient_failure_serves_the_still_valid_token(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: TikTokAccounts,
+        api_key: str,
+        clock: FakeClock,
+    ) -> None:
+        await connect(client)
+        tiktok.refresh.mock(
+            side_effect=None,
+            return_value=httpx.Response(200, json=envelope(code=50000, message="system error")),
+        )
+        clock.advance(hours=23, minutes=58)
+        url = f"/tokens/accounts/{OPEN_ID}"
+        response = await client.get(url, headers=bearer(api_key))
+        assert response.status_code == 200
+        assert response.json()["access_token"] == tiktok.access_tokens[0]
+        assert tiktok.refresh.call_count == 4  # the client's bounded retries
+        clock.advance(minutes=3)  # now expired
+        expired = await client.get(url, headers=bearer(api_key))
+        assert expired.status_code == 503
+        assert expired.headers["retry-after"] == "30"
+        assert expired.json()["code"] == "upstream_unavailable"
+
+    async def test_refresh_token_past_its_year_is_not_sent(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: TikTokAccounts,
+        api_key: str,
+        clock: FakeClock,
+    ) -> None:
+        await connect(client)
+        clock.advance(days=366)
+        response = await client.get(f"/tokens/accounts/{OPEN_ID}", headers=bearer(api_key))
+        assert response.status_code == 409
+        assert not tiktok.refresh.called
+
+    async def test_refresh_expiry_is_reported_ahead(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: TikTokAccounts,
+        api_key: str,
+        clock: FakeClock,
+    ) -> None:
+        await connect(client)
+        clock.advance(days=352)
+        body = (await client.get(f"/tokens/accounts/{OPEN_ID}", headers=bearer(api_key))).json()
+        assert body["status"] == "refresh_expiring"
+        assert body["refresh_expires_at"].startswith("2027-11-24")
+
+    async def test_key_restricted_to_other_accounts_is_forbidden(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: TikTokAccounts,
+        service: AuthService,
+        canaries: Canaries,
+    ) -> None:
+        await connect(client)
+        advertiser_only = (await service.create_api_key("ads", ["71"])).key.get_secret_value()
+        this_account = (await service.create_api_key("acc", [], [OPEN_ID])).key.get_secret_value()
+        canaries.add(advertiser_only, this_account)
+        url = f"/tokens/accounts/{OPEN_ID}"
+        assert (await client.get(url, headers=bearer(advertiser_only))).status_code == 403
+        assert (await client.get(url, headers=bearer(this_account))).status_code == 200
+        assert (
+            await client.get("/tokens/accounts/other", headers=bearer(this_account))
+        ).status_code == 403
+
+    async def test_unknown_account_is_404(self, client: httpx.AsyncClient, api_key: str) -> None:
+        response = await client.get("/tokens/accounts/nobody", headers=bearer(api_key))
+        assert response.status_code == 404
+
+
+class TestWorker:
+    async def test_refreshes_only_due_grants_and_backs_off_failures(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: TikTokAccounts,
+        service: AuthService,
+        clock: FakeClock,
+        migrated: str,
+    ) -> None:
+        await connect(client)
+        worker = RefreshWorker(service.refresher, make_settings(migrated, worker_qps=5))
+        assert await worker.drain() == 0  # fresh: nothing due
+        clock.advance(hours=23, minutes=50)  # within leeway + ahead (5 + 10 minutes)
+        assert await worker.drain() == 1
+        assert tiktok.refresh.call_count == 1
+        assert await worker.drain() == 0  # refreshed: no longer due
+
+        tiktok.refresh.mock(
+            side_effect=None,
+            return_value=httpx.Response(200, json=envelope(code=50002, message="busy")),
+        )
+        clock.advance(hours=23, minutes=50)
+        assert await worker.drain() == 1
+        assert await worker.drain() == 0  # failed recently: left alone for a minute
+        clock.advance(seconds=61)
+        assert await worker.drain() == 1
