@@ -12,8 +12,16 @@ import httpx
 import pytest
 import respx
 
-from tests.conftest import APP_ID, APP_SECRET, FRONTEND, REDIRECT_URI, TIKTOK_API, Canaries
-from tests.conftest import FakeClock, make_settings
+from tests.conftest import (
+    APP_ID,
+    APP_SECRET,
+    FRONTEND,
+    REDIRECT_URI,
+    TIKTOK_API,
+    Canaries,
+    FakeClock,
+    make_settings,
+)
 from tests.helpers import envelope, new_token, query_of, start_authorization
 from tiktok_auth_service.refresh import RefreshWorker
 from tiktok_auth_service.service import AuthService

@@ -50,7 +50,9 @@ def upgrade() -> None:
         postgresql_where=sa.text("open_id IS NOT NULL"),
     )
     op.create_index(
-        "ix_oauth_grant_refresh_due", "oauth_grant", ["expires_at"],
+        "ix_oauth_grant_refresh_due",
+        "oauth_grant",
+        ["expires_at"],
         postgresql_where=sa.text("flow = 'tiktok_account' AND status = 'active'"),
     )
     op.create_table(

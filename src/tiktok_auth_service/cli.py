@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from tiktok_auth_service import errors
@@ -14,11 +16,13 @@ from tiktok_auth_service.config import ConfigError, Settings, load_settings
 
 
 def _configure_logging(level: str) -> None:
+    """Our own loggers at `level`; libraries (alembic, pgserver, ...) only when they warn."""
     logging.basicConfig(
-        level=level.upper(),
+        level=logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("tiktok_auth_service").setLevel(level.upper())
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
@@ -49,8 +53,11 @@ def _run_with_service(settings: Settings, use: Callable[[Any], Awaitable[int]]) 
 def _api_keys(settings: Settings, args: argparse.Namespace) -> int:
     async def use(service: Any) -> int:
         if args.keys_command == "create":
-            created = await service.create_api_key(args.name, args.advertiser or [])
-            scope = ", ".join(created.client.allowed_advertiser_ids) or "all advertisers"
+            created = await service.create_api_key(
+                args.name, args.advertiser or [], args.account or []
+            )
+            client = created.client
+            scope = ", ".join(client.allowed_advertiser_ids + client.allowed_open_ids) or "all"
             print(
                 f"API key for {args.name!r} ({scope}); shown once, store it now:", file=sys.stderr
             )
@@ -58,9 +65,13 @@ def _api_keys(settings: Settings, args: argparse.Namespace) -> int:
         elif args.keys_command == "list":
             for client in await service.list_api_keys():
                 state = f"revoked {client.revoked_at:%Y-%m-%d}" if client.revoked_at else "active"
-                scope = ",".join(client.allowed_advertiser_ids) or "*"
+                if client.unrestricted:
+                    advertisers = accounts = "*"
+                else:
+                    advertisers = ",".join(client.allowed_advertiser_ids) or "-"
+                    accounts = ",".join(client.allowed_open_ids) or "-"
                 print(
-                    f"{client.name}\t{state}\tadvertisers={scope}\t"
+                    f"{client.name}\t{state}\tadvertisers={advertisers}\taccounts={accounts}\t"
                     f"created={client.created_at:%Y-%m-%dT%H:%M:%SZ}"
                 )
         elif not await service.revoke_api_key(args.name):
@@ -68,6 +79,20 @@ def _api_keys(settings: Settings, args: argparse.Namespace) -> int:
             return 1
         else:
             print(f"revoked {args.name!r}", file=sys.stderr)
+        return 0
+
+    return _run_with_service(settings, use)
+
+
+def _worker(settings: Settings) -> int:
+    from tiktok_auth_service.refresh import RefreshWorker
+
+    async def use(service: Any) -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await RefreshWorker(service.refresher, settings).run(stop)
         return 0
 
     return _run_with_service(settings, use)
@@ -82,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--port", type=int, default=8000)
 
     commands.add_parser("migrate", help="bring the database schema up to date")
+    commands.add_parser("worker", help="run only the background refresh of TikTok-account tokens")
 
     keys = commands.add_parser("api-keys", help="manage the API keys of internal callers")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
@@ -91,16 +117,47 @@ def _parser() -> argparse.ArgumentParser:
         "--advertiser",
         action="append",
         metavar="ID",
-        help="restrict the key to this advertiser (repeatable); default: all",
+        help="restrict the key to this advertiser (repeatable)",
+    )
+    create.add_argument(
+        "--account",
+        action="append",
+        metavar="OPEN_ID",
+        help="restrict the key to this TikTok account (repeatable)",
     )
     key_commands.add_parser("list", help="list keys (never the keys themselves)")
     revoke = key_commands.add_parser("revoke", help="revoke a key by name")
     revoke.add_argument("name")
+
+    dev = commands.add_parser(
+        "dev", help="local stack: embedded PostgreSQL + TikTok emulator + service"
+    )
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--emulator-port", type=int, default=8900)
+    dev.add_argument("--data-dir", type=Path, default=Path(".dev-data"))
+
+    emulator = commands.add_parser("emulator", help="run only the TikTok emulator")
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument("--port", type=int, default=8900)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("dev", "emulator"):
+        # Development tools: configured by flags (and EMULATOR_* variables), not by Settings.
+        _configure_logging("INFO")
+        if args.command == "dev":
+            from tiktok_auth_service import dev
+
+            dev.main(args.data_dir, args.host, args.port, args.emulator_port)
+        else:
+            from tiktok_auth_service.emulator import EmulatorConfig
+            from tiktok_auth_service.emulator import serve as serve_emulator
+
+            serve_emulator(EmulatorConfig.from_env(), args.host, args.port)
+        return 0
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -115,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
 
             asyncio.run(migrate(settings.database_url.get_secret_value()))
             print("database schema is up to date", file=sys.stderr)
+        elif args.command == "worker":
+            return _worker(settings)
         elif args.command == "api-keys":
             return _api_keys(settings, args)
     except errors.ServiceError as exc:

@@ -451,6 +451,10 @@ class AuthService:
             await repo.add_api_client(client)
         return NewApiKey(client, SecretStr(key))
 
+    async def api_key_active(self, api_key: str) -> bool:
+        async with self.db.session() as session:
+            return await Repository(session).api_client_by_key_hash(sha256(api_key)) is not None
+
     async def list_api_keys(self) -> list[ApiClient]:
         async with self.db.session() as session:
             return list(await Repository(session).list_api_clients())
