@@ -29,12 +29,21 @@ from tiktok_auth_service.emulator import EmulatorApp, EmulatorConfig, create_emu
 from tiktok_auth_service.service import AuthService
 
 
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signals to its owner, so two can share one event loop."""
+class QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves signals to its owner (so two can share one event loop)
+    and says when it is ready to accept connections."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = asyncio.Event()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.ready.set()
 
 
 @dataclass(frozen=True)
@@ -46,7 +55,7 @@ class Stack:
     emulator: Starlette
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
@@ -56,14 +65,16 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 @contextlib.asynccontextmanager
-async def _serving(app: Any, sock: socket.socket) -> AsyncIterator[None]:
-    server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+async def serving(app: Any, sock: socket.socket) -> AsyncIterator[None]:
+    """Serve `app` on an already bound socket for the duration of the block."""
+    server = QuietServer(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()  # startup failed: raise its error
-            raise RuntimeError("server stopped during startup")
-        await asyncio.sleep(0.01)  # uvicorn offers no startup event to wait on
+    ready = asyncio.create_task(server.ready.wait())
+    await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+    if not server.ready.is_set():
+        ready.cancel()
+        await task  # raises the startup error
+        raise RuntimeError("server stopped during startup")
     try:
         yield
     finally:
@@ -89,7 +100,7 @@ async def run_stack(
     Port 0 picks free ports (the tests); the sockets are bound before either app is configured
     so each can be told the other's real address.
     """
-    emulator_sock, service_sock = _bind(host, emulator_port), _bind(host, service_port)
+    emulator_sock, service_sock = bind_socket(host, emulator_port), bind_socket(host, service_port)
     emulator_url = f"http://{host}:{emulator_sock.getsockname()[1]}"
     service_url = f"http://{host}:{service_sock.getsockname()[1]}"
     callback = f"{service_url}/callback"
@@ -115,7 +126,7 @@ async def run_stack(
         **settings_overrides,
     )
     service = create_app(settings, clock=clock)
-    async with _serving(emulator, emulator_sock), _serving(service, service_sock):
+    async with serving(emulator, emulator_sock), serving(service, service_sock):
         yield Stack(service_url, emulator_url, settings, service, emulator)
 
 

@@ -1,0 +1,122 @@
+"""End-to-end fixtures: the service and the TikTok emulator over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.conftest import KEYS, Canaries
+from tiktok_auth_service.dev import Stack, run_stack
+from tiktok_auth_service.service import AuthService
+
+
+class ShiftClock:
+    """Real time plus an offset the test moves, mirroring the emulator's clock."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+class EmulatorAdmin:
+    """The emulator's private admin API."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    async def _post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = await self.http.post(f"/_emulator/{path}", json=body or {})
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def advance(self, seconds: float) -> None:
+        await self._post("clock/advance", {"seconds": seconds})
+
+    async def fault(self, endpoint: str, *responses: dict[str, Any]) -> None:
+        await self._post("faults", {"endpoint": endpoint, "responses": list(responses)})
+
+    async def calls(self, endpoint: str) -> list[dict[str, Any]]:
+        response = await self.http.get("/_emulator/calls", params={"endpoint": endpoint})
+        calls: list[dict[str, Any]] = response.json()["calls"]
+        return calls
+
+    async def wait_hanging(self, at_least: int = 1) -> None:
+        response = await self.http.get(
+            "/_emulator/hanging", params={"at_least": at_least, "timeout": 20}
+        )
+        assert response.json()["reached"], response.text
+
+    async def release(self) -> None:
+        await self._post("hanging/release")
+
+    async def state(self) -> dict[str, Any]:
+        result: dict[str, Any] = (await self.http.get("/_emulator/state")).json()
+        return result
+
+
+class Browser:
+    """A cookie-keeping client that clicks through consent via the emulator's test hook."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.http = httpx.AsyncClient(base_url=stack.service_url, timeout=30)
+
+    async def consent(self, decision: str = "approve", **params: str) -> httpx.Response:
+        """/authorize -> TikTok consent -> back at the service's /callback."""
+        start = await self.http.get("/authorize", params=params)
+        assert start.status_code == 302, start.text
+        consent = await self.http.get(start.headers["location"] + f"&emulator_decision={decision}")
+        assert consent.status_code == 302, consent.text
+        return await self.http.get(consent.headers["location"])
+
+
+@pytest.fixture
+def start_stack(
+    migrated: str, pg: asyncpg.Connection, canaries: Canaries
+) -> Callable[..., contextlib.AbstractAsyncContextManager[Stack]]:
+    @contextlib.asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[Stack]:
+        overrides.setdefault("tiktok_retry_base_delay", 0.05)
+        overrides.setdefault("worker_enabled", False)
+        async with run_stack(database_url=migrated, encryption_keys=KEYS, **overrides) as stack:
+            canaries.add("emulator-secret")
+            yield stack
+
+    return start
+
+
+async def api_key(stack: Stack, canaries: Canaries) -> str:
+    service: AuthService = stack.service.state.service
+    key = (await service.create_api_key("e2e", [])).key.get_secret_value()
+    canaries.add(key)
+    return key
+
+
+async def issued_tokens(admin: EmulatorAdmin, canaries: Canaries) -> dict[str, Any]:
+    """The emulator's state, with every token it issued registered as a log canary."""
+    state = await admin.state()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("access_token", "refresh_token") and isinstance(value, str):
+                    canaries.add(value)
+                elif key == "retired_refresh_tokens":
+                    canaries.add(*value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(state)
+    return state
