@@ -211,7 +211,12 @@ class AccountRefresher:
 
 
 class Pacer:
-    """At most `per_second` starts in any one-second window, across concurrent callers."""
+    """At most `per_second` starts in any window of a little over one second.
+
+    The guard keeps network jitter from bunching calls into one of TikTok's one-second windows.
+    """
+
+    window = 1.05
 
     def __init__(self, per_second: int) -> None:
         self.per_second = per_second
@@ -221,7 +226,7 @@ class Pacer:
     async def wait(self) -> None:
         async with self._lock:
             while len(self._starts) >= self.per_second:
-                wait = self._starts[0] + 1.0 - time.monotonic()
+                wait = self._starts[0] + self.window - time.monotonic()
                 if wait <= 0:
                     self._starts.popleft()
                 else:

@@ -70,11 +70,17 @@ class Browser:
         self.stack = stack
         self.http = httpx.AsyncClient(base_url=stack.service_url, timeout=30)
 
-    async def consent(self, decision: str = "approve", **params: str) -> httpx.Response:
-        """/authorize -> TikTok consent -> back at the service's /callback."""
+    async def consent(
+        self, decision: str = "approve", hook: dict[str, str] | None = None, **params: str
+    ) -> httpx.Response:
+        """/authorize -> TikTok consent -> back at the service's /callback.
+
+        `hook` adds emulator test-hook parameters (e.g. `emulator_open_id`) to the consent step.
+        """
         start = await self.http.get("/authorize", params=params)
         assert start.status_code == 302, start.text
-        consent = await self.http.get(start.headers["location"] + f"&emulator_decision={decision}")
+        extra = httpx.QueryParams({"emulator_decision": decision, **(hook or {})})
+        consent = await self.http.get(f"{start.headers['location']}&{extra}")
         assert consent.status_code == 302, consent.text
         return await self.http.get(consent.headers["location"])
 

@@ -1,0 +1,254 @@
+"""TikTok-account refresh end to end: concurrency across instances, rotation, crashes, worker."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import signal
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import KEYS, Canaries
+from tests.e2e.conftest import Browser, EmulatorAdmin, ShiftClock, api_key, issued_tokens
+from tiktok_auth_service.app import create_app
+from tiktok_auth_service.dev import bind_socket, serving
+from tiktok_auth_service.models import Flow, Grant, GrantStatus
+from tiktok_auth_service.refresh import RefreshWorker, seal_account_grant
+from tiktok_auth_service.tiktok import AccountGrant
+
+OPEN_ID = "-000emulatoropenid0001"
+REFRESH = "tt_user/oauth2/refresh_token/"
+
+
+async def advance(clock: ShiftClock, admin: EmulatorAdmin, delta: timedelta) -> None:
+    """Move the service's clock and TikTok's together."""
+    clock.offset += delta
+    await admin.advance(delta.total_seconds())
+
+
+async def test_200_concurrent_reads_on_two_instances_refresh_once(
+    start_stack: Callable[..., Any], canaries: Canaries
+) -> None:
+    clock = ShiftClock()
+    async with start_stack(clock=clock) as stack:
+        browser = Browser(stack)
+        admin = EmulatorAdmin(httpx.AsyncClient(base_url=stack.emulator_url))
+        key = await api_key(stack, canaries)
+        assert (await browser.consent(flow="tiktok_account")).status_code == 200
+        await advance(clock, admin, timedelta(hours=23, minutes=58))
+
+        second = create_app(stack.settings, clock=clock)
+        sock = bind_socket("127.0.0.1", 0)
+        second_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        async with (
+            serving(second, sock),
+            httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=200)) as http,
+        ):
+            urls = [stack.service_url, second_url]
+            responses = await asyncio.gather(
+                *(
+                    http.get(
+                        f"{urls[i % 2]}/tokens/accounts/{OPEN_ID}",
+                        headers={"authorization": f"Bearer {key}"},
+                    )
+                    for i in range(200)
+                )
+            )
+        state = await issued_tokens(admin, canaries)
+        assert [r.status_code for r in responses] == [200] * 200
+        tokens = {r.json()["access_token"] for r in responses}
+        [grant] = state["account_grants"]
+        assert tokens == {grant["access_tokens"][-1]["access_token"]}
+        assert len(await admin.calls(REFRESH)) == 1
+
+
+async def test_rotated_out_refresh_tokens_are_never_sent_again(
+    start_stack: Callable[..., Any], canaries: Canaries
+) -> None:
+    clock = ShiftClock()
+    async with start_stack(clock=clock) as stack:
+        browser = Browser(stack)
+        admin = EmulatorAdmin(httpx.AsyncClient(base_url=stack.emulator_url))
+        key = await api_key(stack, canaries)
+        await browser.consent(flow="tiktok_account")
+        for _ in range(5):
+            await advance(clock, admin, timedelta(hours=24))
+            served = await browser.http.get(
+                f"/tokens/accounts/{OPEN_ID}", headers={"authorization": f"Bearer {key}"}
+            )
+            assert served.status_code == 200
+        state = await issued_tokens(admin, canaries)
+        calls = await admin.calls(REFRESH)
+        # The emulator answers 40107 to any retired refresh token: none was ever presented.
+        assert [call["code"] for call in calls] == [0] * 5
+        assert len(state["account_grants"][0]["retired_refresh_tokens"]) == 5
+
+
+async def _start_replica(stack: Any) -> tuple[asyncio.subprocess.Process, str]:
+    """The service as a separate OS process on the same database and emulator."""
+    probe = bind_socket("127.0.0.1", 0)
+    port = probe.getsockname()[1]
+    probe.close()
+    settings = stack.settings
+    env = {
+        **os.environ,
+        "TIKTOK_APP_ID": settings.tiktok_app_id,
+        "TIKTOK_APP_SECRET": settings.tiktok_app_secret.get_secret_value(),
+        "TIKTOK_REDIRECT_URI": settings.tiktok_redirect_uri,
+        "TIKTOK_API_BASE_URL": settings.tiktok_api_base_url,
+        "DATABASE_URL": settings.database_url.get_secret_value(),
+        "TOKEN_ENCRYPTION_KEYS": KEYS,
+        "WORKER_ENABLED": "false",
+        "TIKTOK_RETRY_ATTEMPTS": "1",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tiktok_auth_service",
+        "serve",
+        "--port",
+        str(port),
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    while b"Application startup complete" not in (line := await process.stderr.readline()):
+        assert line, "the replica exited during start-up"
+    return process, f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize(
+    ("after_kill", "expected"),
+    [
+        # TikTok completed the refresh (rotating the token) but the answer died with the process.
+        ({"hang": True}, 409),
+        # TikTok never completed it: the stored refresh token is still good.
+        ({"hang": True, "then": {"http_status": 504}}, 200),
+    ],
+)
+async def test_killing_the_refreshing_process_leaves_a_clean_state(
+    start_stack: Callable[..., Any],
+    canaries: Canaries,
+    after_kill: dict[str, Any],
+    expected: int,
+) -> None:
+    # Access tokens shorter than the refresh leeway: every read refreshes.
+    async with start_stack(emulator_config={"access_token_ttl": 120}) as stack:
+        browser = Browser(stack)
+        admin = EmulatorAdmin(httpx.AsyncClient(base_url=stack.emulator_url))
+        key = await api_key(stack, canaries)
+        auth = {"authorization": f"Bearer {key}"}
+        await browser.consent(flow="tiktok_account")
+        await admin.fault(REFRESH, after_kill)
+
+        replica, replica_url = await _start_replica(stack)
+        async with httpx.AsyncClient(timeout=60) as http:
+            read = asyncio.create_task(
+                http.get(f"{replica_url}/tokens/accounts/{OPEN_ID}", headers=auth)
+            )
+            await admin.wait_hanging(1)  # the replica is inside its refresh, holding the lock
+            replica.send_signal(signal.SIGKILL)
+            await replica.wait()
+            with pytest.raises(httpx.TransportError):
+                await read
+        await admin.release()
+
+        after = await browser.http.get(f"/tokens/accounts/{OPEN_ID}", headers=auth)
+        await issued_tokens(admin, canaries)
+        assert after.status_code == expected, after.text
+        if expected == 409:
+            assert after.json()["code"] == "reauthorization_required"
+            assert [c["code"] for c in await admin.calls(REFRESH)][-1] == 40107
+        else:
+            assert after.json()["access_token"].startswith("act.")
+
+
+async def _seed_account_grants(stack: Any, open_ids: list[str]) -> None:
+    """Authorize many TikTok accounts at the emulator and store their grants in one go.
+
+    (The browser flow is covered elsewhere; here only the worker is under test.)
+    """
+    service = stack.service.state.service
+    redirect = stack.settings.tiktok_redirect_uri
+    gate = asyncio.Semaphore(16)
+
+    async def authorize(http: httpx.AsyncClient, open_id: str) -> AccountGrant:
+        async with gate:
+            consent = await http.get(
+                "/v2/auth/authorize/",
+                params={
+                    "client_key": stack.settings.tiktok_app_id,
+                    "response_type": "code",
+                    "scope": "user.info.basic",
+                    "redirect_uri": redirect,
+                    "state": "s",
+                    "emulator_decision": "approve",
+                    "emulator_open_id": open_id,
+                },
+            )
+            code = httpx.URL(consent.headers["location"]).params["code"]
+            return await service.tiktok.exchange_account_code(code, redirect)
+
+    async with httpx.AsyncClient(base_url=stack.emulator_url) as http:
+        granted = await asyncio.gather(*(authorize(http, open_id) for open_id in open_ids))
+    now = service.clock.now()
+    async with service.db.session() as session, session.begin():
+        for account in granted:
+            grant = Grant(
+                id=uuid.uuid4(),
+                flow=Flow.TIKTOK_ACCOUNT,
+                open_id=account.open_id,
+                key_id="",
+                access_token_enc=b"",
+                scope=[],
+                status=GrantStatus.ACTIVE,
+                version=0,
+                created_at=now,
+                updated_at=now,
+            )
+            seal_account_grant(grant, account, service.cipher, now)
+            session.add(grant)
+
+
+async def test_worker_refreshes_1000_due_grants_within_qps(
+    start_stack: Callable[..., Any], canaries: Canaries
+) -> None:
+    qps, count = 100, 1000
+    open_ids = [f"-000acct{n:05d}" for n in range(count)]
+    clock = ShiftClock()
+    emulator = {
+        "accounts": [{"open_id": o, "display_name": o} for o in open_ids],
+        "qps": 0,
+        "qpm": 0,
+        "qpd": 0,
+    }
+    async with start_stack(
+        clock=clock, emulator_config=emulator, worker_qps=qps, worker_concurrency=8
+    ) as stack:
+        admin = EmulatorAdmin(httpx.AsyncClient(base_url=stack.emulator_url, timeout=60))
+        await _seed_account_grants(stack, open_ids)
+        await advance(clock, admin, timedelta(hours=23, minutes=55))
+
+        service = stack.service.state.service
+        assert await RefreshWorker(service.refresher, stack.settings).drain() == count
+
+        calls = await admin.calls(REFRESH)
+        await issued_tokens(admin, canaries)
+        assert len(calls) == count
+        assert {call["code"] for call in calls} == {0}
+        per_second = Counter(math.floor(call["wall_time"]) for call in calls)
+        assert max(per_second.values()) <= qps, per_second
+        async with service.db.pool.acquire() as connection:
+            still_due = await connection.fetchval(
+                "SELECT count(*) FROM oauth_grant WHERE expires_at < $1",
+                clock.now() + timedelta(hours=1),
+            )
+        assert still_due == 0
