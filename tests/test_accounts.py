@@ -287,7 +287,7 @@ class TestWorker:
         migrated: str,
     ) -> None:
         await connect(client)
-        worker = RefreshWorker(service.refresher, make_settings(migrated, worker_qps=5))
+        worker = RefreshWorker(service.refresher, make_settings(migrated, worker_qps=50))
         assert await worker.drain() == 0  # fresh: nothing due
         clock.advance(hours=23, minutes=50)  # within leeway + ahead (5 + 10 minutes)
         assert await worker.drain() == 1

@@ -6,8 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import asyncpg
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -45,18 +43,17 @@ class Database:
         await self.engine.dispose()
 
 
-def _alembic_config() -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(_ALEMBIC_DIR))
-    return config
-
-
 async def migrate(url: str, revision: str = "head") -> None:
     """Bring the schema up to `revision` (the service never creates tables by itself)."""
+    # Imported here: alembic costs a second of start-up that only this command needs.
+    from alembic import command
+    from alembic.config import Config
+
     engine = create_async_engine(url)
 
     def upgrade(connection: Connection) -> None:
-        config = _alembic_config()
+        config = Config()
+        config.set_main_option("script_location", str(_ALEMBIC_DIR))
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 
