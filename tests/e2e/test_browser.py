@@ -1,0 +1,109 @@
+"""A real browser (headless Debian Chromium) clicking through the emulator's consent page.
+
+Screenshots of each page are saved under `test-output/<test name>/` at the repository root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+
+from tests.conftest import Canaries
+from tests.e2e.chromium import LAUNCH_ARGS, ensure_chromium
+from tests.e2e.conftest import EmulatorAdmin, api_key, issued_tokens
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ADVERTISERS = ["7100000000000000001", "7100000000000000002", "7100000000000000003"]
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    return ensure_chromium()
+
+
+@pytest.fixture(scope="session")
+async def chromium(chromium_path: str) -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=chromium_path, headless=True, args=LAUNCH_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@pytest.fixture
+async def page(chromium: Browser) -> AsyncIterator[Page]:
+    context = await chromium.new_context()  # fresh cookies for every test
+    try:
+        yield await context.new_page()
+    finally:
+        await context.close()
+
+
+@pytest.fixture
+def output_dir(request: pytest.FixtureRequest) -> Path:
+    folder = REPO_ROOT / "test-output" / str(request.node.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+async def open_consent_page(page: Page, service_url: str, emulator_url: str) -> None:
+    """/authorize in the browser, landing on the emulator's advertiser consent page."""
+    await page.goto(f"{service_url}/authorize")
+    await page.wait_for_url(f"{emulator_url}/portal/auth?**")
+    assert await page.title() == "Authorize app"
+    assert await page.inner_text("h1") == "Authorize app"
+    boxes = page.locator('input[type="checkbox"][name="advertiser_id"]')
+    assert sorted(await boxes.evaluate_all("nodes => nodes.map(n => n.value)")) == ADVERTISERS
+    for index in range(await boxes.count()):
+        assert await boxes.nth(index).is_checked()
+
+
+async def test_approve_in_a_real_browser_then_the_token_is_served(
+    start_stack: Callable[..., Any], canaries: Canaries, page: Page, output_dir: Path
+) -> None:
+    async with start_stack() as stack:
+        key = await api_key(stack, canaries)
+        await open_consent_page(page, stack.service_url, stack.emulator_url)
+        await page.screenshot(path=output_dir / "consent.png", full_page=True)
+
+        await page.click("#approve")
+        await page.wait_for_url(f"{stack.service_url}/callback?**")
+        await page.wait_for_selector("h1")
+        assert await page.title() == "Advertisers connected"
+        listed = await page.locator("li code").all_inner_texts()
+        assert sorted(listed) == ADVERTISERS
+        await page.screenshot(path=output_dir / "result.png", full_page=True)
+
+        async with httpx.AsyncClient(base_url=stack.emulator_url) as emulator:
+            state = await issued_tokens(EmulatorAdmin(emulator), canaries)
+        [issued] = state["advertiser_tokens"]
+        async with httpx.AsyncClient(base_url=stack.service_url) as http:
+            served = await http.get(
+                f"/tokens/{ADVERTISERS[0]}", headers={"authorization": f"Bearer {key}"}
+            )
+        assert served.status_code == 200, served.text
+        assert served.json()["access_token"] == issued["access_token"]
+
+
+async def test_deny_in_a_real_browser_shows_the_error_and_tiktok_is_not_called(
+    start_stack: Callable[..., Any], page: Page, output_dir: Path
+) -> None:
+    async with start_stack() as stack:
+        await open_consent_page(page, stack.service_url, stack.emulator_url)
+
+        await page.click("#deny")
+        await page.wait_for_url(f"{stack.service_url}/callback?**")
+        await page.wait_for_selector("h1")
+        assert "authorization_denied" in await page.inner_text("body")
+        await page.screenshot(path=output_dir / "denied.png", full_page=True)
+
+        async with httpx.AsyncClient(base_url=stack.emulator_url) as emulator:
+            assert await EmulatorAdmin(emulator).calls("oauth2/access_token/") == []
