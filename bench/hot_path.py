@@ -55,13 +55,13 @@ async def seed(env: dict[str, str]) -> tuple[str, str]:
 
 def wrk(url: str, key: str, seconds: float, connections: int) -> tuple[float, str, str]:
     """Run wrk; returns (requests per second, p50, p99)."""
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [
             "wrk",
             "-t1",
             f"-c{connections}",
             f"-d{round(seconds)}s",
-            "--latency",  # noqa: S607
+            "--latency",
             "-H",
             f"Authorization: Bearer {key}",
             url,
@@ -81,7 +81,7 @@ def wrk(url: str, key: str, seconds: float, connections: int) -> tuple[float, st
 
 
 def serve(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, cwd=ROOT)  # noqa: S603
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, cwd=ROOT)
     assert process.stderr is not None
     for line in process.stderr:
         if b"Uvicorn running on" in line:
