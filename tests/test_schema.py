@@ -32,5 +32,6 @@ async def test_openapi_documents_the_token_endpoint(client: httpx.AsyncClient) -
     assert token["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "AdvertiserTokenOut"
     )
-    assert "HTTPBearer" in spec["components"]["securitySchemes"]
+    assert spec["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"
+    assert token["security"] == [{"ApiKey": []}]
     assert (await client.get("/docs")).status_code == 200

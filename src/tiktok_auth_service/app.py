@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -83,6 +84,24 @@ async def open_service(
         await db.close()
 
 
+def _declare_api_key_scheme(app: FastAPI) -> None:
+    """Add the callers' bearer scheme to the OpenAPI document (the token routes reference it
+    without running a security dependency on every request)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {}).setdefault("securitySchemes", {})["ApiKey"] = {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "The caller's API key (`tas_...`), from `api-keys create`.",
+            }
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -105,6 +124,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    _declare_api_key_scheme(app)
     problems.install(app)
     app.include_router(browser.router)
     app.include_router(tokens.router)

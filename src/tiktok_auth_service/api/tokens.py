@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
 from tiktok_auth_service import errors
-from tiktok_auth_service.api.deps import ApiKeyDep, ServiceDep
+from tiktok_auth_service.api.deps import API_KEY_SECURITY, api_key_of, service_of
 from tiktok_auth_service.api.problems import problem_responses
 from tiktok_auth_service.api.schemas import AccountTokenOut, AdvertiserTokenOut, RevocationOut
 
@@ -29,6 +29,7 @@ NO_STORE = {"Cache-Control": "no-store"}
 @router.get(
     "/accounts/{open_id}",
     response_model=None,
+    openapi_extra=API_KEY_SECURITY,
     responses={
         200: {"model": AccountTokenOut, "description": "A token valid for the time asked."},
         **problem_responses(
@@ -45,8 +46,7 @@ async def get_account_token(
     open_id: Annotated[
         str, Path(min_length=1, max_length=128, description="The TikTok account's open_id.")
     ],
-    service: ServiceDep,
-    api_key: ApiKeyDep,
+    request: Request,
     min_valid_for: Annotated[
         int | None,
         Query(
@@ -58,13 +58,14 @@ async def get_account_token(
     ] = None,
 ) -> Response:
     """The access token of a TikTok account (tt_user), refreshed when needed."""
-    token = await service.get_account_token(api_key, open_id, min_valid_for)
+    token = await service_of(request).get_account_token(api_key_of(request), open_id, min_valid_for)
     return Response(orjson.dumps(token), media_type="application/json", headers=NO_STORE)
 
 
 @router.get(
     "/{advertiser_id}",
     response_model=None,
+    openapi_extra=API_KEY_SECURITY,
     responses={
         200: {"model": AdvertiserTokenOut, "description": "A token that works now."},
         **problem_responses(
@@ -76,27 +77,24 @@ async def get_account_token(
         422: {"description": "Malformed advertiser id (`validation_error`)."},
     },
 )
-async def get_advertiser_token(
-    advertiser_id: AdvertiserId, service: ServiceDep, api_key: ApiKeyDep
-) -> Response:
+async def get_advertiser_token(advertiser_id: AdvertiserId, request: Request) -> Response:
     """The access token that serves this advertiser."""
-    token = await service.get_advertiser_token(api_key, advertiser_id)
+    token = await service_of(request).get_advertiser_token(api_key_of(request), advertiser_id)
     return Response(orjson.dumps(token), media_type="application/json", headers=NO_STORE)
 
 
 @router.delete(
     "/{advertiser_id}",
     response_model=RevocationOut,
+    openapi_extra=API_KEY_SECURITY,
     responses=problem_responses(
         errors.Unauthenticated, errors.Forbidden, errors.NotConnected, errors.UpstreamUnavailable
     ),
 )
-async def revoke_advertiser_token(
-    advertiser_id: AdvertiserId, service: ServiceDep, api_key: ApiKeyDep
-) -> Response:
+async def revoke_advertiser_token(advertiser_id: AdvertiserId, request: Request) -> Response:
     """Revoke at TikTok the token serving this advertiser (and so every advertiser of its grant).
 
     Idempotent: repeating it answers 200 with `revoked_now: false`.
     """
-    revocation = await service.revoke_advertiser(api_key, advertiser_id)
+    revocation = await service_of(request).revoke_advertiser(api_key_of(request), advertiser_id)
     return Response(orjson.dumps(revocation), media_type="application/json", headers=NO_STORE)
