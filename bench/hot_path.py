@@ -73,8 +73,8 @@ def wrk(url: str, key: str, seconds: float, connections: int) -> tuple[float, st
     if result.returncode != 0:
         raise RuntimeError(f"wrk failed: {result.stdout}{result.stderr}")
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", result.stdout).group(1))  # type: ignore[union-attr]
-    p50 = re.search(r"50%\s+(\S+)", result.stdout).group(1)  # type: ignore[union-attr]
-    p99 = re.search(r"99%\s+(\S+)", result.stdout).group(1)  # type: ignore[union-attr]
+    p50 = re.search(r"^\s*50%\s+(\S+)", result.stdout, re.M).group(1)  # type: ignore[union-attr]
+    p99 = re.search(r"^\s*99%\s+(\S+)", result.stdout, re.M).group(1)  # type: ignore[union-attr]
     if "Non-2xx" in result.stdout:
         raise RuntimeError(f"{url} answered errors:\n{result.stdout}")
     return rate, p50, p99

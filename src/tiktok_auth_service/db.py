@@ -17,6 +17,11 @@ from sqlalchemy.ext.asyncio import (
 _ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "alembic"
 
 
+async def _no_session_state(connection: asyncpg.Connection) -> None:
+    """The read pool only runs single SELECTs, which leave no session state behind, so the
+    default reset (a query per release, one more round trip per token read) is skipped."""
+
+
 class Database:
     """Owns the engine, the session factory and the hot-path pool; created by the lifespan."""
 
@@ -32,6 +37,7 @@ class Database:
             url.replace("postgresql+asyncpg://", "postgresql://", 1),
             min_size=1,
             max_size=pool_size,
+            reset=_no_session_state,
         )
         return cls(engine, pool)
 
