@@ -26,7 +26,7 @@ from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenCipher, grant_aad
 from tiktok_auth_service.db import Database
-from tiktok_auth_service.models import Grant, GrantStatus
+from tiktok_auth_service.models import Flow, Grant, GrantStatus
 from tiktok_auth_service.repository import Repository
 from tiktok_auth_service.tiktok import AccountGrant, TikTokClient, TikTokError
 
@@ -51,9 +51,23 @@ class AccountToken:
 
 
 def seal_account_grant(
-    grant: Grant, granted: AccountGrant, cipher: TokenCipher, now: datetime
-) -> None:
-    """Write a fresh token pair into `grant` (encrypted, both expiries, version bump)."""
+    grant: Grant | None, granted: AccountGrant, cipher: TokenCipher, now: datetime
+) -> Grant:
+    """Write a fresh token pair into `grant` (a new grant when None): encrypted, with both
+    expiries and a version bump."""
+    if grant is None:
+        grant = Grant(
+            id=uuid.uuid4(),
+            flow=Flow.TIKTOK_ACCOUNT,
+            open_id=granted.open_id,
+            key_id="",
+            access_token_enc=b"",
+            scope=[],
+            status=GrantStatus.ACTIVE,
+            version=0,
+            created_at=now,
+            updated_at=now,
+        )
     key_id, access = cipher.encrypt(
         granted.access_token.get_secret_value(), grant_aad(grant.id, "access_token")
     )
@@ -70,6 +84,7 @@ def seal_account_grant(
     grant.updated_at = now
     grant.refresh_failed_at = None
     grant.version += 1
+    return grant
 
 
 class AccountRefresher:

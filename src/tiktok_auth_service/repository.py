@@ -4,7 +4,7 @@ nothing here commits); the token read uses one asyncpg query on the bare pool.""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -179,8 +179,7 @@ class TokenRow:
     """What a token read needs: the caller's permissions and the serving grant, if any."""
 
     unrestricted: bool
-    allowed_advertiser_ids: list[str]
-    allowed_open_ids: list[str]
+    allowed: list[str]  # the advertiser ids or open ids the key is restricted to
     grant_id: uuid.UUID | None
     status: str | None
     key_id: str | None
@@ -192,26 +191,21 @@ class TokenRow:
 
 # One round trip answers authentication, authorization and the lookup: no row means the key
 # is unknown or revoked; a row with NULL grant means the subject is not connected.
-_GRANT_READ_SQL = """
-SELECT c.unrestricted, c.allowed_advertiser_ids, c.allowed_open_ids,
+_READ_ADVERTISER_GRANT_SQL = """
+SELECT c.unrestricted, c.allowed_advertiser_ids,
        g.id, g.status, g.key_id, g.access_token_enc, g.expires_at, g.refresh_expires_at, g.scope
 FROM api_client AS c
-"""
-_READ_ADVERTISER_GRANT_SQL = (
-    _GRANT_READ_SQL
-    + """
 LEFT JOIN advertiser AS a ON a.advertiser_id = $2
 LEFT JOIN oauth_grant AS g ON g.id = a.grant_id
 WHERE c.key_hash = $1 AND c.revoked_at IS NULL
 """
-)
-_READ_ACCOUNT_GRANT_SQL = (
-    _GRANT_READ_SQL
-    + """
+_READ_ACCOUNT_GRANT_SQL = """
+SELECT c.unrestricted, c.allowed_open_ids,
+       g.id, g.status, g.key_id, g.access_token_enc, g.expires_at, g.refresh_expires_at, g.scope
+FROM api_client AS c
 LEFT JOIN oauth_grant AS g ON g.open_id = $2
 WHERE c.key_hash = $1 AND c.revoked_at IS NULL
 """
-)
 
 
 async def _read_token(
@@ -225,6 +219,9 @@ async def _read_token(
     if values[-1] is not None:
         values[-1] = orjson.loads(values[-1])
     return TokenRow(*values)
+
+
+GrantReader = Callable[[asyncpg.Pool, bytes, str], Awaitable[TokenRow | None]]
 
 
 async def read_advertiser_token(

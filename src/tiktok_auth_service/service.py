@@ -27,7 +27,9 @@ from tiktok_auth_service.db import Database
 from tiktok_auth_service.models import ApiClient, Flow, Grant, GrantStatus, OAuthState
 from tiktok_auth_service.refresh import AccountRefresher, AccountToken, seal_account_grant
 from tiktok_auth_service.repository import (
+    GrantReader,
     Repository,
+    TokenRow,
     database_answers,
     read_account_token,
     read_advertiser_token,
@@ -247,22 +249,10 @@ class AuthService:
         now = self.clock.now()
         async with self.db.session() as session, session.begin():
             repo = Repository(session)
-            grant = await repo.lock_grant_of_account(granted.open_id)
-            if grant is None:
-                grant = Grant(
-                    id=uuid.uuid4(),
-                    flow=Flow.TIKTOK_ACCOUNT,
-                    open_id=granted.open_id,
-                    key_id="",
-                    access_token_enc=b"",
-                    scope=[],
-                    status=GrantStatus.ACTIVE,
-                    version=0,
-                    created_at=now,
-                    updated_at=now,
-                )
-                session.add(grant)
-            seal_account_grant(grant, granted, self.cipher, now)
+            grant = seal_account_grant(
+                await repo.lock_grant_of_account(granted.open_id), granted, self.cipher, now
+            )
+            session.add(grant)
             grant.last_checked_at = now
         log.info("account grant stored: grant=%s request_id=%s", grant.id, granted.request_id)
 
@@ -315,31 +305,43 @@ class AuthService:
 
     # -- Serving tokens ------------------------------------------------------------------
 
+    async def _servable_grant(
+        self, read: GrantReader, api_key: str | None, subject: str, label: str
+    ) -> TokenRow:
+        """One query, then 401, 403, 404 and 409 in that order: a restricted key learns
+        nothing about subjects outside its list."""
+        if not api_key:
+            raise errors.Unauthenticated()
+        row = await read(self.db.pool, sha256(api_key), subject)
+        if row is None:
+            raise errors.Unauthenticated()
+        if not row.unrestricted and subject not in row.allowed:
+            raise errors.Forbidden()
+        if row.grant_id is None:
+            raise errors.NotConnected(f"{label} {subject} is not connected.")
+        if row.status != GrantStatus.ACTIVE:
+            raise errors.ReauthorizationRequired()
+        return row
+
+    def _access_token(self, row: TokenRow) -> str:
+        assert row.grant_id is not None and row.key_id and row.access_token_enc
+        return self.cipher.decrypt(
+            row.key_id, row.access_token_enc, grant_aad(row.grant_id, "access_token")
+        )
+
     async def get_advertiser_token(
         self, api_key: str | None, advertiser_id: str
     ) -> AdvertiserToken:
         """The hot path: one query answers who is asking, whether they may, and the token."""
-        if not api_key:
-            raise errors.Unauthenticated()
-        row = await read_advertiser_token(self.db.pool, sha256(api_key), advertiser_id)
-        if row is None:
-            raise errors.Unauthenticated()
-        if not row.unrestricted and advertiser_id not in row.allowed_advertiser_ids:
-            raise errors.Forbidden()
-        if row.grant_id is None:
-            raise errors.NotConnected(f"Advertiser {advertiser_id} is not connected.")
-        if row.status != GrantStatus.ACTIVE:
-            raise errors.ReauthorizationRequired()
-        assert row.key_id is not None and row.access_token_enc is not None
-        token = self.cipher.decrypt(
-            row.key_id, row.access_token_enc, grant_aad(row.grant_id, "access_token")
+        row = await self._servable_grant(
+            read_advertiser_token, api_key, advertiser_id, "Advertiser"
         )
         return AdvertiserToken(
             advertiser_id=advertiser_id,
-            access_token=token,
+            access_token=self._access_token(row),
             expires_at=row.expires_at,
             scope=row.scope,
-            status=row.status,
+            status=GrantStatus.ACTIVE,
         )
 
     async def get_account_token(
@@ -347,27 +349,15 @@ class AuthService:
     ) -> AccountToken:
         """A TikTok-account token valid for at least the leeway (or `min_valid_for` seconds),
         refreshed first when it would not be."""
-        if not api_key:
-            raise errors.Unauthenticated()
-        row = await read_account_token(self.db.pool, sha256(api_key), open_id)
-        if row is None:
-            raise errors.Unauthenticated()
-        if not row.unrestricted and open_id not in row.allowed_open_ids:
-            raise errors.Forbidden()
-        if row.grant_id is None:
-            raise errors.NotConnected(f"TikTok account {open_id} is not connected.")
-        if row.status != GrantStatus.ACTIVE:
-            raise errors.ReauthorizationRequired()
-        assert row.key_id and row.access_token_enc and row.expires_at
+        row = await self._servable_grant(read_account_token, api_key, open_id, "TikTok account")
+        assert row.grant_id is not None and row.expires_at is not None
         valid_for = timedelta(seconds=max(self.settings.refresh_leeway_seconds, min_valid_for or 0))
         now = self.clock.now()
         if row.expires_at - now < valid_for:
             return await self.refresher.valid_token(row.grant_id, valid_for)
         return AccountToken(
             open_id=open_id,
-            access_token=self.cipher.decrypt(
-                row.key_id, row.access_token_enc, grant_aad(row.grant_id, "access_token")
-            ),
+            access_token=self._access_token(row),
             expires_at=row.expires_at,
             refresh_expires_at=row.refresh_expires_at,
             scope=row.scope,

@@ -70,10 +70,11 @@ class Browser:
         self.stack = stack
         self.http = httpx.AsyncClient(base_url=stack.service_url, timeout=30)
 
-    async def consent(
+    async def approve_at_tiktok(
         self, decision: str = "approve", hook: dict[str, str] | None = None, **params: str
-    ) -> httpx.Response:
-        """/authorize -> TikTok consent -> back at the service's /callback.
+    ) -> str:
+        """/authorize, then TikTok's consent (through the emulator's test hook); returns the
+        /callback URL TikTok redirects to, not yet followed.
 
         `hook` adds emulator test-hook parameters (e.g. `emulator_open_id`) to the consent step.
         """
@@ -82,7 +83,12 @@ class Browser:
         extra = httpx.QueryParams({"emulator_decision": decision, **(hook or {})})
         consent = await self.http.get(f"{start.headers['location']}&{extra}")
         assert consent.status_code == 302, consent.text
-        return await self.http.get(consent.headers["location"])
+        location: str = consent.headers["location"]
+        return location
+
+    async def consent(self, decision: str = "approve", **params: str) -> httpx.Response:
+        """The whole browser round trip, ending with the service's answer to /callback."""
+        return await self.http.get(await self.approve_at_tiktok(decision, **params))
 
 
 @pytest.fixture

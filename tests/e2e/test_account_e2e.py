@@ -7,7 +7,6 @@ import math
 import os
 import signal
 import sys
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
@@ -20,7 +19,6 @@ from tests.conftest import KEYS, Canaries
 from tests.e2e.conftest import Browser, EmulatorAdmin, ShiftClock, api_key, issued_tokens
 from tiktok_auth_service.app import create_app
 from tiktok_auth_service.dev import bind_socket, serving
-from tiktok_auth_service.models import Flow, Grant, GrantStatus
 from tiktok_auth_service.refresh import RefreshWorker, seal_account_grant
 from tiktok_auth_service.tiktok import AccountGrant
 
@@ -202,19 +200,7 @@ async def _seed_account_grants(stack: Any, open_ids: list[str]) -> None:
     now = service.clock.now()
     async with service.db.session() as session, session.begin():
         for account in granted:
-            grant = Grant(
-                id=uuid.uuid4(),
-                flow=Flow.TIKTOK_ACCOUNT,
-                open_id=account.open_id,
-                key_id="",
-                access_token_enc=b"",
-                scope=[],
-                status=GrantStatus.ACTIVE,
-                version=0,
-                created_at=now,
-                updated_at=now,
-            )
-            seal_account_grant(grant, account, service.cipher, now)
+            grant = seal_account_grant(None, account, service.cipher, now)
             session.add(grant)
 
 

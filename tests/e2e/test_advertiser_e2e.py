@@ -62,12 +62,9 @@ async def test_expired_code_is_refused(start_stack: Callable[..., Any]) -> None:
     async with start_stack() as stack:
         browser = Browser(stack)
         admin = EmulatorAdmin(httpx.AsyncClient(base_url=stack.emulator_url))
-        start = await browser.http.get("/authorize")
-        consent = await browser.http.get(start.headers["location"] + "&emulator_decision=approve")
+        callback = await browser.approve_at_tiktok()
         await admin.advance(3601)  # TikTok's auth codes live one hour
-        result = await browser.http.get(
-            consent.headers["location"], headers={"accept": "text/html"}
-        )
+        result = await browser.http.get(callback, headers={"accept": "text/html"})
         assert result.status_code == 502
         assert "authorization_failed" in result.text
         [call] = await admin.calls("oauth2/access_token/")
@@ -80,9 +77,7 @@ async def test_replayed_callback_never_reaches_tiktok_twice(
     async with start_stack() as stack:
         browser = Browser(stack)
         admin = EmulatorAdmin(httpx.AsyncClient(base_url=stack.emulator_url))
-        start = await browser.http.get("/authorize")
-        consent = await browser.http.get(start.headers["location"] + "&emulator_decision=approve")
-        callback = consent.headers["location"]
+        callback = await browser.approve_at_tiktok()
         assert (await browser.http.get(callback)).status_code == 200
         replay = await browser.http.get(callback)
         assert replay.status_code == 400
@@ -96,10 +91,9 @@ async def test_replayed_code_with_a_fresh_state_is_refused_by_tiktok(
     async with start_stack() as stack:
         browser = Browser(stack)
         admin = EmulatorAdmin(httpx.AsyncClient(base_url=stack.emulator_url))
-        start = await browser.http.get("/authorize")
-        consent = await browser.http.get(start.headers["location"] + "&emulator_decision=approve")
-        code = httpx.URL(consent.headers["location"]).params["auth_code"]
-        assert (await browser.http.get(consent.headers["location"])).status_code == 200
+        callback = await browser.approve_at_tiktok()
+        code = httpx.URL(callback).params["auth_code"]
+        assert (await browser.http.get(callback)).status_code == 200
         fresh = httpx.URL((await browser.http.get("/authorize")).headers["location"])
         replay = await browser.http.get(
             "/callback", params={"auth_code": code, "state": fresh.params["state"]}
