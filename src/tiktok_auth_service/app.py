@@ -18,7 +18,7 @@ from tiktok_auth_service.clock import Clock, SystemClock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenCipher
 from tiktok_auth_service.db import Database
-from tiktok_auth_service.refresh import AccountRefresher, RefreshWorker
+from tiktok_auth_service.refresh import RefreshWorker
 from tiktok_auth_service.service import AuthService
 from tiktok_auth_service.tiktok import RetryPolicy, TikTokClient
 
@@ -68,17 +68,12 @@ async def open_service(
                     max_total=settings.tiktok_retry_budget_seconds,
                 ),
             )
-            cipher = TokenCipher(settings.encryption_keys)
-            refresher = AccountRefresher(
-                settings=settings, db=db, tiktok=tiktok, cipher=cipher, clock=clock
-            )
             yield AuthService(
                 settings=settings,
                 db=db,
                 tiktok=tiktok,
-                cipher=cipher,
+                cipher=TokenCipher(settings.encryption_keys),
                 clock=clock,
-                refresher=refresher,
             )
     finally:
         await db.close()

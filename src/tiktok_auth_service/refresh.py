@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from pydantic import SecretStr
@@ -87,22 +87,14 @@ def seal_account_grant(
     return grant
 
 
+@dataclass(eq=False)
 class AccountRefresher:
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        db: Database,
-        tiktok: TikTokClient,
-        cipher: TokenCipher,
-        clock: Clock,
-    ) -> None:
-        self.settings = settings
-        self.db = db
-        self.tiktok = tiktok
-        self.cipher = cipher
-        self.clock = clock
-        self._inflight: dict[uuid.UUID, asyncio.Task[AccountToken]] = {}
+    settings: Settings
+    db: Database
+    tiktok: TikTokClient
+    cipher: TokenCipher
+    clock: Clock
+    _inflight: dict[uuid.UUID, asyncio.Task[AccountToken]] = field(default_factory=dict)
 
     def status_of(self, refresh_expires_at: datetime | None, now: datetime) -> str:
         """`active`, or `refresh_expiring` when the user must re-authorize soon."""

@@ -103,23 +103,21 @@ class NewApiKey:
     key: SecretStr
 
 
+@dataclass(eq=False)
 class AuthService:
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        db: Database,
-        tiktok: TikTokClient,
-        cipher: TokenCipher,
-        clock: Clock,
-        refresher: AccountRefresher,
-    ) -> None:
-        self.settings = settings
-        self.db = db
-        self.tiktok = tiktok
-        self.cipher = cipher
-        self.clock = clock
-        self.refresher = refresher
+    """The use cases, over the resources the app factory opened."""
+
+    settings: Settings
+    db: Database
+    tiktok: TikTokClient
+    cipher: TokenCipher
+    clock: Clock
+    refresher: AccountRefresher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.refresher = AccountRefresher(
+            self.settings, self.db, self.tiktok, self.cipher, self.clock
+        )
 
     # -- Authorization -------------------------------------------------------------------
 
