@@ -359,3 +359,14 @@ class TestCallback:
         assert (await client.get(f"/tokens/{ADVERTISERS[1]}", headers=auth)).json()[
             "access_token"
         ] != newer
+
+
+async def test_states_are_dropped_a_day_after_expiry(
+    client: httpx.AsyncClient, clock: FakeClock, pg: asyncpg.Connection
+) -> None:
+    old = await start_authorization(client)
+    clock.advance(days=1, minutes=11)
+    await start_authorization(client)
+    assert await pg.fetchval("SELECT count(*) FROM oauth_state") == 1
+    response = await client.get("/callback", params={"auth_code": "c", "state": old})
+    assert response.json()["code"] == "invalid_state"

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 ADVERTISER_ID = re.compile(r"^[0-9]{1,32}$")
 API_KEY_PREFIX = "tas_"
+STATE_RETENTION = timedelta(days=1)
 
 
 def sha256(value: str) -> bytes:
@@ -143,7 +144,11 @@ class AuthService:
         state = secrets.token_urlsafe(32)
         now = self.clock.now()
         async with self.db.session() as session, session.begin():
-            await Repository(session).add_state(
+            repo = Repository(session)
+            # Housekeeping on a rare path: states are kept a day past expiry so a late
+            # callback still gets "expired" rather than "unknown", then dropped.
+            await repo.delete_expired_states(before=now - STATE_RETENTION)
+            await repo.add_state(
                 OAuthState(
                     state_hash=sha256(state),
                     flow=flow,
