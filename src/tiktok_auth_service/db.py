@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import asyncpg
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -15,6 +16,19 @@ from sqlalchemy.ext.asyncio import (
 )
 
 _ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "alembic"
+
+# What a lost or unreachable database raises, through asyncpg directly or through SQLAlchemy.
+# The API answers these with 503 rather than 500.
+CONNECTION_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+)
 
 
 async def _no_session_state(connection: asyncpg.Connection) -> None:

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, Response
 
 from tiktok_auth_service import errors
+from tiktok_auth_service.db import CONNECTION_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,15 @@ def install(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return problem(exc.status_code, code, str(exc.detail), str(exc.detail))
 
+    async def on_database_down(request: Request, exc: Exception) -> Response:
+        log.error(
+            "database unavailable on %s %s: %s",
+            request.method,
+            request.url.path,
+            type(exc).__name__,
+        )
+        return error_response(request, errors.DatabaseUnavailable(retry_after=5))
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         error = errors.ServiceError("An unexpected error occurred.")
@@ -125,4 +135,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.ServiceError, on_service_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    for connection_error in CONNECTION_ERRORS:
+        app.add_exception_handler(connection_error, on_database_down)
     app.add_exception_handler(Exception, on_unexpected)
