@@ -500,25 +500,22 @@ class TestRetry:
         sleeps: RecordingSleep,
         failure: httpx.Response | Exception,
     ) -> None:
-        route = tiktok.post("/oauth2/access_token/").mock(
-            side_effect=[failure, ok(ADVERTISER_GRANT_DATA)]
-        )
+        route = tiktok.post("/oauth2/revoke_token/").mock(side_effect=[failure, ok({})])
 
-        grant = await client.exchange_code(AUTH_CODE)
+        await client.revoke(SecretStr(ADV_TOKEN))
 
-        assert grant.access_token.get_secret_value() == ADV_TOKEN
         assert route.call_count == 2
         assert sleeps.waits == [0.5]
 
     async def test_waits_grow_exponentially_then_last_error_is_raised(
         self, client: TikTokClient, tiktok: respx.MockRouter, sleeps: RecordingSleep
     ) -> None:
-        route = tiktok.post("/oauth2/access_token/").mock(
+        route = tiktok.post("/oauth2/revoke_token/").mock(
             side_effect=[fail(50000), fail(50002), fail(51001), fail(40100, request_id="last")]
         )
 
         with pytest.raises(TikTokRateLimited) as caught:
-            await client.exchange_code(AUTH_CODE)
+            await client.revoke(SecretStr(ADV_TOKEN))
 
         assert caught.value.request_id == "last"
         assert route.call_count == 4
@@ -529,11 +526,11 @@ class TestRetry:
     ) -> None:
         draws = iter([0.25, 0.5, 0.0])
         client = make_client(random=lambda: next(draws))
-        tiktok.post("/oauth2/access_token/").mock(
-            side_effect=[fail(50000), fail(50000), fail(50000), ok(ADVERTISER_GRANT_DATA)]
+        tiktok.post("/oauth2/revoke_token/").mock(
+            side_effect=[fail(50000), fail(50000), fail(50000), ok({})]
         )
 
-        await client.exchange_code(AUTH_CODE)
+        await client.revoke(SecretStr(ADV_TOKEN))
 
         assert sleeps.waits == [0.125, 0.5, 0.0]
 
@@ -541,10 +538,10 @@ class TestRetry:
         self, make_client: MakeClient, tiktok: respx.MockRouter, sleeps: RecordingSleep
     ) -> None:
         client = make_client(retry=RetryPolicy(max_attempts=5, base_delay=1.0, max_delay=2.5))
-        tiktok.post("/oauth2/access_token/").mock(side_effect=[fail(50000)] * 5)
+        tiktok.post("/oauth2/revoke_token/").mock(side_effect=[fail(50000)] * 5)
 
         with pytest.raises(TikTokServerError):
-            await client.exchange_code(AUTH_CODE)
+            await client.revoke(SecretStr(ADV_TOKEN))
 
         assert sleeps.waits == [1.0, 2.0, 2.5, 2.5]
 
@@ -552,10 +549,10 @@ class TestRetry:
         self, make_client: MakeClient, tiktok: respx.MockRouter, sleeps: RecordingSleep
     ) -> None:
         client = make_client(retry=RetryPolicy(max_attempts=10, base_delay=0.5, max_total=1.6))
-        route = tiktok.post("/oauth2/access_token/").mock(side_effect=[fail(50000)] * 3)
+        route = tiktok.post("/oauth2/revoke_token/").mock(side_effect=[fail(50000)] * 3)
 
         with pytest.raises(TikTokServerError):
-            await client.exchange_code(AUTH_CODE)
+            await client.revoke(SecretStr(ADV_TOKEN))
 
         # 0.5 + 1.0 fits in 1.6; adding the next 2.0 would not.
         assert sleeps.waits == [0.5, 1.0]
@@ -576,11 +573,59 @@ class TestRetry:
     async def test_non_retryable_error_after_a_retry_stops_immediately(
         self, client: TikTokClient, tiktok: respx.MockRouter, sleeps: RecordingSleep
     ) -> None:
-        route = tiktok.post("/oauth2/access_token/").mock(side_effect=[fail(50000), fail(40110)])
+        route = tiktok.post("/oauth2/access_token/").mock(side_effect=[fail(40100), fail(40110)])
 
         with pytest.raises(InvalidAuthCode):
             await client.exchange_code(AUTH_CODE)
 
+        assert route.call_count == 2
+        assert sleeps.waits == [0.5]
+
+    @pytest.mark.parametrize(
+        "failure",
+        [
+            fail(50000),
+            fail(60001),
+            httpx.Response(504, text="<html>gateway</html>"),
+            httpx.ReadTimeout("timed out"),
+        ],
+        ids=["50000", "60001", "http-504", "read-timeout"],
+    )
+    @pytest.mark.parametrize(
+        "path",
+        ["/oauth2/access_token/", "/tt_user/oauth2/token/", "/tt_user/oauth2/refresh_token/"],
+    )
+    async def test_single_use_calls_are_not_repeated_once_tiktok_may_have_acted(
+        self,
+        client: TikTokClient,
+        tiktok: respx.MockRouter,
+        sleeps: RecordingSleep,
+        failure: httpx.Response | Exception,
+        path: str,
+    ) -> None:
+        # A second try would present a spent code or a rotated-out refresh token.
+        route = tiktok.post(path).mock(side_effect=[failure, ok({})])
+        with pytest.raises(TikTokError):
+            await SINGLE_USE_CALLS[path](client)
+        assert route.call_count == 1
+        assert sleeps.waits == []
+
+    @pytest.mark.parametrize(
+        "failure",
+        [fail(40100), httpx.Response(429), httpx.ConnectError("refused")],
+        ids=["40100", "http-429", "connect-error"],
+    )
+    async def test_single_use_calls_are_repeated_when_tiktok_did_not_act(
+        self,
+        client: TikTokClient,
+        tiktok: respx.MockRouter,
+        sleeps: RecordingSleep,
+        failure: httpx.Response | Exception,
+    ) -> None:
+        route = tiktok.post("/tt_user/oauth2/refresh_token/").mock(
+            side_effect=[failure, ok(ACCOUNT_GRANT_DATA)]
+        )
+        await client.refresh_account_token(SecretStr("rft.old"))
         assert route.call_count == 2
         assert sleeps.waits == [0.5]
 
@@ -598,6 +643,12 @@ class TestRetry:
 
 
 Call = Callable[[TikTokClient], Awaitable[object]]
+
+SINGLE_USE_CALLS: dict[str, Call] = {
+    "/oauth2/access_token/": lambda c: c.exchange_code(AUTH_CODE),
+    "/tt_user/oauth2/token/": lambda c: c.exchange_account_code(AUTH_CODE, "https://x/cb"),
+    "/tt_user/oauth2/refresh_token/": lambda c: c.refresh_account_token(SecretStr("rft.x")),
+}
 
 # (method, path, call, success data, the secret the call itself sends besides the app secret)
 CALLS: list[tuple[str, str, Call, Any, str]] = [
@@ -728,7 +779,7 @@ class TestSecretsStayOut:
         caplog.set_level(logging.DEBUG)
         echo = f"bad input {own_secret} for app {SECRET}"
         tiktok.route(method=method, path=path).mock(
-            side_effect=[httpx.ReadTimeout("timed out"), fail(50000, echo), fail(40105, echo)]
+            side_effect=[httpx.ConnectError("refused"), fail(40100, echo), fail(40105, echo)]
         )
 
         with pytest.raises(TikTokError) as caught:

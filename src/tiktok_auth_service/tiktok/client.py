@@ -27,7 +27,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from tiktok_auth_service.clock import Clock
 
-from .errors import TikTokError, TikTokTransportError, error_for_code
+from .errors import TikTokError, TikTokRateLimited, TikTokTransportError, error_for_code
 from .models import AccountGrant, AccountTokenData, AdvertiserGrant, AdvertiserInfo, AdvertiserList
 
 logger = logging.getLogger(__name__)
@@ -82,6 +82,17 @@ def _redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+# Failures that happen before a request leaves this process.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def _certainly_not_acted_on(error: TikTokError) -> bool:
+    """Throttled (TikTok refused before doing anything) or never delivered."""
+    if isinstance(error, TikTokRateLimited):
+        return True
+    return isinstance(error, TikTokTransportError) and not error.reached_tiktok
+
+
 class TikTokClient:
     """Calls TikTok's OAuth endpoints for one developer app.
 
@@ -128,6 +139,7 @@ class TikTokClient:
             ),
             json={"app_id": self._app_id, "secret": self._secret, "auth_code": auth_code},
             sensitive=[auth_code],
+            single_use=True,
         )
 
     async def get_advertisers(self, access_token: SecretStr) -> list[AdvertiserInfo]:
@@ -176,6 +188,7 @@ class TikTokClient:
                 "redirect_uri": redirect_uri,
             },
             sensitive=[auth_code],
+            single_use=True,
         )
 
     async def refresh_account_token(self, refresh_token: SecretStr) -> AccountGrant:
@@ -194,6 +207,7 @@ class TikTokClient:
                 "refresh_token": refresh_token.get_secret_value(),
             },
             sensitive=[refresh_token.get_secret_value()],
+            single_use=True,
         )
 
     async def revoke_account_token(self, access_token: SecretStr) -> None:
@@ -234,8 +248,15 @@ class TikTokClient:
         params: Mapping[str, str] | None = None,
         access_token: SecretStr | None = None,
         sensitive: list[str] | None = None,
+        single_use: bool = False,
     ) -> _T:
-        """Run one TikTok call with retries and return the parsed ``data``."""
+        """Run one TikTok call with retries and return the parsed ``data``.
+
+        `single_use` marks calls that spend what they send (an auth code, a rotating refresh
+        token): once TikTok may have acted on the request, repeating it can only fail (40110,
+        40107) and would mark a good grant dead, so those are retried only when TikTok
+        certainly did not act.
+        """
         headers: dict[str, str] = {}
         secrets = [self._secret, *(sensitive or [])]
         if access_token is not None:
@@ -250,7 +271,7 @@ class TikTokClient:
                 result = self._parse(parse, reply, path)
             except TikTokError as error:
                 elapsed_ms = (time.perf_counter() - started) * 1000
-                delay = self._next_delay(error, attempt, waited)
+                delay = self._next_delay(error, attempt, waited, single_use)
                 logger.warning(
                     "TikTok %s %s failed: %s code=%s request_id=%s attempt=%d elapsed_ms=%.0f "
                     "message=%r; %s",
@@ -280,9 +301,13 @@ class TikTokClient:
                 )
                 return result
 
-    def _next_delay(self, error: TikTokError, attempt: int, waited: float) -> float | None:
+    def _next_delay(
+        self, error: TikTokError, attempt: int, waited: float, single_use: bool
+    ) -> float | None:
         """The wait before the next attempt, or None when the client should give up."""
         if not error.retryable or attempt >= self._retry.max_attempts:
+            return None
+        if single_use and not _certainly_not_acted_on(error):
             return None
         delay = self._random() * self._retry.ceiling(attempt)
         if waited + delay > self._retry.max_total:
@@ -309,6 +334,7 @@ class TikTokClient:
             raise TikTokTransportError(
                 f"{type(e).__name__} calling {path}: {_redact(str(e), secrets)}",
                 retryable=isinstance(e, httpx.TransportError),
+                reached_tiktok=not isinstance(e, _NOT_SENT),
             ) from e
         received_at = self._clock.now()
         status = response.status_code
@@ -319,6 +345,7 @@ class TikTokClient:
                 f"HTTP {status} from {path}",
                 retryable=status == 429 or status >= 500,
                 status_code=status,
+                reached_tiktok=status != 429,
             )
         try:
             envelope = _Envelope.model_validate_json(response.content)

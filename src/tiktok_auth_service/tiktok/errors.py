@@ -84,9 +84,13 @@ class TikTokTransportError(TikTokError):
         status_code: int | None = None,
         code: int | None = None,
         request_id: str | None = None,
+        reached_tiktok: bool = True,
     ) -> None:
         super().__init__(message, code=code, request_id=request_id, retryable=retryable)
         self.status_code = status_code
+        # False only when TikTok certainly did not act on the request (no connection, or
+        # turned away at the edge with 429): then even a single-use code may be sent again.
+        self.reached_tiktok = reached_tiktok
 
 
 class TikTokRateLimited(TikTokError):
