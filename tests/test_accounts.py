@@ -160,13 +160,35 @@ class TestRefreshOnRead:
         self, client: httpx.AsyncClient, tiktok: TikTokAccounts, api_key: str, clock: FakeClock
     ) -> None:
         await connect(client)
-        clock.advance(hours=20)
+        clock.advance(hours=23, minutes=1)  # 59 minutes left
         url = f"/tokens/accounts/{OPEN_ID}"
-        assert (await client.get(url, headers=bearer(api_key))).json()[
-            "access_token"
-        ] == tiktok.access_tokens[0]
-        asked = await client.get(url, params={"min_valid_for": 5 * 3600}, headers=bearer(api_key))
+        plain = await client.get(url, headers=bearer(api_key))
+        assert plain.json()["access_token"] == tiktok.access_tokens[0]
+        asked = await client.get(url, params={"min_valid_for": 3600}, headers=bearer(api_key))
         assert asked.json()["access_token"] == tiktok.access_tokens[1]
+
+    async def test_min_valid_for_is_capped_so_reads_cannot_force_refreshes(
+        self, client: httpx.AsyncClient, tiktok: TikTokAccounts, api_key: str
+    ) -> None:
+        await connect(client)
+        url = f"/tokens/accounts/{OPEN_ID}"
+        too_long = await client.get(url, params={"min_valid_for": 3601}, headers=bearer(api_key))
+        assert too_long.status_code == 422
+        assert not tiktok.refresh.called
+
+    async def test_readers_asking_for_more_time_do_not_get_a_shorter_token(
+        self, client: httpx.AsyncClient, tiktok: TikTokAccounts, api_key: str, clock: FakeClock
+    ) -> None:
+        await connect(client)
+        clock.advance(hours=23, minutes=57)
+        url = f"/tokens/accounts/{OPEN_ID}"
+        short, long = await asyncio.gather(
+            client.get(url, headers=bearer(api_key)),
+            client.get(url, params={"min_valid_for": 3600}, headers=bearer(api_key)),
+        )
+        assert tiktok.refresh.call_count == 1
+        assert short.json()["access_token"] == long.json()["access_token"]
+        assert long.json()["access_token"] == tiktok.access_tokens[1]
 
     async def test_concurrent_readers_share_one_refresh(
         self, client: httpx.AsyncClient, tiktok: TikTokAccounts, api_key: str, clock: FakeClock
@@ -277,6 +299,17 @@ class TestRefreshOnRead:
         assert response.status_code == 404
 
 
+class TestConcurrentFirstAuthorization:
+    async def test_two_tabs_authorizing_one_account_make_one_grant(
+        self, client: httpx.AsyncClient, tiktok: TikTokAccounts, pg: asyncpg.Connection
+    ) -> None:
+        first, second = await asyncio.gather(connect(client), connect(client))
+        assert (first.status_code, second.status_code) == (302, 302)
+        assert "status=connected" in first.headers["location"]
+        assert "status=connected" in second.headers["location"]
+        assert await pg.fetchval("SELECT count(*) FROM oauth_grant") == 1
+
+
 class TestWorker:
     async def test_refreshes_only_due_grants_and_backs_off_failures(
         self,
@@ -303,3 +336,51 @@ class TestWorker:
         assert await worker.drain() == 0  # failed recently: left alone for a minute
         clock.advance(seconds=61)
         assert await worker.drain() == 1
+
+    async def test_a_broken_grant_does_not_block_the_others(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: TikTokAccounts,
+        service: AuthService,
+        clock: FakeClock,
+        migrated: str,
+        pg: asyncpg.Connection,
+    ) -> None:
+        await connect(client)
+        tiktok.granted_at = clock.now()
+        state = await start_authorization(client, flow="tiktok_account")
+        tiktok.exchange.side_effect = lambda request: TikTokAccounts._issue(tiktok, request)
+        await client.get("/callback", params={"code": "c2", "state": state})
+        # The same open_id comes back from the fake, so make a second account by hand.
+        await pg.execute(
+            "INSERT INTO oauth_grant SELECT gen_random_uuid(), flow, '-000other', key_id,"
+            " access_token_enc, refresh_token_enc, expires_at - interval '1 minute',"
+            " refresh_expires_at, scope, status, version, created_at, updated_at,"
+            " last_checked_at, refresh_failed_at FROM oauth_grant"
+        )
+        # The copy's ciphertexts are bound to the original row: they will not decrypt.
+        worker = RefreshWorker(service.refresher, make_settings(migrated, worker_qps=50))
+        clock.advance(hours=23, minutes=50)
+        assert await worker.drain() == 2
+        assert tiktok.refresh.call_count == 1
+        failed = await pg.fetchval(
+            "SELECT refresh_failed_at IS NOT NULL FROM oauth_grant WHERE open_id = '-000other'"
+        )
+        assert failed
+        assert await worker.drain() == 0
+
+    async def test_drain_stops_when_asked(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: TikTokAccounts,
+        service: AuthService,
+        clock: FakeClock,
+        migrated: str,
+    ) -> None:
+        await connect(client)
+        clock.advance(hours=23, minutes=50)
+        stop = asyncio.Event()
+        stop.set()
+        worker = RefreshWorker(service.refresher, make_settings(migrated, worker_qps=50))
+        assert await worker.drain(stop) == 0
+        assert not tiktok.refresh.called

@@ -62,8 +62,12 @@ class TestAuthorize:
         assert query["app_id"] == APP_ID
         assert query["redirect_uri"] == REDIRECT_URI
         assert len(query["state"]) >= 43  # 256 bits, base64url
-        cookie = response.headers["set-cookie"].lower()
-        assert "httponly" in cookie and "samesite=lax" in cookie and "secure" in cookie
+        cookie = response.headers["set-cookie"]
+        # __Host-: only this exact host can set it, so a sibling subdomain cannot plant one.
+        assert cookie.startswith("__Host-tas_binding=")
+        for attribute in ("httponly", "samesite=lax", "secure", "path=/"):
+            assert attribute in cookie.lower()
+        assert "domain=" not in cookie.lower()
 
     async def test_state_is_stored_hashed(
         self, client: httpx.AsyncClient, pg: asyncpg.Connection

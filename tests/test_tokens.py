@@ -254,3 +254,50 @@ class TestHealth:
     async def test_probes(self, client: httpx.AsyncClient) -> None:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         assert (await client.get("/readyz")).json() == {"status": "ready"}
+
+
+class TestRevokeRestrictions:
+    async def test_key_limited_to_part_of_a_grant_may_not_revoke_it(
+        self,
+        client: httpx.AsyncClient,
+        service: AuthService,
+        pg: asyncpg.Connection,
+        tiktok: respx.MockRouter,
+        canaries: Canaries,
+    ) -> None:
+        await store_grant(pg, service.cipher, new_token(), [ADVERTISER, OTHER])
+        revoke = tiktok.post("/oauth2/revoke_token/").respond(json=envelope({}))
+        key = (await service.create_api_key("one", [ADVERTISER])).key.get_secret_value()
+        canaries.add(key)
+        response = await client.delete(f"/tokens/{ADVERTISER}", headers=bearer(key))
+        assert response.status_code == 403
+        assert OTHER not in response.text
+        assert not revoke.called
+        assert await pg.fetchval("SELECT status FROM oauth_grant") == "active"
+
+
+class TestOddInput:
+    @pytest.mark.parametrize("open_id", ["%00", "a%0Ab", "a%20b"])
+    async def test_control_characters_in_open_id_are_422(
+        self, client: httpx.AsyncClient, api_key: str, open_id: str
+    ) -> None:
+        response = await client.get(f"/tokens/accounts/{open_id}", headers=bearer(api_key))
+        assert response.status_code == 422
+
+    @pytest.mark.parametrize(
+        "return_to",
+        [
+            "http://[::1",
+            "https://evil.com\uff03@frontend.example",
+            "https://frontend.example/\x00x",
+            "https://frontend.example@evil.com/",
+            "https://frontend.example.evil.com/",
+            "https://frontend.example/" + "a" * 3000,
+        ],
+    )
+    async def test_odd_return_to_is_400(
+        self, client: httpx.AsyncClient, pg: asyncpg.Connection, return_to: str
+    ) -> None:
+        response = await client.get("/authorize", params={"return_to": return_to})
+        assert response.status_code == 400
+        assert response.json()["code"] == "return_to_not_allowed"

@@ -94,7 +94,9 @@ class AccountRefresher:
     tiktok: TikTokClient
     cipher: TokenCipher
     clock: Clock
-    _inflight: dict[uuid.UUID, asyncio.Task[AccountToken]] = field(default_factory=dict)
+    _inflight: dict[tuple[uuid.UUID, timedelta], asyncio.Task[AccountToken]] = field(
+        default_factory=dict
+    )
 
     def status_of(self, refresh_expires_at: datetime | None, now: datetime) -> str:
         """`active`, or `refresh_expiring` when the user must re-authorize soon."""
@@ -118,11 +120,14 @@ class AccountRefresher:
 
     async def valid_token(self, grant_id: uuid.UUID, valid_for: timedelta) -> AccountToken:
         """A token valid for `valid_for`, refreshing once per grant however many ask at once."""
-        task = self._inflight.get(grant_id)
+        # Keyed by what was asked too: a reader needing more time must not be handed the result
+        # of a flight that only had to satisfy less (the row lock still serialises them).
+        key = (grant_id, valid_for)
+        task = self._inflight.get(key)
         if task is None:
             task = asyncio.create_task(self._refresh_if_needed(grant_id, valid_for))
-            self._inflight[grant_id] = task
-            task.add_done_callback(lambda _: self._inflight.pop(grant_id, None))
+            self._inflight[key] = task
+            task.add_done_callback(lambda _: self._inflight.pop(key, None))
         # Shielded: a reader that gives up must not cancel the refresh the others wait for.
         return await asyncio.shield(task)
 
@@ -213,7 +218,13 @@ class AccountRefresher:
             )
             if grant is None:
                 return False
-            await self._refresh_locked(grant, ahead)
+            try:
+                await self._refresh_locked(grant, ahead)
+            except Exception:
+                # An unexpected failure (e.g. a token that no longer decrypts) is recorded
+                # under the same lock, so this grant, first in line, cannot block every pass.
+                log.exception("grant %s: refresh failed unexpectedly", grant.id)
+                grant.refresh_failed_at = now
         return True
 
 
@@ -250,26 +261,28 @@ class RefreshWorker:
         self.concurrency = min(settings.worker_qps, settings.worker_concurrency)
         self.poll_seconds = settings.worker_poll_seconds
 
-    async def drain(self) -> int:
-        """Refresh every grant that is due now; returns how many were handled."""
+    async def drain(self, stop: asyncio.Event | None = None) -> int:
+        """Refresh every grant that is due now (or until `stop`); returns how many."""
         handled = 0
 
         async def lane() -> None:
             nonlocal handled
-            while True:
+            while stop is None or not stop.is_set():
                 await self.pacer.wait()
                 if not await self.refresher.refresh_one_due():
                     return
                 handled += 1
 
-        await asyncio.gather(*(lane() for _ in range(self.concurrency)))
+        async with asyncio.TaskGroup() as lanes:
+            for _ in range(self.concurrency):
+                lanes.create_task(lane())
         return handled
 
     async def run(self, stop: asyncio.Event) -> None:
         """Drain, then wait for the next poll (or stop), until `stop` is set."""
         while not stop.is_set():
             try:
-                await self.drain()
+                await self.drain(stop)
             except Exception:
                 log.exception("refresh worker pass failed; trying again at the next poll")
             with contextlib.suppress(TimeoutError):

@@ -105,6 +105,18 @@ class Repository:
         )
         return result.scalar_one_or_none()
 
+    async def insert_grant_unless_account_exists(self, grant: Grant) -> bool:
+        """Insert an account grant; False (and nothing written) if its open_id has one."""
+        values = grant.model_dump()
+        result = await self.session.execute(
+            insert(Grant)
+            .values(values)
+            .on_conflict_do_nothing(
+                index_elements=["open_id"], index_where=sa.text("open_id IS NOT NULL")
+            )
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
     async def lock_grant_of_account(self, open_id: str) -> Grant | None:
         result = await self.session.execute(
             sa.select(Grant).where(col(Grant.open_id) == open_id).with_for_update()

@@ -125,14 +125,20 @@ class AuthService:
     def check_return_to(self, return_to: str | None) -> None:
         if return_to is None:
             return
-        parts = urlsplit(return_to)
+        refused = errors.ReturnToNotAllowed(
+            "return_to must be an absolute URL on one of RETURN_TO_ALLOWED_ORIGINS"
+        )
+        if len(return_to) > 2048 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in return_to):
+            raise refused
+        try:
+            parts = urlsplit(return_to)
+        except ValueError:  # e.g. an unbalanced IPv6 bracket
+            raise refused from None
         origin = f"{parts.scheme}://{parts.netloc}".lower()
         if parts.scheme not in ("http", "https") or origin not in (
             self.settings.return_to_allowed_origins
         ):
-            raise errors.ReturnToNotAllowed(
-                "return_to must be an absolute URL on one of RETURN_TO_ALLOWED_ORIGINS"
-            )
+            raise refused
 
     async def start_authorization(
         self, flow: Flow, return_to: str | None, browser_binding: str | None
@@ -252,12 +258,21 @@ class AuthService:
         now = self.clock.now()
         async with self.db.session() as session, session.begin():
             repo = Repository(session)
-            grant = seal_account_grant(
-                await repo.lock_grant_of_account(granted.open_id), granted, self.cipher, now
-            )
-            session.add(grant)
+            grant = await repo.lock_grant_of_account(granted.open_id)
+            if grant is None:
+                grant = seal_account_grant(None, granted, self.cipher, now)
+                grant.last_checked_at = now
+                if await repo.insert_grant_unless_account_exists(grant):
+                    log.info(
+                        "account grant stored: grant=%s request_id=%s", grant.id, granted.request_id
+                    )
+                    return
+                # A concurrent first authorization of the same account won the insert.
+                grant = await repo.lock_grant_of_account(granted.open_id)
+                assert grant is not None
+            seal_account_grant(grant, granted, self.cipher, now)
             grant.last_checked_at = now
-        log.info("account grant stored: grant=%s request_id=%s", grant.id, granted.request_id)
+        log.info("account grant updated: grant=%s request_id=%s", grant.id, granted.request_id)
 
     async def _store_advertiser_grant(self, granted: AdvertiserGrant) -> uuid.UUID:
         now = self.clock.now()
@@ -385,13 +400,20 @@ class AuthService:
         answer lists them. Idempotent: a revoked grant is reported without calling TikTok.
         A transient TikTok failure changes nothing, so the caller can simply retry.
         """
-        await self.authenticate(api_key, advertiser_id)
+        client = await self.authenticate(api_key, advertiser_id)
         async with self.db.session() as session, session.begin():
             repo = Repository(session)
             grant = await repo.lock_grant_of_advertiser(advertiser_id)
             if grant is None:
                 raise errors.NotConnected(f"Advertiser {advertiser_id} is not connected.")
             advertiser_ids = await repo.advertiser_ids_of_grant(grant.id)
+            if not client.unrestricted and not set(advertiser_ids) <= set(
+                client.allowed_advertiser_ids
+            ):
+                raise errors.Forbidden(
+                    "The token serving this advertiser also serves advertisers outside this "
+                    "key's list; revoking it needs a key allowed for all of them."
+                )
             if grant.status == GrantStatus.REVOKED:
                 return Revocation(advertiser_ids, GrantStatus.REVOKED, revoked_now=False)
             token = self.cipher.decrypt(

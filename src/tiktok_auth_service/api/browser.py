@@ -6,18 +6,23 @@ import html
 from typing import Annotated
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from fastapi import APIRouter, Cookie, Query
+from fastapi import APIRouter, Query, Request
 from starlette.responses import RedirectResponse, Response
 
 from tiktok_auth_service import errors
 from tiktok_auth_service.api.deps import ServiceDep
 from tiktok_auth_service.api.problems import html_page, problem_responses
 from tiktok_auth_service.models import Flow
-from tiktok_auth_service.service import AuthorizationResult, CallbackParams
+from tiktok_auth_service.service import AuthorizationResult, AuthService, CallbackParams
 
 router = APIRouter(tags=["authorization (browser)"])
 
-BINDING_COOKIE = "tas_binding"
+
+def binding_cookie(service: AuthService) -> str:
+    """The browser-binding cookie's name. Over HTTPS it carries the `__Host-` prefix, which
+    browsers accept only from this exact host (Secure, Path=/, no Domain), so a sibling
+    subdomain cannot plant a binding of its own."""
+    return "__Host-tas_binding" if service.settings.secure_cookies else "tas_binding"
 
 
 @router.get(
@@ -30,6 +35,7 @@ BINDING_COOKIE = "tas_binding"
     },
 )
 async def authorize(
+    request: Request,
     service: ServiceDep,
     flow: Annotated[
         Flow,
@@ -39,14 +45,14 @@ async def authorize(
         str | None,
         Query(description="Where to send the browser afterwards; must be on an allowed origin."),
     ] = None,
-    tas_binding: Annotated[str | None, Cookie(include_in_schema=False)] = None,
 ) -> Response:
     """Start an authorization: redirect the browser to TikTok's consent page."""
-    start = await service.start_authorization(flow, return_to, tas_binding)
+    cookie = binding_cookie(service)
+    start = await service.start_authorization(flow, return_to, request.cookies.get(cookie))
     response = RedirectResponse(start.url, status_code=302)
     response.headers["Cache-Control"] = "no-store"
     response.set_cookie(
-        BINDING_COOKIE,
+        cookie,
         start.browser_binding,
         max_age=service.settings.state_ttl_seconds,
         httponly=True,
@@ -76,17 +82,18 @@ async def authorize(
     },
 )
 async def callback(
+    request: Request,
     service: ServiceDep,
     state: str | None = None,
     auth_code: str | None = None,
     code: str | None = None,
     error: str | None = None,
     error_description: str | None = None,
-    tas_binding: Annotated[str | None, Cookie(include_in_schema=False)] = None,
 ) -> Response:
     """Where TikTok returns the browser. Validates the state before TikTok is ever called."""
     result = await service.complete_authorization(
-        CallbackParams(state, auth_code, code, error, error_description), tas_binding
+        CallbackParams(state, auth_code, code, error, error_description),
+        request.cookies.get(binding_cookie(service)),
     )
     if result.return_to:
         return _redirect_back(result)

@@ -44,16 +44,18 @@ NO_STORE = {"Cache-Control": "no-store"}
 )
 async def get_account_token(
     open_id: Annotated[
-        str, Path(min_length=1, max_length=128, description="The TikTok account's open_id.")
+        str,
+        Path(pattern=r"^[\x21-\x7e]{1,128}$", description="The TikTok account's open_id."),
     ],
     request: Request,
     min_valid_for: Annotated[
         int | None,
         Query(
             ge=0,
-            le=86_400,
-            description="Seconds the token must stay valid; at least "
-            "REFRESH_LEEWAY_SECONDS. Refreshed first when it would not.",
+            le=3600,
+            description="Seconds the token must stay valid (at most an hour, so callers cannot "
+            "make every read a refresh); at least REFRESH_LEEWAY_SECONDS. Refreshed first when "
+            "it would not.",
         ),
     ] = None,
 ) -> Response:
