@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import httpx
@@ -91,17 +91,31 @@ class Browser:
         return await self.http.get(await self.approve_at_tiktok(decision, **params))
 
 
+class Running(NamedTuple):
+    stack: Stack
+    browser: Browser
+    admin: EmulatorAdmin
+
+
 @pytest.fixture
 def start_stack(
     migrated: str, pg: asyncpg.Connection, canaries: Canaries
-) -> Callable[..., contextlib.AbstractAsyncContextManager[Stack]]:
+) -> Callable[..., contextlib.AbstractAsyncContextManager[Running]]:
+    """Start the service and the emulator (on a freshly emptied database), with a browser and
+    the emulator's admin API ready to use."""
+
     @contextlib.asynccontextmanager
-    async def start(**overrides: Any) -> AsyncIterator[Stack]:
+    async def start(**overrides: Any) -> AsyncIterator[Running]:
         overrides.setdefault("tiktok_retry_base_delay", 0.05)
         overrides.setdefault("worker_enabled", False)
-        async with run_stack(database_url=migrated, encryption_keys=KEYS, **overrides) as stack:
+        async with (
+            run_stack(database_url=migrated, encryption_keys=KEYS, **overrides) as stack,
+            httpx.AsyncClient(base_url=stack.emulator_url, timeout=60) as admin_http,
+        ):
             canaries.add("emulator-secret")
-            yield stack
+            browser = Browser(stack)
+            async with browser.http:
+                yield Running(stack, browser, EmulatorAdmin(admin_http))
 
     return start
 

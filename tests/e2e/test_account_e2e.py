@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import KEYS, Canaries
-from tests.e2e.conftest import Browser, EmulatorAdmin, ShiftClock, api_key, issued_tokens
+from tests.e2e.conftest import EmulatorAdmin, ShiftClock, api_key, issued_tokens
 from tiktok_auth_service.app import create_app
 from tiktok_auth_service.dev import bind_socket, serving
 from tiktok_auth_service.refresh import RefreshWorker, seal_account_grant
@@ -36,9 +36,7 @@ async def test_200_concurrent_reads_on_two_instances_refresh_once(
     start_stack: Callable[..., Any], canaries: Canaries
 ) -> None:
     clock = ShiftClock()
-    async with start_stack(clock=clock) as stack:
-        browser = Browser(stack)
-        admin = EmulatorAdmin(httpx.AsyncClient(base_url=stack.emulator_url))
+    async with start_stack(clock=clock) as (stack, browser, admin):
         key = await api_key(stack, canaries)
         assert (await browser.consent(flow="tiktok_account")).status_code == 200
         await advance(clock, admin, timedelta(hours=23, minutes=58))
@@ -72,9 +70,7 @@ async def test_rotated_out_refresh_tokens_are_never_sent_again(
     start_stack: Callable[..., Any], canaries: Canaries
 ) -> None:
     clock = ShiftClock()
-    async with start_stack(clock=clock) as stack:
-        browser = Browser(stack)
-        admin = EmulatorAdmin(httpx.AsyncClient(base_url=stack.emulator_url))
+    async with start_stack(clock=clock) as (stack, browser, admin):
         key = await api_key(stack, canaries)
         await browser.consent(flow="tiktok_account")
         for _ in range(5):
@@ -139,9 +135,7 @@ async def test_killing_the_refreshing_process_leaves_a_clean_state(
     expected: int,
 ) -> None:
     # Access tokens shorter than the refresh leeway: every read refreshes.
-    async with start_stack(emulator_config={"access_token_ttl": 120}) as stack:
-        browser = Browser(stack)
-        admin = EmulatorAdmin(httpx.AsyncClient(base_url=stack.emulator_url))
+    async with start_stack(emulator_config={"access_token_ttl": 120}) as (stack, browser, admin):
         key = await api_key(stack, canaries)
         auth = {"authorization": f"Bearer {key}"}
         await browser.consent(flow="tiktok_account")
@@ -218,8 +212,7 @@ async def test_worker_refreshes_1000_due_grants_within_qps(
     }
     async with start_stack(
         clock=clock, emulator_config=emulator, worker_qps=qps, worker_concurrency=8
-    ) as stack:
-        admin = EmulatorAdmin(httpx.AsyncClient(base_url=stack.emulator_url, timeout=60))
+    ) as (stack, _, admin):
         await _seed_account_grants(stack, open_ids)
         await advance(clock, admin, timedelta(hours=23, minutes=55))
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import Canaries
-from tests.e2e.conftest import Browser, EmulatorAdmin, api_key, issued_tokens
+from tests.e2e.conftest import api_key, issued_tokens
 
 ADVERTISERS = ["7100000000000000001", "7100000000000000002", "7100000000000000003"]
 
@@ -16,9 +16,7 @@ ADVERTISERS = ["7100000000000000001", "7100000000000000002", "710000000000000000
 async def test_approve_then_serve_then_revoke(
     start_stack: Callable[..., Any], canaries: Canaries
 ) -> None:
-    async with start_stack() as stack:
-        browser = Browser(stack)
-        admin = EmulatorAdmin(httpx.AsyncClient(base_url=stack.emulator_url))
+    async with start_stack() as (stack, browser, admin):
         key = await api_key(stack, canaries)
         auth = {"authorization": f"Bearer {key}"}
 
@@ -47,9 +45,7 @@ async def test_approve_then_serve_then_revoke(
 async def test_denial_reaches_the_frontend_and_tiktok_is_not_called(
     start_stack: Callable[..., Any],
 ) -> None:
-    async with start_stack() as stack:
-        browser = Browser(stack)
-        admin = EmulatorAdmin(httpx.AsyncClient(base_url=stack.emulator_url))
+    async with start_stack() as (stack, browser, admin):
         result = await browser.consent("deny", return_to=f"{stack.service_url}/app")
         assert result.status_code == 302
         assert result.headers["location"] == (
@@ -59,9 +55,7 @@ async def test_denial_reaches_the_frontend_and_tiktok_is_not_called(
 
 
 async def test_expired_code_is_refused(start_stack: Callable[..., Any]) -> None:
-    async with start_stack() as stack:
-        browser = Browser(stack)
-        admin = EmulatorAdmin(httpx.AsyncClient(base_url=stack.emulator_url))
+    async with start_stack() as (_stack, browser, admin):
         callback = await browser.approve_at_tiktok()
         await admin.advance(3601)  # TikTok's auth codes live one hour
         result = await browser.http.get(callback, headers={"accept": "text/html"})
@@ -74,9 +68,7 @@ async def test_expired_code_is_refused(start_stack: Callable[..., Any]) -> None:
 async def test_replayed_callback_never_reaches_tiktok_twice(
     start_stack: Callable[..., Any],
 ) -> None:
-    async with start_stack() as stack:
-        browser = Browser(stack)
-        admin = EmulatorAdmin(httpx.AsyncClient(base_url=stack.emulator_url))
+    async with start_stack() as (_stack, browser, admin):
         callback = await browser.approve_at_tiktok()
         assert (await browser.http.get(callback)).status_code == 200
         replay = await browser.http.get(callback)
@@ -88,9 +80,7 @@ async def test_replayed_callback_never_reaches_tiktok_twice(
 async def test_replayed_code_with_a_fresh_state_is_refused_by_tiktok(
     start_stack: Callable[..., Any],
 ) -> None:
-    async with start_stack() as stack:
-        browser = Browser(stack)
-        admin = EmulatorAdmin(httpx.AsyncClient(base_url=stack.emulator_url))
+    async with start_stack() as (_stack, browser, admin):
         callback = await browser.approve_at_tiktok()
         code = httpx.URL(callback).params["auth_code"]
         assert (await browser.http.get(callback)).status_code == 200
@@ -106,9 +96,7 @@ async def test_replayed_code_with_a_fresh_state_is_refused_by_tiktok(
 async def test_rate_limited_exchange_succeeds_after_backoff(
     start_stack: Callable[..., Any], canaries: Canaries
 ) -> None:
-    async with start_stack() as stack:
-        browser = Browser(stack)
-        admin = EmulatorAdmin(httpx.AsyncClient(base_url=stack.emulator_url))
+    async with start_stack() as (_stack, browser, admin):
         await admin.fault("oauth2/access_token/", {"code": 40100}, {"code": 40100})
         result = await browser.consent()
         assert result.status_code == 200
@@ -119,11 +107,10 @@ async def test_rate_limited_exchange_succeeds_after_backoff(
 async def test_advertiser_names_come_from_tiktok(
     start_stack: Callable[..., Any], canaries: Canaries
 ) -> None:
-    async with start_stack() as stack:
-        browser = Browser(stack)
+    async with start_stack() as (stack, browser, admin):
         await browser.consent()
         service = stack.service.state.service
         async with service.db.pool.acquire() as connection:
             names = dict(await connection.fetch("SELECT advertiser_id, name FROM advertiser"))
         assert names[ADVERTISERS[0]] == "Acme Shoes"
-        await issued_tokens(EmulatorAdmin(httpx.AsyncClient(base_url=stack.emulator_url)), canaries)
+        await issued_tokens(admin, canaries)

@@ -15,7 +15,7 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from tests.conftest import Canaries
 from tests.e2e.chromium import LAUNCH_ARGS, ensure_chromium
-from tests.e2e.conftest import EmulatorAdmin, api_key, issued_tokens
+from tests.e2e.conftest import api_key, issued_tokens
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ADVERTISERS = ["7100000000000000001", "7100000000000000002", "7100000000000000003"]
@@ -69,7 +69,7 @@ async def open_consent_page(page: Page, service_url: str, emulator_url: str) -> 
 async def test_approve_in_a_real_browser_then_the_token_is_served(
     start_stack: Callable[..., Any], canaries: Canaries, page: Page, output_dir: Path
 ) -> None:
-    async with start_stack() as stack:
+    async with start_stack() as (stack, _, admin):
         key = await api_key(stack, canaries)
         await open_consent_page(page, stack.service_url, stack.emulator_url)
         await page.screenshot(path=output_dir / "consent.png", full_page=True)
@@ -82,8 +82,7 @@ async def test_approve_in_a_real_browser_then_the_token_is_served(
         assert sorted(listed) == ADVERTISERS
         await page.screenshot(path=output_dir / "result.png", full_page=True)
 
-        async with httpx.AsyncClient(base_url=stack.emulator_url) as emulator:
-            state = await issued_tokens(EmulatorAdmin(emulator), canaries)
+        state = await issued_tokens(admin, canaries)
         [issued] = state["advertiser_tokens"]
         async with httpx.AsyncClient(base_url=stack.service_url) as http:
             served = await http.get(
@@ -96,7 +95,7 @@ async def test_approve_in_a_real_browser_then_the_token_is_served(
 async def test_deny_in_a_real_browser_shows_the_error_and_tiktok_is_not_called(
     start_stack: Callable[..., Any], page: Page, output_dir: Path
 ) -> None:
-    async with start_stack() as stack:
+    async with start_stack() as (stack, _, admin):
         await open_consent_page(page, stack.service_url, stack.emulator_url)
 
         await page.click("#deny")
@@ -105,5 +104,4 @@ async def test_deny_in_a_real_browser_shows_the_error_and_tiktok_is_not_called(
         assert "authorization_denied" in await page.inner_text("body")
         await page.screenshot(path=output_dir / "denied.png", full_page=True)
 
-        async with httpx.AsyncClient(base_url=stack.emulator_url) as emulator:
-            assert await EmulatorAdmin(emulator).calls("oauth2/access_token/") == []
+        assert await admin.calls("oauth2/access_token/") == []
