@@ -176,6 +176,21 @@ class TestRefreshOnRead:
         assert too_long.status_code == 422
         assert not tiktok.refresh.called
 
+    async def test_readers_asking_for_different_times_share_one_refresh(
+        self, client: httpx.AsyncClient, tiktok: TikTokAccounts, api_key: str, clock: FakeClock
+    ) -> None:
+        await connect(client)
+        clock.advance(hours=23, minutes=57)
+        url = f"/tokens/accounts/{OPEN_ID}"
+        responses = await asyncio.gather(
+            *(
+                client.get(url, params={"min_valid_for": seconds}, headers=bearer(api_key))
+                for seconds in range(300, 330)
+            )
+        )
+        assert {r.json()["access_token"] for r in responses} == {tiktok.access_tokens[1]}
+        assert tiktok.refresh.call_count == 1
+
     async def test_readers_asking_for_more_time_do_not_get_a_shorter_token(
         self, client: httpx.AsyncClient, tiktok: TikTokAccounts, api_key: str, clock: FakeClock
     ) -> None:
@@ -384,3 +399,34 @@ class TestWorker:
         worker = RefreshWorker(service.refresher, make_settings(migrated, worker_qps=50))
         assert await worker.drain(stop) == 0
         assert not tiktok.refresh.called
+
+
+class _OneLaneFails:
+    """A refresher whose first claim fails while a second lane is inside its TikTok call."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.completed = 0
+        self.second_in_flight = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def refresh_one_due(self) -> bool:
+        self.calls += 1
+        if self.calls == 1:
+            await self.second_in_flight.wait()
+            asyncio.get_running_loop().call_soon(self.release.set)
+            raise ConnectionResetError("database connection lost")
+        if self.calls == 2:
+            self.second_in_flight.set()
+            await self.release.wait()  # TikTok is answering
+            self.completed += 1
+            return True
+        return False
+
+
+async def test_a_failing_lane_does_not_cancel_a_refresh_in_flight(migrated: str) -> None:
+    refresher = _OneLaneFails()
+    settings = make_settings(migrated, worker_qps=50, worker_concurrency=2)
+    worker = RefreshWorker(refresher, settings)  # type: ignore[arg-type]
+    assert await worker.drain() == 1
+    assert refresher.completed == 1

@@ -99,3 +99,18 @@ def test_cli_reports_one_line_and_exit_code_2() -> None:
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith("configuration error: TIKTOK_APP_ID is required")
     assert "Traceback" not in result.stderr
+
+
+def test_secure_cookies_follow_the_redirect_scheme_in_any_case() -> None:
+    common = {
+        "tiktok_app_id": "a",
+        "tiktok_app_secret": "s",
+        "database_url": "postgresql+asyncpg://u@h/d",
+        "token_encryption_keys": f"k:{GOOD_KEY}",
+    }
+    assert load_settings(
+        _env_file=None, tiktok_redirect_uri="HTTPS://x.example/cb", **common
+    ).secure_cookies
+    assert not load_settings(
+        _env_file=None, tiktok_redirect_uri="http://127.0.0.1:8000/cb", **common
+    ).secure_cookies

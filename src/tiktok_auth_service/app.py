@@ -4,7 +4,6 @@ own the database, the one shared httpx client and the TikTok client, and close t
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -103,9 +102,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_service(settings, clock) as service:
             app.state.service = service
-            # Everything alive now lives as long as the process: keep it out of the cyclic
-            # collector's scans, which otherwise show up as latency spikes on the token read.
-            gc.freeze()
             if not settings.worker_enabled:
                 yield
                 return

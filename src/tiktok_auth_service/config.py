@@ -97,7 +97,7 @@ class Settings(BaseSettings):
 
     @property
     def secure_cookies(self) -> bool:
-        return self.tiktok_redirect_uri.startswith("https://")
+        return urlsplit(self.tiktok_redirect_uri).scheme.lower() == "https"
 
 
 def parse_encryption_keys(raw: str) -> dict[str, bytes]:

@@ -94,7 +94,7 @@ class AccountRefresher:
     tiktok: TikTokClient
     cipher: TokenCipher
     clock: Clock
-    _inflight: dict[tuple[uuid.UUID, timedelta], asyncio.Task[AccountToken]] = field(
+    _inflight: dict[uuid.UUID, tuple[asyncio.Task[AccountToken], timedelta]] = field(
         default_factory=dict
     )
 
@@ -119,17 +119,28 @@ class AccountRefresher:
         )
 
     async def valid_token(self, grant_id: uuid.UUID, valid_for: timedelta) -> AccountToken:
-        """A token valid for `valid_for`, refreshing once per grant however many ask at once."""
-        # Keyed by what was asked too: a reader needing more time must not be handed the result
-        # of a flight that only had to satisfy less (the row lock still serialises them).
-        key = (grant_id, valid_for)
-        task = self._inflight.get(key)
-        if task is None:
-            task = asyncio.create_task(self._refresh_if_needed(grant_id, valid_for))
-            self._inflight[key] = task
-            task.add_done_callback(lambda _: self._inflight.pop(key, None))
-        # Shielded: a reader that gives up must not cancel the refresh the others wait for.
-        return await asyncio.shield(task)
+        """A token valid for `valid_for`, refreshing once per grant however many ask at once.
+
+        One flight per grant holds one database connection; a reader needing more time than
+        the flight under way was started for waits for it to land, then flies again.
+        """
+        while True:
+            flight = self._inflight.get(grant_id)
+            if flight is None or flight[0].done():
+                task = asyncio.create_task(self._refresh_if_needed(grant_id, valid_for))
+                self._inflight[grant_id] = (task, valid_for)
+                task.add_done_callback(lambda done: self._land(grant_id, done))
+                flight = (task, valid_for)
+            task, covers = flight
+            if covers >= valid_for:
+                # Shielded: a reader that gives up must not cancel the refresh others await.
+                return await asyncio.shield(task)
+            await asyncio.wait({task})
+
+    def _land(self, grant_id: uuid.UUID, task: asyncio.Task[AccountToken]) -> None:
+        flight = self._inflight.get(grant_id)
+        if flight is not None and flight[0] is task:
+            del self._inflight[grant_id]
 
     async def _refresh_if_needed(self, grant_id: uuid.UUID, valid_for: timedelta) -> AccountToken:
         async with self.db.session() as session, session.begin():
@@ -265,11 +276,22 @@ class RefreshWorker:
         """Refresh every grant that is due now (or until `stop`); returns how many."""
         handled = 0
 
+        def stopping() -> bool:
+            return stop is not None and stop.is_set()
+
         async def lane() -> None:
+            # A lane never raises into the group: that would cancel the other lanes, possibly
+            # between TikTok rotating a refresh token and the new one being written.
             nonlocal handled
-            while stop is None or not stop.is_set():
+            while not stopping():
                 await self.pacer.wait()
-                if not await self.refresher.refresh_one_due():
+                if stopping():
+                    return
+                try:
+                    if not await self.refresher.refresh_one_due():
+                        return
+                except Exception:
+                    log.exception("refresh worker lane stopped; the next pass starts it again")
                     return
                 handled += 1
 
