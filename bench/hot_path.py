@@ -21,9 +21,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tiktok_auth_dev.embedded_postgres import embedded_postgres
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import migrate
-from tiktok_auth_service.embedded_db import embedded_postgres
 from tiktok_auth_service.service import AuthService
 from tiktok_auth_service.tiktok import AdvertiserGrant
 

@@ -17,10 +17,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from tiktok_auth_dev.embedded_postgres import embedded_postgres
 from tiktok_auth_service.app import create_app
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import migrate
-from tiktok_auth_service.embedded_db import embedded_postgres
 from tiktok_auth_service.service import AuthService
 
 TIKTOK_API = "https://tiktok.test/open_api/v1.3"

@@ -7,9 +7,9 @@ import contextlib
 import httpx
 
 from tests.conftest import FakeClock, make_settings
+from tiktok_auth_dev.embedded_postgres import embedded_postgres
 from tiktok_auth_service.app import create_app
 from tiktok_auth_service.db import migrate
-from tiktok_auth_service.embedded_db import embedded_postgres
 
 
 async def test_requests_during_an_outage_get_503(clock: FakeClock) -> None:

@@ -148,15 +148,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("dev", "emulator"):
         # Development tools: configured by flags (and EMULATOR_* variables), not by Settings.
         _configure_logging("INFO")
-        if args.command == "dev":
-            from tiktok_auth_service import dev
+        try:
+            if args.command == "dev":
+                from tiktok_auth_dev import stack
 
-            dev.main(args.data_dir, args.host, args.port, args.emulator_port)
-        else:
-            from tiktok_auth_service.emulator import EmulatorConfig
-            from tiktok_auth_service.emulator import serve as serve_emulator
+                stack.main(args.data_dir, args.host, args.port, args.emulator_port)
+            else:
+                from tiktok_emulator import EmulatorConfig
+                from tiktok_emulator import serve as serve_emulator
 
-            serve_emulator(EmulatorConfig.from_env(), args.host, args.port)
+                serve_emulator(EmulatorConfig.from_env(), args.host, args.port)
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("tiktok_auth_dev", "tiktok_emulator"):
+                raise
+            print(
+                f"error: '{args.command}' is development tooling, only in a source checkout "
+                "(git clone, then `uv run tiktok-auth-service dev`)",
+                file=sys.stderr,
+            )
+            return 2
         return 0
     try:
         settings = load_settings()

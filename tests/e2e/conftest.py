@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import KEYS, Canaries
-from tiktok_auth_service.dev import Stack, run_stack
+from tiktok_auth_dev.stack import Stack, run_stack
 from tiktok_auth_service.service import AuthService
 
 

@@ -17,8 +17,8 @@ import pytest
 
 from tests.conftest import KEYS, Canaries
 from tests.e2e.conftest import EmulatorAdmin, ShiftClock, api_key, issued_tokens
+from tiktok_auth_dev.stack import bind_socket, serving
 from tiktok_auth_service.app import create_app
-from tiktok_auth_service.dev import bind_socket, serving
 from tiktok_auth_service.refresh import RefreshWorker, seal_account_grant
 from tiktok_auth_service.tiktok import AccountGrant
 

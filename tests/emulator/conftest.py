@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tiktok_auth_service.emulator import EmulatorConfig, create_emulator_app
+from tiktok_emulator import EmulatorConfig, create_emulator_app
 
 from .helpers import Emulator, MakeEmulator
 

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 
-from tiktok_auth_service.emulator import EmulatorState
+from tiktok_emulator import EmulatorState
 
 APP_ID = "emulator-app"
 SECRET = "emulator-secret"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from tiktok_auth_service.emulator import EmulatorConfig
+from tiktok_emulator import EmulatorConfig
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tiktok_auth_service.emulator.open_api import ENDPOINTS
+from tiktok_emulator.open_api import ENDPOINTS
 
 from .helpers import APP_ID, SECRET, Emulator, check_envelope
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import uvicorn
 
-from tiktok_auth_service.emulator import EmulatorConfig, create_emulator_app, serve
+from tiktok_emulator import EmulatorConfig, create_emulator_app, serve
 
 from .helpers import APP_ID, SECRET, callback_params, check_envelope
 

@@ -1,4 +1,4 @@
-"""`python -m tiktok_auth_service.emulator [--host H] [--port P]`; settings from EMULATOR_*."""
+"""`python -m tiktok_emulator [--host H] [--port P]`; settings from EMULATOR_*."""
 
 from __future__ import annotations
 

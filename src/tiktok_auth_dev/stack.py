@@ -20,13 +20,13 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.applications import Starlette
 
+from tiktok_auth_dev.embedded_postgres import embedded_postgres
 from tiktok_auth_service.app import create_app
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import migrate
-from tiktok_auth_service.embedded_db import embedded_postgres
-from tiktok_auth_service.emulator import EmulatorApp, EmulatorConfig, create_emulator_app
 from tiktok_auth_service.service import AuthService
+from tiktok_emulator import EmulatorApp, EmulatorConfig, create_emulator_app
 
 
 class QuietServer(uvicorn.Server):
