@@ -4,9 +4,10 @@
 # Configuration comes only from the environment at run time (see .env.example); nothing secret
 # is baked into the image.
 #
-# The project is installed from its source tree (an editable install in /app/.venv pointing at
-# /app/src) rather than as a wheel, because the Alembic scripts are found relative to the
-# source tree: src/tiktok_auth_service/db.py -> /app/alembic.
+# The project is built into a wheel and installed into /app/.venv (not editable), so the runtime
+# stage copies that venv and nothing else: no source tree. The wheel carries the Alembic scripts
+# inside the package (tiktok_auth_service/migrations), where `tiktok-auth-service migrate` finds
+# them, and leaves out the development tools that sit beside the product under src/.
 
 # ---- builder: resolve the locked dependencies, then install the project -------------------
 FROM python:3.12-slim-bookworm AS builder
@@ -27,13 +28,13 @@ COPY pyproject.toml uv.lock ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --no-install-project
 
-# The project itself (README.md is part of the package metadata).
+# The project itself, as a wheel: what the wheel is built from (README.md is part of the package
+# metadata, alembic/ becomes tiktok_auth_service/migrations). UV_COMPILE_BYTECODE compiles it.
 COPY README.md ./
 COPY alembic ./alembic
-COPY src ./src
+COPY src/tiktok_auth_service ./src/tiktok_auth_service
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev \
-    && python -m compileall -q src alembic
+    uv sync --locked --no-dev --no-editable
 
 # ---- runtime: same base image, so the venv's interpreter path stays valid -----------------
 FROM python:3.12-slim-bookworm AS runtime
@@ -43,9 +44,8 @@ RUN groupadd --system --gid 10001 app \
         --home-dir /nonexistent --shell /usr/sbin/nologin app
 
 WORKDIR /app
+# The venv is self-contained: the service, its dependencies and its migrations.
 COPY --from=builder /app/.venv /app/.venv
-COPY --from=builder /app/src /app/src
-COPY --from=builder /app/alembic /app/alembic
 
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1

@@ -19,13 +19,17 @@ import re
 import shutil
 import subprocess
 import sys
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
+
+from pydantic import SecretStr
 
 from tiktok_auth_dev.embedded_postgres import embedded_postgres
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import migrate
-from tiktok_auth_service.service import AuthService
-from tiktok_auth_service.tiktok import AdvertiserGrant
+from tiktok_auth_service.models import Flow, Grant, GrantStatus
+from tiktok_auth_service.repository import Repository
 
 ROOT = Path(__file__).resolve().parents[1]
 ADVERTISER = "7100000000000000001"
@@ -34,23 +38,28 @@ PORT = 8765
 
 async def seed(env: dict[str, str]) -> tuple[str, str]:
     """One stored grant and one API key; returns (grant id, key)."""
-    from tiktok_auth_service.app import open_service
+    from tiktok_auth_service.service import open_service
 
     settings = Settings(_env_file=None, **{k.lower(): v for k, v in env.items()})
     async with open_service(settings) as service:
-        assert isinstance(service, AuthService)
-        grant_id = await service._store_advertiser_grant(
-            AdvertiserGrant.model_validate(
-                {
-                    "access_token": "f" * 40,
-                    "advertiser_ids": [ADVERTISER],
-                    "scope": [4],
-                    "request_id": "bench",
-                }
-            )
+        now = datetime.now(UTC)
+        grant = Grant(
+            id=uuid.uuid4(),
+            flow=Flow.ADVERTISER,
+            key_id="",
+            access_token_enc=b"",
+            scope=[4],
+            status=GrantStatus.ACTIVE,
+            created_at=now,
+            updated_at=now,
         )
-        key = (await service.create_api_key(f"bench-{os.getpid()}", [])).key
-    return str(grant_id), key.get_secret_value()
+        service.sealer.seal(grant, SecretStr("f" * 40))
+        async with service.db.session() as session, session.begin():
+            repo = Repository(session)
+            await repo.add_grant(grant)
+            await repo.assign_advertisers(grant.id, [ADVERTISER], now)
+        key = (await service.api_keys.create(f"bench-{os.getpid()}", [])).key
+    return str(grant.id), key.get_secret_value()
 
 
 def wrk(url: str, key: str, seconds: float, connections: int) -> tuple[float, str, str]:

@@ -18,10 +18,11 @@ import pytest
 from fastapi import FastAPI
 
 from tiktok_auth_dev.embedded_postgres import embedded_postgres
+from tiktok_auth_service.api.deps import app_service
 from tiktok_auth_service.app import create_app
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import migrate
-from tiktok_auth_service.service import AuthService
+from tiktok_auth_service.service import Service
 
 TIKTOK_API = "https://tiktok.test/open_api/v1.3"
 TIKTOK_AUTH = "https://tiktok.test/portal/auth"
@@ -143,6 +144,7 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "return_to_allowed_origins": FRONTEND,
         "tiktok_retry_base_delay": 0,
         "worker_enabled": False,
+        "worker_qps": 50,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -163,9 +165,8 @@ async def app(
 
 
 @pytest.fixture
-def service(app: FastAPI) -> AuthService:
-    result: AuthService = app.state.service
-    return result
+def service(app: FastAPI) -> Service:
+    return app_service(app)
 
 
 @pytest.fixture
@@ -176,8 +177,8 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def api_key(service: AuthService, canaries: Canaries) -> str:
-    created = await service.create_api_key("reporting", [])
+async def api_key(service: Service, canaries: Canaries) -> str:
+    created = await service.api_keys.create("reporting", [])
     key = created.key.get_secret_value()
     canaries.add(key)
     return key

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import secrets
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+from pydantic import SecretStr
+
+from tiktok_auth_service.models import Flow, Grant, GrantStatus
+from tiktok_auth_service.repository import Repository
+from tiktok_auth_service.service import Service
 
 
 def envelope(
@@ -34,3 +41,32 @@ async def start_authorization(client: httpx.AsyncClient, **params: str) -> str:
 
 def new_token() -> str:
     return secrets.token_hex(20)
+
+
+async def store_advertiser_grant(
+    service: Service,
+    token: str,
+    advertisers: list[str],
+    status: GrantStatus = GrantStatus.ACTIVE,
+) -> uuid.UUID:
+    """An advertiser grant stored the way the service stores one: sealed, through the
+    repository."""
+    now = datetime.now(UTC)
+    grant = Grant(
+        id=uuid.uuid4(),
+        flow=Flow.ADVERTISER,
+        key_id="",
+        access_token_enc=b"",
+        scope=[4],
+        status=GrantStatus.ACTIVE,
+        created_at=now,
+        updated_at=now,
+    )
+    service.sealer.seal(grant, SecretStr(token))
+    async with service.db.session() as session, session.begin():
+        repo = Repository(session)
+        await repo.add_grant(grant)
+        await repo.assign_advertisers(grant.id, advertisers, now)
+        if status != GrantStatus.ACTIVE:
+            await repo.set_grant_status(grant, status, now)
+    return grant.id

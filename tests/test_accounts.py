@@ -23,8 +23,8 @@ from tests.conftest import (
     make_settings,
 )
 from tests.helpers import envelope, new_token, query_of, start_authorization
-from tiktok_auth_service.refresh import RefreshWorker
-from tiktok_auth_service.service import AuthService
+from tiktok_auth_service.scheduling import Pacer, RefreshWorker
+from tiktok_auth_service.service import Service
 
 OPEN_ID = "-000openid0001"
 
@@ -295,12 +295,12 @@ class TestRefreshOnRead:
         self,
         client: httpx.AsyncClient,
         tiktok: TikTokAccounts,
-        service: AuthService,
+        service: Service,
         canaries: Canaries,
     ) -> None:
         await connect(client)
-        advertiser_only = (await service.create_api_key("ads", ["71"])).key.get_secret_value()
-        this_account = (await service.create_api_key("acc", [], [OPEN_ID])).key.get_secret_value()
+        advertiser_only = (await service.api_keys.create("ads", ["71"])).key.get_secret_value()
+        this_account = (await service.api_keys.create("acc", [], [OPEN_ID])).key.get_secret_value()
         canaries.add(advertiser_only, this_account)
         url = f"/tokens/accounts/{OPEN_ID}"
         assert (await client.get(url, headers=bearer(advertiser_only))).status_code == 403
@@ -330,12 +330,12 @@ class TestWorker:
         self,
         client: httpx.AsyncClient,
         tiktok: TikTokAccounts,
-        service: AuthService,
+        service: Service,
         clock: FakeClock,
         migrated: str,
     ) -> None:
         await connect(client)
-        worker = RefreshWorker(service.refresher, make_settings(migrated, worker_qps=50))
+        worker = service.worker
         assert await worker.drain() == 0  # fresh: nothing due
         clock.advance(hours=23, minutes=50)  # within leeway + ahead (5 + 10 minutes)
         assert await worker.drain() == 1
@@ -356,7 +356,7 @@ class TestWorker:
         self,
         client: httpx.AsyncClient,
         tiktok: TikTokAccounts,
-        service: AuthService,
+        service: Service,
         clock: FakeClock,
         migrated: str,
         pg: asyncpg.Connection,
@@ -374,7 +374,7 @@ class TestWorker:
             " last_checked_at, refresh_failed_at FROM oauth_grant"
         )
         # The copy's ciphertexts are bound to the original row: they will not decrypt.
-        worker = RefreshWorker(service.refresher, make_settings(migrated, worker_qps=50))
+        worker = service.worker
         clock.advance(hours=23, minutes=50)
         assert await worker.drain() == 2
         assert tiktok.refresh.call_count == 1
@@ -388,7 +388,7 @@ class TestWorker:
         self,
         client: httpx.AsyncClient,
         tiktok: TikTokAccounts,
-        service: AuthService,
+        service: Service,
         clock: FakeClock,
         migrated: str,
     ) -> None:
@@ -396,13 +396,13 @@ class TestWorker:
         clock.advance(hours=23, minutes=50)
         stop = asyncio.Event()
         stop.set()
-        worker = RefreshWorker(service.refresher, make_settings(migrated, worker_qps=50))
+        worker = service.worker
         assert await worker.drain(stop) == 0
         assert not tiktok.refresh.called
 
 
 class _OneLaneFails:
-    """A refresher whose first claim fails while a second lane is inside its TikTok call."""
+    """Claims where the first fails while a second lane is inside its TikTok call."""
 
     def __init__(self) -> None:
         self.calls = 0
@@ -424,9 +424,12 @@ class _OneLaneFails:
         return False
 
 
-async def test_a_failing_lane_does_not_cancel_a_refresh_in_flight(migrated: str) -> None:
-    refresher = _OneLaneFails()
+async def test_a_failing_lane_does_not_cancel_a_refresh_in_flight(
+    service: Service, migrated: str, clock: FakeClock
+) -> None:
+    claims = _OneLaneFails()
     settings = make_settings(migrated, worker_qps=50, worker_concurrency=2)
-    worker = RefreshWorker(refresher, settings)  # type: ignore[arg-type]
+    worker = RefreshWorker(settings, service.db, service.worker.refresher, Pacer(50), clock)
+    worker.refresh_one_due = claims.refresh_one_due  # type: ignore[method-assign]
     assert await worker.drain() == 1
-    assert refresher.completed == 1
+    assert claims.completed == 1

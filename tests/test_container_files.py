@@ -272,6 +272,14 @@ def test_console_script_is_declared() -> None:
     assert CONSOLE_SCRIPT in _console_scripts()
 
 
+def _wheel_sources() -> list[str]:
+    """What the wheel is built from: [tool.hatch.build.targets.wheel] only-include, plus the
+    readme that goes into the package metadata."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    wheel = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]
+    return [*wheel["only-include"], pyproject["project"]["readme"]]
+
+
 def test_dockerfile_layers_dependencies_before_the_source() -> None:
     builder = _stages()[0]
     steps = builder.instructions
@@ -285,15 +293,24 @@ def test_dockerfile_layers_dependencies_before_the_source() -> None:
     assert "--no-install-project" not in steps[syncs[1]].args
     for index in syncs:
         assert "--no-dev" in steps[index].args
-        # A wheel in site-packages would lose the path to /app/alembic.
-        assert "--no-editable" not in steps[index].args
-    src_copy = next(
-        i for i, s in enumerate(steps) if s.keyword == "COPY" and "src" in _copy_sources(s.args)
-    )
-    assert syncs[0] < src_copy < syncs[1]
-    assert any(
-        s.keyword == "COPY" and "alembic" in _copy_sources(s.args) for s in steps[: syncs[1]]
-    )
+    # The project goes into the venv as a built wheel, so the venv works without the sources.
+    assert "--no-editable" in steps[syncs[1]].args
+
+    copies = [
+        (i, source)
+        for i, s in enumerate(steps)
+        if s.keyword == "COPY" and "--from" not in s.args
+        for source in _copy_sources(s.args)
+    ]
+    # Everything the wheel is built from arrives between the two syncs, so a source edit does
+    # not invalidate the dependency layer.
+    for needed in _wheel_sources():
+        at = [i for i, source in copies if needed == source or needed.startswith(source + "/")]
+        assert at, f"the builder does not copy {needed}, which the wheel is built from"
+        assert syncs[0] < min(at) < syncs[1], needed
+    # The development tools beside the product under src/ stay out of the image build.
+    src = [source for _, source in copies if source.split("/")[0] == "src"]
+    assert src == ["src/tiktok_auth_service"], src
 
 
 def test_dockerfile_uses_official_uv_and_one_python_for_both_stages() -> None:
@@ -316,9 +333,11 @@ def test_dockerfile_uses_official_uv_and_one_python_for_both_stages() -> None:
 def test_dockerfile_runtime_stage() -> None:
     stages = _stages()
     final = stages[-1]
-    copied = " ".join(i.args for i in final.all("COPY"))
-    assert "/app/.venv" in copied
-    assert "/app/src" in copied and "/app/alembic" in copied
+    # Only the venv (with the project installed from its wheel): no source tree, no alembic/.
+    copies = [_flags(i.args) for i in final.all("COPY")]
+    assert [(flags.get("from"), rest.split()) for flags, rest in copies] == [
+        ("builder", ["/app/.venv", "/app/.venv"])
+    ]
     env = " ".join(i.args for i in final.all("ENV"))
     assert re.search(r"PATH=/app/\.venv/bin:\$\{?PATH\}?", env)
     assert "PYTHONUNBUFFERED=1" in env

@@ -1,44 +1,88 @@
-"""Token encryption: AES-256-GCM, key rotation, ciphertexts bound to their row."""
+"""Token sealing: AES-256-GCM, key rotation, ciphertexts bound to their row and column."""
 
 from __future__ import annotations
 
-import pytest
+import uuid
+from datetime import UTC, datetime
 
-from tiktok_auth_service.crypto import TokenCipher
+import pytest
+from pydantic import SecretStr
+
+from tiktok_auth_service.crypto import TokenSealer
 from tiktok_auth_service.errors import TokenUnreadable
+from tiktok_auth_service.models import Flow, Grant, GrantStatus
 
 OLD = {"old": b"o" * 32}
 BOTH = {"new": b"n" * 32, "old": b"o" * 32}
 
 
+def grant() -> Grant:
+    now = datetime.now(UTC)
+    return Grant(
+        id=uuid.uuid4(),
+        flow=Flow.TIKTOK_ACCOUNT,
+        key_id="",
+        access_token_enc=b"",
+        scope=[],
+        status=GrantStatus.ACTIVE,
+        created_at=now,
+        updated_at=now,
+    )
+
+
 def test_round_trip_with_current_key() -> None:
-    cipher = TokenCipher(BOTH)
-    key_id, blob = cipher.encrypt("secret-token", "row:1")
-    assert key_id == "new"
-    assert b"secret-token" not in blob
-    assert cipher.decrypt(key_id, blob, "row:1") == "secret-token"
+    sealer, row = TokenSealer(BOTH), grant()
+    sealer.seal(row, SecretStr("access-token"), SecretStr("refresh-token"))
+    assert row.key_id == "new"
+    assert b"access-token" not in row.access_token_enc
+    assert sealer.open_access_token(row.id, row.key_id, row.access_token_enc) == "access-token"
+    assert sealer.open_refresh_token(row).get_secret_value() == "refresh-token"
 
 
-def test_nonces_differ_between_encryptions() -> None:
-    cipher = TokenCipher(OLD)
-    assert cipher.encrypt("t", "a")[1] != cipher.encrypt("t", "a")[1]
-
-
-def test_old_ciphertexts_still_decrypt_after_rotation() -> None:
-    _, blob = TokenCipher(OLD).encrypt("secret-token", "row:1")
-    assert TokenCipher(BOTH).decrypt("old", blob, "row:1") == "secret-token"
-
-
-def test_other_row_or_tampering_or_unknown_key_fails() -> None:
-    cipher = TokenCipher(BOTH)
-    key_id, blob = cipher.encrypt("secret-token", "row:1")
+def test_sealing_without_refresh_token_clears_it() -> None:
+    sealer, row = TokenSealer(OLD), grant()
+    sealer.seal(row, SecretStr("a"), SecretStr("r"))
+    sealer.seal(row, SecretStr("a"))
+    assert row.refresh_token_enc is None
     with pytest.raises(TokenUnreadable):
-        cipher.decrypt(key_id, blob, "row:2")
-    with pytest.raises(TokenUnreadable):
-        cipher.decrypt(key_id, blob[:-1] + bytes([blob[-1] ^ 1]), "row:1")
-    with pytest.raises(TokenUnreadable):
-        TokenCipher({"other": b"x" * 32}).decrypt(key_id, blob, "row:1")
+        sealer.open_refresh_token(row)
+
+
+def test_nonces_differ_between_sealings() -> None:
+    sealer, first, second = TokenSealer(OLD), grant(), grant()
+    second.id = first.id
+    sealer.seal(first, SecretStr("t"))
+    sealer.seal(second, SecretStr("t"))
+    assert first.access_token_enc != second.access_token_enc
+
+
+def test_old_ciphertexts_still_open_after_rotation() -> None:
+    row = grant()
+    TokenSealer(OLD).seal(row, SecretStr("secret-token"))
+    assert row.key_id == "old"
+    opened = TokenSealer(BOTH).open_access_token(row.id, row.key_id, row.access_token_enc)
+    assert opened == "secret-token"
+
+
+def test_other_row_column_tampering_truncation_or_unknown_key_fails() -> None:
+    sealer, row = TokenSealer(BOTH), grant()
+    sealer.seal(row, SecretStr("secret-token"), SecretStr("refresh-token"))
+    blob = row.access_token_enc
+    attempts = [
+        lambda: sealer.open_access_token(uuid.uuid4(), row.key_id, blob),
+        lambda: sealer.open_access_token(row.id, row.key_id, blob[:-1] + bytes([blob[-1] ^ 1])),
+        lambda: sealer.open_access_token(row.id, row.key_id, blob[:5]),
+        lambda: sealer.open_access_token(row.id, row.key_id, b""),
+        lambda: TokenSealer({"other": b"x" * 32}).open_access_token(row.id, row.key_id, blob),
+    ]
+    for attempt in attempts:
+        with pytest.raises(TokenUnreadable):
+            attempt()
+    assert row.refresh_token_enc is not None
+    with pytest.raises(TokenUnreadable):  # the refresh ciphertext moved into the access column
+        sealer.open_access_token(row.id, row.key_id, row.refresh_token_enc)
 
 
 def test_repr_shows_no_key_material() -> None:
-    assert "nnnn" not in repr(TokenCipher(BOTH)) and "old" in repr(TokenCipher(BOTH))
+    text = repr(TokenSealer(BOTH))
+    assert "nnnn" not in text and "old" in text

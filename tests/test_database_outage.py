@@ -8,6 +8,7 @@ import httpx
 
 from tests.conftest import FakeClock, make_settings
 from tiktok_auth_dev.embedded_postgres import embedded_postgres
+from tiktok_auth_service.api.deps import app_service
 from tiktok_auth_service.app import create_app
 from tiktok_auth_service.db import migrate
 
@@ -18,8 +19,8 @@ async def test_requests_during_an_outage_get_503(clock: FakeClock) -> None:
             await migrate(url)
             app = create_app(make_settings(url), clock=clock)
             await running.enter_async_context(app.router.lifespan_context(app))
-            service = app.state.service
-            key = (await service.create_api_key("k", [])).key.get_secret_value()
+            service = app_service(app)
+            key = (await service.api_keys.create("k", [])).key.get_secret_value()
             http = await running.enter_async_context(
                 httpx.AsyncClient(
                     transport=httpx.ASGITransport(app=app), base_url="https://b.example"

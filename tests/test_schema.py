@@ -30,7 +30,7 @@ async def test_openapi_documents_the_token_endpoint(client: httpx.AsyncClient) -
     token = spec["paths"]["/tokens/{advertiser_id}"]["get"]
     assert set(token["responses"]) >= {"200", "401", "403", "404", "409", "422"}
     assert token["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
-        "AdvertiserTokenOut"
+        "AdvertiserToken"
     )
     assert spec["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"
     assert token["security"] == [{"ApiKey": []}]

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import asyncpg
 import httpx
@@ -13,9 +11,9 @@ import pytest
 import respx
 
 from tests.conftest import APP_ID, APP_SECRET, TIKTOK_API, Canaries
-from tests.helpers import envelope, new_token
-from tiktok_auth_service.crypto import TokenCipher, grant_aad
-from tiktok_auth_service.service import AuthService
+from tests.helpers import envelope, new_token, store_advertiser_grant
+from tiktok_auth_service.models import GrantStatus
+from tiktok_auth_service.service import Service
 
 ADVERTISER = "7100000000000000001"
 OTHER = "7100000000000000002"
@@ -27,36 +25,6 @@ def tiktok() -> Iterator[respx.MockRouter]:
         yield mock
 
 
-async def store_grant(
-    pg: asyncpg.Connection,
-    cipher: TokenCipher,
-    token: str,
-    advertisers: list[str],
-    status: str = "active",
-) -> uuid.UUID:
-    grant_id = uuid.uuid4()
-    key_id, blob = cipher.encrypt(token, grant_aad(grant_id, "access_token"))
-    now = datetime.now(UTC)
-    await pg.execute(
-        "INSERT INTO oauth_grant (id, flow, key_id, access_token_enc, scope, status, version,"
-        " created_at, updated_at) VALUES ($1, 'advertiser', $2, $3, '[4]', $4, 1, $5, $5)",
-        grant_id,
-        key_id,
-        blob,
-        status,
-        now,
-    )
-    for advertiser_id in advertisers:
-        await pg.execute(
-            "INSERT INTO advertiser (advertiser_id, grant_id, created_at, updated_at)"
-            " VALUES ($1, $2, $3, $3)",
-            advertiser_id,
-            grant_id,
-            now,
-        )
-    return grant_id
-
-
 def bearer(key: str) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"}
 
@@ -65,14 +33,14 @@ class TestGetToken:
     async def test_serves_the_stored_token(
         self,
         client: httpx.AsyncClient,
-        service: AuthService,
+        service: Service,
         pg: asyncpg.Connection,
         api_key: str,
         canaries: Canaries,
     ) -> None:
         token = new_token()
         canaries.add(token)
-        await store_grant(pg, service.cipher, token, [ADVERTISER])
+        await store_advertiser_grant(service, token, [ADVERTISER])
         response = await client.get(f"/tokens/{ADVERTISER}", headers=bearer(api_key))
         assert response.status_code == 200
         assert response.json()["access_token"] == token
@@ -94,21 +62,21 @@ class TestGetToken:
         assert response.json()["code"] == "unauthenticated"
 
     async def test_revoked_key_is_401(
-        self, client: httpx.AsyncClient, service: AuthService, api_key: str
+        self, client: httpx.AsyncClient, service: Service, api_key: str
     ) -> None:
-        assert await service.revoke_api_key("reporting")
+        assert await service.api_keys.revoke("reporting")
         response = await client.get(f"/tokens/{ADVERTISER}", headers=bearer(api_key))
         assert response.status_code == 401
 
     async def test_key_restricted_to_other_advertisers_is_403(
         self,
         client: httpx.AsyncClient,
-        service: AuthService,
+        service: Service,
         pg: asyncpg.Connection,
         canaries: Canaries,
     ) -> None:
-        await store_grant(pg, service.cipher, new_token(), [ADVERTISER, OTHER])
-        created = await service.create_api_key("campaigns", [OTHER])
+        await store_advertiser_grant(service, new_token(), [ADVERTISER, OTHER])
+        created = await service.api_keys.create("campaigns", [OTHER])
         key = created.key.get_secret_value()
         canaries.add(key)
         denied = await client.get(f"/tokens/{ADVERTISER}", headers=bearer(key))
@@ -125,12 +93,12 @@ class TestGetToken:
     async def test_dead_grant_is_409(
         self,
         client: httpx.AsyncClient,
-        service: AuthService,
+        service: Service,
         pg: asyncpg.Connection,
         api_key: str,
         status: str,
     ) -> None:
-        await store_grant(pg, service.cipher, new_token(), [ADVERTISER], status=status)
+        await store_advertiser_grant(service, new_token(), [ADVERTISER], status=GrantStatus(status))
         response = await client.get(f"/tokens/{ADVERTISER}", headers=bearer(api_key))
         assert response.status_code == 409
         assert response.json()["code"] == "reauthorization_required"
@@ -147,12 +115,12 @@ class TestGetToken:
     async def test_ciphertext_moved_to_another_row_does_not_decrypt(
         self,
         client: httpx.AsyncClient,
-        service: AuthService,
+        service: Service,
         pg: asyncpg.Connection,
         api_key: str,
     ) -> None:
-        first = await store_grant(pg, service.cipher, new_token(), [ADVERTISER])
-        second = await store_grant(pg, service.cipher, new_token(), [OTHER])
+        first = await store_advertiser_grant(service, new_token(), [ADVERTISER])
+        second = await store_advertiser_grant(service, new_token(), [OTHER])
         await pg.execute(
             "UPDATE oauth_grant SET access_token_enc ="
             " (SELECT access_token_enc FROM oauth_grant WHERE id = $1) WHERE id = $2",
@@ -169,7 +137,7 @@ class TestRevoke:
     async def test_revokes_at_tiktok_and_marks_every_advertiser(
         self,
         client: httpx.AsyncClient,
-        service: AuthService,
+        service: Service,
         pg: asyncpg.Connection,
         api_key: str,
         tiktok: respx.MockRouter,
@@ -177,7 +145,7 @@ class TestRevoke:
     ) -> None:
         token = new_token()
         canaries.add(token)
-        await store_grant(pg, service.cipher, token, [ADVERTISER, OTHER])
+        await store_advertiser_grant(service, token, [ADVERTISER, OTHER])
         revoke = tiktok.post("/oauth2/revoke_token/").respond(json=envelope({}))
         response = await client.delete(f"/tokens/{ADVERTISER}", headers=bearer(api_key))
         assert response.status_code == 200
@@ -198,12 +166,12 @@ class TestRevoke:
     async def test_is_idempotent(
         self,
         client: httpx.AsyncClient,
-        service: AuthService,
+        service: Service,
         pg: asyncpg.Connection,
         api_key: str,
         tiktok: respx.MockRouter,
     ) -> None:
-        await store_grant(pg, service.cipher, new_token(), [ADVERTISER])
+        await store_advertiser_grant(service, new_token(), [ADVERTISER])
         revoke = tiktok.post("/oauth2/revoke_token/").respond(json=envelope({}))
         await client.delete(f"/tokens/{ADVERTISER}", headers=bearer(api_key))
         again = await client.delete(f"/tokens/{ADVERTISER}", headers=bearer(api_key))
@@ -214,12 +182,12 @@ class TestRevoke:
     async def test_token_already_dead_at_tiktok_counts_as_revoked(
         self,
         client: httpx.AsyncClient,
-        service: AuthService,
+        service: Service,
         pg: asyncpg.Connection,
         api_key: str,
         tiktok: respx.MockRouter,
     ) -> None:
-        await store_grant(pg, service.cipher, new_token(), [ADVERTISER])
+        await store_advertiser_grant(service, new_token(), [ADVERTISER])
         tiktok.post("/oauth2/revoke_token/").respond(json=envelope(code=40105, message="bad"))
         response = await client.delete(f"/tokens/{ADVERTISER}", headers=bearer(api_key))
         assert response.status_code == 200
@@ -228,12 +196,12 @@ class TestRevoke:
     async def test_tiktok_outage_changes_nothing(
         self,
         client: httpx.AsyncClient,
-        service: AuthService,
+        service: Service,
         pg: asyncpg.Connection,
         api_key: str,
         tiktok: respx.MockRouter,
     ) -> None:
-        await store_grant(pg, service.cipher, new_token(), [ADVERTISER])
+        await store_advertiser_grant(service, new_token(), [ADVERTISER])
         tiktok.post("/oauth2/revoke_token/").respond(504, text="<html>gateway</html>")
         response = await client.delete(f"/tokens/{ADVERTISER}", headers=bearer(api_key))
         assert response.status_code == 503
@@ -260,14 +228,14 @@ class TestRevokeRestrictions:
     async def test_key_limited_to_part_of_a_grant_may_not_revoke_it(
         self,
         client: httpx.AsyncClient,
-        service: AuthService,
+        service: Service,
         pg: asyncpg.Connection,
         tiktok: respx.MockRouter,
         canaries: Canaries,
     ) -> None:
-        await store_grant(pg, service.cipher, new_token(), [ADVERTISER, OTHER])
+        await store_advertiser_grant(service, new_token(), [ADVERTISER, OTHER])
         revoke = tiktok.post("/oauth2/revoke_token/").respond(json=envelope({}))
-        key = (await service.create_api_key("one", [ADVERTISER])).key.get_secret_value()
+        key = (await service.api_keys.create("one", [ADVERTISER])).key.get_secret_value()
         canaries.add(key)
         response = await client.delete(f"/tokens/{ADVERTISER}", headers=bearer(key))
         assert response.status_code == 403

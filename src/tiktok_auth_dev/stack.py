@@ -21,11 +21,12 @@ from fastapi import FastAPI
 from starlette.applications import Starlette
 
 from tiktok_auth_dev.embedded_postgres import embedded_postgres
+from tiktok_auth_service.api.deps import app_service
+from tiktok_auth_service.api_keys import ApiKeys
 from tiktok_auth_service.app import create_app
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import migrate
-from tiktok_auth_service.service import AuthService
 from tiktok_emulator import EmulatorApp, EmulatorConfig, create_emulator_app
 
 
@@ -137,13 +138,13 @@ def _read_or_create(path: Path, make: Any) -> str:
     return path.read_text().strip()
 
 
-async def _dev_api_key(service: AuthService, path: Path) -> str:
+async def _dev_api_key(api_keys: ApiKeys, path: Path) -> str:
     """The local API key, created once and kept in the data folder."""
     if path.exists():
         key = path.read_text().strip()
-        if await service.api_key_active(key):
+        if await api_keys.is_active(key):
             return key
-    created = await service.create_api_key(f"dev-{os.urandom(4).hex()}", [])
+    created = await api_keys.create(f"dev-{os.urandom(4).hex()}", [])
     key = created.key.get_secret_value()
     path.write_text(key)
     path.chmod(0o600)
@@ -164,7 +165,7 @@ async def _dev(data_dir: Path, host: str, port: int, emulator_port: int) -> None
             service_port=port,
             emulator_port=emulator_port,
         ) as stack:
-            key = await _dev_api_key(stack.service.state.service, data_dir / "api-key")
+            key = await _dev_api_key(app_service(stack.service).api_keys, data_dir / "api-key")
             advertiser = "7100000000000000001"
             print(
                 "\ntiktok-auth-service is running with a local TikTok emulator.\n\n"

@@ -1,27 +1,23 @@
 """The application factory. Nothing happens at import: `create_app(settings)` and its lifespan
-own the database, the one shared httpx client and the TikTok client, and close them."""
+open the service (database, TikTok client, use cases) and the background worker, and close
+them."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 from fastapi import FastAPI
 
 from tiktok_auth_service import __version__
 from tiktok_auth_service.api import browser, health, problems, tokens
-from tiktok_auth_service.clock import Clock, SystemClock
+from tiktok_auth_service.api.deps import attach_service
+from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
-from tiktok_auth_service.crypto import TokenCipher
-from tiktok_auth_service.db import Database
-from tiktok_auth_service.refresh import RefreshWorker
-from tiktok_auth_service.service import AuthService
-from tiktok_auth_service.tiktok import RetryPolicy, TikTokClient
+from tiktok_auth_service.service import open_service
 
 DESCRIPTION = """
 OAuth token broker for TikTok API for Business.
@@ -32,52 +28,6 @@ OAuth token broker for TikTok API for Business.
 
 Errors are `application/problem+json` with a stable `code`.
 """
-
-
-def tiktok_http_client(settings: Settings) -> httpx.AsyncClient:
-    """The one shared client for TikTok: explicit timeouts and connection limits."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.tiktok_timeout_seconds, connect=5.0),
-        limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
-        headers={"User-Agent": f"tiktok-auth-service/{__version__}"},
-    )
-
-
-@asynccontextmanager
-async def open_service(
-    settings: Settings, clock: Clock | None = None
-) -> AsyncIterator[AuthService]:
-    """Everything a use case needs, opened together and closed together (also used by the CLI)."""
-    # httpx logs every request URL at INFO, and advertiser/get carries the app secret in its
-    # query string (TikTok's design), so that logger must stay quiet.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    db = await Database.connect(
-        settings.database_url.get_secret_value(), pool_size=settings.database_pool_size
-    )
-    try:
-        async with tiktok_http_client(settings) as http:
-            clock = clock or SystemClock()
-            tiktok = TikTokClient(
-                http,
-                app_id=settings.tiktok_app_id,
-                app_secret=settings.tiktok_app_secret,
-                api_base_url=settings.tiktok_api_base_url,
-                clock=clock,
-                retry=RetryPolicy(
-                    max_attempts=settings.tiktok_retry_attempts,
-                    base_delay=settings.tiktok_retry_base_delay,
-                    max_total=settings.tiktok_retry_budget_seconds,
-                ),
-            )
-            yield AuthService(
-                settings=settings,
-                db=db,
-                tiktok=tiktok,
-                cipher=TokenCipher(settings.encryption_keys),
-                clock=clock,
-            )
-    finally:
-        await db.close()
 
 
 def _declare_api_key_scheme(app: FastAPI) -> None:
@@ -109,7 +59,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_service(settings, clock) as service:
-            app.state.service = service
+            attach_service(app, service)
             if freeze_after_startup:
                 gc.collect()
                 gc.freeze()
@@ -117,7 +67,7 @@ def create_app(
                 yield
                 return
             stop = asyncio.Event()
-            worker = asyncio.create_task(RefreshWorker(service.refresher, settings).run(stop))
+            worker = asyncio.create_task(service.worker.run(stop))
             try:
                 yield
             finally:

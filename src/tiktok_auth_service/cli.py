@@ -9,10 +9,13 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tiktok_auth_service import errors
 from tiktok_auth_service.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from tiktok_auth_service.service import Service
 
 
 def _configure_logging(level: str) -> None:
@@ -40,8 +43,9 @@ def serve(settings: Settings, host: str, port: int) -> None:
     )
 
 
-def _run_with_service(settings: Settings, use: Callable[[Any], Awaitable[int]]) -> int:
-    from tiktok_auth_service.app import open_service
+def _run_with_service(settings: Settings, use: Callable[[Service], Awaitable[int]]) -> int:
+    # Imported here: a command that fails on its configuration should not pay for the imports.
+    from tiktok_auth_service.service import open_service
 
     async def main() -> int:
         async with open_service(settings) as service:
@@ -51,9 +55,9 @@ def _run_with_service(settings: Settings, use: Callable[[Any], Awaitable[int]]) 
 
 
 def _api_keys(settings: Settings, args: argparse.Namespace) -> int:
-    async def use(service: Any) -> int:
+    async def use(service: Service) -> int:
         if args.keys_command == "create":
-            created = await service.create_api_key(
+            created = await service.api_keys.create(
                 args.name, args.advertiser or [], args.account or []
             )
             client = created.client
@@ -63,7 +67,7 @@ def _api_keys(settings: Settings, args: argparse.Namespace) -> int:
             )
             print(created.key.get_secret_value())
         elif args.keys_command == "list":
-            for client in await service.list_api_keys():
+            for client in await service.api_keys.list():
                 state = f"revoked {client.revoked_at:%Y-%m-%d}" if client.revoked_at else "active"
                 if client.unrestricted:
                     advertisers = accounts = "*"
@@ -74,7 +78,7 @@ def _api_keys(settings: Settings, args: argparse.Namespace) -> int:
                     f"{client.name}\t{state}\tadvertisers={advertisers}\taccounts={accounts}\t"
                     f"created={client.created_at:%Y-%m-%dT%H:%M:%SZ}"
                 )
-        elif not await service.revoke_api_key(args.name):
+        elif not await service.api_keys.revoke(args.name):
             print(f"no active API key named {args.name!r}", file=sys.stderr)
             return 1
         else:
@@ -85,14 +89,12 @@ def _api_keys(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _worker(settings: Settings) -> int:
-    from tiktok_auth_service.refresh import RefreshWorker
-
-    async def use(service: Any) -> int:
+    async def use(service: Service) -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await RefreshWorker(service.refresher, settings).run(stop)
+        await service.worker.run(stop)
         return 0
 
     return _run_with_service(settings, use)

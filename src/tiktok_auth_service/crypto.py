@@ -1,28 +1,37 @@
-"""Token encryption at rest: AES-256-GCM with a key id per ciphertext so keys can rotate.
+"""Secrets at rest: tokens sealed with AES-256-GCM, API keys and OAuth states kept as digests.
 
-The associated data binds a ciphertext to the row and column it belongs to, so a ciphertext
-copied into another row (or from the refresh column into the access column) fails to decrypt.
+`TokenSealer` is the only code that encrypts or decrypts. Each ciphertext records the id of the
+key that sealed it, so keys can rotate, and its associated data names the grant row and the
+column it belongs to, so a ciphertext copied into another row (or from the refresh column into
+the access column) no longer opens.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
+from typing import Literal
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import SecretStr
 
 from tiktok_auth_service.errors import TokenUnreadable
+from tiktok_auth_service.models import Grant
 
 _NONCE_BYTES = 12
+Column = Literal["access_token", "refresh_token"]
 
 
-def grant_aad(grant_id: uuid.UUID, column: str) -> str:
-    """Associated data binding a ciphertext to one column of one grant row."""
-    return f"oauth_grant:{grant_id}:{column}"
+def digest(secret: str) -> bytes:
+    """SHA-256 of an API key or OAuth state: what is stored and looked up instead of it."""
+    return hashlib.sha256(secret.encode()).digest()
 
 
-class TokenCipher:
+class TokenSealer:
+    """Seals and opens the tokens of a grant row; the first configured key seals, all open."""
+
     def __init__(self, keys: dict[str, bytes]) -> None:
         if not keys:
             raise ValueError("at least one key is required")
@@ -30,24 +39,53 @@ class TokenCipher:
         self.current_key_id = next(iter(keys))
 
     def __repr__(self) -> str:
-        return f"TokenCipher(key_ids={list(self._keys)!r})"
+        return f"TokenSealer(key_ids={list(self._keys)!r})"
 
-    def encrypt(self, plaintext: str, associated_data: str) -> tuple[str, bytes]:
-        """Encrypt with the current key; returns (key id, nonce + ciphertext)."""
-        nonce = os.urandom(_NONCE_BYTES)
-        sealed = self._keys[self.current_key_id].encrypt(
-            nonce, plaintext.encode(), associated_data.encode()
+    def seal(
+        self, grant: Grant, access_token: SecretStr, refresh_token: SecretStr | None = None
+    ) -> None:
+        """Write `grant`'s ciphertexts (and key id) for these tokens; the refresh column is
+        cleared when no refresh token is given."""
+        grant.key_id = self.current_key_id
+        grant.access_token_enc = self._encrypt(grant.id, "access_token", access_token)
+        grant.refresh_token_enc = (
+            None
+            if refresh_token is None
+            else self._encrypt(grant.id, "refresh_token", refresh_token)
         )
-        return self.current_key_id, nonce + sealed
 
-    def decrypt(self, key_id: str, blob: bytes, associated_data: str) -> str:
-        """Raises TokenUnreadable for an unknown key id, tampering, or a ciphertext moved
-        from another row or column."""
+    def open_access_token(self, grant_id: uuid.UUID, key_id: str, sealed: bytes) -> str:
+        """The plaintext access token (the hot path reads the columns without a `Grant`).
+
+        Raises TokenUnreadable (also for the refresh token below) for an unknown key id, a
+        truncated or tampered ciphertext, or one moved from another row or column."""
+        return self._decrypt(grant_id, "access_token", key_id, sealed)
+
+    def open_refresh_token(self, grant: Grant) -> SecretStr:
+        if grant.refresh_token_enc is None:
+            raise TokenUnreadable("This grant has no refresh token.")
+        return SecretStr(
+            self._decrypt(grant.id, "refresh_token", grant.key_id, grant.refresh_token_enc)
+        )
+
+    def _encrypt(self, grant_id: uuid.UUID, column: Column, token: SecretStr) -> bytes:
+        nonce = os.urandom(_NONCE_BYTES)
+        aead = self._keys[self.current_key_id]
+        sealed = aead.encrypt(nonce, token.get_secret_value().encode(), _aad(grant_id, column))
+        return nonce + sealed
+
+    def _decrypt(self, grant_id: uuid.UUID, column: Column, key_id: str, blob: bytes) -> str:
         aead = self._keys.get(key_id)
         if aead is None:
             raise TokenUnreadable(f"No key with id {key_id!r} is configured.")
+        if len(blob) <= _NONCE_BYTES:
+            raise TokenUnreadable("The stored ciphertext is truncated.")
         try:
-            plain = aead.decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], associated_data.encode())
+            plain = aead.decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], _aad(grant_id, column))
         except InvalidTag:
             raise TokenUnreadable("The stored ciphertext does not authenticate.") from None
         return plain.decode()
+
+
+def _aad(grant_id: uuid.UUID, column: Column) -> bytes:
+    return f"oauth_grant:{grant_id}:{column}".encode()

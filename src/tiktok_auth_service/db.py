@@ -3,7 +3,7 @@ token read (the hot path), and migrations."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from importlib import resources
 
 import asyncpg
 from sqlalchemy import exc as sa_exc
@@ -14,8 +14,6 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-
-_ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "alembic"
 
 # What a lost or unreachable database raises, through asyncpg directly or through SQLAlchemy.
 # The API answers these with 503 rather than 500.
@@ -72,10 +70,19 @@ async def migrate(url: str, revision: str = "head") -> None:
     engine = create_async_engine(url)
 
     def upgrade(connection: Connection) -> None:
-        config = Config()
-        config.set_main_option("script_location", str(_ALEMBIC_DIR))
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+        # The Alembic scripts are a resource of this package wherever it is installed: the wheel
+        # carries alembic/ as tiktok_auth_service/migrations ([tool.hatch.build] in
+        # pyproject.toml); in a source checkout that path is a symlink to alembic/.
+        scripts = resources.files("tiktok_auth_service") / "migrations"
+        if not scripts.joinpath("env.py").is_file():
+            # Alembic would only say "Path doesn't exist ... use the 'init' command".
+            raise FileNotFoundError(f"no Alembic migrations in the installed package at {scripts}")
+        # as_file hands Alembic a real directory even if the package is not on a file system.
+        with resources.as_file(scripts) as location:
+            config = Config()
+            config.set_main_option("script_location", str(location))
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
 
     try:
         async with engine.begin() as connection:

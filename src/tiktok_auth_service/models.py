@@ -27,6 +27,23 @@ def _tz(nullable: bool, **kwargs: Any) -> Any:
     return Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=nullable, **kwargs))
 
 
+class _TextEnum(sa.types.TypeDecorator[enum.StrEnum]):
+    """A TEXT column read back as its StrEnum (the CHECK constraints keep the values known)."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def __init__(self, enum_type: type[enum.StrEnum]) -> None:
+        super().__init__()
+        self.enum_type = enum_type
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> str | None:
+        return None if value is None else str(value)
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> enum.StrEnum | None:
+        return None if value is None else self.enum_type(value)
+
+
 class Grant(SQLModel, table=True):
     """One authorization result from TikTok: an access token and (tt_user only) a refresh token."""
 
@@ -51,7 +68,7 @@ class Grant(SQLModel, table=True):
     )
 
     id: uuid.UUID = Field(primary_key=True)
-    flow: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    flow: Flow = Field(sa_column=sa.Column(_TextEnum(Flow), nullable=False))
     open_id: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     key_id: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
     access_token_enc: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
@@ -61,7 +78,7 @@ class Grant(SQLModel, table=True):
     expires_at: datetime | None = _tz(True)
     refresh_expires_at: datetime | None = _tz(True)
     scope: list[Any] = Field(sa_column=sa.Column(pg.JSONB, nullable=False))
-    status: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    status: GrantStatus = Field(sa_column=sa.Column(_TextEnum(GrantStatus), nullable=False))
     version: int = Field(default=1, sa_column=sa.Column(sa.Integer, nullable=False))
     created_at: datetime = _tz(False)
     updated_at: datetime = _tz(False)
@@ -94,7 +111,7 @@ class OAuthState(SQLModel, table=True):
     __tablename__ = "oauth_state"
 
     state_hash: bytes = Field(sa_column=sa.Column(sa.LargeBinary, primary_key=True))
-    flow: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    flow: Flow = Field(sa_column=sa.Column(_TextEnum(Flow), nullable=False))
     browser_hash: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
     return_to: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     created_at: datetime = _tz(False)

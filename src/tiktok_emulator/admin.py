@@ -3,7 +3,7 @@
 Plain JSON (not TikTok-shaped): 200 on success, 400 `{"error": ...}` for a bad request,
 404 `{"error": ...}` for an unknown app, token or endpoint.
 
-    GET  /_emulator/state                 everything (see EmulatorState.snapshot)
+    GET  /_emulator/state                 everything (see views.state_view)
     GET  /_emulator/calls[?endpoint=E]    {"counts", "total"} or {"endpoint", "count", "calls"}
     GET  /_emulator/clock                 {"now", "iso", "offset"}
     POST /_emulator/clock/advance         {"seconds"} -> clock
@@ -18,6 +18,11 @@ Plain JSON (not TikTok-shaped): 200 on success, 400 `{"error": ...}` for a bad r
 
 A fault is `{"code": N, "message"?}`, `{"http_status": N, "body"?, "content_type"?}` or
 `{"hang": true, "then"?: <code or http_status fault>}`.
+
+`advertisers/cancel` without `advertiser_id` cancels whole authorizations (the tokens answer
+40105 from then on); with it, that advertiser is taken off the token(s) and a token left with
+no advertiser dies. `advertisers/grant` adds an advertiser to a live token. Both answer with
+the token view(s) of `GET /_emulator/state`'s `advertiser_tokens`.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from starlette.routing import Route
 
 from .faults import Fault
 from .open_api import ENDPOINTS
-from .state import AdvertiserToken, EmulatorState, advertiser_token_view
+from .state import EmulatorState, LongTermToken
+from .views import app_view, clock_view, long_term_token_view, state_view
 
 MAX_WAIT_SECONDS = 60.0
 
@@ -103,8 +109,8 @@ async def _parse(request: Request, model: type[BodyT]) -> BodyT:
         raise AdminError(400, str(error)) from error
 
 
-def _live_token(state: EmulatorState, value: str) -> AdvertiserToken:
-    token = state.advertiser_tokens.get(value)
+def _live_token(state: EmulatorState, value: str) -> LongTermToken:
+    token = state.long_term_tokens.get(value)
     if token is None or not token.alive:
         raise AdminError(404, "no live advertiser token with this value")
     return token
@@ -121,7 +127,7 @@ def admin_routes(state: EmulatorState) -> list[Route]:
     """All `/_emulator/...` routes, bound to `state`."""
 
     async def show_state(request: Request) -> dict[str, Any]:
-        return state.snapshot()
+        return state_view(state)
 
     async def show_calls(request: Request) -> dict[str, Any]:
         endpoint = request.query_params.get("endpoint")
@@ -135,12 +141,12 @@ def admin_routes(state: EmulatorState) -> list[Route]:
         }
 
     async def show_clock(request: Request) -> dict[str, Any]:
-        return state.clock_view()
+        return clock_view(state.clock)
 
     async def advance_clock(request: Request) -> dict[str, Any]:
         body = await _parse(request, AdvanceClock)
         state.clock.advance(body.seconds)
-        return state.clock_view()
+        return clock_view(state.clock)
 
     async def add_faults(request: Request) -> dict[str, Any]:
         body = await _parse(request, AddFaults)
@@ -173,7 +179,7 @@ def admin_routes(state: EmulatorState) -> list[Route]:
         body = await _parse(request, ReleaseHanging)
         return {"released": state.hanging.release(body.endpoint, body.count)}
 
-    async def cancel(request: Request) -> dict[str, Any]:
+    async def cancel_authorization(request: Request) -> dict[str, Any]:
         body = await _parse(request, CancelAuthorization)
         if body.access_token is not None:
             tokens = [_live_token(state, body.access_token)]
@@ -182,7 +188,7 @@ def admin_routes(state: EmulatorState) -> list[Route]:
                 raise AdminError(404, "unknown app_id")
             tokens = [
                 token
-                for token in state.advertiser_tokens.values()
+                for token in state.long_term_tokens.values()
                 if token.app_id == body.app_id and token.alive
             ]
         else:
@@ -190,23 +196,22 @@ def admin_routes(state: EmulatorState) -> list[Route]:
         if body.advertiser_id is not None:
             tokens = [token for token in tokens if body.advertiser_id in token.advertiser_ids]
         state.cancel_authorization(tokens, body.advertiser_id)
-        return {"tokens": [advertiser_token_view(token) for token in tokens]}
+        return {"tokens": [long_term_token_view(token) for token in tokens]}
 
-    async def grant(request: Request) -> dict[str, Any]:
+    async def grant_advertiser(request: Request) -> dict[str, Any]:
         body = await _parse(request, GrantAdvertiser)
         token = _live_token(state, body.access_token)
         if body.advertiser_id not in state.advertisers:
             raise AdminError(404, "unknown advertiser_id")
-        if body.advertiser_id not in token.advertiser_ids:
-            token.advertiser_ids.append(body.advertiser_id)
-        return advertiser_token_view(token)
+        state.grant_advertiser(token, body.advertiser_id)
+        return long_term_token_view(token)
 
     async def block_app(request: Request) -> dict[str, Any]:
         app = state.apps.get(request.path_params["app_id"])
         if app is None:
             raise AdminError(404, "unknown app_id")
         app.blocked = (await _parse(request, BlockApp)).blocked
-        return app.model_dump(exclude={"secret"})
+        return app_view(app)
 
     async def reset(request: Request) -> dict[str, Any]:
         state.reset()
@@ -229,8 +234,8 @@ def admin_routes(state: EmulatorState) -> list[Route]:
         json_route("/_emulator/faults", add_faults, "POST"),
         json_route("/_emulator/hanging", wait_hanging, "GET"),
         json_route("/_emulator/hanging/release", release_hanging, "POST"),
-        json_route("/_emulator/advertisers/cancel", cancel, "POST"),
-        json_route("/_emulator/advertisers/grant", grant, "POST"),
+        json_route("/_emulator/advertisers/cancel", cancel_authorization, "POST"),
+        json_route("/_emulator/advertisers/grant", grant_advertiser, "POST"),
         json_route("/_emulator/apps/{app_id}/block", block_app, "POST"),
         json_route("/_emulator/reset", reset, "POST"),
     ]

@@ -35,8 +35,8 @@ MESSAGES: dict[int, str] = {
 }
 
 
-class TikTokError(Exception):
-    """A non-zero envelope code, raised anywhere in the TikTok logic."""
+class ApiError(Exception):
+    """A non-zero envelope `code` (and its message), raised anywhere in the emulated API logic."""
 
     def __init__(self, code: int, detail: str | None = None) -> None:
         self.code = code

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -70,13 +70,9 @@ class FaultQueues:
         """Drop every queued fault."""
         self._queues.clear()
 
-    def snapshot(self) -> dict[str, list[dict[str, Any]]]:
-        """Pending faults per endpoint, for the admin API."""
-        return {
-            endpoint: [fault.model_dump(exclude_none=True) for fault in queue]
-            for endpoint, queue in self._queues.items()
-            if queue
-        }
+    def pending(self) -> dict[str, list[Fault]]:
+        """The faults still queued, per endpoint (endpoints with an empty queue left out)."""
+        return {endpoint: list(queue) for endpoint, queue in self._queues.items() if queue}
 
 
 @dataclass

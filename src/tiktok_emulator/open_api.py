@@ -15,9 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .envelope import TikTokError, envelope, message_for, new_request_id, not_found
+from .envelope import ApiError, envelope, message_for, new_request_id, not_found
 from .faults import CodeFault, HangFault, HttpFault
-from .state import AccountToken, AdvertiserToken, EmulatorState
+from .state import EmulatorState, LongTermToken, UserAccessToken
 
 PREFIX = "/open_api/v1.3/"
 
@@ -46,47 +46,47 @@ def _require(call: ApiCall, *names: str) -> list[str]:
     for name in names:
         value = call.fields.get(name)
         if not isinstance(value, str) or not value:
-            raise TikTokError(40002, f"{name}: a non-empty string is required.")
+            raise ApiError(40002, f"{name}: a non-empty string is required.")
         values.append(value)
     return values
 
 
 def _token_header(call: ApiCall) -> str:
     if not call.access_token:
-        raise TikTokError(40104)
+        raise ApiError(40104)
     return call.access_token
 
 
-def _owned_advertiser_token(state: EmulatorState, value: str, app_id: str) -> AdvertiserToken:
-    token = state.live_advertiser_token(value)
+def _owned_long_term_token(state: EmulatorState, value: str, app_id: str) -> LongTermToken:
+    token = state.live_long_term_token(value)
     if token.app_id != app_id:
-        raise TikTokError(40113, "The access token belongs to another app.")
+        raise ApiError(40113, "The access token belongs to another app.")
     return token
 
 
-def _owned_account_token(state: EmulatorState, value: str, app_id: str) -> AccountToken:
-    token = state.account_tokens.get(value)
+def _owned_user_access_token(state: EmulatorState, value: str, app_id: str) -> UserAccessToken:
+    token = state.user_access_tokens.get(value)
     if token is None:
-        raise TikTokError(40105)
-    if token.grant.app_id != app_id:
-        raise TikTokError(40113, "The access token belongs to another app.")
-    if token.grant.revoked_at is not None:
-        raise TikTokError(40105)
+        raise ApiError(40105)
+    if token.authorization.app_id != app_id:
+        raise ApiError(40113, "The access token belongs to another app.")
+    if token.authorization.revoked_at is not None:
+        raise ApiError(40105)
     if state.clock.now() >= token.expires_at:
-        raise TikTokError(40102)
+        raise ApiError(40102)
     return token
 
 
-def _account_token_data(state: EmulatorState, token: AccountToken) -> dict[str, Any]:
-    grant = token.grant
+def _user_token_data(state: EmulatorState, token: UserAccessToken) -> dict[str, Any]:
+    authorization = token.authorization
     return {
         "access_token": token.value,
         "token_type": "Bearer",
-        "scope": grant.scope,
+        "scope": authorization.scope,
         "expires_in": state.config.access_token_ttl,
-        "refresh_token": grant.refresh_token,
-        "refresh_token_expires_in": state.refresh_seconds_left(grant),
-        "open_id": grant.open_id,
+        "refresh_token": authorization.refresh_token,
+        "refresh_token_expires_in": state.refresh_seconds_left(authorization),
+        "open_id": authorization.open_id,
     }
 
 
@@ -95,7 +95,7 @@ def access_token(state: EmulatorState, call: ApiCall) -> dict[str, Any]:
     app_id, secret, auth_code = _require(call, "app_id", "secret", "auth_code")
     app = state.authenticate(app_id, secret)
     code = state.redeem_code(auth_code, app, "advertiser")
-    token = state.issue_advertiser_token(code)
+    token = state.issue_long_term_token(code)
     return {
         "access_token": token.value,
         "advertiser_ids": list(token.advertiser_ids),
@@ -106,11 +106,11 @@ def access_token(state: EmulatorState, call: ApiCall) -> dict[str, Any]:
 def advertiser_get(state: EmulatorState, call: ApiCall) -> dict[str, Any]:
     """`oauth2/advertiser/get/`: the advertisers currently granted to the token."""
     if state.config.sandbox:
-        raise TikTokError(40014)
+        raise ApiError(40014)
     app_id, secret = _require(call, "app_id", "secret")
     value = _token_header(call)
     app = state.authenticate(app_id, secret)
-    token = _owned_advertiser_token(state, value, app.app_id)
+    token = _owned_long_term_token(state, value, app.app_id)
     return {
         "list": [
             {"advertiser_id": adv, "advertiser_name": state.advertisers[adv].advertiser_name}
@@ -123,16 +123,16 @@ def revoke_token(state: EmulatorState, call: ApiCall) -> dict[str, Any]:
     """`oauth2/revoke_token/`: kill a long-term token."""
     app_id, secret, value = _require(call, "app_id", "secret", "access_token")
     app = state.authenticate(app_id, secret)
-    token = _owned_advertiser_token(state, value, app.app_id)
-    state.kill_advertiser_token(token, "revoked")
+    token = _owned_long_term_token(state, value, app.app_id)
+    state.kill_long_term_token(token, "revoked")
     if state.config.revoke_data == "app":
         return {"app_id": app.app_id, "advertiser_ids": list(token.advertiser_ids)}
     return {}
 
 
-def refresh_advertiser_token(state: EmulatorState, call: ApiCall) -> dict[str, Any]:
+def refresh_long_term_token(state: EmulatorState, call: ApiCall) -> dict[str, Any]:
     """`oauth2/refresh_token/`: long-term tokens cannot be refreshed, so always 40107."""
-    raise TikTokError(40107, "Marketing API access tokens cannot be refreshed.")
+    raise ApiError(40107, "Marketing API access tokens cannot be refreshed.")
 
 
 def advertiser_info(state: EmulatorState, call: ApiCall) -> dict[str, Any]:
@@ -148,13 +148,13 @@ def advertiser_info(state: EmulatorState, call: ApiCall) -> dict[str, Any]:
         or not advertiser_ids
         or not all(isinstance(adv, str) for adv in advertiser_ids)
     ):
-        raise TikTokError(40002, "advertiser_ids: a JSON list of strings is required.")
-    token = state.live_advertiser_token(value)
+        raise ApiError(40002, "advertiser_ids: a JSON list of strings is required.")
+    token = state.live_long_term_token(value)
     state.app_for(token.app_id)
     if any(adv not in token.advertiser_ids for adv in advertiser_ids):
-        raise TikTokError(state.config.outside_grant_error)
+        raise ApiError(state.config.outside_grant_error)
     if not state.limiter.admit_advertisers(advertiser_ids):
-        raise TikTokError(40133)
+        raise ApiError(40133)
     return {
         "list": [
             {"advertiser_id": adv, "name": state.advertisers[adv].advertiser_name}
@@ -169,10 +169,10 @@ def tt_user_token(state: EmulatorState, call: ApiCall) -> dict[str, Any]:
         call, "client_id", "client_secret", "grant_type", "auth_code", "redirect_uri"
     )
     if grant_type != "authorization_code":
-        raise TikTokError(40108)
+        raise ApiError(40108)
     app = state.authenticate(client_id, client_secret)
     code = state.redeem_code(auth_code, app, "tt_user", redirect_uri=redirect_uri)
-    return _account_token_data(state, state.start_account_grant(code))
+    return _user_token_data(state, state.start_user_authorization(code))
 
 
 def tt_user_refresh(state: EmulatorState, call: ApiCall) -> dict[str, Any]:
@@ -181,29 +181,29 @@ def tt_user_refresh(state: EmulatorState, call: ApiCall) -> dict[str, Any]:
         call, "client_id", "client_secret", "grant_type", "refresh_token"
     )
     if grant_type != "refresh_token":
-        raise TikTokError(40108)
+        raise ApiError(40108)
     app = state.authenticate(client_id, client_secret)
     # Marketing API long-term tokens are unknown here, which is how TikTok answers 40107 to them.
-    grant = state.refresh_tokens.get(refresh_token)
-    if grant is None:
-        raise TikTokError(40107)
-    if grant.app_id != app.app_id:
-        raise TikTokError(40113, "The refresh token belongs to another app.")
-    if refresh_token != grant.refresh_token:
-        raise TikTokError(40107, "The refresh token has been rotated.")
-    if grant.revoked_at is not None:
-        raise TikTokError(40107, "The authorization has been revoked.")
-    if state.clock.now() >= grant.refresh_expires_at:
-        raise TikTokError(40103)
-    return _account_token_data(state, state.refresh_account_grant(grant))
+    authorization = state.refresh_tokens.get(refresh_token)
+    if authorization is None:
+        raise ApiError(40107)
+    if authorization.app_id != app.app_id:
+        raise ApiError(40113, "The refresh token belongs to another app.")
+    if refresh_token != authorization.refresh_token:
+        raise ApiError(40107, "The refresh token has been rotated.")
+    if authorization.revoked_at is not None:
+        raise ApiError(40107, "The authorization has been revoked.")
+    if state.clock.now() >= authorization.refresh_expires_at:
+        raise ApiError(40103)
+    return _user_token_data(state, state.refresh_user_authorization(authorization))
 
 
 def tt_user_revoke(state: EmulatorState, call: ApiCall) -> dict[str, Any]:
     """`tt_user/oauth2/revoke/`: end the TikTok-account authorization behind a token."""
     client_id, client_secret, value = _require(call, "client_id", "client_secret", "access_token")
     app = state.authenticate(client_id, client_secret)
-    token = _owned_account_token(state, value, app.app_id)
-    state.revoke_account_grant(token.grant)
+    token = _owned_user_access_token(state, value, app.app_id)
+    state.revoke_user_authorization(token.authorization)
     return {}
 
 
@@ -211,17 +211,17 @@ def tt_user_token_info(state: EmulatorState, call: ApiCall) -> dict[str, Any]:
     """`tt_user/token_info/get/`: who a TikTok-account token belongs to."""
     app_id, value = _require(call, "app_id", "access_token")
     app = state.app_for(app_id)
-    token = _owned_account_token(state, value, app.app_id)
-    return {"app_id": app.app_id, "creator_id": token.grant.open_id, "scope": token.grant.scope}
+    authorization = _owned_user_access_token(state, value, app.app_id).authorization
+    return {"app_id": app.app_id, "creator_id": authorization.open_id, "scope": authorization.scope}
 
 
-ADVERTISER_REFRESH_ENDPOINT = "oauth2/refresh_token/"
+LONG_TERM_REFRESH_ENDPOINT = "oauth2/refresh_token/"
 
 ENDPOINTS: dict[str, Endpoint] = {
     "oauth2/access_token/": Endpoint("POST", access_token),
     "oauth2/advertiser/get/": Endpoint("GET", advertiser_get),
     "oauth2/revoke_token/": Endpoint("POST", revoke_token),
-    ADVERTISER_REFRESH_ENDPOINT: Endpoint("POST", refresh_advertiser_token),
+    LONG_TERM_REFRESH_ENDPOINT: Endpoint("POST", refresh_long_term_token),
     "advertiser/info/": Endpoint("GET", advertiser_info),
     "tt_user/oauth2/token/": Endpoint("POST", tt_user_token),
     "tt_user/oauth2/refresh_token/": Endpoint("POST", tt_user_refresh),
@@ -249,12 +249,12 @@ def _caller_app(state: EmulatorState, call: ApiCall) -> str | None:
     if isinstance(claimed, str) and claimed in state.apps:
         return claimed
     if call.access_token:
-        advertiser_token = state.advertiser_tokens.get(call.access_token)
-        if advertiser_token is not None:
-            return advertiser_token.app_id
-        account_token = state.account_tokens.get(call.access_token)
-        if account_token is not None:
-            return account_token.grant.app_id
+        long_term_token = state.long_term_tokens.get(call.access_token)
+        if long_term_token is not None:
+            return long_term_token.app_id
+        user_token = state.user_access_tokens.get(call.access_token)
+        if user_token is not None:
+            return user_token.authorization.app_id
     return None
 
 
@@ -264,11 +264,11 @@ def _run(
     try:
         app_id = _caller_app(state, call)
         if app_id is not None and not state.limiter.admit_app(app_id):
-            raise TikTokError(40100)
+            raise ApiError(40100)
         if body_error is not None:
-            raise TikTokError(40002, body_error)
+            raise ApiError(40002, body_error)
         return 0, message_for(0), endpoint.handler(state, call)
-    except TikTokError as error:
+    except ApiError as error:
         return error.code, error.message, {}
 
 
@@ -281,7 +281,7 @@ def open_api_route(state: EmulatorState) -> Route:
         if (
             endpoint is None
             or endpoint.method != request.method
-            or (key == ADVERTISER_REFRESH_ENDPOINT and state.config.refresh_endpoint_mode == "404")
+            or (key == LONG_TERM_REFRESH_ENDPOINT and state.config.refresh_endpoint_mode == "404")
         ):
             return not_found()
         fields, body_error = await _read_fields(request, endpoint.method)

@@ -1,6 +1,7 @@
-"""The emulator's in-memory world: apps, auth codes, tokens, tt_user grants and their history.
+"""The emulator's in-memory world: apps, auth codes, tokens, tt_user authorizations, history.
 
-All mutation happens between awaits on one event loop, so no locks are needed.
+Only the world lives here; how the admin API shows it is in `views.py`. All mutation happens
+between awaits on one event loop, so no locks are needed.
 """
 
 from __future__ import annotations
@@ -9,16 +10,17 @@ import itertools
 import math
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from .calls import CallLog
-from .clock import EmulatorClock, isoformat
+from .clock import EmulatorClock
 from .config import EmulatorAccount, EmulatorAdvertiser, EmulatorApp, EmulatorConfig
-from .envelope import TikTokError
+from .envelope import ApiError
 from .faults import FaultQueues, HangingCalls
 from .limits import RateLimiter
 
-Flow = Literal["advertiser", "tt_user"]
+# Which consent page a code came from, and so which token endpoint accepts it.
+AuthFlow = Literal["advertiser", "tt_user"]
 
 
 @dataclass
@@ -26,7 +28,7 @@ class AuthCode:
     """An authorization code from a consent page, bound to what the user granted."""
 
     value: str
-    flow: Flow
+    flow: AuthFlow
     app_id: str
     redirect_uri: str
     issued_at: float
@@ -38,8 +40,8 @@ class AuthCode:
 
 
 @dataclass
-class AdvertiserToken:
-    """A Marketing API long-term token: no expiry, dies only by revocation or cancellation."""
+class LongTermToken:
+    """An advertiser (Marketing API) long-term token: no expiry; dies when revoked or cancelled."""
 
     value: str
     app_id: str
@@ -56,20 +58,23 @@ class AdvertiserToken:
 
 
 @dataclass
-class AccountToken:
-    """A tt_user access token; many can exist per grant (one per exchange or refresh)."""
+class UserAccessToken:
+    """A tt_user access token; an authorization has one per exchange or refresh."""
 
     value: str
-    grant: AccountGrant
+    authorization: UserAuthorization
     issued_at: float
     expires_at: float
 
 
 @dataclass
-class AccountGrant:
-    """One tt_user authorization: its refresh token chain lives until a year after `granted_at`."""
+class UserAuthorization:
+    """One tt_user authorization (consent): its access tokens and refresh token chain.
 
-    grant_id: int
+    The chain lives until `refresh_expires_at` (a year after `granted_at` by default).
+    """
+
+    authorization_id: int
     app_id: str
     open_id: str
     scope: str
@@ -77,31 +82,19 @@ class AccountGrant:
     refresh_expires_at: float
     refresh_token: str
     retired_refresh_tokens: list[str] = field(default_factory=list)
-    access_tokens: list[AccountToken] = field(default_factory=list)
+    access_tokens: list[UserAccessToken] = field(default_factory=list)
     revoked_at: float | None = None
 
 
 @dataclass
-class Revocation:
-    """Something that stopped working, and why."""
+class RevocationRecord:
+    """A long-term token or tt_user authorization that stopped working, and why."""
 
     kind: Literal["advertiser_token", "tt_user_grant"]
     token: str
     app_id: str
     reason: str
     at: float
-
-
-def advertiser_token_view(token: AdvertiserToken) -> dict[str, Any]:
-    """A long-term token as JSON-ready data for the admin API."""
-    return {
-        "access_token": token.value,
-        "app_id": token.app_id,
-        "advertiser_ids": token.advertiser_ids,
-        "scope": token.scope,
-        "issued_at": token.issued_at,
-        "status": "active" if token.alive else token.dead_reason,
-    }
 
 
 def _random_hex() -> str:
@@ -123,7 +116,7 @@ class EmulatorState:
         self.reset()
 
     def reset(self) -> None:
-        """Forget codes, tokens, grants, calls, faults and limiter counters; keep the config.
+        """Forget codes, tokens, authorizations, calls, faults and limiter counts; keep the config.
 
         Held calls are released (and answered normally), app blocks lifted, and the clock
         set back to the configured offset.
@@ -135,11 +128,11 @@ class EmulatorState:
             app.app_id: app.model_copy(deep=True) for app in self.config.apps
         }
         self.codes: dict[str, AuthCode] = {}
-        self.advertiser_tokens: dict[str, AdvertiserToken] = {}
-        self.account_grants: list[AccountGrant] = []
-        self.account_tokens: dict[str, AccountToken] = {}
-        self.refresh_tokens: dict[str, AccountGrant] = {}
-        self.revocations: list[Revocation] = []
+        self.long_term_tokens: dict[str, LongTermToken] = {}
+        self.user_authorizations: list[UserAuthorization] = []
+        self.user_access_tokens: dict[str, UserAccessToken] = {}
+        self.refresh_tokens: dict[str, UserAuthorization] = {}
+        self.revocations: list[RevocationRecord] = []
         self.calls = CallLog(self.config.call_log_limit)
         self.limiter = RateLimiter(
             self.clock,
@@ -148,7 +141,7 @@ class EmulatorState:
             qpd=self.config.qpd,
             advertiser_qps=self.config.advertiser_qps,
         )
-        self._grant_ids = itertools.count(1)
+        self._authorization_ids = itertools.count(1)
 
     # --- apps -----------------------------------------------------------------------------
 
@@ -156,14 +149,14 @@ class EmulatorState:
         """The app `app_id`; 40113 when it is unknown or blocked."""
         app = self.apps.get(app_id)
         if app is None or app.blocked:
-            raise TikTokError(40113)
+            raise ApiError(40113)
         return app
 
     def authenticate(self, app_id: str, secret: str) -> EmulatorApp:
         """The app, if `secret` is its secret; 40113 (unknown/blocked) or 40101 otherwise."""
         app = self.app_for(app_id)
         if not secrets.compare_digest(app.secret.encode(), secret.encode()):
-            raise TikTokError(40101, "The secret does not match the app_id.")
+            raise ApiError(40101, "The secret does not match the app_id.")
         return app
 
     # --- authorization codes ----------------------------------------------------------------
@@ -201,7 +194,7 @@ class EmulatorState:
         return code
 
     def redeem_code(
-        self, value: str, app: EmulatorApp, flow: Flow, *, redirect_uri: str | None = None
+        self, value: str, app: EmulatorApp, flow: AuthFlow, *, redirect_uri: str | None = None
     ) -> AuthCode:
         """Check a presented code and mark it used (codes are single use).
 
@@ -209,62 +202,67 @@ class EmulatorState:
         """
         code = self.codes.get(value)
         if code is None:
-            raise TikTokError(40110)
+            raise ApiError(40110)
         if code.app_id != app.app_id:
-            raise TikTokError(40113, "The auth_code was issued to another app.")
+            raise ApiError(40113, "The auth_code was issued to another app.")
         if code.flow != flow:
             # TikTok's 40115 also covers "code used at the wrong endpoint".
-            raise TikTokError(40115, "The auth_code was issued for another endpoint.")
+            raise ApiError(40115, "The auth_code was issued for another endpoint.")
         if code.used_at is not None:
-            raise TikTokError(40110, "The auth_code has already been used.")
+            raise ApiError(40110, "The auth_code has already been used.")
         now = self.clock.now()
         if now - code.issued_at >= self.config.auth_code_ttl:
-            raise TikTokError(self.config.expired_code_error, "The auth_code has expired.")
+            raise ApiError(self.config.expired_code_error, "The auth_code has expired.")
         if redirect_uri is not None and redirect_uri != code.redirect_uri:
-            raise TikTokError(40101, "The redirect_uri does not match the authorization request.")
+            raise ApiError(40101, "The redirect_uri does not match the authorization request.")
         code.used_at = now
         return code
 
-    # --- advertiser tokens ------------------------------------------------------------------
+    # --- advertiser long-term tokens -------------------------------------------------------
 
-    def issue_advertiser_token(self, code: AuthCode) -> AdvertiserToken:
-        """The long-term token for a redeemed advertiser code."""
+    def issue_long_term_token(self, code: AuthCode) -> LongTermToken:
+        """The long-term token for a redeemed advertiser code.
+
+        With `reauthorize_returns_same_token`, a live token of the same app (the one emulated
+        user then holds at most one per app) is handed out again: its advertiser list gains
+        the newly selected advertisers and its scope becomes the newly approved permissions.
+        """
         if self.config.reauthorize_returns_same_token:
-            for token in self.advertiser_tokens.values():
+            for token in self.long_term_tokens.values():
                 if token.app_id == code.app_id and token.alive:
                     token.advertiser_ids += [
                         adv for adv in code.advertiser_ids if adv not in token.advertiser_ids
                     ]
                     token.scope = list(code.scope)
                     return token
-        token = AdvertiserToken(
+        token = LongTermToken(
             value=_random_hex(),
             app_id=code.app_id,
             advertiser_ids=list(code.advertiser_ids),
             scope=list(code.scope),
             issued_at=self.clock.now(),
         )
-        self.advertiser_tokens[token.value] = token
+        self.long_term_tokens[token.value] = token
         return token
 
-    def live_advertiser_token(self, value: str) -> AdvertiserToken:
+    def live_long_term_token(self, value: str) -> LongTermToken:
         """The token `value` if it still works; 40105 otherwise."""
-        token = self.advertiser_tokens.get(value)
+        token = self.long_term_tokens.get(value)
         if token is None or not token.alive:
-            raise TikTokError(40105)
+            raise ApiError(40105)
         return token
 
-    def kill_advertiser_token(self, token: AdvertiserToken, reason: str) -> None:
+    def kill_long_term_token(self, token: LongTermToken, reason: str) -> None:
         """Make `token` fail with 40105 from now on."""
         token.dead_since = self.clock.now()
         token.dead_reason = reason
         self.revocations.append(
-            Revocation("advertiser_token", token.value, token.app_id, reason, token.dead_since)
+            RevocationRecord(
+                "advertiser_token", token.value, token.app_id, reason, token.dead_since
+            )
         )
 
-    def cancel_authorization(
-        self, tokens: list[AdvertiserToken], advertiser_id: str | None
-    ) -> None:
+    def cancel_authorization(self, tokens: list[LongTermToken], advertiser_id: str | None) -> None:
         """The advertiser side withdraws: one advertiser from each token, or whole tokens.
 
         A token left with no advertiser dies, like a cancelled authorization on TikTok.
@@ -273,16 +271,21 @@ class EmulatorState:
             if advertiser_id is not None and advertiser_id in token.advertiser_ids:
                 token.advertiser_ids.remove(advertiser_id)
             if advertiser_id is None or not token.advertiser_ids:
-                self.kill_advertiser_token(token, "cancelled")
+                self.kill_long_term_token(token, "cancelled")
 
-    # --- tt_user grants ---------------------------------------------------------------------
+    def grant_advertiser(self, token: LongTermToken, advertiser_id: str) -> None:
+        """The advertiser side adds `advertiser_id` to a live token (no-op if already there)."""
+        if advertiser_id not in token.advertiser_ids:
+            token.advertiser_ids.append(advertiser_id)
 
-    def start_account_grant(self, code: AuthCode) -> AccountToken:
-        """A new tt_user grant (refresh token chain) and its first access token."""
+    # --- tt_user authorizations ------------------------------------------------------------
+
+    def start_user_authorization(self, code: AuthCode) -> UserAccessToken:
+        """A new tt_user authorization (refresh token chain) and its first access token."""
         assert code.open_id is not None
         now = self.clock.now()
-        grant = AccountGrant(
-            grant_id=next(self._grant_ids),
+        authorization = UserAuthorization(
+            authorization_id=next(self._authorization_ids),
             app_id=code.app_id,
             open_id=code.open_id,
             scope=code.account_scope,
@@ -290,123 +293,46 @@ class EmulatorState:
             refresh_expires_at=now + self.config.refresh_token_ttl,
             refresh_token=self._new_refresh_token(),
         )
-        self.account_grants.append(grant)
-        self.refresh_tokens[grant.refresh_token] = grant
-        return self._new_account_token(grant)
+        self.user_authorizations.append(authorization)
+        self.refresh_tokens[authorization.refresh_token] = authorization
+        return self._new_user_access_token(authorization)
 
-    def refresh_account_grant(self, grant: AccountGrant) -> AccountToken:
-        """A new access token for `grant`, rotating its refresh token when so configured."""
+    def refresh_user_authorization(self, authorization: UserAuthorization) -> UserAccessToken:
+        """A new access token for `authorization`, rotating its refresh token when so configured."""
         if self.config.rotate_refresh_tokens:
-            grant.retired_refresh_tokens.append(grant.refresh_token)
-            grant.refresh_token = self._new_refresh_token()
-            self.refresh_tokens[grant.refresh_token] = grant
-        return self._new_account_token(grant)
+            authorization.retired_refresh_tokens.append(authorization.refresh_token)
+            authorization.refresh_token = self._new_refresh_token()
+            self.refresh_tokens[authorization.refresh_token] = authorization
+        return self._new_user_access_token(authorization)
 
-    def revoke_account_grant(self, grant: AccountGrant) -> None:
-        """Kill the grant: its access tokens and refresh token stop working."""
-        grant.revoked_at = self.clock.now()
+    def revoke_user_authorization(self, authorization: UserAuthorization) -> None:
+        """End the authorization: its access tokens and refresh token stop working."""
+        authorization.revoked_at = self.clock.now()
         self.revocations.append(
-            Revocation(
-                "tt_user_grant", grant.refresh_token, grant.app_id, "revoked", grant.revoked_at
+            RevocationRecord(
+                "tt_user_grant",
+                authorization.refresh_token,
+                authorization.app_id,
+                "revoked",
+                authorization.revoked_at,
             )
         )
 
-    def refresh_seconds_left(self, grant: AccountGrant) -> int:
-        """Seconds until the grant's refresh token expires, counted from the original grant."""
-        return max(0, math.ceil(grant.refresh_expires_at - self.clock.now()))
+    def refresh_seconds_left(self, authorization: UserAuthorization) -> int:
+        """Seconds until the refresh token expires, counted from the original consent."""
+        return max(0, math.ceil(authorization.refresh_expires_at - self.clock.now()))
 
     def _new_refresh_token(self) -> str:
         return "rft." + secrets.token_urlsafe(30)
 
-    def _new_account_token(self, grant: AccountGrant) -> AccountToken:
+    def _new_user_access_token(self, authorization: UserAuthorization) -> UserAccessToken:
         now = self.clock.now()
-        token = AccountToken(
+        token = UserAccessToken(
             value="act." + secrets.token_urlsafe(30),
-            grant=grant,
+            authorization=authorization,
             issued_at=now,
             expires_at=now + self.config.access_token_ttl,
         )
-        grant.access_tokens.append(token)
-        self.account_tokens[token.value] = token
+        authorization.access_tokens.append(token)
+        self.user_access_tokens[token.value] = token
         return token
-
-    # --- admin view -------------------------------------------------------------------------
-
-    def snapshot(self) -> dict[str, Any]:
-        """Everything, as JSON-ready data for `GET /_emulator/state` (secrets left out)."""
-        now = self.clock.now()
-        return {
-            "clock": self.clock_view(),
-            "config": self.config.model_dump(exclude={"apps", "advertisers", "accounts"}),
-            "apps": [app.model_dump(exclude={"secret"}) for app in self.apps.values()],
-            "advertisers": [adv.model_dump() for adv in self.advertisers.values()],
-            "accounts": [acc.model_dump() for acc in self.accounts.values()],
-            "codes": [
-                {
-                    "code": code.value,
-                    "flow": code.flow,
-                    "app_id": code.app_id,
-                    "redirect_uri": code.redirect_uri,
-                    "issued_at": code.issued_at,
-                    "expires_at": code.issued_at + self.config.auth_code_ttl,
-                    "used": code.used_at is not None,
-                    "advertiser_ids": code.advertiser_ids,
-                    "scope": code.scope if code.flow == "advertiser" else code.account_scope,
-                    "open_id": code.open_id,
-                }
-                for code in self.codes.values()
-            ],
-            "advertiser_tokens": [
-                advertiser_token_view(token) for token in self.advertiser_tokens.values()
-            ],
-            "account_grants": [
-                {
-                    "grant_id": grant.grant_id,
-                    "app_id": grant.app_id,
-                    "open_id": grant.open_id,
-                    "scope": grant.scope,
-                    "granted_at": grant.granted_at,
-                    "refresh_token": grant.refresh_token,
-                    "refresh_expires_at": grant.refresh_expires_at,
-                    "retired_refresh_tokens": grant.retired_refresh_tokens,
-                    "status": self._grant_status(grant, now),
-                    "access_tokens": [
-                        {
-                            "access_token": token.value,
-                            "issued_at": token.issued_at,
-                            "expires_at": token.expires_at,
-                            "expired": now >= token.expires_at,
-                        }
-                        for token in grant.access_tokens
-                    ],
-                }
-                for grant in self.account_grants
-            ],
-            "revocations": [
-                {
-                    "kind": rev.kind,
-                    "token": rev.token,
-                    "app_id": rev.app_id,
-                    "reason": rev.reason,
-                    "at": rev.at,
-                }
-                for rev in self.revocations
-            ],
-            "limiter": self.limiter.snapshot(),
-            "faults": self.faults.snapshot(),
-            "hanging": len(self.hanging.held()),
-            "calls": self.calls.counts(),
-        }
-
-    def clock_view(self) -> dict[str, Any]:
-        """The emulator clock as epoch seconds, ISO text and offset from real time."""
-        now = self.clock.now()
-        return {"now": now, "iso": isoformat(now), "offset": self.clock.offset}
-
-    @staticmethod
-    def _grant_status(grant: AccountGrant, now: float) -> str:
-        if grant.revoked_at is not None:
-            return "revoked"
-        if now >= grant.refresh_expires_at:
-            return "expired"
-        return "active"

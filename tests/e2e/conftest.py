@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import KEYS, Canaries
 from tiktok_auth_dev.stack import Stack, run_stack
-from tiktok_auth_service.service import AuthService
+from tiktok_auth_service.api.deps import app_service
 
 
 class ShiftClock:
@@ -121,8 +121,7 @@ def start_stack(
 
 
 async def api_key(stack: Stack, canaries: Canaries) -> str:
-    service: AuthService = stack.service.state.service
-    key = (await service.create_api_key("e2e", [])).key.get_secret_value()
+    key = (await app_service(stack.service).api_keys.create("e2e", [])).key.get_secret_value()
     canaries.add(key)
     return key
 

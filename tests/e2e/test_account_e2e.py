@@ -18,9 +18,10 @@ import pytest
 from tests.conftest import KEYS, Canaries
 from tests.e2e.conftest import EmulatorAdmin, ShiftClock, api_key, issued_tokens
 from tiktok_auth_dev.stack import bind_socket, serving
+from tiktok_auth_service.api.deps import app_service
 from tiktok_auth_service.app import create_app
-from tiktok_auth_service.refresh import RefreshWorker, seal_account_grant
-from tiktok_auth_service.tiktok import AccountGrant
+from tiktok_auth_service.models import Flow
+from tiktok_auth_service.tiktok import IssuedAccountTokens
 
 OPEN_ID = "-000emulatoropenid0001"
 REFRESH = "tt_user/oauth2/refresh_token/"
@@ -168,11 +169,11 @@ async def _seed_account_grants(stack: Any, open_ids: list[str]) -> None:
 
     (The browser flow is covered elsewhere; here only the worker is under test.)
     """
-    service = stack.service.state.service
+    flow = app_service(stack.service).authorization.flows[Flow.TIKTOK_ACCOUNT]
     redirect = stack.settings.tiktok_redirect_uri
     gate = asyncio.Semaphore(16)
 
-    async def authorize(http: httpx.AsyncClient, open_id: str) -> AccountGrant:
+    async def authorize(http: httpx.AsyncClient, open_id: str) -> IssuedAccountTokens:
         async with gate:
             consent = await http.get(
                 "/v2/auth/authorize/",
@@ -187,15 +188,13 @@ async def _seed_account_grants(stack: Any, open_ids: list[str]) -> None:
                 },
             )
             code = httpx.URL(consent.headers["location"]).params["code"]
-            return await service.tiktok.exchange_account_code(code, redirect)
+            issued: IssuedAccountTokens = await flow.exchange(code)
+            return issued
 
     async with httpx.AsyncClient(base_url=stack.emulator_url) as http:
         granted = await asyncio.gather(*(authorize(http, open_id) for open_id in open_ids))
-    now = service.clock.now()
-    async with service.db.session() as session, session.begin():
-        for account in granted:
-            grant = seal_account_grant(None, account, service.cipher, now)
-            session.add(grant)
+    for account in granted:
+        await flow.store(account)
 
 
 async def test_worker_refreshes_1000_due_grants_within_qps(
@@ -216,8 +215,8 @@ async def test_worker_refreshes_1000_due_grants_within_qps(
         await _seed_account_grants(stack, open_ids)
         await advance(clock, admin, timedelta(hours=23, minutes=55))
 
-        service = stack.service.state.service
-        assert await RefreshWorker(service.refresher, stack.settings).drain() == count
+        service = app_service(stack.service)
+        assert await service.worker.drain() == count
 
         calls = await admin.calls(REFRESH)
         await issued_tokens(admin, canaries)

@@ -9,6 +9,7 @@ import httpx
 
 from tests.conftest import Canaries
 from tests.e2e.conftest import api_key, issued_tokens
+from tiktok_auth_service.api.deps import app_service
 
 ADVERTISERS = ["7100000000000000001", "7100000000000000002", "7100000000000000003"]
 
@@ -109,7 +110,7 @@ async def test_advertiser_names_come_from_tiktok(
 ) -> None:
     async with start_stack() as (stack, browser, admin):
         await browser.consent()
-        service = stack.service.state.service
+        service = app_service(stack.service)
         async with service.db.pool.acquire() as connection:
             names = dict(await connection.fetch("SELECT advertiser_id, name FROM advertiser"))
         assert names[ADVERTISERS[0]] == "Acme Shoes"

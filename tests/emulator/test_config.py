@@ -83,6 +83,15 @@ class TestFromEnv:
         assert config.deny_mode == "no_redirect"
         assert config.rotate_refresh_tokens is False
 
+    def test_token_switches(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("EMULATOR_REAUTHORIZE_RETURNS_SAME_TOKEN", "true")
+        monkeypatch.setenv("EMULATOR_ACCESS_TOKEN_TTL", "90")
+
+        config = EmulatorConfig.from_env()
+
+        assert config.reauthorize_returns_same_token is True
+        assert config.access_token_ttl == 90
+
 
 class TestValidation:
     def test_expired_code_error_must_be_40110_or_40115(self) -> None:

@@ -17,11 +17,11 @@ from pydantic import SecretStr
 from tiktok_auth_service.tiktok import (
     AccessTokenExpired,
     AccessTokenInvalid,
-    AccountGrant,
-    AdvertiserGrant,
     AdvertiserInfo,
     InvalidAuthCode,
     InvalidCredentials,
+    IssuedAccountTokens,
+    IssuedAdvertiserToken,
     RefreshTokenExpired,
     RefreshTokenInvalid,
     RetryPolicy,
@@ -249,7 +249,7 @@ class TestSuccessParsing:
 
         grant = await client.exchange_code(AUTH_CODE)
 
-        assert grant == AdvertiserGrant(
+        assert grant == IssuedAdvertiserToken(
             access_token=SecretStr(ADV_TOKEN),
             advertiser_ids=["7100000000000000001", "7100000000000000002"],
             scope=[4, 100, 200],
@@ -306,7 +306,7 @@ class TestSuccessParsing:
 
         grant = await client.exchange_account_code(AUTH_CODE, REDIRECT_URI)
 
-        assert grant == AccountGrant(
+        assert grant == IssuedAccountTokens(
             access_token=SecretStr(ACCOUNT_ACCESS),
             refresh_token=SecretStr(ACCOUNT_REFRESH),
             open_id="-000EXAMPLEopenid",

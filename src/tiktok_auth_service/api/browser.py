@@ -12,13 +12,14 @@ from starlette.responses import RedirectResponse, Response
 from tiktok_auth_service import errors
 from tiktok_auth_service.api.deps import ServiceDep
 from tiktok_auth_service.api.problems import html_page, problem_responses
+from tiktok_auth_service.authorization import AuthorizationResult, CallbackParams
 from tiktok_auth_service.models import Flow
-from tiktok_auth_service.service import AuthorizationResult, AuthService, CallbackParams
+from tiktok_auth_service.service import Service
 
 router = APIRouter(tags=["authorization (browser)"])
 
 
-def binding_cookie(service: AuthService) -> str:
+def binding_cookie(service: Service) -> str:
     """The browser-binding cookie's name. Over HTTPS it carries the `__Host-` prefix, which
     browsers accept only from this exact host (Secure, Path=/, no Domain), so a sibling
     subdomain cannot plant a binding of its own."""
@@ -48,7 +49,7 @@ async def authorize(
 ) -> Response:
     """Start an authorization: redirect the browser to TikTok's consent page."""
     cookie = binding_cookie(service)
-    start = await service.start_authorization(flow, return_to, request.cookies.get(cookie))
+    start = await service.authorization.start(flow, return_to, request.cookies.get(cookie))
     response = RedirectResponse(start.url, status_code=302)
     response.headers["Cache-Control"] = "no-store"
     response.set_cookie(
@@ -91,7 +92,7 @@ async def callback(
     error_description: str | None = None,
 ) -> Response:
     """Where TikTok returns the browser. Validates the state before TikTok is ever called."""
-    result = await service.complete_authorization(
+    result = await service.authorization.complete(
         CallbackParams(state, auth_code, code, error, error_description),
         request.cookies.get(binding_cookie(service)),
     )

@@ -1,20 +1,33 @@
-"""Request dependencies. The token routes are the hot path and read these directly from the
-request: FastAPI's dependency resolution costs more than the rest of the request."""
+"""What routes get from the app: the service and the caller's key. The token routes are the
+hot path and call these directly: FastAPI's dependency resolution costs more than the rest of
+the request."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
 
-from tiktok_auth_service.service import AuthService
+from tiktok_auth_service.service import Service
 
 # Declared once in the OpenAPI document (see app.py) and referenced by every token route.
 API_KEY_SECURITY: dict[str, Any] = {"security": [{"ApiKey": []}]}
 
 
-def service_of(request: Request) -> AuthService:
-    service: AuthService = request.app.state.service
+def attach_service(app: FastAPI, service: Service) -> None:
+    """Called by the lifespan once the service is open."""
+    app.state.service = service
+
+
+def app_service(app: FastAPI) -> Service:
+    """The service the lifespan opened for `app` (Starlette's `app.state` is untyped)."""
+    service = app.state.service
+    assert isinstance(service, Service)
+    return service
+
+
+def service_of(request: Request) -> Service:
+    service: Service = request.app.state.service
     return service
 
 
@@ -24,4 +37,4 @@ def api_key_of(request: Request) -> str | None:
     return key.strip() or None if scheme.lower() == "bearer" else None
 
 
-ServiceDep = Annotated[AuthService, Depends(service_of)]
+ServiceDep = Annotated[Service, Depends(service_of)]

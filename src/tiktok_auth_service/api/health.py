@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from pydantic import BaseModel
 
 from tiktok_auth_service import errors
 from tiktok_auth_service.api.deps import ServiceDep
 from tiktok_auth_service.api.problems import problem_responses
-from tiktok_auth_service.api.schemas import Health
 
 router = APIRouter(tags=["health"])
+
+
+class Health(BaseModel):
+    status: str
 
 
 @router.get("/healthz", response_model=Health)

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from tiktok_auth_service import errors
 from tiktok_auth_service.api.deps import API_KEY_SECURITY, api_key_of, service_of
 from tiktok_auth_service.api.problems import problem_responses
-from tiktok_auth_service.api.schemas import AccountTokenOut, AdvertiserTokenOut, RevocationOut
+from tiktok_auth_service.tokens import AccountToken, AdvertiserToken, Revocation
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
 
@@ -31,7 +31,7 @@ NO_STORE = {"Cache-Control": "no-store"}
     response_model=None,
     openapi_extra=API_KEY_SECURITY,
     responses={
-        200: {"model": AccountTokenOut, "description": "A token valid for the time asked."},
+        200: {"model": AccountToken, "description": "A token valid for the time asked."},
         **problem_responses(
             errors.Unauthenticated,
             errors.Forbidden,
@@ -61,7 +61,9 @@ async def get_account_token(
     ] = None,
 ) -> Response:
     """The access token of a TikTok account (tt_user), refreshed when needed."""
-    token = await service_of(request).get_account_token(api_key_of(request), open_id, min_valid_for)
+    token = await service_of(request).tokens.get_account_token(
+        api_key_of(request), open_id, min_valid_for
+    )
     return Response(orjson.dumps(token), media_type="application/json", headers=NO_STORE)
 
 
@@ -70,7 +72,7 @@ async def get_account_token(
     response_model=None,
     openapi_extra=API_KEY_SECURITY,
     responses={
-        200: {"model": AdvertiserTokenOut, "description": "A token that works now."},
+        200: {"model": AdvertiserToken, "description": "A token that works now."},
         **problem_responses(
             errors.Unauthenticated,
             errors.Forbidden,
@@ -83,13 +85,15 @@ async def get_account_token(
 )
 async def get_advertiser_token(advertiser_id: AdvertiserId, request: Request) -> Response:
     """The access token that serves this advertiser."""
-    token = await service_of(request).get_advertiser_token(api_key_of(request), advertiser_id)
+    token = await service_of(request).tokens.get_advertiser_token(
+        api_key_of(request), advertiser_id
+    )
     return Response(orjson.dumps(token), media_type="application/json", headers=NO_STORE)
 
 
 @router.delete(
     "/{advertiser_id}",
-    response_model=RevocationOut,
+    response_model=Revocation,
     openapi_extra=API_KEY_SECURITY,
     responses=problem_responses(
         errors.Unauthenticated, errors.Forbidden, errors.NotConnected, errors.UpstreamUnavailable
@@ -100,5 +104,7 @@ async def revoke_advertiser_token(advertiser_id: AdvertiserId, request: Request)
 
     Idempotent: repeating it answers 200 with `revoked_now: false`.
     """
-    revocation = await service_of(request).revoke_advertiser(api_key_of(request), advertiser_id)
+    revocation = await service_of(request).tokens.revoke_advertiser(
+        api_key_of(request), advertiser_id
+    )
     return Response(orjson.dumps(revocation), media_type="application/json", headers=NO_STORE)

@@ -1,6 +1,6 @@
 """TikTok API for Business client: the only package that talks HTTP to TikTok."""
 
-from .client import RetryPolicy, TikTokClient
+from .client import RetryPolicy, TikTokClient, http_client
 from .errors import (
     AccessTokenExpired,
     AccessTokenInvalid,
@@ -15,16 +15,16 @@ from .errors import (
     TikTokServerError,
     TikTokTransportError,
 )
-from .models import AccountGrant, AdvertiserGrant, AdvertiserInfo
+from .models import AdvertiserInfo, IssuedAccountTokens, IssuedAdvertiserToken
 
 __all__ = [
     "AccessTokenExpired",
     "AccessTokenInvalid",
-    "AccountGrant",
-    "AdvertiserGrant",
     "AdvertiserInfo",
     "InvalidAuthCode",
     "InvalidCredentials",
+    "IssuedAccountTokens",
+    "IssuedAdvertiserToken",
     "RefreshTokenExpired",
     "RefreshTokenInvalid",
     "RetryPolicy",
@@ -35,4 +35,5 @@ __all__ = [
     "TikTokRequestError",
     "TikTokServerError",
     "TikTokTransportError",
+    "http_client",
 ]

@@ -28,7 +28,13 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from tiktok_auth_service.clock import Clock
 
 from .errors import TikTokError, TikTokRateLimited, TikTokTransportError, error_for_code
-from .models import AccountGrant, AccountTokenData, AdvertiserGrant, AdvertiserInfo, AdvertiserList
+from .models import (
+    AccountTokenData,
+    AdvertiserInfo,
+    AdvertiserList,
+    IssuedAccountTokens,
+    IssuedAdvertiserToken,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +61,15 @@ class RetryPolicy:
 
 
 _DEFAULT_RETRY = RetryPolicy()
+
+
+def http_client(timeout_seconds: float, user_agent: str) -> httpx.AsyncClient:
+    """The one shared HTTP client for TikTok: explicit timeouts and connection limits."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout_seconds, connect=5.0),
+        limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
+        headers={"User-Agent": user_agent},
+    )
 
 
 class _Envelope(BaseModel):
@@ -129,12 +144,12 @@ class TikTokClient:
 
     # -- Marketing API (advertiser) flow ---------------------------------------------------
 
-    async def exchange_code(self, auth_code: str) -> AdvertiserGrant:
+    async def exchange_code(self, auth_code: str) -> IssuedAdvertiserToken:
         """Exchange an advertiser authorization code for a long-term (non-expiring) token."""
         return await self._call(
             "POST",
             "/oauth2/access_token/",
-            lambda reply: AdvertiserGrant.model_validate(
+            lambda reply: IssuedAdvertiserToken.model_validate(
                 {**reply.data, "request_id": reply.request_id}
             ),
             json={"app_id": self._app_id, "secret": self._secret, "auth_code": auth_code},
@@ -170,7 +185,7 @@ class TikTokClient:
     # -- TikTok account (tt_user) flow -----------------------------------------------------
     # Same app credentials, but under the OAuth names client_id / client_secret.
 
-    async def exchange_account_code(self, auth_code: str, redirect_uri: str) -> AccountGrant:
+    async def exchange_account_code(self, auth_code: str, redirect_uri: str) -> IssuedAccountTokens:
         """Exchange a TikTok-account authorization code for an access/refresh token pair.
 
         ``redirect_uri`` must be identical to the one used on the authorize URL.
@@ -191,7 +206,7 @@ class TikTokClient:
             single_use=True,
         )
 
-    async def refresh_account_token(self, refresh_token: SecretStr) -> AccountGrant:
+    async def refresh_account_token(self, refresh_token: SecretStr) -> IssuedAccountTokens:
         """Trade a refresh token for a new pair. Store the returned refresh token: it may rotate.
 
         The refresh expiry keeps counting from the original grant, so it is not extended.
@@ -231,8 +246,8 @@ class TikTokClient:
         return self._app_secret.get_secret_value()
 
     @staticmethod
-    def _account_grant(reply: _Reply) -> AccountGrant:
-        return AccountGrant.from_token_data(
+    def _account_grant(reply: _Reply) -> IssuedAccountTokens:
+        return IssuedAccountTokens.from_token_data(
             AccountTokenData.model_validate(reply.data),
             received_at=reply.received_at,
             request_id=reply.request_id,

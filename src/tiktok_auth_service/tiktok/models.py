@@ -44,7 +44,7 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
-class AdvertiserGrant(_Frozen):
+class IssuedAdvertiserToken(_Frozen):
     """Result of exchanging an advertiser authorization code: a token that never expires."""
 
     access_token: SecretStr
@@ -88,7 +88,7 @@ class AccountTokenData(_Frozen):
     )
 
 
-class AccountGrant(_Frozen):
+class IssuedAccountTokens(_Frozen):
     """A TikTok-account (tt_user) token pair with absolute expiry times.
 
     ``refresh_expires_at`` counts from the original grant: TikTok does not extend it on refresh.
@@ -106,7 +106,7 @@ class AccountGrant(_Frozen):
     @classmethod
     def from_token_data(
         cls, data: AccountTokenData, *, received_at: datetime, request_id: str
-    ) -> AccountGrant:
+    ) -> IssuedAccountTokens:
         """Anchor TikTok's relative lifetimes at the moment the response arrived."""
         return cls(
             access_token=data.access_token,

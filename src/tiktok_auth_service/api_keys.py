@@ -1,0 +1,78 @@
+"""API keys of internal callers: created once (only their SHA-256 is stored), listed, revoked."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from pydantic import SecretStr
+
+from tiktok_auth_service import errors
+from tiktok_auth_service.clock import Clock
+from tiktok_auth_service.crypto import digest
+from tiktok_auth_service.db import Database
+from tiktok_auth_service.models import ApiClient
+from tiktok_auth_service.repository import Repository
+
+ADVERTISER_ID = re.compile(r"^[0-9]{1,32}$")
+API_KEY_PREFIX = "tas_"
+
+
+@dataclass(frozen=True)
+class NewApiKey:
+    client: ApiClient
+    key: SecretStr
+
+
+@dataclass(eq=False)
+class ApiKeys:
+    db: Database
+    clock: Clock
+
+    async def create(
+        self, name: str, advertiser_ids: list[str], open_ids: list[str] | None = None
+    ) -> NewApiKey:
+        """Create a caller; the key is returned once and only its hash is stored.
+
+        Without advertiser ids or open ids the key may read every token; with any, only those.
+        Raises InvalidRequest for a malformed advertiser id or a name already taken.
+        """
+        open_ids = open_ids or []
+        for advertiser_id in advertiser_ids:
+            if not ADVERTISER_ID.match(advertiser_id):
+                raise errors.InvalidRequest(f"{advertiser_id!r} is not an advertiser id")
+        key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        client = ApiClient(
+            id=uuid.uuid4(),
+            name=name,
+            key_hash=digest(key),
+            unrestricted=not (advertiser_ids or open_ids),
+            allowed_advertiser_ids=sorted(set(advertiser_ids)),
+            allowed_open_ids=sorted(set(open_ids)),
+            created_at=self.clock.now(),
+        )
+        async with self.db.session() as session, session.begin():
+            repo = Repository(session)
+            if await repo.api_client_by_name(name) is not None:
+                raise errors.InvalidRequest(f"an API key named {name!r} already exists")
+            await repo.add_api_client(client)
+        return NewApiKey(client, SecretStr(key))
+
+    async def is_active(self, api_key: str) -> bool:
+        async with self.db.session() as session:
+            return await Repository(session).api_client_by_key_hash(digest(api_key)) is not None
+
+    async def list(self) -> list[ApiClient]:
+        async with self.db.session() as session:
+            return list(await Repository(session).list_api_clients())
+
+    async def revoke(self, name: str) -> bool:
+        """Returns False when no active key has that name."""
+        async with self.db.session() as session, session.begin():
+            client = await Repository(session).api_client_by_name(name)
+            if client is None or client.revoked_at is not None:
+                return False
+            client.revoked_at = self.clock.now()
+        return True
