@@ -1,63 +1,27 @@
 """Shared fixtures: a real PostgreSQL (embedded unless TEST_DATABASE_URL is set), migrated once
 by Alembic and emptied before each test; the app over ASGITransport; a fake clock; and a guard
-that fails any test whose logs contain a secret."""
+that fails any test whose logs contain a secret. Only fixtures live here: the data and doubles they
+build on are in fixtures.py, the steps tests share in helpers.py."""
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import re
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from tests.fixtures import Canaries, FakeClock, make_settings
 from tiktok_auth_dev.embedded_postgres import embedded_postgres
 from tiktok_auth_service.api.deps import app_service
 from tiktok_auth_service.app import create_app
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import migrate
 from tiktok_auth_service.service import Service
-
-TIKTOK_API = "https://tiktok.test/open_api/v1.3"
-TIKTOK_AUTH = "https://tiktok.test/portal/auth"
-APP_ID = "app-1234"
-APP_SECRET = "app-secret-must-never-leak-0123456789"
-REDIRECT_URI = "https://broker.example/callback"
-FRONTEND = "https://frontend.example"
-KEYS = (
-    "k2:"
-    + base64.b64encode(b"\x02" * 32).decode()
-    + ",k1:"
-    + base64.b64encode(b"\x01" * 32).decode()
-)
-
-
-class FakeClock:
-    def __init__(self, start: datetime | None = None) -> None:
-        self.current = start or datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-
-    def now(self) -> datetime:
-        return self.current
-
-    def advance(self, **delta: float) -> None:
-        self.current += timedelta(**delta)
-
-
-@dataclass
-class Canaries:
-    """Values that must never appear in any log line."""
-
-    values: set[str] = field(default_factory=lambda: {APP_SECRET})
-
-    def add(self, *values: str) -> None:
-        self.values.update(v for v in values if v)
-
 
 API_KEY_PATTERN = re.compile(r"tas_[A-Za-z0-9_-]{20,}")
 WORD = re.compile(r"[A-Za-z0-9_.\-]{8,}")
@@ -130,24 +94,6 @@ async def pg(migrated: str) -> AsyncIterator[asyncpg.Connection]:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
-
-
-def make_settings(database_url: str, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "tiktok_app_id": APP_ID,
-        "tiktok_app_secret": APP_SECRET,
-        "tiktok_redirect_uri": REDIRECT_URI,
-        "tiktok_auth_url": TIKTOK_AUTH,
-        "tiktok_api_base_url": TIKTOK_API,
-        "database_url": database_url,
-        "token_encryption_keys": KEYS,
-        "return_to_allowed_origins": FRONTEND,
-        "tiktok_retry_base_delay": 0,
-        "worker_enabled": False,
-        "worker_qps": 50,
-    }
-    values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
 @pytest.fixture

@@ -1,19 +1,26 @@
-"""Small helpers shared by the service tests."""
+"""Steps shared by the service tests: TikTok's answers (envelopes, the TikTok-account routes),
+authorization round trips, and grants stored through the service's own sealing and repository.
+
+Constants and test doubles that need no app are in fixtures.py."""
 
 from __future__ import annotations
 
 import secrets
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import respx
 from pydantic import SecretStr
 
+from tests.fixtures import FRONTEND, OPEN_ID, Canaries, FakeClock
 from tiktok_auth_service.models import Flow, Grant, GrantStatus
+from tiktok_auth_service.refresh import write_account_tokens
 from tiktok_auth_service.repository import Repository
 from tiktok_auth_service.service import Service
+from tiktok_auth_service.tiktok import IssuedAccountTokens
 
 
 def envelope(
@@ -70,3 +77,84 @@ async def store_advertiser_grant(
         if status != GrantStatus.ACTIVE:
             await repo.set_grant_status(grant, status, now)
     return grant.id
+
+
+async def store_account_grant(
+    service: Service,
+    open_id: str,
+    expires_at: datetime,
+    refresh_failed_at: datetime | None = None,
+) -> uuid.UUID:
+    """A TikTok-account grant stored the way the callback stores one: the issued pair written
+    by `write_account_tokens`, added through the repository. Its tokens are random."""
+    now = datetime.now(UTC)
+    grant = Grant(
+        id=uuid.uuid4(),
+        flow=Flow.TIKTOK_ACCOUNT,
+        open_id=open_id,
+        key_id="",
+        access_token_enc=b"",
+        scope=[],
+        status=GrantStatus.ACTIVE,
+        version=0,
+        created_at=now,
+        updated_at=now,
+        last_checked_at=now,
+    )
+    issued = IssuedAccountTokens(
+        access_token=SecretStr("act." + new_token()),
+        refresh_token=SecretStr("rft." + new_token()),
+        open_id=open_id,
+        scope=["user.info.basic"],
+        token_type="Bearer",
+        expires_at=expires_at,
+        refresh_expires_at=expires_at + timedelta(days=365),
+        request_id="20261124120000" + secrets.token_hex(10).upper(),
+    )
+    write_account_tokens(grant, issued, service.sealer, now)
+    grant.refresh_failed_at = refresh_failed_at
+    async with service.db.session() as session, session.begin():
+        await Repository(session).add_grant(grant)
+    return grant.id
+
+
+class TikTokAccounts:
+    """respx routes for the tt_user endpoints, issuing rotating token pairs like TikTok."""
+
+    def __init__(self, mock: respx.MockRouter, canaries: Canaries, clock: FakeClock) -> None:
+        self.canaries = canaries
+        self.clock = clock
+        self.granted_at = clock.now()
+        self.refresh_tokens: list[str] = []
+        self.access_tokens: list[str] = []
+        self.exchange = mock.post("/tt_user/oauth2/token/").mock(side_effect=self._issue)
+        self.refresh = mock.post("/tt_user/oauth2/refresh_token/").mock(side_effect=self._issue)
+
+    def _issue(self, request: httpx.Request) -> httpx.Response:
+        access, refresh = "act." + new_token(), "rft." + new_token()
+        self.canaries.add(access, refresh)
+        self.access_tokens.append(access)
+        self.refresh_tokens.append(refresh)
+        return httpx.Response(
+            200,
+            json=envelope(
+                {
+                    "access_token": access,
+                    "token_type": "Bearer",
+                    "scope": "user.info.basic,video.list",
+                    "expires_in": 86400,
+                    "refresh_token": refresh,
+                    # Counts down from the original grant, as TikTok's does.
+                    "refresh_token_expires_in": int(
+                        (self.granted_at + timedelta(days=365) - self.clock.now()).total_seconds()
+                    ),
+                    "open_id": OPEN_ID,
+                }
+            ),
+        )
+
+
+async def connect_account(client: httpx.AsyncClient) -> httpx.Response:
+    """Authorize the TikTok account of `TikTokAccounts`; returns the service's /callback answer."""
+    state = await start_authorization(client, flow="tiktok_account", return_to=f"{FRONTEND}/ok")
+    return await client.get("/callback", params={"code": "tt-code", "state": state})

@@ -5,79 +5,31 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from datetime import timedelta
 
 import asyncpg
 import httpx
 import pytest
 import respx
 
-from tests.conftest import (
+from tests.fixtures import (
     APP_ID,
     APP_SECRET,
     FRONTEND,
+    OPEN_ID,
     REDIRECT_URI,
     TIKTOK_API,
     Canaries,
     FakeClock,
-    make_settings,
+    bearer,
 )
-from tests.helpers import envelope, new_token, query_of, start_authorization
-from tiktok_auth_service.scheduling import Pacer, RefreshWorker
+from tests.helpers import TikTokAccounts, connect_account, envelope, query_of
 from tiktok_auth_service.service import Service
-
-OPEN_ID = "-000openid0001"
-
-
-class TikTokAccounts:
-    """respx routes for the tt_user endpoints, issuing rotating token pairs like TikTok."""
-
-    def __init__(self, mock: respx.MockRouter, canaries: Canaries, clock: FakeClock) -> None:
-        self.canaries = canaries
-        self.clock = clock
-        self.granted_at = clock.now()
-        self.refresh_tokens: list[str] = []
-        self.access_tokens: list[str] = []
-        self.exchange = mock.post("/tt_user/oauth2/token/").mock(side_effect=self._issue)
-        self.refresh = mock.post("/tt_user/oauth2/refresh_token/").mock(side_effect=self._issue)
-
-    def _issue(self, request: httpx.Request) -> httpx.Response:
-        access, refresh = "act." + new_token(), "rft." + new_token()
-        self.canaries.add(access, refresh)
-        self.access_tokens.append(access)
-        self.refresh_tokens.append(refresh)
-        return httpx.Response(
-            200,
-            json=envelope(
-                {
-                    "access_token": access,
-                    "token_type": "Bearer",
-                    "scope": "user.info.basic,video.list",
-                    "expires_in": 86400,
-                    "refresh_token": refresh,
-                    # Counts down from the original grant, as TikTok's does.
-                    "refresh_token_expires_in": int(
-                        (self.granted_at + timedelta(days=365) - self.clock.now()).total_seconds()
-                    ),
-                    "open_id": OPEN_ID,
-                }
-            ),
-        )
 
 
 @pytest.fixture
 def tiktok(canaries: Canaries, clock: FakeClock) -> Iterator[TikTokAccounts]:
     with respx.mock(base_url=TIKTOK_API, assert_all_called=False, assert_all_mocked=True) as mock:
         yield TikTokAccounts(mock, canaries, clock)
-
-
-async def connect(client: httpx.AsyncClient) -> httpx.Response:
-    state = await start_authorization(client, flow="tiktok_account", return_to=f"{FRONTEND}/ok")
-    return await client.get("/callback", params={"code": "tt-code", "state": state})
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {key}"}
 
 
 class TestAccountAuthorization:
@@ -99,7 +51,7 @@ class TestAccountAuthorization:
         api_key: str,
         pg: asyncpg.Connection,
     ) -> None:
-        response = await connect(client)
+        response = await connect_account(client)
         assert response.status_code == 302
         assert response.headers["location"] == f"{FRONTEND}/ok?status=connected&open_id={OPEN_ID}"
         assert json.loads(tiktok.exchange.calls.last.request.content) == {
@@ -128,8 +80,8 @@ class TestAccountAuthorization:
         api_key: str,
         pg: asyncpg.Connection,
     ) -> None:
-        await connect(client)
-        await connect(client)
+        await connect_account(client)
+        await connect_account(client)
         assert await pg.fetchval("SELECT count(*) FROM oauth_grant") == 1
         served = await client.get(f"/tokens/accounts/{OPEN_ID}", headers=bearer(api_key))
         assert served.json()["access_token"] == tiktok.access_tokens[1]
@@ -139,7 +91,7 @@ class TestRefreshOnRead:
     async def test_expiring_token_is_refreshed_and_rotation_is_stored(
         self, client: httpx.AsyncClient, tiktok: TikTokAccounts, api_key: str, clock: FakeClock
     ) -> None:
-        await connect(client)
+        await connect_account(client)
         clock.advance(hours=23, minutes=56)  # inside the 300 s leeway
         served = await client.get(f"/tokens/accounts/{OPEN_ID}", headers=bearer(api_key))
         assert served.json()["access_token"] == tiktok.access_tokens[1]
@@ -159,7 +111,7 @@ class TestRefreshOnRead:
     async def test_min_valid_for_forces_an_earlier_refresh(
         self, client: httpx.AsyncClient, tiktok: TikTokAccounts, api_key: str, clock: FakeClock
     ) -> None:
-        await connect(client)
+        await connect_account(client)
         clock.advance(hours=23, minutes=1)  # 59 minutes left
         url = f"/tokens/accounts/{OPEN_ID}"
         plain = await client.get(url, headers=bearer(api_key))
@@ -170,7 +122,7 @@ class TestRefreshOnRead:
     async def test_min_valid_for_is_capped_so_reads_cannot_force_refreshes(
         self, client: httpx.AsyncClient, tiktok: TikTokAccounts, api_key: str
     ) -> None:
-        await connect(client)
+        await connect_account(client)
         url = f"/tokens/accounts/{OPEN_ID}"
         too_long = await client.get(url, params={"min_valid_for": 3601}, headers=bearer(api_key))
         assert too_long.status_code == 422
@@ -179,7 +131,7 @@ class TestRefreshOnRead:
     async def test_readers_asking_for_different_times_share_one_refresh(
         self, client: httpx.AsyncClient, tiktok: TikTokAccounts, api_key: str, clock: FakeClock
     ) -> None:
-        await connect(client)
+        await connect_account(client)
         clock.advance(hours=23, minutes=57)
         url = f"/tokens/accounts/{OPEN_ID}"
         responses = await asyncio.gather(
@@ -194,7 +146,7 @@ class TestRefreshOnRead:
     async def test_readers_asking_for_more_time_do_not_get_a_shorter_token(
         self, client: httpx.AsyncClient, tiktok: TikTokAccounts, api_key: str, clock: FakeClock
     ) -> None:
-        await connect(client)
+        await connect_account(client)
         clock.advance(hours=23, minutes=57)
         url = f"/tokens/accounts/{OPEN_ID}"
         short, long = await asyncio.gather(
@@ -208,7 +160,7 @@ class TestRefreshOnRead:
     async def test_concurrent_readers_share_one_refresh(
         self, client: httpx.AsyncClient, tiktok: TikTokAccounts, api_key: str, clock: FakeClock
     ) -> None:
-        await connect(client)
+        await connect_account(client)
         clock.advance(hours=24)
         responses = await asyncio.gather(
             *(client.get(f"/tokens/accounts/{OPEN_ID}", headers=bearer(api_key)) for _ in range(30))
@@ -227,7 +179,7 @@ class TestRefreshOnRead:
         pg: asyncpg.Connection,
         code: int,
     ) -> None:
-        await connect(client)
+        await connect_account(client)
         tiktok.refresh.mock(
             side_effect=None,
             return_value=httpx.Response(200, json=envelope(code=code, message="no")),
@@ -248,7 +200,7 @@ class TestRefreshOnRead:
         api_key: str,
         clock: FakeClock,
     ) -> None:
-        await connect(client)
+        await connect_account(client)
         tiktok.refresh.mock(
             side_effect=None,
             return_value=httpx.Response(200, json=envelope(code=50000, message="system error")),
@@ -272,7 +224,7 @@ class TestRefreshOnRead:
         api_key: str,
         clock: FakeClock,
     ) -> None:
-        await connect(client)
+        await connect_account(client)
         clock.advance(days=366)
         response = await client.get(f"/tokens/accounts/{OPEN_ID}", headers=bearer(api_key))
         assert response.status_code == 409
@@ -285,7 +237,7 @@ class TestRefreshOnRead:
         api_key: str,
         clock: FakeClock,
     ) -> None:
-        await connect(client)
+        await connect_account(client)
         clock.advance(days=352)
         body = (await client.get(f"/tokens/accounts/{OPEN_ID}", headers=bearer(api_key))).json()
         assert body["status"] == "refresh_expiring"
@@ -298,7 +250,7 @@ class TestRefreshOnRead:
         service: Service,
         canaries: Canaries,
     ) -> None:
-        await connect(client)
+        await connect_account(client)
         advertiser_only = (await service.api_keys.create("ads", ["71"])).key.get_secret_value()
         this_account = (await service.api_keys.create("acc", [], [OPEN_ID])).key.get_secret_value()
         canaries.add(advertiser_only, this_account)
@@ -318,118 +270,8 @@ class TestConcurrentFirstAuthorization:
     async def test_two_tabs_authorizing_one_account_make_one_grant(
         self, client: httpx.AsyncClient, tiktok: TikTokAccounts, pg: asyncpg.Connection
     ) -> None:
-        first, second = await asyncio.gather(connect(client), connect(client))
+        first, second = await asyncio.gather(connect_account(client), connect_account(client))
         assert (first.status_code, second.status_code) == (302, 302)
         assert "status=connected" in first.headers["location"]
         assert "status=connected" in second.headers["location"]
         assert await pg.fetchval("SELECT count(*) FROM oauth_grant") == 1
-
-
-class TestWorker:
-    async def test_refreshes_only_due_grants_and_backs_off_failures(
-        self,
-        client: httpx.AsyncClient,
-        tiktok: TikTokAccounts,
-        service: Service,
-        clock: FakeClock,
-        migrated: str,
-    ) -> None:
-        await connect(client)
-        worker = service.worker
-        assert await worker.drain() == 0  # fresh: nothing due
-        clock.advance(hours=23, minutes=50)  # within leeway + ahead (5 + 10 minutes)
-        assert await worker.drain() == 1
-        assert tiktok.refresh.call_count == 1
-        assert await worker.drain() == 0  # refreshed: no longer due
-
-        tiktok.refresh.mock(
-            side_effect=None,
-            return_value=httpx.Response(200, json=envelope(code=50002, message="busy")),
-        )
-        clock.advance(hours=23, minutes=50)
-        assert await worker.drain() == 1
-        assert await worker.drain() == 0  # failed recently: left alone for a minute
-        clock.advance(seconds=61)
-        assert await worker.drain() == 1
-
-    async def test_a_broken_grant_does_not_block_the_others(
-        self,
-        client: httpx.AsyncClient,
-        tiktok: TikTokAccounts,
-        service: Service,
-        clock: FakeClock,
-        migrated: str,
-        pg: asyncpg.Connection,
-    ) -> None:
-        await connect(client)
-        tiktok.granted_at = clock.now()
-        state = await start_authorization(client, flow="tiktok_account")
-        tiktok.exchange.side_effect = lambda request: TikTokAccounts._issue(tiktok, request)
-        await client.get("/callback", params={"code": "c2", "state": state})
-        # The same open_id comes back from the fake, so make a second account by hand.
-        await pg.execute(
-            "INSERT INTO oauth_grant SELECT gen_random_uuid(), flow, '-000other', key_id,"
-            " access_token_enc, refresh_token_enc, expires_at - interval '1 minute',"
-            " refresh_expires_at, scope, status, version, created_at, updated_at,"
-            " last_checked_at, refresh_failed_at FROM oauth_grant"
-        )
-        # The copy's ciphertexts are bound to the original row: they will not decrypt.
-        worker = service.worker
-        clock.advance(hours=23, minutes=50)
-        assert await worker.drain() == 2
-        assert tiktok.refresh.call_count == 1
-        failed = await pg.fetchval(
-            "SELECT refresh_failed_at IS NOT NULL FROM oauth_grant WHERE open_id = '-000other'"
-        )
-        assert failed
-        assert await worker.drain() == 0
-
-    async def test_drain_stops_when_asked(
-        self,
-        client: httpx.AsyncClient,
-        tiktok: TikTokAccounts,
-        service: Service,
-        clock: FakeClock,
-        migrated: str,
-    ) -> None:
-        await connect(client)
-        clock.advance(hours=23, minutes=50)
-        stop = asyncio.Event()
-        stop.set()
-        worker = service.worker
-        assert await worker.drain(stop) == 0
-        assert not tiktok.refresh.called
-
-
-class _OneLaneFails:
-    """Claims where the first fails while a second lane is inside its TikTok call."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.completed = 0
-        self.second_in_flight = asyncio.Event()
-        self.release = asyncio.Event()
-
-    async def refresh_one_due(self) -> bool:
-        self.calls += 1
-        if self.calls == 1:
-            await self.second_in_flight.wait()
-            asyncio.get_running_loop().call_soon(self.release.set)
-            raise ConnectionResetError("database connection lost")
-        if self.calls == 2:
-            self.second_in_flight.set()
-            await self.release.wait()  # TikTok is answering
-            self.completed += 1
-            return True
-        return False
-
-
-async def test_a_failing_lane_does_not_cancel_a_refresh_in_flight(
-    service: Service, migrated: str, clock: FakeClock
-) -> None:
-    claims = _OneLaneFails()
-    settings = make_settings(migrated, worker_qps=50, worker_concurrency=2)
-    worker = RefreshWorker(settings, service.db, service.worker.refresher, Pacer(50), clock)
-    worker.refresh_one_due = claims.refresh_one_due  # type: ignore[method-assign]
-    assert await worker.drain() == 1
-    assert claims.completed == 1

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import respx
 
-from tests.conftest import (
+from tests.fixtures import (
     APP_ID,
     APP_SECRET,
     FRONTEND,

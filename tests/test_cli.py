@@ -9,7 +9,7 @@ import sys
 
 import asyncpg
 
-from tests.conftest import Canaries
+from tests.fixtures import Canaries
 
 
 def run_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:

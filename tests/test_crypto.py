@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -68,7 +69,7 @@ def test_other_row_column_tampering_truncation_or_unknown_key_fails() -> None:
     sealer, row = TokenSealer(BOTH), grant()
     sealer.seal(row, SecretStr("secret-token"), SecretStr("refresh-token"))
     blob = row.access_token_enc
-    attempts = [
+    attempts: list[Callable[[], str]] = [
         lambda: sealer.open_access_token(uuid.uuid4(), row.key_id, blob),
         lambda: sealer.open_access_token(row.id, row.key_id, blob[:-1] + bytes([blob[-1] ^ 1])),
         lambda: sealer.open_access_token(row.id, row.key_id, blob[:5]),

@@ -6,7 +6,7 @@ import contextlib
 
 import httpx
 
-from tests.conftest import FakeClock, make_settings
+from tests.fixtures import FakeClock, make_settings
 from tiktok_auth_dev.embedded_postgres import embedded_postgres
 from tiktok_auth_service.api.deps import app_service
 from tiktok_auth_service.app import create_app

@@ -18,8 +18,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
+from sqlmodel import SQLModel
 
-from tiktok_auth_service.models import SQLModel
+import tiktok_auth_service.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "tiktok_auth_service"

@@ -7,8 +7,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlmodel import SQLModel
 
-from tiktok_auth_service.models import SQLModel
+import tiktok_auth_service.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 
 async def test_migrations_match_models(migrated: str) -> None:

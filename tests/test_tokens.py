@@ -10,7 +10,7 @@ import httpx
 import pytest
 import respx
 
-from tests.conftest import APP_ID, APP_SECRET, TIKTOK_API, Canaries
+from tests.fixtures import APP_ID, APP_SECRET, TIKTOK_API, Canaries, bearer
 from tests.helpers import envelope, new_token, store_advertiser_grant
 from tiktok_auth_service.models import GrantStatus
 from tiktok_auth_service.service import Service
@@ -23,10 +23,6 @@ OTHER = "7100000000000000002"
 def tiktok() -> Iterator[respx.MockRouter]:
     with respx.mock(base_url=TIKTOK_API, assert_all_called=False, assert_all_mocked=True) as mock:
         yield mock
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {key}"}
 
 
 class TestGetToken:

@@ -11,7 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import KEYS, Canaries
+from tests.fixtures import KEYS, Canaries
 from tiktok_auth_dev.stack import Stack, run_stack
 from tiktok_auth_service.api.deps import app_service
 
@@ -88,7 +88,7 @@ class Browser:
 
     async def consent(self, decision: str = "approve", **params: str) -> httpx.Response:
         """The whole browser round trip, ending with the service's answer to /callback."""
-        return await self.http.get(await self.approve_at_tiktok(decision, **params))
+        return await self.http.get(await self.approve_at_tiktok(decision, None, **params))
 
 
 class Running(NamedTuple):

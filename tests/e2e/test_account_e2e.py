@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import KEYS, Canaries
 from tests.e2e.conftest import EmulatorAdmin, ShiftClock, api_key, issued_tokens
+from tests.fixtures import KEYS, Canaries
 from tiktok_auth_dev.stack import bind_socket, serving
 from tiktok_auth_service.api.deps import app_service
 from tiktok_auth_service.app import create_app

@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import Canaries
 from tests.e2e.conftest import api_key, issued_tokens
+from tests.fixtures import Canaries
 from tiktok_auth_service.api.deps import app_service
 
 ADVERTISERS = ["7100000000000000001", "7100000000000000002", "7100000000000000003"]

@@ -13,9 +13,9 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
-from tests.conftest import Canaries
 from tests.e2e.chromium import LAUNCH_ARGS, ensure_chromium
 from tests.e2e.conftest import api_key, issued_tokens
+from tests.fixtures import Canaries
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ADVERTISERS = ["7100000000000000001", "7100000000000000002", "7100000000000000003"]

@@ -14,6 +14,7 @@ import pytest
 import respx
 from pydantic import SecretStr
 
+from tests.fixtures import FakeClock
 from tiktok_auth_service.tiktok import (
     AccessTokenExpired,
     AccessTokenInvalid,
@@ -45,14 +46,6 @@ REDIRECT_URI = "https://broker.example.com/callback/"
 RID = "20250101120000A1B2C3D4E5F6A7B8C9D0"
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 SENSITIVE = (SECRET, AUTH_CODE, ADV_TOKEN, ACCOUNT_ACCESS, ACCOUNT_REFRESH)
-
-
-class FakeClock:
-    def __init__(self, now: datetime) -> None:
-        self.current = now
-
-    def now(self) -> datetime:
-        return self.current
 
 
 class RecordingSleep:
@@ -291,7 +284,7 @@ class TestSuccessParsing:
     ) -> None:
         tiktok.post("/oauth2/revoke_token/").mock(return_value=ok(data))
 
-        assert await client.revoke(SecretStr(ADV_TOKEN)) is None
+        assert await client.revoke(SecretStr(ADV_TOKEN)) is None  # type: ignore[func-returns-value]
 
     async def test_account_grant_expiry_anchored_when_response_arrives(
         self, client: TikTokClient, tiktok: respx.MockRouter, clock: FakeClock
@@ -353,7 +346,7 @@ class TestSuccessParsing:
     ) -> None:
         tiktok.post("/tt_user/oauth2/revoke/").mock(return_value=ok({}))
 
-        assert await client.revoke_account_token(SecretStr(ACCOUNT_ACCESS)) is None
+        assert await client.revoke_account_token(SecretStr(ACCOUNT_ACCESS)) is None  # type: ignore[func-returns-value]
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)
