@@ -55,9 +55,10 @@ async def store_advertiser_grant(
     token: str,
     advertisers: list[str],
     status: GrantStatus = GrantStatus.ACTIVE,
+    next_check_at: datetime | None = None,
 ) -> uuid.UUID:
     """An advertiser grant stored the way the service stores one: sealed, through the
-    repository."""
+    repository; its liveness check is due at `next_check_at` (default: in six hours)."""
     now = datetime.now(UTC)
     grant = Grant(
         id=uuid.uuid4(),
@@ -68,11 +69,13 @@ async def store_advertiser_grant(
         status=GrantStatus.ACTIVE,
         created_at=now,
         updated_at=now,
+        advertiser_ids=sorted(advertisers),
+        next_check_at=next_check_at or now + timedelta(hours=6),
     )
     service.sealer.seal(grant, SecretStr(token))
     async with service.db.session() as session, session.begin():
         repo = Repository(session)
-        await repo.add_grant(grant)
+        await repo.add(grant)
         await repo.assign_advertisers(grant.id, advertisers, now)
         if status != GrantStatus.ACTIVE:
             await repo.set_grant_status(grant, status, now)
@@ -83,10 +86,11 @@ async def store_account_grant(
     service: Service,
     open_id: str,
     expires_at: datetime,
-    refresh_failed_at: datetime | None = None,
+    refresh_due_at: datetime | None = None,
 ) -> uuid.UUID:
     """A TikTok-account grant stored the way the callback stores one: the issued pair written
-    by `write_account_tokens`, added through the repository. Its tokens are random."""
+    by `write_account_tokens`, added through the repository. Its tokens are random; the worker
+    finds it due at `refresh_due_at` (default: as `write_account_tokens` computes it)."""
     now = datetime.now(UTC)
     grant = Grant(
         id=uuid.uuid4(),
@@ -111,10 +115,11 @@ async def store_account_grant(
         refresh_expires_at=expires_at + timedelta(days=365),
         request_id="20261124120000" + secrets.token_hex(10).upper(),
     )
-    write_account_tokens(grant, issued, service.sealer, now)
-    grant.refresh_failed_at = refresh_failed_at
+    write_account_tokens(grant, issued, service.sealer, now, service.worker.refresher.ahead)
+    if refresh_due_at is not None:
+        grant.refresh_due_at = refresh_due_at
     async with service.db.session() as session, session.begin():
-        await Repository(session).add_grant(grant)
+        await Repository(session).add(grant)
     return grant.id
 
 
@@ -129,6 +134,9 @@ class TikTokAccounts:
         self.access_tokens: list[str] = []
         self.exchange = mock.post("/tt_user/oauth2/token/").mock(side_effect=self._issue)
         self.refresh = mock.post("/tt_user/oauth2/refresh_token/").mock(side_effect=self._issue)
+        self.revoke = mock.post("/tt_user/oauth2/revoke/").mock(
+            return_value=httpx.Response(200, json=envelope())
+        )
 
     def _issue(self, request: httpx.Request) -> httpx.Response:
         access, refresh = "act." + new_token(), "rft." + new_token()

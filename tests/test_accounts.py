@@ -73,7 +73,7 @@ class TestAccountAuthorization:
             dump = str(await pg.fetch(f"SELECT t::text FROM {table} AS t"))  # noqa: S608
             assert tiktok.refresh_tokens[0] not in dump and tiktok.access_tokens[0] not in dump
 
-    async def test_reauthorizing_replaces_the_tokens_of_the_same_grant(
+    async def test_reauthorizing_serves_the_new_chain_and_revokes_the_replaced_one(
         self,
         client: httpx.AsyncClient,
         tiktok: TikTokAccounts,
@@ -82,9 +82,18 @@ class TestAccountAuthorization:
     ) -> None:
         await connect_account(client)
         await connect_account(client)
-        assert await pg.fetchval("SELECT count(*) FROM oauth_grant") == 1
         served = await client.get(f"/tokens/accounts/{OPEN_ID}", headers=bearer(api_key))
         assert served.json()["access_token"] == tiktok.access_tokens[1]
+        assert tiktok.revoke.call_count == 1
+        assert (
+            json.loads(tiktok.revoke.calls.last.request.content)["access_token"]
+            == (tiktok.access_tokens[0])
+        )
+        rows = await pg.fetch("SELECT open_id, status FROM oauth_grant ORDER BY status")
+        assert [(r["open_id"], r["status"]) for r in rows] == [
+            (OPEN_ID, "active"),
+            (None, "revoked"),
+        ]
 
 
 class TestRefreshOnRead:
@@ -274,4 +283,6 @@ class TestConcurrentFirstAuthorization:
         assert (first.status_code, second.status_code) == (302, 302)
         assert "status=connected" in first.headers["location"]
         assert "status=connected" in second.headers["location"]
-        assert await pg.fetchval("SELECT count(*) FROM oauth_grant") == 1
+        # Exactly one live chain: the other was revoked at TikTok.
+        assert await pg.fetchval("SELECT count(*) FROM oauth_grant WHERE status = 'active'") == 1
+        assert tiktok.revoke.call_count == 1

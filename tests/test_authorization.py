@@ -142,6 +142,9 @@ class TestCallback:
                 "expires_at": None,
                 "scope": [4, 100],
                 "status": "active",
+                "last_checked_at": "2026-11-24T12:00:00+00:00",
+                "connected_by": None,
+                "end_user": None,
             }
         names = dict(await pg.fetch("SELECT advertiser_id, name FROM advertiser"))
         assert names == {ADVERTISERS[0]: "Acme Shoes", ADVERTISERS[1]: "Acme Hats"}
@@ -273,8 +276,9 @@ class TestCallback:
         ("tiktok_code", "expected"),
         [
             (40110, "authorization_failed"),
-            (40101, "authorization_failed"),
-            (40113, "authorization_failed"),
+            (40115, "authorization_failed"),
+            (40101, "app_credentials_rejected"),
+            (40113, "app_credentials_rejected"),
             (50000, "upstream_unavailable"),
         ],
     )

@@ -1,4 +1,4 @@
-"""Repository queries against the real PostgreSQL: the refresh worker's SKIP LOCKED claim."""
+"""Repository queries against the real PostgreSQL: the worker's SKIP LOCKED claims and leases."""
 
 from __future__ import annotations
 
@@ -9,61 +9,85 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from tests.helpers import store_account_grant, store_advertiser_grant
-from tiktok_auth_service.repository import Repository
+from tiktok_auth_service.repository import Claim, Repository
 from tiktok_auth_service.service import Service
 
 NOW = datetime.now(UTC)
-DUE_BEFORE = NOW + timedelta(minutes=15)
-FAILED_BEFORE = NOW - timedelta(seconds=60)
+LEASE = timedelta(seconds=90)
 
 
-async def claim(repo: Repository) -> uuid.UUID | None:
+async def claim(
+    repo: Repository, kind: Claim = Claim.REFRESH, at: datetime = NOW, limit: int = 1
+) -> list[uuid.UUID]:
     """Claim with a deadline: SKIP LOCKED must answer at once, never wait on another lock."""
-    grant = await asyncio.wait_for(
-        repo.claim_due_account_grant(due_before=DUE_BEFORE, failed_before=FAILED_BEFORE),
-        timeout=5,
-    )
-    return None if grant is None else grant.id
+    grants = await asyncio.wait_for(repo.claim(kind, at, at + LEASE, limit), timeout=5)
+    return [grant.id for grant in grants]
 
 
-class TestClaimDueAccountGrant:
-    async def test_concurrent_claims_skip_locked_grants_in_expiry_order(
+class TestClaim:
+    async def test_concurrent_claims_skip_locked_grants_in_due_order(
         self, service: Service, pg: asyncpg.Connection
     ) -> None:
-        second = await store_account_grant(service, "-000second", NOW + timedelta(minutes=5))
-        first = await store_account_grant(service, "-000first", NOW + timedelta(minutes=1))
+        second = await store_account_grant(
+            service, "-000second", NOW + timedelta(hours=1), refresh_due_at=NOW - timedelta(1)
+        )
+        first = await store_account_grant(
+            service, "-000first", NOW + timedelta(hours=1), refresh_due_at=NOW - timedelta(2)
+        )
         async with service.db.session() as one, one.begin():
-            assert await claim(Repository(one)) == first
+            assert await claim(Repository(one)) == [first]
             async with service.db.session() as two, two.begin():
-                assert await claim(Repository(two)) == second
+                assert await claim(Repository(two)) == [second]
                 async with service.db.session() as three, three.begin():
-                    assert await claim(Repository(three)) is None
-        # Both transactions ended: their locks are gone and the soonest is claimed again.
+                    assert await claim(Repository(three)) == []
+        # The transactions ended, but their leases keep both grants taken until they run out.
         async with service.db.session() as four, four.begin():
-            assert await claim(Repository(four)) == first
+            assert await claim(Repository(four)) == []
+        async with service.db.session() as five, five.begin():
+            later = NOW + LEASE + timedelta(seconds=1)
+            assert await claim(Repository(five), at=later, limit=5) == [first, second]
 
-    async def test_grants_not_due_or_failed_recently_are_not_claimed(
+    async def test_a_claim_bumps_the_version_the_claimer_writes_back_with(
         self, service: Service, pg: asyncpg.Connection
     ) -> None:
-        await store_account_grant(service, "-000later", NOW + timedelta(hours=2))
+        grant_id = await store_account_grant(
+            service, "-000v", NOW + timedelta(hours=1), refresh_due_at=NOW
+        )
+        before = await pg.fetchval("SELECT version FROM oauth_grant WHERE id = $1", grant_id)
+        async with service.db.session() as session, session.begin():
+            [grant] = await Repository(session).claim(Claim.REFRESH, NOW, NOW + LEASE, 1)
+        row = await pg.fetchrow(
+            "SELECT version, lease_until FROM oauth_grant WHERE id = $1", grant_id
+        )
+        assert row["version"] == grant.version == before + 1
+        assert row["lease_until"] == NOW + LEASE
+
+    async def test_grants_not_due_are_not_claimed(
+        self, service: Service, pg: asyncpg.Connection
+    ) -> None:
         await store_account_grant(
-            service,
-            "-000failed",
-            NOW - timedelta(minutes=1),
-            refresh_failed_at=NOW - timedelta(seconds=10),
+            service, "-000later", NOW + timedelta(hours=2), refresh_due_at=NOW + timedelta(1)
         )
         await store_advertiser_grant(service, "advertiser-token", ["7100000000000000001"])
         async with service.db.session() as session, session.begin():
-            assert await claim(Repository(session)) is None
+            repo = Repository(session)
+            assert await claim(repo, Claim.REFRESH, limit=5) == []
+            assert await claim(repo, Claim.CHECK, limit=5) == []
+            assert await claim(repo, Claim.REVOKE, limit=5) == []
 
-    async def test_grant_that_failed_long_enough_ago_is_claimed_again(
+    async def test_each_kind_claims_its_own_grants(
         self, service: Service, pg: asyncpg.Connection
     ) -> None:
-        retried = await store_account_grant(
-            service,
-            "-000retried",
-            NOW + timedelta(minutes=1),
-            refresh_failed_at=NOW - timedelta(minutes=2),
+        account = await store_account_grant(
+            service, "-000due", NOW + timedelta(hours=1), refresh_due_at=NOW
         )
+        advertiser = await store_advertiser_grant(
+            service, "advertiser-token", ["7100000000000000001"], next_check_at=NOW
+        )
+        orphan = await store_advertiser_grant(service, "orphan-token", ["7100000000000000002"])
+        await pg.execute("UPDATE oauth_grant SET orphaned_at = $1 WHERE id = $2", NOW, orphan)
         async with service.db.session() as session, session.begin():
-            assert await claim(Repository(session)) == retried
+            repo = Repository(session)
+            assert await claim(repo, Claim.REFRESH, limit=5) == [account]
+            assert await claim(repo, Claim.CHECK, limit=5) == [advertiser]
+            assert await claim(repo, Claim.REVOKE, limit=5) == [orphan]

@@ -1,10 +1,15 @@
-"""The refresh worker (tiktok_auth_service.scheduling): which grants it refreshes, how it backs
-off, how its lanes share a drain and stop."""
+"""The worker (tiktok_auth_service.scheduling): which grants it refreshes, how it backs off,
+how one failing call leaves the others alone, how it stops; the pacer."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
+import time
 from collections.abc import Iterator
+from datetime import timedelta
+from typing import cast
 
 import asyncpg
 import httpx
@@ -12,8 +17,10 @@ import pytest
 import respx
 
 from tests.fixtures import TIKTOK_API, Canaries, FakeClock, make_settings
-from tests.helpers import TikTokAccounts, connect_account, envelope, start_authorization
-from tiktok_auth_service.scheduling import Pacer, RefreshWorker
+from tests.helpers import TikTokAccounts, connect_account, envelope, store_account_grant
+from tiktok_auth_service.models import Grant
+from tiktok_auth_service.refresh import AccountRefresher
+from tiktok_auth_service.scheduling import Pacer
 from tiktok_auth_service.service import Service
 
 
@@ -60,24 +67,20 @@ class TestWorker:
         pg: asyncpg.Connection,
     ) -> None:
         await connect_account(client)
-        tiktok.granted_at = clock.now()
-        state = await start_authorization(client, flow="tiktok_account")
-        tiktok.exchange.side_effect = lambda request: TikTokAccounts._issue(tiktok, request)
-        await client.get("/callback", params={"code": "c2", "state": state})
-        # The same open_id comes back from the fake, so make a second account by hand.
+        broken = await store_account_grant(service, "-000other", clock.now() + timedelta(hours=1))
+        # A ciphertext moved from the access column no longer opens as the refresh token.
         await pg.execute(
-            "INSERT INTO oauth_grant SELECT gen_random_uuid(), flow, '-000other', key_id,"
-            " access_token_enc, refresh_token_enc, expires_at - interval '1 minute',"
-            " refresh_expires_at, scope, status, version, created_at, updated_at,"
-            " last_checked_at, refresh_failed_at FROM oauth_grant"
+            "UPDATE oauth_grant SET refresh_token_enc = access_token_enc,"
+            " refresh_due_at = $2 WHERE id = $1",
+            broken,
+            clock.now(),
         )
-        # The copy's ciphertexts are bound to the original row: they will not decrypt.
         worker = service.worker
         clock.advance(hours=23, minutes=50)
         assert await worker.drain() == 2
         assert tiktok.refresh.call_count == 1
         failed = await pg.fetchval(
-            "SELECT refresh_failed_at IS NOT NULL FROM oauth_grant WHERE open_id = '-000other'"
+            "SELECT refresh_failed_at IS NOT NULL FROM oauth_grant WHERE id = $1", broken
         )
         assert failed
         assert await worker.drain() == 0
@@ -99,8 +102,8 @@ class TestWorker:
         assert not tiktok.refresh.called
 
 
-class _OneLaneFails:
-    """Claims where the first fails while a second lane is inside its TikTok call."""
+class _OneCallFails:
+    """Refreshes where the first fails while the second is inside its TikTok call."""
 
     def __init__(self) -> None:
         self.calls = 0
@@ -108,26 +111,42 @@ class _OneLaneFails:
         self.second_in_flight = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def refresh_one_due(self) -> bool:
+    async def refresh_leased(self, grant: Grant) -> Grant:
         self.calls += 1
         if self.calls == 1:
             await self.second_in_flight.wait()
             asyncio.get_running_loop().call_soon(self.release.set)
             raise ConnectionResetError("database connection lost")
-        if self.calls == 2:
-            self.second_in_flight.set()
-            await self.release.wait()  # TikTok is answering
-            self.completed += 1
-            return True
-        return False
+        self.second_in_flight.set()
+        await self.release.wait()  # TikTok is answering
+        self.completed += 1
+        return grant
 
 
-async def test_a_failing_lane_does_not_cancel_a_refresh_in_flight(
-    service: Service, migrated: str, clock: FakeClock
+async def test_a_failing_call_does_not_cancel_a_refresh_in_flight(
+    service: Service, migrated: str, clock: FakeClock, pg: asyncpg.Connection
 ) -> None:
-    claims = _OneLaneFails()
+    for open_id in ("-000one", "-000two"):
+        await store_account_grant(
+            service, open_id, clock.now() + timedelta(hours=1), refresh_due_at=clock.now()
+        )
+    calls = _OneCallFails()
     settings = make_settings(migrated, worker_qps=50, worker_concurrency=2)
-    worker = RefreshWorker(settings, service.db, service.worker.refresher, Pacer(50), clock)
-    worker.refresh_one_due = claims.refresh_one_due  # type: ignore[method-assign]
-    assert await worker.drain() == 1
-    assert claims.completed == 1
+    worker = dataclasses.replace(
+        service.worker, settings=settings, refresher=cast(AccountRefresher, calls)
+    )
+    assert await worker.drain() == 2
+    assert calls.completed == 1
+
+
+class TestPacer:
+    async def test_starts_are_spaced_evenly(self) -> None:
+        pacer = Pacer(50)
+        starts = []
+        for _ in range(20):
+            await pacer.wait()
+            starts.append(time.monotonic())
+        gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+        # Never a burst: each start waits its turn (sleep may only overshoot).
+        assert min(gaps) >= pacer.interval * 0.95
+        assert pacer.interval * 50 > 1.0

@@ -27,6 +27,7 @@ from tiktok_auth_service.app import create_app
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import migrate
+from tiktok_auth_service.models import Flow
 from tiktok_emulator import EmulatorApp, EmulatorConfig, create_emulator_app
 
 
@@ -165,12 +166,20 @@ async def _dev(data_dir: Path, host: str, port: int, emulator_port: int) -> None
             service_port=port,
             emulator_port=emulator_port,
         ) as stack:
-            key = await _dev_api_key(app_service(stack.service).api_keys, data_dir / "api-key")
+            service = app_service(stack.service)
+            key = await _dev_api_key(service.api_keys, data_dir / "api-key")
+            link = await service.authorization.open_session(key, Flow.ADVERTISER, None, "dev")
             advertiser = "7100000000000000001"
+            sessions = f"{stack.service_url}/connect-sessions"
             print(
                 "\ntiktok-auth-service is running with a local TikTok emulator.\n\n"
-                f"  Connect advertisers:  {stack.service_url}/authorize\n"
-                f"  Connect an account:   {stack.service_url}/authorize?flow=tiktok_account\n"
+                f"  Connect advertisers:  {link.url}\n"
+                "                        (works once, for "
+                f"{stack.settings.state_ttl_seconds // 60} minutes; open another with\n"
+                f"                        curl -H 'Authorization: Bearer {key}' "
+                "-H 'Content-Type: application/json'\n"
+                f'                          -d \'{{"flow": "advertiser"}}\' {sessions}\n'
+                '                        or "tiktok_account" to connect a TikTok account)\n'
                 f"  API docs:             {stack.service_url}/docs\n"
                 f"  Emulator state:       {stack.emulator_url}/_emulator/state\n"
                 f"  Fetch a token:        curl -H 'Authorization: Bearer {key}' "

@@ -57,7 +57,7 @@ class ApiKeys:
             repo = Repository(session)
             if await repo.api_client_by_name(name) is not None:
                 raise errors.InvalidRequest(f"an API key named {name!r} already exists")
-            await repo.add_api_client(client)
+            await repo.add(client)
         return NewApiKey(client, SecretStr(key))
 
     async def is_active(self, api_key: str) -> bool:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Any
-from urllib.parse import urlsplit
+from typing import Annotated, Any, Literal
+from urllib.parse import urljoin, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# TikTok-account access tokens live 24 h (tt_user `expires_in`).
+ACCOUNT_TOKEN_LIFETIME_SECONDS = 86400
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
 class ConfigError(Exception):
@@ -49,15 +54,33 @@ class Settings(BaseSettings):
     token_encryption_keys: SecretStr
     return_to_allowed_origins: Annotated[list[str], NoDecode] = []
     state_ttl_seconds: int = Field(default=600, gt=0)
+    connect_sessions_required: bool = True
 
     refresh_leeway_seconds: int = Field(default=300, ge=0)
+    refresh_wait_seconds: float = Field(default=2.0, ge=0)
     refresh_expiry_warning_days: int = Field(default=14, ge=0)
     worker_enabled: bool = True
     worker_qps: int = Field(default=10, ge=1)
     worker_concurrency: int = Field(default=4, ge=1)
     worker_refresh_ahead_seconds: int = Field(default=600, ge=0)
     worker_poll_seconds: float = Field(default=30.0, gt=0)
-    log_level: str = "INFO"
+    liveness_interval_seconds: int = Field(default=21600, gt=0)
+    log_level: LogLevel = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_name(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _refresh_window_fits(self) -> Settings:
+        ahead = self.refresh_leeway_seconds + self.worker_refresh_ahead_seconds
+        if ahead >= ACCOUNT_TOKEN_LIFETIME_SECONDS:
+            raise ValueError(
+                f"REFRESH_LEEWAY_SECONDS + WORKER_REFRESH_AHEAD_SECONDS ({ahead}) must be less "
+                f"than TikTok's account token lifetime ({ACCOUNT_TOKEN_LIFETIME_SECONDS} s)"
+            )
+        return self
 
     @field_validator(
         "tiktok_redirect_uri", "tiktok_auth_url", "tiktok_account_auth_url", "tiktok_api_base_url"
@@ -96,6 +119,17 @@ class Settings(BaseSettings):
         return parse_encryption_keys(self.token_encryption_keys.get_secret_value())
 
     @property
+    def lease_seconds(self) -> float:
+        """How long one process may own a TikTok conversation about a grant: every attempt
+        and backoff of one call, plus time to write the answer back through a database blip."""
+        attempts = self.tiktok_retry_attempts * self.tiktok_timeout_seconds
+        return attempts + self.tiktok_retry_budget_seconds + 30.0
+
+    def public_url(self, path: str) -> str:
+        """A URL of this service, next to the public `/callback` (TIKTOK_REDIRECT_URI)."""
+        return urljoin(self.tiktok_redirect_uri.rstrip("/"), path)
+
+    @property
     def secure_cookies(self) -> bool:
         return urlsplit(self.tiktok_redirect_uri).scheme.lower() == "https"
 
@@ -128,7 +162,9 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            name = str(error["loc"][0]).upper() if error["loc"] else "settings"
             reason = "is required but not set" if error["type"] == "missing" else error["msg"]
-            problems.append(f"{name} {reason}")
+            if error["loc"]:
+                problems.append(f"{str(error['loc'][0]).upper()} {reason}")
+            else:
+                problems.append(reason.removeprefix("Value error, "))
         raise ConfigError("configuration error: " + "; ".join(problems)) from None

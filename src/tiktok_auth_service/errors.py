@@ -39,6 +39,12 @@ class InvalidState(ServiceError):
     title = "This authorization link is invalid or has expired"
 
 
+class InvalidSession(ServiceError):
+    code = "invalid_session"
+    status = 400
+    title = "This connect link is invalid, already used, or expired"
+
+
 class AuthorizationDenied(ServiceError):
     code = "authorization_denied"
     status = 400
@@ -46,17 +52,34 @@ class AuthorizationDenied(ServiceError):
 
 
 class AuthorizationFailed(ServiceError):
-    """TikTok refused the code exchange (used, expired or foreign code; bad app credentials)."""
+    """TikTok refused the code itself (used, expired or unknown): the person starts again."""
 
     code = "authorization_failed"
-    status = 502
+    status = 400
     title = "TikTok did not accept the authorization"
+
+
+class AppCredentialsRejected(ServiceError):
+    """TikTok refused our app in the code exchange (secret, app blocked, app mismatch):
+    our configuration, not the browser's doing."""
+
+    code = "app_credentials_rejected"
+    status = 502
+    title = "TikTok refused this service's app credentials"
 
 
 class Unauthenticated(ServiceError):
     code = "unauthenticated"
     status = 401
     title = "A valid API key is required"
+
+
+class SessionRequired(ServiceError):
+    """/authorize needs a link from POST /connect-sessions (CONNECT_SESSIONS_REQUIRED)."""
+
+    code = "connect_session_required"
+    status = 401
+    title = "A connect link is required"
 
 
 class Forbidden(ServiceError):

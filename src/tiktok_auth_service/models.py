@@ -23,6 +23,12 @@ class GrantStatus(enum.StrEnum):
     REVOKED = "revoked"
 
 
+class AdvertiserStatus(enum.StrEnum):
+    ACTIVE = "active"
+    # TikTok no longer lists this advertiser for the grant's token (the advertiser withdrew).
+    REMOVED = "removed"
+
+
 def _tz(nullable: bool, **kwargs: Any) -> Any:
     return Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=nullable, **kwargs))
 
@@ -59,12 +65,26 @@ class Grant(SQLModel, table=True):
             unique=True,
             postgresql_where=sa.text("open_id IS NOT NULL"),
         ),
-        # The refresh worker's claim query walks this index.
+        # The worker's claim queries walk these partial indexes.
         sa.Index(
             "ix_oauth_grant_refresh_due",
-            "expires_at",
-            postgresql_where=sa.text("flow = 'tiktok_account' AND status = 'active'"),
+            "refresh_due_at",
+            postgresql_where=sa.text(
+                "flow = 'tiktok_account' AND status = 'active' AND open_id IS NOT NULL"
+            ),
         ),
+        sa.Index(
+            "ix_oauth_grant_check_due",
+            "next_check_at",
+            postgresql_where=sa.text("flow = 'advertiser' AND status = 'active'"),
+        ),
+        sa.Index(
+            "ix_oauth_grant_orphaned",
+            "orphaned_at",
+            postgresql_where=sa.text("orphaned_at IS NOT NULL AND status = 'active'"),
+        ),
+        # DELETE finds every live token TikTok would still accept for an advertiser.
+        sa.Index("ix_oauth_grant_advertiser_ids", "advertiser_ids", postgresql_using="gin"),
     )
 
     id: uuid.UUID = Field(primary_key=True)
@@ -84,6 +104,35 @@ class Grant(SQLModel, table=True):
     updated_at: datetime = _tz(False)
     last_checked_at: datetime | None = _tz(True)
     refresh_failed_at: datetime | None = _tz(True)
+    # The advertisers TikTok says this token covers (advertiser flow). Rows in `advertiser`
+    # say which grant *serves* an advertiser; a newer grant may serve one this token still
+    # covers, which is why revoking an advertiser looks here.
+    advertiser_ids: list[str] = Field(
+        default_factory=list,
+        sa_column=sa.Column(pg.ARRAY(sa.Text), nullable=False, server_default="{}"),
+    )
+    # Who opened the connect session that produced this grant (None: no session required).
+    api_client_id: uuid.UUID | None = Field(
+        default=None,
+        sa_column=sa.Column(
+            sa.Uuid, sa.ForeignKey("api_client.id", ondelete="SET NULL"), nullable=True
+        ),
+    )
+    connected_by: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    end_user: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    # Account grants: when the current access token was issued, and when the worker should
+    # refresh it (never before half its lifetime, whatever TikTok's expires_in).
+    refreshed_at: datetime | None = _tz(True)
+    refresh_due_at: datetime | None = _tz(True)
+    # Consecutive transient failures of refresh or liveness check, for backoff.
+    failures: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False))
+    # Advertiser grants: when the liveness check is due next.
+    next_check_at: datetime | None = _tz(True)
+    # A process is talking to TikTok about this grant (refresh or check) until then; nobody
+    # else starts the same call meanwhile, and no row lock is held across it.
+    lease_until: datetime | None = _tz(True)
+    # Replaced or left serving nobody, but its token may still work at TikTok: revoke it.
+    orphaned_at: datetime | None = _tz(True)
 
 
 class Advertiser(SQLModel, table=True):
@@ -101,8 +150,33 @@ class Advertiser(SQLModel, table=True):
         )
     )
     name: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    status: AdvertiserStatus = Field(
+        default=AdvertiserStatus.ACTIVE,
+        sa_column=sa.Column(
+            _TextEnum(AdvertiserStatus), nullable=False, server_default=AdvertiserStatus.ACTIVE
+        ),
+    )
     created_at: datetime = _tz(False)
     updated_at: datetime = _tz(False)
+
+
+class ConnectSession(SQLModel, table=True):
+    """A single-use link an API caller opened for one person to connect their accounts."""
+
+    __tablename__ = "connect_session"
+
+    session_hash: bytes = Field(sa_column=sa.Column(sa.LargeBinary, primary_key=True))
+    flow: Flow = Field(sa_column=sa.Column(_TextEnum(Flow), nullable=False))
+    return_to: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    end_user: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    api_client_id: uuid.UUID = Field(
+        sa_column=sa.Column(
+            sa.Uuid, sa.ForeignKey("api_client.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    created_at: datetime = _tz(False)
+    expires_at: datetime = _tz(False, index=True)
+    used_at: datetime | None = _tz(True)
 
 
 class OAuthState(SQLModel, table=True):
@@ -117,6 +191,14 @@ class OAuthState(SQLModel, table=True):
     created_at: datetime = _tz(False)
     expires_at: datetime = _tz(False, index=True)
     used_at: datetime | None = _tz(True)
+    # Carried over from the connect session, if one opened this authorization.
+    api_client_id: uuid.UUID | None = Field(
+        default=None,
+        sa_column=sa.Column(
+            sa.Uuid, sa.ForeignKey("api_client.id", ondelete="CASCADE"), nullable=True
+        ),
+    )
+    end_user: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
 
 
 class ApiClient(SQLModel, table=True):

@@ -1,23 +1,30 @@
-"""Keeping one TikTok-account (tt_user) token alive: refresh under the grant's row lock.
+"""Keeping one TikTok-account (tt_user) token alive.
 
-Correctness across replicas rests on that lock: whoever refreshes holds `SELECT ... FOR
-UPDATE`, checks again, calls TikTok and writes the rotated refresh token, the new access token
-and both expiries in that same transaction. In front of the lock an in-process single-flight
-makes concurrent readers in one replica share one refresh.
+Across replicas a lease does what a row lock held over the TikTok call used to do, without
+holding a connection or a lock while TikTok takes its time: a short transaction locks the row,
+checks again and takes the lease (`lease_until`, version bumped); the refresh call runs with
+nothing held; a second short transaction writes the rotated refresh token, the new access
+token and both expiries, but only if the row still carries the version we leased. Nobody else
+refreshes while the lease lives, so a refresh token is sent to TikTok once. In front, an
+in-process single-flight makes concurrent readers in one replica share one refresh.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from pydantic import SecretStr
+
 from tiktok_auth_service import errors
 from tiktok_auth_service.clock import Clock
+from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer
-from tiktok_auth_service.db import Database
+from tiktok_auth_service.db import CONNECTION_ERRORS, Database
 from tiktok_auth_service.models import Grant, GrantStatus
 from tiktok_auth_service.repository import Repository
 from tiktok_auth_service.tiktok import IssuedAccountTokens, TikTokClient, TikTokError
@@ -27,50 +34,87 @@ log = logging.getLogger(__name__)
 # How long a caller is told to wait when no valid token can be served.
 RETRY_AFTER_SECONDS = 30
 
-RefreshOutcome = Grant | errors.ServiceError
-"""What a refresh under the row lock ends in: the grant to serve, or the error to answer with.
-Returned rather than raised, so the transaction commits the state change that goes with it."""
+# How often a reader looks again while another process holds the grant's refresh lease.
+LEASE_POLL_SECONDS = 0.1
+
+
+def failure_backoff(failures: int) -> timedelta:
+    """How long a grant is left alone after its `failures`-th transient failure in a row."""
+    return timedelta(seconds=min(600, 30 * 2 ** max(0, failures - 1)))
+
+
+def backing_off(refresh_failed_at: datetime | None, failures: int | None, now: datetime) -> bool:
+    """True while a failed refresh's backoff runs: reads and the worker both wait it out."""
+    if refresh_failed_at is None:
+        return False
+    return now < refresh_failed_at + failure_backoff(failures or 1)
+
+
+def refresh_need(
+    valid_for: timedelta, refreshed_at: datetime | None, expires_at: datetime
+) -> timedelta:
+    """How much validity to insist on: what was asked, but never more than half the token's
+    lifetime, so a short `expires_in` from TikTok cannot turn every read into a refresh."""
+    if refreshed_at is None:
+        return valid_for
+    return min(valid_for, (expires_at - refreshed_at) / 2)
 
 
 def write_account_tokens(
-    grant: Grant, issued: IssuedAccountTokens, sealer: TokenSealer, now: datetime
+    grant: Grant, issued: IssuedAccountTokens, sealer: TokenSealer, now: datetime, ahead: timedelta
 ) -> None:
-    """Put a fresh token pair into `grant`: sealed, both expiries, active, version bumped."""
+    """Put a fresh token pair into `grant`: sealed, both expiries, when the worker should
+    refresh it next (`ahead` of expiry, but not before half its lifetime), active, version
+    bumped, lease and failures cleared."""
     sealer.seal(grant, issued.access_token, issued.refresh_token)
+    lifetime = issued.expires_at - now
     grant.expires_at = issued.expires_at
     grant.refresh_expires_at = issued.refresh_expires_at
+    grant.refreshed_at = now
+    grant.refresh_due_at = issued.expires_at - min(ahead, lifetime / 2)
     grant.scope = list(issued.scope)
     grant.status = GrantStatus.ACTIVE
     grant.updated_at = now
     grant.refresh_failed_at = None
+    grant.failures = 0
+    grant.lease_until = None
     grant.version += 1
 
 
 @dataclass(eq=False)
 class AccountRefresher:
+    settings: Settings
     db: Database
     tiktok: TikTokClient
     sealer: TokenSealer
     clock: Clock
     _inflight: dict[uuid.UUID, tuple[asyncio.Task[Grant], timedelta]] = field(default_factory=dict)
 
-    async def valid_grant(self, grant_id: uuid.UUID, valid_for: timedelta) -> Grant:
-        """The grant with a token valid for `valid_for` (or at least still valid), refreshing
-        once per grant however many ask at once.
+    @property
+    def ahead(self) -> timedelta:
+        """How long before expiry the worker refreshes."""
+        return timedelta(
+            seconds=self.settings.refresh_leeway_seconds
+            + self.settings.worker_refresh_ahead_seconds
+        )
 
-        One flight per grant holds one database connection; a reader needing more time than
-        the flight under way was started for waits for it to land, then flies again.
-        Raises NotConnected, ReauthorizationRequired or UpstreamUnavailable.
+    async def valid_grant(self, grant_id: uuid.UUID, need: timedelta) -> Grant:
+        """The grant after making its token valid for `need` if it can: refreshed once per
+        grant however many ask at once. The token may still fall short when another process
+        holds the lease or a failed refresh is backing off; the caller decides what to serve.
+
+        A reader needing more time than the flight under way was started for waits for it to
+        land, then flies again. Raises NotConnected, ReauthorizationRequired, TokenUnreadable.
         """
         while True:
             flight = self._inflight.get(grant_id)
             if flight is None or flight[0].done():
-                task = asyncio.create_task(self._refresh_if_needed(grant_id, valid_for))
-                self._inflight[grant_id] = (task, valid_for)
+                task = asyncio.create_task(self._refresh_if_needed(grant_id, need))
+                self._inflight[grant_id] = (task, need)
                 task.add_done_callback(lambda done: self._land(grant_id, done))
-                flight = (task, valid_for)
+                flight = (task, need)
             task, covers = flight
-            if covers >= valid_for:
+            if covers >= need:
                 # Shielded: a reader that gives up must not cancel the refresh others await.
                 return await asyncio.shield(task)
             await asyncio.wait({task})
@@ -80,35 +124,93 @@ class AccountRefresher:
         if flight is not None and flight[0] is task:
             del self._inflight[grant_id]
 
-    async def _refresh_if_needed(self, grant_id: uuid.UUID, valid_for: timedelta) -> Grant:
-        async with self.db.session() as session, session.begin():
-            grant = await Repository(session).lock_grant(grant_id)
-            if grant is None:
-                raise errors.NotConnected()
-            outcome = await self.refresh_locked(grant, valid_for)
-        if isinstance(outcome, errors.ServiceError):
-            raise outcome
-        return outcome
+    async def _refresh_if_needed(self, grant_id: uuid.UUID, need: timedelta) -> Grant:
+        patience = time.monotonic() + self.settings.lease_seconds
+        while True:
+            now = self.clock.now()
+            async with self.db.session() as session, session.begin():
+                grant = await Repository(session).lock_grant(grant_id)
+                if grant is None:
+                    raise errors.NotConnected()
+                if grant.status != GrantStatus.ACTIVE or grant.open_id is None:
+                    raise errors.ReauthorizationRequired()
+                assert grant.expires_at is not None
+                wanted = refresh_need(need, grant.refreshed_at, grant.expires_at)
+                if grant.expires_at - now >= wanted or backing_off(
+                    grant.refresh_failed_at, grant.failures, now
+                ):
+                    return grant  # refreshed meanwhile, or a failure is backing off
+                busy = grant.lease_until is not None and grant.lease_until > now
+                if busy and time.monotonic() > patience:
+                    return grant
+                if not busy:
+                    grant.lease_until = now + timedelta(seconds=self.settings.lease_seconds)
+                    grant.version += 1
+            if not busy:
+                return await self.refresh_leased(grant)
+            # Another process is refreshing: its answer lands in the row (readers stop
+            # waiting after REFRESH_WAIT_SECONDS; a lease that runs out is taken over).
+            await asyncio.sleep(LEASE_POLL_SECONDS)
 
-    async def refresh_locked(self, grant: Grant, valid_for: timedelta) -> RefreshOutcome:
-        """With the row locked: check again, refresh if still needed, record the outcome."""
+    async def refresh_leased(self, grant: Grant) -> Grant:
+        """Refresh a grant this process holds the lease of (taken at `grant.version`) and
+        return the row as it then is. Raises ReauthorizationRequired when the grant died."""
         now = self.clock.now()
-        if grant.status != GrantStatus.ACTIVE:
-            return errors.ReauthorizationRequired()
-        assert grant.expires_at is not None
-        if grant.expires_at - now >= valid_for:
-            return grant  # another reader or replica refreshed meanwhile
         if grant.refresh_expires_at is not None and grant.refresh_expires_at <= now:
             log.warning("grant %s: refresh token expired; re-authorization required", grant.id)
-            grant.status = GrantStatus.REAUTHORIZATION_REQUIRED
-            grant.updated_at = now
-            return errors.ReauthorizationRequired()
-        refresh_token = self.sealer.open_refresh_token(grant)
+            return await self._record_failure(grant, None)
+        try:
+            refresh_token = self.sealer.open_refresh_token(grant)
+        except errors.TokenUnreadable:
+            log.error("grant %s: the stored refresh token does not decrypt", grant.id)
+            await self._record_failure(grant, None, dead=False)
+            raise
         try:
             issued = await self.tiktok.refresh_account_token(refresh_token)
         except TikTokError as exc:
-            return self._failed(grant, exc, now)
-        write_account_tokens(grant, issued, self.sealer, self.clock.now())
+            return await self._record_failure(grant, exc)
+        return await self._save(grant, issued)
+
+    async def _save(self, leased: Grant, issued: IssuedAccountTokens) -> Grant:
+        """Write the rotated pair. TikTok has retired the old refresh token by now, so a
+        database blip must not lose the new one: the write is retried (guarded by the leased
+        version) while the lease keeps everyone else away."""
+        deadline = time.monotonic() + self.settings.lease_seconds / 2
+        delay = 0.2
+        while True:
+            try:
+                return await self._write_refreshed(leased, issued)
+            except CONNECTION_ERRORS as exc:
+                if time.monotonic() + delay > deadline:
+                    log.error(
+                        "grant %s: the refreshed tokens could not be saved (%s); the next "
+                        "refresh will need re-authorization",
+                        leased.id,
+                        type(exc).__name__,
+                    )
+                    raise errors.DatabaseUnavailable(retry_after=5) from exc
+                log.warning(
+                    "grant %s: saving the refreshed tokens failed (%s); retrying",
+                    leased.id,
+                    type(exc).__name__,
+                )
+                await asyncio.sleep(delay)  # backoff while the database comes back
+                delay = min(delay * 2, 5.0)
+
+    async def _write_refreshed(self, leased: Grant, issued: IssuedAccountTokens) -> Grant:
+        async with self.db.session() as session, session.begin():
+            grant = await Repository(session).lock_grant(leased.id)
+            if grant is None or grant.version != leased.version:
+                stale = True
+            else:
+                stale = False
+                write_account_tokens(grant, issued, self.sealer, self.clock.now(), self.ahead)
+        if stale:
+            # Revoked or re-authorized while TikTok was refreshing: the new pair is unwanted.
+            log.warning("grant %s changed during its refresh; revoking the new tokens", leased.id)
+            await self._revoke_quietly(issued.access_token)
+            raise errors.ReauthorizationRequired()
+        assert grant is not None
         log.info(
             "grant %s refreshed (version %d) request_id=%s",
             grant.id,
@@ -117,29 +219,48 @@ class AccountRefresher:
         )
         return grant
 
-    def _failed(self, grant: Grant, exc: TikTokError, now: datetime) -> RefreshOutcome:
-        assert grant.expires_at is not None
-        grant.refresh_failed_at = now
-        if exc.grant_is_dead:
+    async def _record_failure(
+        self, leased: Grant, exc: TikTokError | None, *, dead: bool = True
+    ) -> Grant:
+        """Release the lease and record why. `exc` None: the refresh token expired (dead) or
+        could not be read (`dead=False`)."""
+        now = self.clock.now()
+        dead = dead and (exc is None or exc.grant_is_dead)
+        async with self.db.session() as session, session.begin():
+            grant = await Repository(session).lock_grant(leased.id)
+            if grant is None or grant.version != leased.version:
+                raise errors.ReauthorizationRequired()
+            grant.lease_until = None
+            grant.updated_at = now
+            grant.version += 1
+            if dead:
+                grant.status = GrantStatus.REAUTHORIZATION_REQUIRED
+            else:
+                grant.refresh_failed_at = now
+                grant.failures += 1
+                grant.refresh_due_at = now + failure_backoff(grant.failures)
+        if exc is not None and dead:
             log.warning(
-                "grant %s: TikTok refused the refresh (code %s); re-authorization "
-                "required request_id=%s",
+                "grant %s: TikTok refused the refresh (code %s); re-authorization required "
+                "request_id=%s",
                 grant.id,
                 exc.code,
                 exc.request_id,
             )
-            grant.status = GrantStatus.REAUTHORIZATION_REQUIRED
-            grant.updated_at = now
-            return errors.ReauthorizationRequired()
-        log.warning(
-            "grant %s: refresh failed (code %s, retryable=%s) request_id=%s",
-            grant.id,
-            exc.code,
-            exc.retryable,
-            exc.request_id,
-        )
-        if grant.expires_at > now:
-            return grant  # still valid, if for less time than asked
-        return errors.UpstreamUnavailable(
-            "TikTok did not refresh the token; retry shortly.", retry_after=RETRY_AFTER_SECONDS
-        )
+        elif exc is not None:
+            log.warning(
+                "grant %s: refresh failed (code %s, retryable=%s) request_id=%s",
+                grant.id,
+                exc.code,
+                exc.retryable,
+                exc.request_id,
+            )
+        if dead:
+            raise errors.ReauthorizationRequired()
+        return grant
+
+    async def _revoke_quietly(self, access_token: SecretStr) -> None:
+        try:
+            await self.tiktok.revoke_account_token(access_token)
+        except TikTokError as exc:
+            log.warning("revoking unwanted refreshed tokens failed: code=%s", exc.code)

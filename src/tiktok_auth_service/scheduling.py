@@ -1,8 +1,10 @@
-"""Background work: the refresh worker claims due TikTok-account grants and refreshes them
-before they enter the leeway window, paced to TikTok's budget.
+"""Background work: the worker claims grants that need TikTok and handles them, paced to one
+upstream budget (`WORKER_QPS`) shared by every kind of call.
 
-Grants are claimed with `FOR UPDATE SKIP LOCKED`, one grant per transaction, so replicas share
-the work without doing it twice and a crash loses at most the grant it was refreshing.
+Three kinds of work, most urgent first: account tokens due for refresh, orphaned grants to
+revoke, advertiser tokens due for a liveness check. Grants are claimed in small batches with
+`FOR UPDATE SKIP LOCKED` and a lease, so replicas share the work without doing it twice, no row
+lock is held while TikTok answers, and a crash leaves only leases that run out.
 """
 
 from __future__ import annotations
@@ -11,109 +13,100 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass
 from datetime import timedelta
 
+from tiktok_auth_service import errors
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import Database
+from tiktok_auth_service.liveness import LivenessChecker
+from tiktok_auth_service.models import Grant
 from tiktok_auth_service.refresh import AccountRefresher
-from tiktok_auth_service.repository import Repository
+from tiktok_auth_service.repository import Claim, Repository
+from tiktok_auth_service.revocation import Revoker
 
 log = logging.getLogger(__name__)
 
-# After a failed refresh the worker leaves the grant alone this long (on-demand reads still try).
-WORKER_RETRY_AFTER = timedelta(seconds=60)
-
 
 class Pacer:
-    """At most `per_second` starts in any window of a little over one second.
+    """Spaces starts evenly, `1/per_second` apart (plus a small guard): never more than
+    `per_second` in any one-second window, and no burst at the start of one either, so
+    network jitter cannot bunch calls into one of TikTok's one-second windows."""
 
-    The guard keeps network jitter from bunching calls into one of TikTok's one-second windows.
-    """
-
-    window = 1.05
+    guard = 1.02
 
     def __init__(self, per_second: int) -> None:
         self.per_second = per_second
-        self._starts: deque[float] = deque()
-        self._lock = asyncio.Lock()
+        self.interval = self.guard / per_second
+        self._next = 0.0
 
     async def wait(self) -> None:
-        async with self._lock:
-            while len(self._starts) >= self.per_second:
-                wait = self._starts[0] + self.window - time.monotonic()
-                if wait <= 0:
-                    self._starts.popleft()
-                else:
-                    await asyncio.sleep(wait)  # pacing TikTok calls, the point of this class
-            self._starts.append(time.monotonic())
+        now = time.monotonic()
+        start = max(now, self._next)
+        self._next = start + self.interval  # reserved before sleeping: waiters queue up
+        if start > now:
+            await asyncio.sleep(start - now)  # pacing TikTok calls, the point of this class
 
 
 @dataclass(eq=False)
-class RefreshWorker:
-    """Refreshes account tokens before they enter the leeway window."""
+class Worker:
+    """Refreshes account tokens before they enter the leeway window, revokes orphaned
+    grants, and checks advertiser tokens every LIVENESS_INTERVAL_SECONDS."""
 
     settings: Settings
     db: Database
     refresher: AccountRefresher
+    liveness: LivenessChecker
+    revoker: Revoker
     pacer: Pacer
     clock: Clock
 
     @property
-    def concurrency(self) -> int:
+    def batch(self) -> int:
+        """Grants claimed at once: as many as may be in flight."""
         return min(self.settings.worker_qps, self.settings.worker_concurrency)
 
-    async def refresh_one_due(self) -> bool:
-        """Refresh the grant that expires soonest among those due. False if none is."""
+    async def claim(self, kind: Claim) -> list[Grant]:
         now = self.clock.now()
-        ahead = timedelta(
-            seconds=self.settings.refresh_leeway_seconds
-            + self.settings.worker_refresh_ahead_seconds
-        )
         async with self.db.session() as session, session.begin():
-            grant = await Repository(session).claim_due_account_grant(
-                due_before=now + ahead, failed_before=now - WORKER_RETRY_AFTER
+            return await Repository(session).claim(
+                kind, now, now + timedelta(seconds=self.settings.lease_seconds), self.batch
             )
-            if grant is None:
-                return False
-            try:
-                await self.refresher.refresh_locked(grant, ahead)
-            except Exception:
-                # An unexpected failure (e.g. a token that no longer decrypts) is recorded
-                # under the same lock, so this grant, first in line, cannot block every pass.
-                log.exception("grant %s: refresh failed unexpectedly", grant.id)
-                grant.refresh_failed_at = now
-        return True
 
     async def drain(self, stop: asyncio.Event | None = None) -> int:
-        """Refresh every grant that is due now (or until `stop`); returns how many."""
+        """Handle every grant that is due now (or until `stop`); returns how many."""
         handled = 0
-
-        def stopping() -> bool:
-            return stop is not None and stop.is_set()
-
-        async def lane() -> None:
-            # A lane never raises into the group: that would cancel the other lanes, possibly
-            # between TikTok rotating a refresh token and the new one being written.
-            nonlocal handled
-            while not stopping():
-                await self.pacer.wait()
-                if stopping():
-                    return
-                try:
-                    if not await self.refresh_one_due():
-                        return
-                except Exception:
-                    log.exception("refresh worker lane stopped; the next pass starts it again")
-                    return
-                handled += 1
-
-        async with asyncio.TaskGroup() as lanes:
-            for _ in range(self.concurrency):
-                lanes.create_task(lane())
+        while stop is None or not stop.is_set():
+            for kind in Claim:
+                grants = await self.claim(kind)
+                if grants:
+                    break
+            else:
+                return handled
+            async with asyncio.TaskGroup() as group:
+                for grant in grants:
+                    group.create_task(self._handle(kind, grant, stop))
+            handled += len(grants)
         return handled
+
+    async def _handle(self, kind: Claim, grant: Grant, stop: asyncio.Event | None) -> None:
+        # Never raises into the group: that would cancel the other calls, possibly between
+        # TikTok rotating a refresh token and the new one being written.
+        await self.pacer.wait()
+        if stop is not None and stop.is_set():
+            return  # the lease runs out and another pass takes the grant
+        try:
+            if kind == Claim.REFRESH:
+                await self.refresher.refresh_leased(grant)
+            elif kind == Claim.CHECK:
+                await self.liveness.check_leased(grant)
+            else:
+                await self.revoker.revoke_leased(grant)
+        except errors.ReauthorizationRequired:
+            pass  # recorded and logged where it was found
+        except Exception:
+            log.exception("grant %s: %s failed unexpectedly", grant.id, kind)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Drain, then wait for the next poll (or stop), until `stop` is set."""
@@ -121,6 +114,6 @@ class RefreshWorker:
             try:
                 await self.drain(stop)
             except Exception:
-                log.exception("refresh worker pass failed; trying again at the next poll")
+                log.exception("worker pass failed; trying again at the next poll")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.settings.worker_poll_seconds)

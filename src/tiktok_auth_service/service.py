@@ -23,9 +23,11 @@ from tiktok_auth_service.clock import Clock, SystemClock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer
 from tiktok_auth_service.db import Database
+from tiktok_auth_service.liveness import LivenessChecker
 from tiktok_auth_service.refresh import AccountRefresher
 from tiktok_auth_service.repository import database_answers
-from tiktok_auth_service.scheduling import Pacer, RefreshWorker
+from tiktok_auth_service.revocation import Revoker
+from tiktok_auth_service.scheduling import Pacer, Worker
 from tiktok_auth_service.tiktok import RetryPolicy, TikTokClient, http_client
 from tiktok_auth_service.tokens import TokenService
 
@@ -39,8 +41,9 @@ class Service:
     sealer: TokenSealer
     authorization: Authorization
     tokens: TokenService
+    revoker: Revoker
     api_keys: ApiKeys
-    worker: RefreshWorker
+    worker: Worker
 
     async def database_ready(self) -> bool:
         return await database_answers(self.db.pool)
@@ -74,7 +77,9 @@ async def open_service(settings: Settings, clock: Clock | None = None) -> AsyncI
                 ),
             )
             sealer = TokenSealer(settings.encryption_keys)
-            refresher = AccountRefresher(db, tiktok, sealer, clock)
+            refresher = AccountRefresher(settings, db, tiktok, sealer, clock)
+            liveness = LivenessChecker(settings, db, tiktok, sealer, clock)
+            revoker = Revoker(db, tiktok, sealer, refresher, clock)
             flows: list[ConsentFlow[Any]] = [
                 AdvertiserFlow(settings, db, tiktok, sealer, clock),
                 AccountFlow(settings, db, tiktok, sealer, clock),
@@ -84,11 +89,20 @@ async def open_service(settings: Settings, clock: Clock | None = None) -> AsyncI
                 db=db,
                 sealer=sealer,
                 authorization=Authorization(
-                    settings, db, clock, {flow.flow: flow for flow in flows}
+                    settings, db, clock, {flow.flow: flow for flow in flows}, revoker
                 ),
-                tokens=TokenService(settings, db, tiktok, sealer, refresher, clock),
+                tokens=TokenService(settings, db, sealer, refresher, liveness, clock),
+                revoker=revoker,
                 api_keys=ApiKeys(db, clock),
-                worker=RefreshWorker(settings, db, refresher, Pacer(settings.worker_qps), clock),
+                worker=Worker(
+                    settings,
+                    db,
+                    refresher,
+                    liveness,
+                    revoker,
+                    Pacer(settings.worker_qps),
+                    clock,
+                ),
             )
     finally:
         await db.close()

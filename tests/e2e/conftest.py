@@ -64,11 +64,24 @@ class EmulatorAdmin:
 
 
 class Browser:
-    """A cookie-keeping client that clicks through consent via the emulator's test hook."""
+    """A cookie-keeping client that clicks through consent via the emulator's test hook,
+    starting from a connect link that an internal caller (with `api_key`) opened for it."""
 
-    def __init__(self, stack: Stack) -> None:
+    def __init__(self, stack: Stack, api_key: str) -> None:
         self.stack = stack
+        self.api_key = api_key
         self.http = httpx.AsyncClient(base_url=stack.service_url, timeout=30)
+
+    async def connect_link(self, **params: str) -> str:
+        """POST /connect-sessions with `params` (flow, return_to, end_user) as the body."""
+        opened = await self.http.post(
+            "/connect-sessions",
+            json=params,
+            headers={"authorization": f"Bearer {self.api_key}"},
+        )
+        assert opened.status_code == 201, opened.text
+        url: str = opened.json()["url"]
+        return url
 
     async def approve_at_tiktok(
         self, decision: str = "approve", hook: dict[str, str] | None = None, **params: str
@@ -78,7 +91,7 @@ class Browser:
 
         `hook` adds emulator test-hook parameters (e.g. `emulator_open_id`) to the consent step.
         """
-        start = await self.http.get("/authorize", params=params)
+        start = await self.http.get(await self.connect_link(**params))
         assert start.status_code == 302, start.text
         extra = httpx.QueryParams({"emulator_decision": decision, **(hook or {})})
         consent = await self.http.get(f"{start.headers['location']}&{extra}")
@@ -113,15 +126,16 @@ def start_stack(
             httpx.AsyncClient(base_url=stack.emulator_url, timeout=60) as admin_http,
         ):
             canaries.add("emulator-secret")
-            browser = Browser(stack)
+            browser = Browser(stack, await api_key(stack, canaries, "e2e-browser"))
             async with browser.http:
                 yield Running(stack, browser, EmulatorAdmin(admin_http))
 
     return start
 
 
-async def api_key(stack: Stack, canaries: Canaries) -> str:
-    key = (await app_service(stack.service).api_keys.create("e2e", [])).key.get_secret_value()
+async def api_key(stack: Stack, canaries: Canaries, name: str = "e2e") -> str:
+    created = await app_service(stack.service).api_keys.create(name, [])
+    key = created.key.get_secret_value()
     canaries.add(key)
     return key
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -20,6 +21,7 @@ from tests.fixtures import KEYS, Canaries
 from tiktok_auth_dev.stack import bind_socket, serving
 from tiktok_auth_service.api.deps import app_service
 from tiktok_auth_service.app import create_app
+from tiktok_auth_service.authorization import Origin
 from tiktok_auth_service.models import Flow
 from tiktok_auth_service.tiktok import IssuedAccountTokens
 
@@ -132,14 +134,20 @@ async def _start_replica(stack: Any) -> tuple[asyncio.subprocess.Process, str]:
 async def test_killing_the_refreshing_process_leaves_a_clean_state(
     start_stack: Callable[..., Any],
     canaries: Canaries,
+    pg: asyncpg.Connection,
     after_kill: dict[str, Any],
     expected: int,
 ) -> None:
-    # Access tokens shorter than the refresh leeway: every read refreshes.
-    async with start_stack(emulator_config={"access_token_ttl": 120}) as (stack, browser, admin):
+    clock = ShiftClock()
+    async with start_stack(clock=clock) as (stack, browser, admin):
         key = await api_key(stack, canaries)
         auth = {"authorization": f"Bearer {key}"}
         await browser.consent(flow="tiktok_account")
+        # The stored token as a day later, a minute before expiry: the next read refreshes.
+        await pg.execute(
+            "UPDATE oauth_grant SET refreshed_at = now() - interval '1 day',"
+            " expires_at = now() + interval '1 minute'"
+        )
         await admin.fault(REFRESH, after_kill)
 
         replica, replica_url = await _start_replica(stack)
@@ -147,12 +155,14 @@ async def test_killing_the_refreshing_process_leaves_a_clean_state(
             read = asyncio.create_task(
                 http.get(f"{replica_url}/tokens/accounts/{OPEN_ID}", headers=auth)
             )
-            await admin.wait_hanging(1)  # the replica is inside its refresh, holding the lock
+            await admin.wait_hanging(1)  # the replica is inside its refresh, holding the lease
             replica.send_signal(signal.SIGKILL)
             await replica.wait()
             with pytest.raises(httpx.TransportError):
                 await read
         await admin.release()
+        # Two minutes on: the dead replica's lease has run out, and so has the stored token.
+        await advance(clock, admin, timedelta(minutes=2))
 
         after = await browser.http.get(f"/tokens/accounts/{OPEN_ID}", headers=auth)
         await issued_tokens(admin, canaries)
@@ -194,7 +204,7 @@ async def _seed_account_grants(stack: Any, open_ids: list[str]) -> None:
     async with httpx.AsyncClient(base_url=stack.emulator_url) as http:
         granted = await asyncio.gather(*(authorize(http, open_id) for open_id in open_ids))
     for account in granted:
-        await flow.store(account)
+        await flow.store(account, Origin())
 
 
 async def test_worker_refreshes_1000_due_grants_within_qps(

@@ -54,9 +54,9 @@ def output_dir(request: pytest.FixtureRequest) -> Path:
     return folder
 
 
-async def open_consent_page(page: Page, service_url: str, emulator_url: str) -> None:
-    """/authorize in the browser, landing on the emulator's advertiser consent page."""
-    await page.goto(f"{service_url}/authorize")
+async def open_consent_page(page: Page, link: str, emulator_url: str) -> None:
+    """A connect link in the browser, landing on the emulator's advertiser consent page."""
+    await page.goto(link)
     await page.wait_for_url(f"{emulator_url}/portal/auth?**")
     assert await page.title() == "Authorize app"
     assert await page.inner_text("h1") == "Authorize app"
@@ -69,9 +69,9 @@ async def open_consent_page(page: Page, service_url: str, emulator_url: str) -> 
 async def test_approve_in_a_real_browser_then_the_token_is_served(
     start_stack: Callable[..., Any], canaries: Canaries, page: Page, output_dir: Path
 ) -> None:
-    async with start_stack() as (stack, _, admin):
+    async with start_stack() as (stack, browser, admin):
         key = await api_key(stack, canaries)
-        await open_consent_page(page, stack.service_url, stack.emulator_url)
+        await open_consent_page(page, await browser.connect_link(), stack.emulator_url)
         await page.screenshot(path=output_dir / "consent.png", full_page=True)
 
         await page.click("#approve")
@@ -95,8 +95,8 @@ async def test_approve_in_a_real_browser_then_the_token_is_served(
 async def test_deny_in_a_real_browser_shows_the_error_and_tiktok_is_not_called(
     start_stack: Callable[..., Any], page: Page, output_dir: Path
 ) -> None:
-    async with start_stack() as (stack, _, admin):
-        await open_consent_page(page, stack.service_url, stack.emulator_url)
+    async with start_stack() as (stack, browser, admin):
+        await open_consent_page(page, await browser.connect_link(), stack.emulator_url)
 
         await page.click("#deny")
         await page.wait_for_url(f"{stack.service_url}/callback?**")

@@ -584,24 +584,53 @@ class TestRetry:
         ],
         ids=["50000", "60001", "http-504", "read-timeout"],
     )
+    async def test_the_refresh_is_not_repeated_once_tiktok_may_have_acted(
+        self,
+        client: TikTokClient,
+        tiktok: respx.MockRouter,
+        sleeps: RecordingSleep,
+        failure: httpx.Response | Exception,
+    ) -> None:
+        # A second try would present a rotated-out refresh token: 40107, a dead grant.
+        route = tiktok.post("/tt_user/oauth2/refresh_token/").mock(side_effect=[failure, ok({})])
+        with pytest.raises(TikTokError):
+            await client.refresh_account_token(SecretStr("rft.x"))
+        assert route.call_count == 1
+        assert sleeps.waits == []
+
     @pytest.mark.parametrize(
-        "path",
-        ["/oauth2/access_token/", "/tt_user/oauth2/token/", "/tt_user/oauth2/refresh_token/"],
+        "failure",
+        [
+            fail(50000),
+            fail(60001),
+            httpx.Response(504, text="<html>gateway</html>"),
+            httpx.ReadTimeout("timed out"),
+        ],
+        ids=["50000", "60001", "http-504", "read-timeout"],
     )
-    async def test_single_use_calls_are_not_repeated_once_tiktok_may_have_acted(
+    @pytest.mark.parametrize(
+        ("path", "data"),
+        [
+            ("/oauth2/access_token/", ADVERTISER_GRANT_DATA),
+            ("/tt_user/oauth2/token/", ACCOUNT_GRANT_DATA),
+        ],
+        ids=["advertiser", "account"],
+    )
+    async def test_code_exchanges_are_retried_on_transient_failures(
         self,
         client: TikTokClient,
         tiktok: respx.MockRouter,
         sleeps: RecordingSleep,
         failure: httpx.Response | Exception,
         path: str,
+        data: dict[str, Any],
     ) -> None:
-        # A second try would present a spent code or a rotated-out refresh token.
-        route = tiktok.post(path).mock(side_effect=[failure, ok({})])
-        with pytest.raises(TikTokError):
-            await SINGLE_USE_CALLS[path](client)
-        assert route.call_count == 1
-        assert sleeps.waits == []
+        # A repeated exchange works or fails as the first would have: the code is spent
+        # either way, so retrying can only help.
+        route = tiktok.post(path).mock(side_effect=[failure, ok(data)])
+        await EXCHANGES[path](client)
+        assert route.call_count == 2
+        assert sleeps.waits == [0.5]
 
     @pytest.mark.parametrize(
         "failure",
@@ -637,10 +666,9 @@ class TestRetry:
 
 Call = Callable[[TikTokClient], Awaitable[object]]
 
-SINGLE_USE_CALLS: dict[str, Call] = {
+EXCHANGES: dict[str, Call] = {
     "/oauth2/access_token/": lambda c: c.exchange_code(AUTH_CODE),
     "/tt_user/oauth2/token/": lambda c: c.exchange_account_code(AUTH_CODE, "https://x/cb"),
-    "/tt_user/oauth2/refresh_token/": lambda c: c.refresh_account_token(SecretStr("rft.x")),
 }
 
 # (method, path, call, success data, the secret the call itself sends besides the app secret)

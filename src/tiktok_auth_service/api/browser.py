@@ -4,19 +4,67 @@ from __future__ import annotations
 
 import html
 from typing import Annotated
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
 from starlette.responses import RedirectResponse, Response
 
 from tiktok_auth_service import errors
-from tiktok_auth_service.api.deps import ServiceDep
+from tiktok_auth_service.api.deps import API_KEY_SECURITY, ServiceDep, api_key_of
 from tiktok_auth_service.api.problems import html_page, problem_responses
-from tiktok_auth_service.authorization import AuthorizationResult, CallbackParams
+from tiktok_auth_service.authorization import AuthorizationResult, CallbackParams, ConnectLink
 from tiktok_auth_service.models import Flow
 from tiktok_auth_service.service import Service
 
 router = APIRouter(tags=["authorization (browser)"])
+
+# The keys /callback appends to return_to; a caller-supplied copy is dropped first, so the
+# outcome cannot be pre-seeded (most parsers take the first `status`).
+OUTCOME_KEYS = frozenset({"status", "advertiser_ids", "open_id", "error"})
+
+
+class ConnectSessionRequest(BaseModel):
+    flow: Flow = Field(
+        default=Flow.ADVERTISER,
+        description="`advertiser` (Marketing API ad accounts) or `tiktok_account`.",
+    )
+    return_to: str | None = Field(
+        default=None,
+        description="Where to send the browser afterwards; must be on an allowed origin.",
+    )
+    end_user: str | None = Field(
+        default=None,
+        max_length=256,
+        pattern=r"^[^\x00-\x1f\x7f]*$",
+        description="Your label for the person (e.g. their user id in your product); "
+        "recorded with the grant and shown with its tokens.",
+    )
+
+
+@router.post(
+    "/connect-sessions",
+    status_code=201,
+    response_model=ConnectLink,
+    openapi_extra=API_KEY_SECURITY,
+    responses={
+        **problem_responses(
+            errors.ReturnToNotAllowed,
+            errors.Unauthenticated,
+            errors.Forbidden,
+            errors.DatabaseUnavailable,
+        ),
+        422: {"description": "Malformed body (`validation_error`)."},
+    },
+)
+async def create_connect_session(
+    body: ConnectSessionRequest, request: Request, service: ServiceDep
+) -> ConnectLink:
+    """Open a single-use link for one person to connect their accounts; send their browser
+    to `url`. A restricted key may open links only for what it may read."""
+    return await service.authorization.open_session(
+        api_key_of(request), body.flow, body.return_to, body.end_user
+    )
 
 
 def binding_cookie(service: Service) -> str:
@@ -32,24 +80,36 @@ def binding_cookie(service: Service) -> str:
     response_class=RedirectResponse,
     responses={
         302: {"description": "Redirect to TikTok's consent page."},
-        **problem_responses(errors.ReturnToNotAllowed),
+        **problem_responses(
+            errors.ReturnToNotAllowed, errors.InvalidSession, errors.SessionRequired
+        ),
     },
 )
 async def authorize(
     request: Request,
     service: ServiceDep,
+    session: Annotated[
+        str | None,
+        Query(description="The link's session, from POST /connect-sessions."),
+    ] = None,
     flow: Annotated[
         Flow,
-        Query(description="`advertiser` (Marketing API ad accounts) or `tiktok_account`."),
+        Query(
+            description="Without a session only (CONNECT_SESSIONS_REQUIRED=false): "
+            "`advertiser` or `tiktok_account`."
+        ),
     ] = Flow.ADVERTISER,
     return_to: Annotated[
         str | None,
-        Query(description="Where to send the browser afterwards; must be on an allowed origin."),
+        Query(
+            description="Without a session only: where to send the browser afterwards; must "
+            "be on an allowed origin."
+        ),
     ] = None,
 ) -> Response:
     """Start an authorization: redirect the browser to TikTok's consent page."""
     cookie = binding_cookie(service)
-    start = await service.authorization.start(flow, return_to, request.cookies.get(cookie))
+    start = await service.authorization.start(flow, return_to, request.cookies.get(cookie), session)
     response = RedirectResponse(start.url, status_code=302)
     response.headers["Cache-Control"] = "no-store"
     response.set_cookie(
@@ -78,6 +138,8 @@ async def authorize(
             errors.InvalidState,
             errors.AuthorizationDenied,
             errors.AuthorizationFailed,
+            errors.Forbidden,
+            errors.AppCredentialsRejected,
             errors.UpstreamUnavailable,
         ),
     },
@@ -112,7 +174,12 @@ def _redirect_back(result: AuthorizationResult) -> Response:
     else:
         outcome = {"status": "connected", "advertiser_ids": ",".join(result.advertiser_ids)}
     parts = urlsplit(result.return_to)
-    query = "&".join(filter(None, [parts.query, urlencode(outcome)]))
+    kept = [
+        (key, value)
+        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+        if key not in OUTCOME_KEYS
+    ]
+    query = urlencode([*kept, *outcome.items()])
     response = RedirectResponse(urlunsplit(parts._replace(query=query)), status_code=302)
     response.headers["Cache-Control"] = "no-store"
     return response

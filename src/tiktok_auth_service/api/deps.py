@@ -27,8 +27,7 @@ def app_service(app: FastAPI) -> Service:
 
 
 def service_of(request: Request) -> Service:
-    service: Service = request.app.state.service
-    return service
+    return app_service(request.app)
 
 
 def api_key_of(request: Request) -> str | None:

@@ -11,7 +11,8 @@ from starlette.responses import Response
 from tiktok_auth_service import errors
 from tiktok_auth_service.api.deps import API_KEY_SECURITY, api_key_of, service_of
 from tiktok_auth_service.api.problems import problem_responses
-from tiktok_auth_service.tokens import AccountToken, AdvertiserToken, Revocation
+from tiktok_auth_service.revocation import AccountRevocation, Revocation
+from tiktok_auth_service.tokens import AccountToken, AdvertiserToken
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
 
@@ -23,7 +24,15 @@ AdvertiserId = Annotated[
         examples=["7100000000000000001"],
     ),
 ]
+OpenId = Annotated[
+    str,
+    Path(pattern=r"^[\x21-\x7e]{1,128}$", description="The TikTok account's open_id."),
+]
 NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _json(body: object) -> Response:
+    return Response(orjson.dumps(body), media_type="application/json", headers=NO_STORE)
 
 
 @router.get(
@@ -44,10 +53,7 @@ NO_STORE = {"Cache-Control": "no-store"}
     },
 )
 async def get_account_token(
-    open_id: Annotated[
-        str,
-        Path(pattern=r"^[\x21-\x7e]{1,128}$", description="The TikTok account's open_id."),
-    ],
+    open_id: OpenId,
     request: Request,
     min_valid_for: Annotated[
         int | None,
@@ -64,7 +70,7 @@ async def get_account_token(
     token = await service_of(request).tokens.get_account_token(
         api_key_of(request), open_id, min_valid_for
     )
-    return Response(orjson.dumps(token), media_type="application/json", headers=NO_STORE)
+    return _json(token)
 
 
 @router.get(
@@ -88,7 +94,50 @@ async def get_advertiser_token(advertiser_id: AdvertiserId, request: Request) ->
     token = await service_of(request).tokens.get_advertiser_token(
         api_key_of(request), advertiser_id
     )
-    return Response(orjson.dumps(token), media_type="application/json", headers=NO_STORE)
+    return _json(token)
+
+
+@router.post(
+    "/{advertiser_id}/check",
+    response_model=None,
+    openapi_extra=API_KEY_SECURITY,
+    responses={
+        200: {"model": AdvertiserToken, "description": "TikTok confirmed the token works."},
+        **problem_responses(
+            errors.Unauthenticated,
+            errors.Forbidden,
+            errors.NotConnected,
+            errors.ReauthorizationRequired,
+            errors.DatabaseUnavailable,
+            errors.UpstreamUnavailable,
+        ),
+        422: {"description": "Malformed advertiser id (`validation_error`)."},
+    },
+)
+async def check_advertiser_token(advertiser_id: AdvertiserId, request: Request) -> Response:
+    """Ask TikTok now whether the token serving this advertiser works (for a consumer that
+    just got 40105), syncing its advertiser list; 409 if it died."""
+    token = await service_of(request).tokens.check_advertiser_token(
+        api_key_of(request), advertiser_id
+    )
+    return _json(token)
+
+
+@router.delete(
+    "/accounts/{open_id}",
+    response_model=AccountRevocation,
+    openapi_extra=API_KEY_SECURITY,
+    responses=problem_responses(
+        errors.Unauthenticated, errors.Forbidden, errors.NotConnected, errors.UpstreamUnavailable
+    ),
+)
+async def revoke_account_token(open_id: OpenId, request: Request) -> Response:
+    """End this TikTok account's authorization at TikTok (its refresh chain dies with it).
+
+    Idempotent: repeating it answers 200 with `revoked_now: false`.
+    """
+    revocation = await service_of(request).revoker.revoke_account(api_key_of(request), open_id)
+    return _json(revocation)
 
 
 @router.delete(
@@ -100,11 +149,12 @@ async def get_advertiser_token(advertiser_id: AdvertiserId, request: Request) ->
     ),
 )
 async def revoke_advertiser_token(advertiser_id: AdvertiserId, request: Request) -> Response:
-    """Revoke at TikTok the token serving this advertiser (and so every advertiser of its grant).
+    """Revoke at TikTok every token that still works for this advertiser, ending the service
+    of every advertiser those tokens serve (all are listed).
 
     Idempotent: repeating it answers 200 with `revoked_now: false`.
     """
-    revocation = await service_of(request).tokens.revoke_advertiser(
+    revocation = await service_of(request).revoker.revoke_advertiser(
         api_key_of(request), advertiser_id
     )
-    return Response(orjson.dumps(revocation), media_type="application/json", headers=NO_STORE)
+    return _json(revocation)

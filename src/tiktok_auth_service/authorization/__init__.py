@@ -1,7 +1,13 @@
 """Connecting advertisers and TikTok accounts: the browser leg of OAuth."""
 
-from .flows import AccountFlow, AdvertiserFlow, Connected, ConsentFlow
-from .service import Authorization, AuthorizationResult, AuthorizationStart, CallbackParams
+from .flows import AccountFlow, AdvertiserFlow, Connected, ConsentFlow, Origin
+from .service import (
+    Authorization,
+    AuthorizationResult,
+    AuthorizationStart,
+    CallbackParams,
+    ConnectLink,
+)
 
 __all__ = [
     "AccountFlow",
@@ -10,6 +16,8 @@ __all__ = [
     "AuthorizationResult",
     "AuthorizationStart",
     "CallbackParams",
+    "ConnectLink",
     "Connected",
     "ConsentFlow",
+    "Origin",
 ]

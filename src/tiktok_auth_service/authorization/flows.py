@@ -6,14 +6,15 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from datetime import datetime, timedelta
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlencode
 
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer
 from tiktok_auth_service.db import Database
-from tiktok_auth_service.models import Flow, Grant, GrantStatus
+from tiktok_auth_service.models import ApiClient, Flow, Grant, GrantStatus
 from tiktok_auth_service.refresh import write_account_tokens
 from tiktok_auth_service.repository import Repository
 from tiktok_auth_service.tiktok import (
@@ -29,11 +30,43 @@ IssuedT = TypeVar("IssuedT")
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Who asked for this authorization: the API key that opened the connect session (None
+    when sessions are not required) and its `end_user` label."""
+
+    client: ApiClient | None = None
+    end_user: str | None = None
+
+    def may_serve(self, flow: Flow, subjects: list[str]) -> list[str]:
+        """The subjects a grant of this origin may serve: a restricted key's own only, so a
+        link it opened cannot take over who serves anybody else's advertisers or accounts."""
+        if self.client is None or self.client.unrestricted:
+            return subjects
+        allowed = (
+            self.client.allowed_advertiser_ids
+            if flow == Flow.ADVERTISER
+            else self.client.allowed_open_ids
+        )
+        return [subject for subject in subjects if subject in allowed]
+
+    def stamp(self, grant: Grant) -> None:
+        grant.api_client_id = self.client.id if self.client else None
+        grant.connected_by = self.client.name if self.client else None
+        grant.end_user = self.end_user
+
+
+@dataclass(frozen=True)
 class Connected:
-    """What a completed authorization connected: advertisers, or one TikTok account."""
+    """What a completed authorization connected (advertisers, or one TikTok account), and
+    the grants it left orphaned, whose tokens must now be revoked."""
 
     advertiser_ids: list[str] = field(default_factory=list)
     open_id: str | None = None
+    orphans: list[uuid.UUID] = field(default_factory=list)
+
+    @property
+    def nothing(self) -> bool:
+        return not self.advertiser_ids and self.open_id is None
 
 
 class ConsentFlow(Protocol[IssuedT]):
@@ -47,9 +80,26 @@ class ConsentFlow(Protocol[IssuedT]):
         """Trade the callback's code for tokens. Raises the TikTok client's errors."""
         ...
 
-    async def store(self, issued: IssuedT) -> Connected:
-        """Store (sealed) what TikTok issued and say what is now connected."""
+    async def store(self, issued: IssuedT, origin: Origin) -> Connected:
+        """Store (sealed) what TikTok issued and say what is now connected; a grant that may
+        serve nothing of what was granted is stored orphaned, to be revoked."""
         ...
+
+
+def _new_grant(flow: Flow, origin: Origin, now: datetime, **values: Any) -> Grant:
+    grant = Grant(
+        id=uuid.uuid4(),
+        flow=flow,
+        key_id="",
+        access_token_enc=b"",
+        status=GrantStatus.ACTIVE,
+        created_at=now,
+        updated_at=now,
+        last_checked_at=now,
+        **values,
+    )
+    origin.stamp(grant)
+    return grant
 
 
 @dataclass(eq=False)
@@ -74,32 +124,47 @@ class AdvertiserFlow:
     async def exchange(self, code: str) -> IssuedAdvertiserToken:
         return await self.tiktok.exchange_code(code)
 
-    async def store(self, issued: IssuedAdvertiserToken) -> Connected:
+    async def store(self, issued: IssuedAdvertiserToken, origin: Origin) -> Connected:
+        """The newest grant serves its advertisers; grants left serving nobody are orphaned,
+        except one whose token TikTok handed back again, which retires quietly."""
         now = self.clock.now()
-        grant = Grant(
-            id=uuid.uuid4(),
-            flow=Flow.ADVERTISER,
-            key_id="",
-            access_token_enc=b"",
+        granted = sorted(set(issued.advertiser_ids))
+        serve = origin.may_serve(Flow.ADVERTISER, granted)
+        grant = _new_grant(
+            Flow.ADVERTISER,
+            origin,
+            now,
             scope=list(issued.scope),
-            status=GrantStatus.ACTIVE,
-            created_at=now,
-            updated_at=now,
-            last_checked_at=now,
+            advertiser_ids=granted,
+            next_check_at=now + timedelta(seconds=self.settings.liveness_interval_seconds),
+            orphaned_at=None if serve else now,
         )
         self.sealer.seal(grant, issued.access_token)
+        token = issued.access_token.get_secret_value()
         async with self.db.session() as session, session.begin():
             repo = Repository(session)
-            await repo.add_grant(grant)
-            await repo.assign_advertisers(grant.id, issued.advertiser_ids, now)
+            await repo.add(grant)
+            previous = await repo.assign_advertisers(grant.id, serve, now)
+            orphans = []
+            for orphan_id in await repo.orphan_grants_serving_nobody(previous, now):
+                old = await repo.lock_grant(orphan_id)
+                assert old is not None
+                if self.sealer.open_access_token(old.id, old.key_id, old.access_token_enc) == token:
+                    await repo.set_grant_status(old, GrantStatus.REVOKED, now)
+                else:
+                    orphans.append(orphan_id)
         log.info(
-            "advertiser grant stored: grant=%s advertisers=%d request_id=%s",
+            "advertiser grant stored: grant=%s advertisers=%d served=%d replaced=%d request_id=%s",
             grant.id,
-            len(issued.advertiser_ids),
+            len(granted),
+            len(serve),
+            len(orphans),
             issued.request_id,
         )
+        if not serve:
+            return Connected(orphans=[grant.id, *orphans])
         await self._store_names(grant.id, issued)
-        return Connected(advertiser_ids=list(issued.advertiser_ids))
+        return Connected(advertiser_ids=serve, orphans=orphans)
 
     async def _store_names(self, grant_id: uuid.UUID, issued: IssuedAdvertiserToken) -> None:
         """Best effort: the grant is already stored, so a failure here only loses names."""
@@ -110,15 +175,14 @@ class AdvertiserFlow:
                 "advertiser names not fetched: code=%s request_id=%s", exc.code, exc.request_id
             )
             return
-        granted = set(issued.advertiser_ids)
-        names = {a.advertiser_id: a.advertiser_name for a in listed if a.advertiser_id in granted}
+        names = {a.advertiser_id: a.advertiser_name for a in listed}
         async with self.db.session() as session, session.begin():
             await Repository(session).set_advertiser_names(grant_id, names, self.clock.now())
 
 
 @dataclass(eq=False)
 class AccountFlow:
-    """A TikTok account (tt_user): a refreshable token pair, one grant per open_id."""
+    """A TikTok account (tt_user): a refreshable token pair, one live grant per open_id."""
 
     settings: Settings
     db: Database
@@ -126,6 +190,13 @@ class AccountFlow:
     sealer: TokenSealer
     clock: Clock
     flow: Flow = Flow.TIKTOK_ACCOUNT
+
+    @property
+    def ahead(self) -> timedelta:
+        return timedelta(
+            seconds=self.settings.refresh_leeway_seconds
+            + self.settings.worker_refresh_ahead_seconds
+        )
 
     def consent_url(self, state: str) -> str:
         # TikTok's Login Kit page: OAuth parameter names, comma-separated scope names.
@@ -141,36 +212,38 @@ class AccountFlow:
     async def exchange(self, code: str) -> IssuedAccountTokens:
         return await self.tiktok.exchange_account_code(code, self.settings.tiktok_redirect_uri)
 
-    async def store(self, issued: IssuedAccountTokens) -> Connected:
-        """Re-authorizing an account replaces its tokens in place."""
+    async def store(self, issued: IssuedAccountTokens, origin: Origin) -> Connected:
+        """Re-authorizing an account starts a new grant and orphans the one it replaces, whose
+        refresh chain is then revoked; two racing authorizations leave one live chain."""
         now = self.clock.now()
+        grant = _new_grant(
+            Flow.TIKTOK_ACCOUNT, origin, now, open_id=issued.open_id, scope=[], version=0
+        )
+        write_account_tokens(grant, issued, self.sealer, now, self.ahead)
+        if not origin.may_serve(Flow.TIKTOK_ACCOUNT, [issued.open_id]):
+            grant.open_id = None
+            grant.orphaned_at = now
+            async with self.db.session() as session, session.begin():
+                await Repository(session).add(grant)
+            return Connected(orphans=[grant.id])
+        orphans: list[uuid.UUID] = []
         async with self.db.session() as session, session.begin():
             repo = Repository(session)
-            grant = await repo.lock_grant_of_account(issued.open_id)
-            if grant is None:
-                grant = Grant(
-                    id=uuid.uuid4(),
-                    flow=Flow.TIKTOK_ACCOUNT,
-                    open_id=issued.open_id,
-                    key_id="",
-                    access_token_enc=b"",
-                    scope=[],
-                    status=GrantStatus.ACTIVE,
-                    version=0,
-                    created_at=now,
-                    updated_at=now,
-                    last_checked_at=now,
-                )
-                write_account_tokens(grant, issued, self.sealer, now)
-                if await repo.insert_grant_unless_account_exists(grant):
-                    log.info(
-                        "account grant stored: grant=%s request_id=%s", grant.id, issued.request_id
-                    )
-                    return Connected(open_id=issued.open_id)
-                # A concurrent first authorization of the same account won the insert.
-                grant = await repo.lock_grant_of_account(issued.open_id)
-                assert grant is not None
-            write_account_tokens(grant, issued, self.sealer, now)
-            grant.last_checked_at = now
-        log.info("account grant updated: grant=%s request_id=%s", grant.id, issued.request_id)
-        return Connected(open_id=issued.open_id)
+            while not await repo.insert_grant_unless_account_exists(grant):
+                # Another grant holds this open_id (an earlier or a racing authorization).
+                old = await repo.lock_grant_of_account(issued.open_id)
+                if old is None:
+                    continue  # it was just demoted by a racing authorization; insert again
+                old.open_id = None
+                old.orphaned_at = now
+                old.updated_at = now
+                old.version += 1
+                await session.flush()
+                orphans.append(old.id)
+        log.info(
+            "account grant stored: grant=%s replaced=%d request_id=%s",
+            grant.id,
+            len(orphans),
+            issued.request_id,
+        )
+        return Connected(open_id=issued.open_id, orphans=orphans)

@@ -1,5 +1,6 @@
-"""Starting an authorization (a single-use state bound to the browser) and completing it at
-the callback.
+"""Opening a connect session (a single-use link an API caller hands to one person), starting
+an authorization from it (a single-use state bound to the browser), and completing it at the
+callback.
 
 The callback commits the consumed state before it talks to TikTok: a replayed callback then
 finds the state used and never exchanges the code twice.
@@ -9,23 +10,35 @@ from __future__ import annotations
 
 import logging
 import secrets
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any
-from urllib.parse import urlsplit
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+from urllib.parse import urlencode, urlsplit
+
+from pydantic import Field
 
 from tiktok_auth_service import errors
-from tiktok_auth_service.authorization.flows import ConsentFlow
+from tiktok_auth_service.authorization.flows import ConsentFlow, Origin
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import digest
-from tiktok_auth_service.db import Database
-from tiktok_auth_service.models import Flow, OAuthState
+from tiktok_auth_service.db import CONNECTION_ERRORS, Database
+from tiktok_auth_service.models import ConnectSession, Flow, OAuthState
 from tiktok_auth_service.repository import Repository
-from tiktok_auth_service.tiktok import TikTokAuthError, TikTokError
+from tiktok_auth_service.revocation import Revoker
+from tiktok_auth_service.tiktok import (
+    InvalidAuthCode,
+    TikTokAuthError,
+    TikTokError,
+    TikTokRequestError,
+)
 
 log = logging.getLogger(__name__)
+
+# Failures that turn revoking replaced grants into the worker's job instead of the browser's.
+_BEST_EFFORT: tuple[type[Exception], ...] = (errors.ServiceError, *CONNECTION_ERRORS)
 
 # States are kept a day past expiry so a late callback still gets "expired" rather than
 # "unknown", then dropped.
@@ -36,6 +49,14 @@ STATE_RETENTION = timedelta(days=1)
 class AuthorizationStart:
     url: str
     browser_binding: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectLink:
+    """The answer of POST /connect-sessions."""
+
+    url: Annotated[str, Field(description="Send the person's browser here; it works once.")]
+    expires_at: Annotated[datetime, Field(description="The link stops working then.")]
 
 
 @dataclass(frozen=True)
@@ -64,6 +85,7 @@ class Authorization:
     db: Database
     clock: Clock
     flows: Mapping[Flow, ConsentFlow[Any]]
+    revoker: Revoker
 
     def check_return_to(self, return_to: str | None) -> None:
         """Raises ReturnToNotAllowed unless `return_to` is an http(s) URL on an allowed origin."""
@@ -84,31 +106,87 @@ class Authorization:
         ):
             raise refused
 
+    async def open_session(
+        self, api_key: str | None, flow: Flow, return_to: str | None, end_user: str | None
+    ) -> ConnectLink:
+        """A single-use link for one person to connect, valid for STATE_TTL_SECONDS.
+
+        A restricted key may open links only for a flow whose subjects it may read.
+        Raises Unauthenticated, Forbidden, ReturnToNotAllowed."""
+        self.check_return_to(return_to)
+        if not api_key:
+            raise errors.Unauthenticated()
+        secret = secrets.token_urlsafe(32)
+        now = self.clock.now()
+        expires_at = now + timedelta(seconds=self.settings.state_ttl_seconds)
+        async with self.db.session() as session, session.begin():
+            repo = Repository(session)
+            client = await repo.api_client_by_key_hash(digest(api_key))
+            if client is None:
+                raise errors.Unauthenticated()
+            allowed = (
+                client.allowed_advertiser_ids
+                if flow == Flow.ADVERTISER
+                else client.allowed_open_ids
+            )
+            if not client.unrestricted and not allowed:
+                raise errors.Forbidden(f"This API key may not connect {flow} subjects.")
+            await repo.delete_expired_states(before=now - STATE_RETENTION)
+            await repo.add(
+                ConnectSession(
+                    session_hash=digest(secret),
+                    flow=flow,
+                    return_to=return_to,
+                    end_user=end_user,
+                    api_client_id=client.id,
+                    created_at=now,
+                    expires_at=expires_at,
+                )
+            )
+        url = f"{self.settings.public_url('authorize')}?{urlencode({'session': secret})}"
+        return ConnectLink(url=url, expires_at=expires_at)
+
     async def start(
-        self, flow: Flow, return_to: str | None, browser_binding: str | None
+        self,
+        flow: Flow,
+        return_to: str | None,
+        browser_binding: str | None,
+        session: str | None = None,
     ) -> AuthorizationStart:
         """Create a single-use state bound to this browser and build TikTok's consent URL.
+        With a connect `session`, its flow and return_to apply and the session is spent.
 
-        Raises ReturnToNotAllowed."""
-        self.check_return_to(return_to)
+        Raises SessionRequired (no session while CONNECT_SESSIONS_REQUIRED), InvalidSession,
+        ReturnToNotAllowed."""
+        if session is None and self.settings.connect_sessions_required:
+            raise errors.SessionRequired()
+        if session is None:
+            self.check_return_to(return_to)
         if not browser_binding or len(browser_binding) < 32:
             browser_binding = secrets.token_urlsafe(32)
         state = secrets.token_urlsafe(32)
         now = self.clock.now()
-        async with self.db.session() as session, session.begin():
-            repo = Repository(session)
-            await repo.delete_expired_states(before=now - STATE_RETENTION)
-            await repo.add_state(
-                OAuthState(
-                    state_hash=digest(state),
-                    flow=flow,
-                    browser_hash=digest(browser_binding),
-                    return_to=return_to,
-                    created_at=now,
-                    expires_at=now + timedelta(seconds=self.settings.state_ttl_seconds),
-                )
+        async with self.db.session() as db_session, db_session.begin():
+            repo = Repository(db_session)
+            row = OAuthState(
+                state_hash=digest(state),
+                flow=flow,
+                browser_hash=digest(browser_binding),
+                return_to=return_to,
+                created_at=now,
+                expires_at=now + timedelta(seconds=self.settings.state_ttl_seconds),
             )
-        return AuthorizationStart(self.flows[flow].consent_url(state), browser_binding)
+            if session is not None:
+                opened = await repo.lock_connect_session(digest(session))
+                if opened is None or opened.used_at is not None or opened.expires_at <= now:
+                    raise errors.InvalidSession()
+                opened.used_at = now
+                row.flow, row.return_to = opened.flow, opened.return_to
+                row.api_client_id, row.end_user = opened.api_client_id, opened.end_user
+            else:
+                await repo.delete_expired_states(before=now - STATE_RETENTION)
+            await repo.add(row)
+        return AuthorizationStart(self.flows[row.flow].consent_url(state), browser_binding)
 
     async def complete(
         self, params: CallbackParams, browser_binding: str | None
@@ -116,47 +194,67 @@ class Authorization:
         """Validate the state, then exchange the code and store what TikTok issued.
 
         Raises InvalidState before the state is known; errors after it (AuthorizationDenied,
-        AuthorizationFailed, UpstreamUnavailable) are returned in the result, so the browser
-        can be sent back to its `return_to` with the outcome.
+        AuthorizationFailed, AppCredentialsRejected, UpstreamUnavailable, Forbidden) are
+        returned in the result, so the browser can be sent back to its `return_to` with the
+        outcome.
         """
-        state = await self._consume_state(params.state, browser_binding)
+        state, origin = await self._consume_state(params.state, browser_binding)
         flow = self.flows[state.flow]
+
+        def failed(error: errors.ServiceError) -> AuthorizationResult:
+            return AuthorizationResult(state.flow, state.return_to, error=error)
+
         code = params.auth_code or params.code
         if params.error or not code:
             reason = params.error_description or params.error or "no authorization code"
-            log.info("authorization not granted at TikTok: %s", params.error or "no code")
-            return AuthorizationResult(
-                state.flow, state.return_to, error=errors.AuthorizationDenied(f"TikTok: {reason}")
-            )
+            # %r: the parameter is the browser's text and must not forge log lines.
+            log.info("authorization not granted at TikTok: %r", (params.error or "no code")[:100])
+            return failed(errors.AuthorizationDenied(f"TikTok: {reason[:300]}"))
         try:
             issued = await flow.exchange(code)
-        except TikTokAuthError as exc:
-            log.warning("code exchange refused: code=%s request_id=%s", exc.code, exc.request_id)
-            return AuthorizationResult(
-                state.flow,
-                state.return_to,
-                error=errors.AuthorizationFailed(f"TikTok refused the code (code {exc.code})."),
-            )
+        except InvalidAuthCode as exc:
+            log.warning("code refused: code=%s request_id=%s", exc.code, exc.request_id)
+            return failed(errors.AuthorizationFailed(f"TikTok refused the code ({exc.code})."))
+        except (TikTokAuthError, TikTokRequestError) as exc:
+            log.error("code exchange refused: code=%s request_id=%s", exc.code, exc.request_id)
+            return failed(errors.AppCredentialsRejected(f"TikTok refused our app ({exc.code})."))
         except TikTokError as exc:
             log.warning("code exchange failed: code=%s request_id=%s", exc.code, exc.request_id)
-            return AuthorizationResult(
-                state.flow,
-                state.return_to,
-                error=errors.UpstreamUnavailable(
+            return failed(
+                errors.UpstreamUnavailable(
                     "TikTok could not complete the authorization; please try again."
-                ),
+                )
             )
-        connected = await flow.store(issued)
+        connected = await flow.store(issued, origin)
+        await self._revoke_orphans(connected.orphans)
+        if connected.nothing:
+            return failed(
+                errors.Forbidden(
+                    "The API key that opened this link may not connect what was granted."
+                )
+            )
         return AuthorizationResult(
             state.flow, state.return_to, connected.advertiser_ids, connected.open_id
         )
 
-    async def _consume_state(self, state: str | None, browser_binding: str | None) -> OAuthState:
+    async def _revoke_orphans(self, grant_ids: list[uuid.UUID]) -> None:
+        """Revoke what the new grant replaced; what fails now, the worker retries."""
+        if not grant_ids:
+            return
+        try:
+            await self.revoker.revoke_orphans(grant_ids)
+        except _BEST_EFFORT as exc:
+            log.warning("replaced grants left for the worker to revoke: %s", type(exc).__name__)
+
+    async def _consume_state(
+        self, state: str | None, browser_binding: str | None
+    ) -> tuple[OAuthState, Origin]:
         if not state:
             raise errors.InvalidState("The callback carries no state.")
         now = self.clock.now()
         async with self.db.session() as session, session.begin():
-            row = await Repository(session).lock_state(digest(state))
+            repo = Repository(session)
+            row = await repo.lock_state(digest(state))
             if row is None:
                 raise errors.InvalidState("This authorization link is unknown.")
             if row.used_at is not None:
@@ -170,4 +268,9 @@ class Authorization:
                     "This authorization was started in another browser; start again here."
                 )
             row.used_at = now
-        return row
+            client = None
+            if row.api_client_id is not None:
+                client = await repo.api_client(row.api_client_id)
+                if client is None or client.revoked_at is not None:
+                    raise errors.InvalidState("The API key that opened this link was revoked.")
+        return row, Origin(client, row.end_user)

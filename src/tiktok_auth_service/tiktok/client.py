@@ -153,8 +153,9 @@ class TikTokClient:
                 {**reply.data, "request_id": reply.request_id}
             ),
             json={"app_id": self._app_id, "secret": self._secret, "auth_code": auth_code},
+            # Retried like any call: a repeated exchange either works or fails exactly as
+            # the first attempt would have (the code is spent either way).
             sensitive=[auth_code],
-            single_use=True,
         )
 
     async def get_advertisers(self, access_token: SecretStr) -> list[AdvertiserInfo]:
@@ -202,8 +203,9 @@ class TikTokClient:
                 "auth_code": auth_code,
                 "redirect_uri": redirect_uri,
             },
+            # Retried like any call: a repeated exchange either works or fails exactly as
+            # the first attempt would have (the code is spent either way).
             sensitive=[auth_code],
-            single_use=True,
         )
 
     async def refresh_account_token(self, refresh_token: SecretStr) -> IssuedAccountTokens:
@@ -267,10 +269,10 @@ class TikTokClient:
     ) -> _T:
         """Run one TikTok call with retries and return the parsed ``data``.
 
-        `single_use` marks calls that spend what they send (an auth code, a rotating refresh
-        token): once TikTok may have acted on the request, repeating it can only fail (40110,
-        40107) and would mark a good grant dead, so those are retried only when TikTok
-        certainly did not act.
+        `single_use` marks calls that spend what they send and whose failure on a repeat
+        would be taken for a verdict (the rotating refresh token: a repeat after TikTok rotated
+        it answers 40107, which would mark a good grant dead), so those are retried only when
+        TikTok certainly did not act.
         """
         headers: dict[str, str] = {}
         secrets = [self._secret, *(sensitive or [])]

@@ -1,0 +1,170 @@
+"""Knowing when advertiser tokens die, and keeping each grant's advertiser list current.
+
+Advertiser tokens never expire, so the only way to learn that one died (the advertiser
+cancelled, the token was revoked elsewhere) is to ask: `oauth2/advertiser/get/` answers with
+the advertisers the token still covers, or 40105. The check runs under a lease like a refresh:
+no row lock or connection is held while TikTok answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pydantic import SecretStr
+
+from tiktok_auth_service import errors
+from tiktok_auth_service.clock import Clock
+from tiktok_auth_service.config import Settings
+from tiktok_auth_service.crypto import TokenSealer
+from tiktok_auth_service.db import Database
+from tiktok_auth_service.models import AdvertiserStatus, Grant, GrantStatus
+from tiktok_auth_service.refresh import RETRY_AFTER_SECONDS, failure_backoff
+from tiktok_auth_service.repository import Repository
+from tiktok_auth_service.tiktok import AdvertiserInfo, TikTokClient, TikTokError
+
+log = logging.getLogger(__name__)
+
+# For this call these codes mean the token itself is dead: empty/invalid/revoked (40104,
+# 40105), or no longer the app's (40113).
+_DEAD_TOKEN_CODES = frozenset({40104, 40105, 40113})
+
+
+@dataclass(eq=False)
+class LivenessChecker:
+    settings: Settings
+    db: Database
+    tiktok: TikTokClient
+    sealer: TokenSealer
+    clock: Clock
+
+    @property
+    def interval(self) -> timedelta:
+        return timedelta(seconds=self.settings.liveness_interval_seconds)
+
+    async def check_now(self, grant_id: uuid.UUID) -> None:
+        """Check one grant at once (a consumer just saw TikTok refuse its token).
+
+        Raises ReauthorizationRequired if the token is dead, UpstreamUnavailable if TikTok
+        could not say, or another check of this grant is under way."""
+        now = self.clock.now()
+        async with self.db.session() as session, session.begin():
+            grant = await Repository(session).lock_grant(grant_id)
+            if grant is None or grant.status != GrantStatus.ACTIVE:
+                raise errors.ReauthorizationRequired()
+            if grant.lease_until is not None and grant.lease_until > now:
+                raise errors.UpstreamUnavailable(
+                    "A check of this token is already under way; retry shortly.", retry_after=5
+                )
+            grant.lease_until = now + timedelta(seconds=self.settings.lease_seconds)
+            grant.version += 1
+        if not await self.check_leased(grant):
+            raise errors.UpstreamUnavailable(
+                "TikTok could not confirm the token; retry shortly.",
+                retry_after=RETRY_AFTER_SECONDS,
+            )
+
+    async def check_leased(self, leased: Grant) -> bool:
+        """Ask TikTok about a grant this process holds the lease of and record the answer;
+        False when TikTok could not say (the check is then retried later, with backoff)."""
+        token = self.sealer.open_access_token(leased.id, leased.key_id, leased.access_token_enc)
+        try:
+            listed = await self.tiktok.get_advertisers(SecretStr(token))
+        except TikTokError as exc:
+            dead = exc.code in _DEAD_TOKEN_CODES
+            await self._record(leased, None, dead)
+            if dead:
+                log.warning(
+                    "grant %s: TikTok refused its token (code %s); re-authorization required "
+                    "request_id=%s",
+                    leased.id,
+                    exc.code,
+                    exc.request_id,
+                )
+                raise errors.ReauthorizationRequired() from None
+            log.warning(
+                "grant %s: liveness check failed (code %s) request_id=%s",
+                leased.id,
+                exc.code,
+                exc.request_id,
+            )
+            return False
+        await self._record(leased, listed, dead=False)
+        return True
+
+    async def _record(self, leased: Grant, listed: list[AdvertiserInfo] | None, dead: bool) -> None:
+        now = self.clock.now()
+        async with self.db.session() as session, session.begin():
+            repo = Repository(session)
+            grant = await repo.lock_grant(leased.id)
+            if grant is None or grant.version != leased.version:
+                return  # revoked or replaced meanwhile: this answer is about the past
+            grant.lease_until = None
+            grant.version += 1
+            if dead:
+                grant.status = GrantStatus.REAUTHORIZATION_REQUIRED
+                grant.updated_at = now
+                grant.last_checked_at = now
+            elif listed is None:
+                grant.failures += 1
+                grant.next_check_at = now + min(self.interval, failure_backoff(grant.failures))
+            else:
+                grant.failures = 0
+                grant.last_checked_at = now
+                grant.next_check_at = now + self.interval
+                await self._sync(repo, grant, listed, now)
+
+    async def _sync(
+        self, repo: Repository, grant: Grant, listed: list[AdvertiserInfo], now: datetime
+    ) -> None:
+        """Make the grant serve what TikTok lists: removed advertisers stop being served
+        (409), new ones are served unless a live grant already serves them, names follow."""
+        listed_ids = {info.advertiser_id for info in listed}
+        if sorted(listed_ids) != sorted(grant.advertiser_ids):
+            grant.advertiser_ids = sorted(listed_ids)
+            grant.updated_at = now
+        rows = await repo.advertisers_of_grants([grant.id])
+        served = {row.advertiser_id for row in rows}
+        gone = [r.advertiser_id for r in rows if r.advertiser_id not in listed_ids]
+        back = [
+            r.advertiser_id
+            for r in rows
+            if r.advertiser_id in listed_ids and r.status == AdvertiserStatus.REMOVED
+        ]
+        await repo.set_advertiser_status(gone, AdvertiserStatus.REMOVED, now)
+        await repo.set_advertiser_status(back, AdvertiserStatus.ACTIVE, now)
+        new = await self._claimable(repo, grant, sorted(listed_ids - served))
+        await repo.assign_advertisers(grant.id, new, now)
+        if gone or new:
+            log.info("grant %s: advertiser list synced (+%d -%d)", grant.id, len(new), len(gone))
+        await repo.set_advertiser_names(
+            grant.id, {info.advertiser_id: info.advertiser_name for info in listed}, now
+        )
+        active = {r.advertiser_id for r in rows if r.status == AdvertiserStatus.ACTIVE}
+        if not (active - set(gone)) | set(back) | set(new):
+            grant.orphaned_at = now  # serves nobody now: its token is revoked by the worker
+
+    async def _claimable(
+        self, repo: Repository, grant: Grant, advertiser_ids: list[str]
+    ) -> list[str]:
+        """Of these newly listed advertisers, the ones this grant may start serving: not
+        served by another live grant, and within the opening key's list if it is restricted."""
+        if not advertiser_ids:
+            return []
+        if grant.api_client_id is not None:
+            client = await repo.api_client(grant.api_client_id)
+            if client is not None and not client.unrestricted:
+                allowed = set(client.allowed_advertiser_ids)
+                advertiser_ids = [a for a in advertiser_ids if a in allowed]
+        taken = set()
+        for row in await repo.lock_advertisers(advertiser_ids):
+            other = await repo.lock_grant(row.grant_id)
+            if (
+                other is not None
+                and other.status == GrantStatus.ACTIVE
+                and row.status == AdvertiserStatus.ACTIVE
+            ):
+                taken.add(row.advertiser_id)
+        return [a for a in advertiser_ids if a not in taken]

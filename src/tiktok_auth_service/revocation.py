@@ -1,0 +1,225 @@
+"""Ending grants at TikTok: on request (DELETE), and for orphans, grants that were replaced or
+serve nobody any more but whose token TikTok would still accept.
+
+The promise: once a revocation answers, no token we hold that TikTok would accept for that
+subject is left unrevoked, and every advertiser whose service ended is listed.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr
+
+from tiktok_auth_service import errors
+from tiktok_auth_service.clock import Clock
+from tiktok_auth_service.crypto import TokenSealer
+from tiktok_auth_service.db import Database
+from tiktok_auth_service.models import Flow, Grant, GrantStatus
+from tiktok_auth_service.refresh import AccountRefresher, failure_backoff, write_account_tokens
+from tiktok_auth_service.repository import (
+    Repository,
+    read_account_token,
+    read_advertiser_token,
+)
+from tiktok_auth_service.tiktok import (
+    AccessTokenExpired,
+    AccessTokenInvalid,
+    RefreshTokenExpired,
+    RefreshTokenInvalid,
+    TikTokClient,
+    TikTokError,
+)
+from tiktok_auth_service.tokens import authorize_read
+
+log = logging.getLogger(__name__)
+
+_REVOKED_NOW = Annotated[
+    bool, Field(description="False when everything was already revoked (the call is idempotent).")
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """The answer of DELETE /tokens/{advertiser_id}."""
+
+    advertiser_ids: Annotated[
+        list[str],
+        Field(
+            description="Every advertiser whose service ended: TikTok revokes per token, and "
+            "every token that still worked for this advertiser was revoked."
+        ),
+    ]
+    status: Literal["revoked"]
+    revoked_now: _REVOKED_NOW
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRevocation:
+    """The answer of DELETE /tokens/accounts/{open_id}."""
+
+    open_id: str
+    status: Literal["revoked"]
+    revoked_now: _REVOKED_NOW
+
+
+def _unconfirmed(exc: TikTokError) -> errors.UpstreamUnavailable:
+    log.warning("revoke failed: code=%s request_id=%s", exc.code, exc.request_id)
+    return errors.UpstreamUnavailable(
+        "TikTok did not confirm the revocation; retry later.", retry_after=30
+    )
+
+
+@dataclass(eq=False)
+class Revoker:
+    db: Database
+    tiktok: TikTokClient
+    sealer: TokenSealer
+    refresher: AccountRefresher
+    clock: Clock
+
+    async def revoke_advertiser(self, api_key: str | None, advertiser_id: str) -> Revocation:
+        """Revoke at TikTok every live token that covers this advertiser: the one serving it
+        and any older one TikTok still accepts for it; then mark those grants revoked.
+
+        A key restricted to only some of the advertisers whose service would end gets 403.
+        Idempotent. If TikTok fails part-way, what it did revoke is recorded and the answer is
+        503, so a retry finishes the job. Raises Unauthenticated, Forbidden, NotConnected,
+        UpstreamUnavailable."""
+        access = await authorize_read(self.db, read_advertiser_token, api_key, advertiser_id)
+        failure: TikTokError | None = None
+        async with self.db.session() as session, session.begin():
+            repo = Repository(session)
+            serving = await repo.lock_grant_of_advertiser(advertiser_id)
+            if serving is None:
+                raise errors.NotConnected(f"{advertiser_id} is not connected.")
+            grants = {
+                grant.id: grant for grant in await repo.lock_live_grants_covering(advertiser_id)
+            }
+            if serving.status == GrantStatus.ACTIVE:
+                grants[serving.id] = serving
+            ended_ids = sorted(
+                {advertiser_id}
+                | {
+                    row.advertiser_id
+                    for row in await repo.advertisers_of_grants(list(grants) or [serving.id])
+                }
+            )
+            if not access.unrestricted and not set(ended_ids) <= set(access.allowed):
+                raise errors.Forbidden(
+                    "A token that works for this advertiser also serves advertisers outside "
+                    "this key's list; revoking it needs a key allowed for all of them."
+                )
+            now = self.clock.now()
+            for grant in grants.values():
+                try:
+                    await self._revoke_at_tiktok(grant)
+                except TikTokError as exc:
+                    failure = exc
+                    break
+                await repo.set_grant_status(grant, GrantStatus.REVOKED, now)
+                log.info("grant %s revoked", grant.id)
+        if failure is not None:
+            raise _unconfirmed(failure)
+        return Revocation(ended_ids, "revoked", revoked_now=bool(grants))
+
+    async def revoke_account(self, api_key: str | None, open_id: str) -> AccountRevocation:
+        """End the TikTok-account authorization (`tt_user/oauth2/revoke/`), then mark the
+        grant revoked. Idempotent; a TikTok failure changes nothing (503).
+        Raises Unauthenticated, Forbidden, NotConnected, UpstreamUnavailable."""
+        await authorize_read(self.db, read_account_token, api_key, open_id)
+        async with self.db.session() as session, session.begin():
+            repo = Repository(session)
+            grant = await repo.lock_grant_of_account(open_id)
+            if grant is None:
+                raise errors.NotConnected(f"{open_id} is not connected.")
+            if grant.status == GrantStatus.REVOKED:
+                return AccountRevocation(open_id, "revoked", revoked_now=False)
+            now = self.clock.now()
+            if grant.lease_until is not None and grant.lease_until > now:
+                raise errors.UpstreamUnavailable(
+                    "A refresh of this token is in flight; retry in a few seconds.",
+                    retry_after=5,
+                )
+            try:
+                await self._revoke_at_tiktok(grant)
+            except TikTokError as exc:
+                raise _unconfirmed(exc) from exc
+            await repo.set_grant_status(grant, GrantStatus.REVOKED, now)
+        log.info("grant %s revoked", grant.id)
+        return AccountRevocation(open_id, "revoked", revoked_now=True)
+
+    async def revoke_orphans(self, grant_ids: list[uuid.UUID]) -> None:
+        """Revoke these orphaned grants now (best effort: the worker retries what fails)."""
+        for grant_id in grant_ids:
+            now = self.clock.now()
+            async with self.db.session() as session, session.begin():
+                grant = await Repository(session).lock_grant(grant_id)
+                if (
+                    grant is None
+                    or grant.status != GrantStatus.ACTIVE
+                    or grant.orphaned_at is None
+                    or (grant.lease_until is not None and grant.lease_until > now)
+                ):
+                    continue
+                grant.lease_until = now + timedelta(seconds=self.refresher.settings.lease_seconds)
+                grant.version += 1
+            await self.revoke_leased(grant)
+
+    async def revoke_leased(self, leased: Grant) -> bool:
+        """Revoke an orphaned grant this process holds the lease of; False if TikTok failed
+        (the lease is then released with a backoff, for the worker to try again)."""
+        version = leased.version  # _revoke_at_tiktok may refresh (and bump) the detached copy
+        try:
+            await self._revoke_at_tiktok(leased)
+        except TikTokError as exc:
+            log.warning(
+                "grant %s: revoking the orphaned token failed (code %s)", leased.id, exc.code
+            )
+            revoked = False
+        else:
+            revoked = True
+        now = self.clock.now()
+        async with self.db.session() as session, session.begin():
+            repo = Repository(session)
+            grant = await repo.lock_grant(leased.id)
+            if grant is None or grant.version != version:
+                return revoked
+            if revoked:
+                await repo.set_grant_status(grant, GrantStatus.REVOKED, now)
+            else:
+                grant.failures += 1
+                grant.lease_until = now + failure_backoff(grant.failures)
+        if revoked:
+            log.info("grant %s (orphaned) revoked at TikTok", leased.id)
+        return revoked
+
+    async def _revoke_at_tiktok(self, grant: Grant) -> None:
+        """Make TikTok stop accepting this grant's token; a token TikTok already refuses
+        counts as revoked. Raises TikTokError when TikTok did not confirm."""
+        token = SecretStr(
+            self.sealer.open_access_token(grant.id, grant.key_id, grant.access_token_enc)
+        )
+        try:
+            if grant.flow == Flow.ADVERTISER:
+                await self.tiktok.revoke(token)
+            else:
+                await self._revoke_account_chain(grant, token)
+        except (AccessTokenInvalid, RefreshTokenExpired, RefreshTokenInvalid):
+            log.info("grant %s was already dead at TikTok", grant.id)
+
+    async def _revoke_account_chain(self, grant: Grant, token: SecretStr) -> None:
+        try:
+            await self.tiktok.revoke_account_token(token)
+            return
+        except AccessTokenExpired:
+            pass
+        # TikTok revokes an authorization through a live access token only: get one first,
+        # and keep the rotated pair on the row in case the revocation then fails.
+        issued = await self.tiktok.refresh_account_token(self.sealer.open_refresh_token(grant))
+        write_account_tokens(grant, issued, self.sealer, self.clock.now(), self.refresher.ahead)
+        await self.tiktok.revoke_account_token(issued.access_token)
