@@ -15,18 +15,37 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-# What a lost or unreachable database raises, through asyncpg directly or through SQLAlchemy.
+# What a lost, restarting, unreachable or exhausted database raises, through asyncpg directly
+# or through SQLAlchemy (which wraps asyncpg's errors in DBAPIError: see `lost_connection`).
 # The API answers these with 503 rather than 500.
 CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
+    # AdminShutdownError, CannotConnectNowError, CrashShutdownError: a server going down.
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    # A connection broken mid-protocol ("cannot switch to state ...").
+    asyncpg.exceptions.InternalClientError,
     sa_exc.OperationalError,
     sa_exc.InterfaceError,
     sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,  # the write pool stayed exhausted for its whole timeout
 )
+
+
+def lost_connection(exc: BaseException) -> bool:
+    """True when `exc` (or what it wraps) means the database is unreachable, not that a
+    statement was wrong."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, CONNECTION_ERRORS):
+            return True
+        if isinstance(seen, sa_exc.DBAPIError) and getattr(seen, "connection_invalidated", False):
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
 
 
 async def _no_session_state(connection: asyncpg.Connection) -> None:

@@ -24,7 +24,7 @@ from tiktok_auth_service import errors
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer
-from tiktok_auth_service.db import CONNECTION_ERRORS, Database
+from tiktok_auth_service.db import Database, lost_connection
 from tiktok_auth_service.models import Grant, GrantStatus
 from tiktok_auth_service.repository import Repository
 from tiktok_auth_service.tiktok import IssuedAccountTokens, TikTokClient, TikTokError
@@ -180,7 +180,9 @@ class AccountRefresher:
         while True:
             try:
                 return await self._write_refreshed(leased, issued)
-            except CONNECTION_ERRORS as exc:
+            except Exception as exc:
+                if not lost_connection(exc):
+                    raise
                 if time.monotonic() + delay > deadline:
                     log.error(
                         "grant %s: the refreshed tokens could not be saved (%s); the next "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,9 @@ import pytest
 from tests.fixtures import KEYS, Canaries
 from tiktok_auth_dev.stack import Stack, run_stack
 from tiktok_auth_service.api.deps import app_service
+from tiktok_auth_service.authorization import Origin
+from tiktok_auth_service.models import Flow
+from tiktok_auth_service.tiktok import IssuedAccountTokens
 
 
 class ShiftClock:
@@ -57,6 +61,19 @@ class EmulatorAdmin:
 
     async def release(self) -> None:
         await self._post("hanging/release")
+
+    async def cancel(self, access_token: str, advertiser_id: str | None = None) -> None:
+        """The advertiser side cancels the authorization (or withdraws one advertiser)."""
+        body = {"access_token": access_token}
+        if advertiser_id is not None:
+            body["advertiser_id"] = advertiser_id
+        await self._post("advertisers/cancel", body)
+
+    async def grant(self, access_token: str, advertiser_id: str) -> None:
+        """The advertiser side adds an advertiser to a live token."""
+        await self._post(
+            "advertisers/grant", {"access_token": access_token, "advertiser_id": advertiser_id}
+        )
 
     async def state(self) -> dict[str, Any]:
         result: dict[str, Any] = (await self.http.get("/_emulator/state")).json()
@@ -159,3 +176,36 @@ async def issued_tokens(admin: EmulatorAdmin, canaries: Canaries) -> dict[str, A
 
     walk(state)
     return state
+
+
+async def seed_account_grants(stack: Any, open_ids: list[str]) -> None:
+    """Authorize many TikTok accounts at the emulator and store their grants in one go.
+
+    (The browser flow is covered elsewhere; here only the worker is under test.)
+    """
+    flow = app_service(stack.service).authorization.flows[Flow.TIKTOK_ACCOUNT]
+    redirect = stack.settings.tiktok_redirect_uri
+    gate = asyncio.Semaphore(16)
+
+    async def authorize(http: httpx.AsyncClient, open_id: str) -> IssuedAccountTokens:
+        async with gate:
+            consent = await http.get(
+                "/v2/auth/authorize/",
+                params={
+                    "client_key": stack.settings.tiktok_app_id,
+                    "response_type": "code",
+                    "scope": "user.info.basic",
+                    "redirect_uri": redirect,
+                    "state": "s",
+                    "emulator_decision": "approve",
+                    "emulator_open_id": open_id,
+                },
+            )
+            code = httpx.URL(consent.headers["location"]).params["code"]
+            issued: IssuedAccountTokens = await flow.exchange(code)
+            return issued
+
+    async with httpx.AsyncClient(base_url=stack.emulator_url) as http:
+        granted = await asyncio.gather(*(authorize(http, open_id) for open_id in open_ids))
+    for account in granted:
+        await flow.store(account, Origin())

@@ -16,14 +16,17 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.e2e.conftest import EmulatorAdmin, ShiftClock, api_key, issued_tokens
+from tests.e2e.conftest import (
+    EmulatorAdmin,
+    ShiftClock,
+    api_key,
+    issued_tokens,
+    seed_account_grants,
+)
 from tests.fixtures import KEYS, Canaries
 from tiktok_auth_dev.stack import bind_socket, serving
 from tiktok_auth_service.api.deps import app_service
 from tiktok_auth_service.app import create_app
-from tiktok_auth_service.authorization import Origin
-from tiktok_auth_service.models import Flow
-from tiktok_auth_service.tiktok import IssuedAccountTokens
 
 OPEN_ID = "-000emulatoropenid0001"
 REFRESH = "tt_user/oauth2/refresh_token/"
@@ -174,39 +177,6 @@ async def test_killing_the_refreshing_process_leaves_a_clean_state(
             assert after.json()["access_token"].startswith("act.")
 
 
-async def _seed_account_grants(stack: Any, open_ids: list[str]) -> None:
-    """Authorize many TikTok accounts at the emulator and store their grants in one go.
-
-    (The browser flow is covered elsewhere; here only the worker is under test.)
-    """
-    flow = app_service(stack.service).authorization.flows[Flow.TIKTOK_ACCOUNT]
-    redirect = stack.settings.tiktok_redirect_uri
-    gate = asyncio.Semaphore(16)
-
-    async def authorize(http: httpx.AsyncClient, open_id: str) -> IssuedAccountTokens:
-        async with gate:
-            consent = await http.get(
-                "/v2/auth/authorize/",
-                params={
-                    "client_key": stack.settings.tiktok_app_id,
-                    "response_type": "code",
-                    "scope": "user.info.basic",
-                    "redirect_uri": redirect,
-                    "state": "s",
-                    "emulator_decision": "approve",
-                    "emulator_open_id": open_id,
-                },
-            )
-            code = httpx.URL(consent.headers["location"]).params["code"]
-            issued: IssuedAccountTokens = await flow.exchange(code)
-            return issued
-
-    async with httpx.AsyncClient(base_url=stack.emulator_url) as http:
-        granted = await asyncio.gather(*(authorize(http, open_id) for open_id in open_ids))
-    for account in granted:
-        await flow.store(account, Origin())
-
-
 async def test_worker_refreshes_1000_due_grants_within_qps(
     start_stack: Callable[..., Any], canaries: Canaries
 ) -> None:
@@ -222,7 +192,7 @@ async def test_worker_refreshes_1000_due_grants_within_qps(
     async with start_stack(
         clock=clock, emulator_config=emulator, worker_qps=qps, worker_concurrency=8
     ) as (stack, _, admin):
-        await _seed_account_grants(stack, open_ids)
+        await seed_account_grants(stack, open_ids)
         await advance(clock, admin, timedelta(hours=23, minutes=55))
 
         service = app_service(stack.service)

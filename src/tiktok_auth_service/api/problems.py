@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, Response
 
 from tiktok_auth_service import errors
-from tiktok_auth_service.db import CONNECTION_ERRORS
+from tiktok_auth_service.db import CONNECTION_ERRORS, lost_connection
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,8 @@ def install(app: FastAPI) -> None:
         return error_response(request, errors.DatabaseUnavailable(retry_after=5))
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
+        if lost_connection(exc):
+            return await on_database_down(request, exc)
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         error = errors.ServiceError("An unexpected error occurred.")
         return error_response(request, error)
