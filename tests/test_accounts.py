@@ -226,6 +226,28 @@ class TestRefreshOnRead:
         assert expired.headers["retry-after"] == "30"
         assert expired.json()["code"] == "upstream_unavailable"
 
+    async def test_a_failed_refresh_is_not_retried_by_every_read(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: TikTokAccounts,
+        api_key: str,
+        clock: FakeClock,
+    ) -> None:
+        await connect_account(client)
+        tiktok.refresh.mock(
+            side_effect=None,
+            return_value=httpx.Response(200, json=envelope(code=50000, message="system error")),
+        )
+        clock.advance(hours=23, minutes=57)
+        url = f"/tokens/accounts/{OPEN_ID}"
+        for _ in range(5):
+            assert (await client.get(url, headers=bearer(api_key))).status_code == 200
+            clock.advance(seconds=5)
+        assert tiktok.refresh.call_count == 1  # backing off: reads serve the stored token
+        clock.advance(seconds=10)  # the first backoff (30 s) is over
+        assert (await client.get(url, headers=bearer(api_key))).status_code == 200
+        assert tiktok.refresh.call_count == 2
+
     async def test_refresh_token_past_its_year_is_not_sent(
         self,
         client: httpx.AsyncClient,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 
 import asyncpg
@@ -258,6 +259,50 @@ class TestCallback:
             f"{FRONTEND}/done?status=error&error=authorization_denied"
         )
         assert not exchange.called
+
+    async def test_outcome_keys_in_return_to_are_replaced_not_repeated(
+        self, client: httpx.AsyncClient, tiktok: respx.MockRouter
+    ) -> None:
+        seeded = f"{FRONTEND}/done?status=connected&open_id=attacker&keep=1&error=x"
+        state = await start_authorization(client, return_to=seeded)
+        response = await client.get("/callback", params={"error": "access_denied", "state": state})
+        assert response.headers["location"] == (
+            f"{FRONTEND}/done?keep=1&status=error&error=authorization_denied"
+        )
+
+    async def test_the_error_parameter_cannot_forge_log_lines(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        state = await start_authorization(client)
+        forged = "access_denied\n2026-12-01 INFO tiktok_auth_service grant revoked"
+        with caplog.at_level(logging.INFO, logger="tiktok_auth_service"):
+            await client.get("/callback", params={"error": forged, "state": state})
+        messages = [record.getMessage() for record in caplog.records]
+        assert any("access_denied" in message for message in messages)
+        assert not any("\n" in message for message in messages)
+
+    async def test_a_transient_exchange_failure_is_retried(
+        self, client: httpx.AsyncClient, tiktok: respx.MockRouter, canaries: Canaries
+    ) -> None:
+        token = new_token()
+        canaries.add(token)
+        exchange = tiktok.post("/oauth2/access_token/").mock(
+            side_effect=[
+                httpx.Response(200, json=envelope(code=50000, message="busy")),
+                httpx.Response(
+                    200,
+                    json=envelope({"access_token": token, "advertiser_ids": ADVERTISERS}),
+                ),
+            ]
+        )
+        tiktok.get("/oauth2/advertiser/get/").respond(json=envelope({"list": []}))
+        state = await start_authorization(client, return_to=f"{FRONTEND}/done")
+        response = await client.get("/callback", params={"auth_code": "c", "state": state})
+        assert query_of(response.headers["location"])["status"] == "connected"
+        assert exchange.call_count == 2
 
     async def test_missing_code_without_return_to_is_a_readable_page(
         self, client: httpx.AsyncClient, tiktok: respx.MockRouter

@@ -66,6 +66,45 @@ class TestLoadSettings:
         assert "DATABASE_URL" in str(caught.value)
         assert "hunter2" not in str(caught.value)
 
+    @pytest.mark.parametrize(
+        ("overrides", "named"),
+        [
+            ({"log_level": "LOUD"}, "LOG_LEVEL"),
+            (
+                {"refresh_leeway_seconds": 3600, "worker_refresh_ahead_seconds": 86400 - 3600},
+                "REFRESH_LEEWAY_SECONDS + WORKER_REFRESH_AHEAD_SECONDS",
+            ),
+        ],
+    )
+    def test_settings_that_cannot_work_are_one_line(
+        self, overrides: dict[str, object], named: str
+    ) -> None:
+        with pytest.raises(ConfigError) as caught:
+            load_settings(
+                _env_file=None,
+                tiktok_app_id="a",
+                tiktok_app_secret="s",
+                tiktok_redirect_uri="https://x.example/callback",
+                database_url="postgresql+asyncpg://u@h/d",
+                token_encryption_keys=f"k:{GOOD_KEY}",
+                **overrides,
+            )
+        message = str(caught.value)
+        assert named in message
+        assert "\n" not in message
+
+    def test_log_level_is_read_in_any_case(self) -> None:
+        settings = load_settings(
+            _env_file=None,
+            tiktok_app_id="a",
+            tiktok_app_secret="s",
+            tiktok_redirect_uri="https://x.example/callback",
+            database_url="postgresql+asyncpg://u@h/d",
+            token_encryption_keys=f"k:{GOOD_KEY}",
+            log_level="debug",
+        )
+        assert settings.log_level == "DEBUG"
+
     def test_return_to_origins_are_normalised(self, monkeypatch: pytest.MonkeyPatch) -> None:
         settings = load_settings(
             _env_file=None,

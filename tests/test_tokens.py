@@ -14,6 +14,7 @@ from tests.fixtures import APP_ID, APP_SECRET, TIKTOK_API, Canaries, bearer
 from tests.helpers import envelope, new_token, store_advertiser_grant
 from tiktok_auth_service.models import GrantStatus
 from tiktok_auth_service.service import Service
+from tiktok_auth_service.tokens import AdvertiserToken
 
 ADVERTISER = "7100000000000000001"
 OTHER = "7100000000000000002"
@@ -265,3 +266,18 @@ class TestOddInput:
         response = await client.get("/authorize", params={"return_to": return_to})
         assert response.status_code == 400
         assert response.json()["code"] == "return_to_not_allowed"
+
+
+def test_token_answers_do_not_show_the_token_in_their_repr() -> None:
+    token = AdvertiserToken(
+        advertiser_id="7100000000000000001",
+        access_token="super-secret-token-value",
+        expires_at=None,
+        scope=[4],
+        status="active",
+        last_checked_at=None,
+        connected_by=None,
+        end_user=None,
+    )
+    assert "super-secret-token-value" not in repr(token)
+    assert "7100000000000000001" in repr(token)

@@ -1,0 +1,208 @@
+"""Only invited people connect: /authorize needs a single-use link that an API caller opened
+with POST /connect-sessions (CONNECT_SESSIONS_REQUIRED, the default). TikTok faked by respx."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import asyncpg
+import httpx
+import pytest
+import respx
+
+from tests.fixtures import (
+    FRONTEND,
+    TIKTOK_API,
+    TIKTOK_AUTH,
+    Canaries,
+    FakeClock,
+    bearer,
+    make_settings,
+)
+from tests.helpers import envelope, new_token, query_of, store_advertiser_grant
+from tiktok_auth_service.config import Settings
+from tiktok_auth_service.service import Service
+
+A, B = "7100000000000000001", "7100000000000000002"
+
+
+@pytest.fixture
+def settings(migrated: str) -> Settings:
+    return make_settings(migrated, connect_sessions_required=True)
+
+
+@pytest.fixture
+def tiktok() -> Iterator[respx.MockRouter]:
+    with respx.mock(base_url=TIKTOK_API, assert_all_called=False, assert_all_mocked=True) as mock:
+        yield mock
+
+
+def tiktok_grants(tiktok: respx.MockRouter, canaries: Canaries, advertisers: list[str]) -> str:
+    token = new_token()
+    canaries.add(token)
+    tiktok.post("/oauth2/access_token/").respond(
+        json=envelope({"access_token": token, "advertiser_ids": advertisers, "scope": [4]})
+    )
+    tiktok.get("/oauth2/advertiser/get/").respond(
+        json=envelope({"list": [{"advertiser_id": a, "advertiser_name": a} for a in advertisers]})
+    )
+    return token
+
+
+async def open_link(client: httpx.AsyncClient, key: str, **body: str) -> str:
+    response = await client.post("/connect-sessions", json=body, headers=bearer(key))
+    assert response.status_code == 201, response.text
+    url: str = response.json()["url"]
+    return url
+
+
+async def connect_through(client: httpx.AsyncClient, link: str) -> httpx.Response:
+    """Follow a connect link to TikTok and come back with TikTok's code."""
+    start = await client.get(link)
+    assert start.status_code == 302, start.text
+    state = query_of(start.headers["location"])["state"]
+    return await client.get("/callback", params={"auth_code": "the-code", "state": state})
+
+
+class TestAuthorizeNeedsALink:
+    async def test_without_a_session_nothing_is_written_and_the_answer_is_401(
+        self, client: httpx.AsyncClient, pg: asyncpg.Connection
+    ) -> None:
+        for _ in range(20):
+            response = await client.get("/authorize", params={"return_to": f"{FRONTEND}/x"})
+            assert response.status_code == 401
+            assert response.json()["code"] == "connect_session_required"
+        page = await client.get("/authorize", headers={"accept": "text/html"})
+        assert page.status_code == 401
+        assert page.headers["content-type"].startswith("text/html")
+        assert await pg.fetchval("SELECT count(*) FROM oauth_state") == 0
+
+    async def test_a_link_works_once_and_only_before_it_expires(
+        self, client: httpx.AsyncClient, api_key: str, clock: FakeClock
+    ) -> None:
+        link = await open_link(client, api_key)
+        assert link.startswith("https://broker.example/authorize?session=")
+        first = await client.get(link)
+        assert first.status_code == 302
+        assert first.headers["location"].startswith(TIKTOK_AUTH + "?")
+        again = await client.get(link)
+        assert again.status_code == 400
+        assert again.json()["code"] == "invalid_session"
+        late = await open_link(client, api_key)
+        clock.advance(seconds=601)
+        assert (await client.get(late)).json()["code"] == "invalid_session"
+        forged = await client.get("/authorize", params={"session": "x" * 43})
+        assert forged.json()["code"] == "invalid_session"
+
+    async def test_opening_a_link_needs_a_valid_key_and_an_allowed_return_to(
+        self, client: httpx.AsyncClient, api_key: str, service: Service
+    ) -> None:
+        missing = await client.post("/connect-sessions", json={})
+        assert missing.status_code == 401
+        wrong = await client.post("/connect-sessions", json={}, headers=bearer("tas_" + "x" * 43))
+        assert wrong.status_code == 401
+        elsewhere = await client.post(
+            "/connect-sessions",
+            json={"return_to": "https://evil.example/"},
+            headers=bearer(api_key),
+        )
+        assert elsewhere.status_code == 400
+        assert elsewhere.json()["code"] == "return_to_not_allowed"
+        await service.api_keys.revoke("reporting")
+        revoked = await client.post("/connect-sessions", json={}, headers=bearer(api_key))
+        assert revoked.status_code == 401
+
+    async def test_the_link_decides_the_flow_and_where_the_browser_returns(
+        self, client: httpx.AsyncClient, api_key: str
+    ) -> None:
+        link = await open_link(client, api_key, flow="tiktok_account", return_to=f"{FRONTEND}/a")
+        # Query parameters of the link's URL cannot change what the caller opened.
+        start = await client.get(link + "&flow=advertiser&return_to=https://evil.example/")
+        consent = query_of(start.headers["location"])
+        assert consent["response_type"] == "code"  # TikTok's Login Kit: the account flow
+
+
+class TestWhoConnected:
+    async def test_the_grant_records_the_key_and_end_user_shown_with_its_token(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        canaries: Canaries,
+        api_key: str,
+    ) -> None:
+        token = tiktok_grants(tiktok, canaries, [A])
+        link = await open_link(client, api_key, return_to=f"{FRONTEND}/done", end_user="user-42")
+        answer = await connect_through(client, link)
+        assert query_of(answer.headers["location"]) == {
+            "status": "connected",
+            "advertiser_ids": A,
+        }
+        served = (await client.get(f"/tokens/{A}", headers=bearer(api_key))).json()
+        assert served["access_token"] == token
+        assert (served["connected_by"], served["end_user"]) == ("reporting", "user-42")
+
+    async def test_end_user_must_be_a_printable_label(
+        self, client: httpx.AsyncClient, api_key: str
+    ) -> None:
+        for label in ("a\nb", "x" * 257):
+            response = await client.post(
+                "/connect-sessions", json={"end_user": label}, headers=bearer(api_key)
+            )
+            assert response.status_code == 422
+
+
+class TestRestrictedKeys:
+    async def test_a_restricted_key_opens_links_only_for_what_it_may_read(
+        self, client: httpx.AsyncClient, service: Service, canaries: Canaries
+    ) -> None:
+        key = (await service.api_keys.create("shop-a", [A])).key.get_secret_value()
+        canaries.add(key)
+        account = await client.post(
+            "/connect-sessions", json={"flow": "tiktok_account"}, headers=bearer(key)
+        )
+        assert account.status_code == 403
+        assert (
+            await client.post("/connect-sessions", json={}, headers=bearer(key))
+        ).status_code == 201
+
+    async def test_its_link_cannot_take_over_advertisers_outside_its_list(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        service: Service,
+        canaries: Canaries,
+        api_key: str,
+    ) -> None:
+        existing = new_token()
+        canaries.add(existing)
+        await store_advertiser_grant(service, existing, [B])
+        key = (await service.api_keys.create("shop-a", [A])).key.get_secret_value()
+        canaries.add(key)
+        token = tiktok_grants(tiktok, canaries, [A, B])
+        answer = await connect_through(client, await open_link(client, key))
+        assert answer.status_code == 200
+        assert (await client.get(f"/tokens/{A}", headers=bearer(key))).json()["access_token"] == (
+            token
+        )
+        # B is still served by the token its own grant holds.
+        served_b = await client.get(f"/tokens/{B}", headers=bearer(api_key))
+        assert served_b.json()["access_token"] == existing
+
+    async def test_a_grant_it_may_not_serve_is_refused_and_revoked(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        service: Service,
+        canaries: Canaries,
+        pg: asyncpg.Connection,
+    ) -> None:
+        key = (await service.api_keys.create("shop-a", [A])).key.get_secret_value()
+        canaries.add(key)
+        token = tiktok_grants(tiktok, canaries, [B])
+        revoke = tiktok.post("/oauth2/revoke_token/").respond(json=envelope())
+        answer = await connect_through(client, await open_link(client, key))
+        assert answer.status_code == 403
+        assert json.loads(revoke.calls.last.request.content)["access_token"] == token
+        assert await pg.fetchval("SELECT status FROM oauth_grant") == "revoked"
+        assert await pg.fetchval("SELECT count(*) FROM advertiser") == 0
