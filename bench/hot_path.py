@@ -56,7 +56,7 @@ async def seed(env: dict[str, str]) -> tuple[str, str]:
         service.sealer.seal(grant, SecretStr("f" * 40))
         async with service.db.session() as session, session.begin():
             repo = Repository(session)
-            await repo.add_grant(grant)
+            await repo.add(grant)
             await repo.assign_advertisers(grant.id, [ADVERTISER], now)
         key = (await service.api_keys.create(f"bench-{os.getpid()}", [])).key
     return str(grant.id), key.get_secret_value()

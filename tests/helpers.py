@@ -138,6 +138,13 @@ class TikTokAccounts:
             return_value=httpx.Response(200, json=envelope())
         )
 
+    def refresh_fails(self, code: int) -> None:
+        """From now on TikTok answers every refresh with this error code."""
+        self.refresh.mock(
+            side_effect=None,
+            return_value=httpx.Response(200, json=envelope(code=code, message="refused")),
+        )
+
     def _issue(self, request: httpx.Request) -> httpx.Response:
         access, refresh = "act." + new_token(), "rft." + new_token()
         self.canaries.add(access, refresh)

@@ -22,7 +22,7 @@ from tests.fixtures import (
     FakeClock,
     bearer,
 )
-from tests.helpers import TikTokAccounts, connect_account, envelope, query_of
+from tests.helpers import TikTokAccounts, connect_account, query_of
 from tiktok_auth_service.service import Service
 
 
@@ -189,10 +189,7 @@ class TestRefreshOnRead:
         code: int,
     ) -> None:
         await connect_account(client)
-        tiktok.refresh.mock(
-            side_effect=None,
-            return_value=httpx.Response(200, json=envelope(code=code, message="no")),
-        )
+        tiktok.refresh_fails(code)
         clock.advance(hours=24)
         url = f"/tokens/accounts/{OPEN_ID}"
         response = await client.get(url, headers=bearer(api_key))
@@ -210,10 +207,7 @@ class TestRefreshOnRead:
         clock: FakeClock,
     ) -> None:
         await connect_account(client)
-        tiktok.refresh.mock(
-            side_effect=None,
-            return_value=httpx.Response(200, json=envelope(code=50000, message="system error")),
-        )
+        tiktok.refresh_fails(50000)
         clock.advance(hours=23, minutes=58)
         url = f"/tokens/accounts/{OPEN_ID}"
         response = await client.get(url, headers=bearer(api_key))
@@ -234,10 +228,7 @@ class TestRefreshOnRead:
         clock: FakeClock,
     ) -> None:
         await connect_account(client)
-        tiktok.refresh.mock(
-            side_effect=None,
-            return_value=httpx.Response(200, json=envelope(code=50000, message="system error")),
-        )
+        tiktok.refresh_fails(50000)
         clock.advance(hours=23, minutes=57)
         url = f"/tokens/accounts/{OPEN_ID}"
         for _ in range(5):

@@ -9,9 +9,26 @@ import sys
 
 import pytest
 
-from tiktok_auth_service.config import ConfigError, load_settings, parse_encryption_keys
+from tiktok_auth_service.config import (
+    ConfigError,
+    Settings,
+    load_settings,
+    parse_encryption_keys,
+)
 
 GOOD_KEY = base64.b64encode(b"k" * 32).decode()
+
+
+def valid_settings(**overrides: object) -> Settings:
+    """Settings from the required values plus `overrides`, ignoring the environment."""
+    values: dict[str, object] = {
+        "tiktok_app_id": "a",
+        "tiktok_app_secret": "s",
+        "tiktok_redirect_uri": "https://x.example/callback",
+        "database_url": "postgresql+asyncpg://u@h/d",
+        "token_encryption_keys": f"k:{GOOD_KEY}",
+    }
+    return load_settings(_env_file=None, **{**values, **overrides})
 
 
 class TestEncryptionKeys:
@@ -80,40 +97,18 @@ class TestLoadSettings:
         self, overrides: dict[str, object], named: str
     ) -> None:
         with pytest.raises(ConfigError) as caught:
-            load_settings(
-                _env_file=None,
-                tiktok_app_id="a",
-                tiktok_app_secret="s",
-                tiktok_redirect_uri="https://x.example/callback",
-                database_url="postgresql+asyncpg://u@h/d",
-                token_encryption_keys=f"k:{GOOD_KEY}",
-                **overrides,
-            )
+            valid_settings(**overrides)
         message = str(caught.value)
         assert named in message
         assert "\n" not in message
 
     def test_log_level_is_read_in_any_case(self) -> None:
-        settings = load_settings(
-            _env_file=None,
-            tiktok_app_id="a",
-            tiktok_app_secret="s",
-            tiktok_redirect_uri="https://x.example/callback",
-            database_url="postgresql+asyncpg://u@h/d",
-            token_encryption_keys=f"k:{GOOD_KEY}",
-            log_level="debug",
-        )
+        settings = valid_settings(log_level="debug")
         assert settings.log_level == "DEBUG"
 
     def test_return_to_origins_are_normalised(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        settings = load_settings(
-            _env_file=None,
-            tiktok_app_id="a",
-            tiktok_app_secret="s",
-            tiktok_redirect_uri="https://x.example/callback",
-            database_url="postgresql+asyncpg://u@h/d",
-            token_encryption_keys=f"k:{GOOD_KEY}",
-            return_to_allowed_origins="https://App.Example/path, http://localhost:3000",
+        settings = valid_settings(
+            return_to_allowed_origins="https://App.Example/path, http://localhost:3000"
         )
         assert settings.return_to_allowed_origins == [
             "https://app.example",

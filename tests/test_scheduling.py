@@ -17,7 +17,7 @@ import pytest
 import respx
 
 from tests.fixtures import TIKTOK_API, Canaries, FakeClock, make_settings
-from tests.helpers import TikTokAccounts, connect_account, envelope, store_account_grant
+from tests.helpers import TikTokAccounts, connect_account, store_account_grant
 from tiktok_auth_service.models import Grant
 from tiktok_auth_service.refresh import AccountRefresher
 from tiktok_auth_service.scheduling import Pacer
@@ -47,13 +47,10 @@ class TestWorker:
         assert tiktok.refresh.call_count == 1
         assert await worker.drain() == 0  # refreshed: no longer due
 
-        tiktok.refresh.mock(
-            side_effect=None,
-            return_value=httpx.Response(200, json=envelope(code=50002, message="busy")),
-        )
+        tiktok.refresh_fails(50002)
         clock.advance(hours=23, minutes=50)
         assert await worker.drain() == 1
-        assert await worker.drain() == 0  # failed recently: left alone for a minute
+        assert await worker.drain() == 0  # failed recently: left alone for its backoff
         clock.advance(seconds=61)
         assert await worker.drain() == 1
 

@@ -30,9 +30,9 @@ log = logging.getLogger(__name__)
 
 
 class Pacer:
-    """Spaces starts evenly, `1/per_second` apart (plus a small guard): never more than
-    `per_second` in any one-second window, and no burst at the start of one either, so
-    network jitter cannot bunch calls into one of TikTok's one-second windows."""
+    """Spaces starts at least `1/per_second` apart (plus a small guard), measured from when
+    each start really happened: never more than `per_second` in any one-second window, and no
+    burst at the start of one either, however late the event loop wakes a waiter."""
 
     guard = 1.02
 
@@ -40,13 +40,14 @@ class Pacer:
         self.per_second = per_second
         self.interval = self.guard / per_second
         self._next = 0.0
+        self._turn = asyncio.Lock()
 
     async def wait(self) -> None:
-        now = time.monotonic()
-        start = max(now, self._next)
-        self._next = start + self.interval  # reserved before sleeping: waiters queue up
-        if start > now:
-            await asyncio.sleep(start - now)  # pacing TikTok calls, the point of this class
+        async with self._turn:
+            delay = self._next - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)  # pacing TikTok calls, the point of this class
+            self._next = time.monotonic() + self.interval
 
 
 @dataclass(eq=False)

@@ -56,16 +56,29 @@ class RecordingSleep:
         self.waits.append(delay)
 
 
-def ok(data: Any, request_id: str = RID) -> httpx.Response:
-    return httpx.Response(
-        200, json={"code": 0, "message": "OK", "request_id": request_id, "data": data}
-    )
-
-
 def fail(code: int, message: str = "TikTok says no", request_id: str = RID) -> httpx.Response:
     # TikTok's errors arrive as HTTP 200; only the body code tells them apart.
     return httpx.Response(
         200, json={"code": code, "message": message, "request_id": request_id, "data": {}}
+    )
+
+
+# Failures after which TikTok may have acted on the request.
+TRANSIENT_FAILURES = pytest.mark.parametrize(
+    "failure",
+    [
+        fail(50000),
+        fail(60001),
+        httpx.Response(504, text="<html>gateway</html>"),
+        httpx.ReadTimeout("timed out"),
+    ],
+    ids=["50000", "60001", "http-504", "read-timeout"],
+)
+
+
+def ok(data: Any, request_id: str = RID) -> httpx.Response:
+    return httpx.Response(
+        200, json={"code": 0, "message": "OK", "request_id": request_id, "data": data}
     )
 
 
@@ -574,16 +587,7 @@ class TestRetry:
         assert route.call_count == 2
         assert sleeps.waits == [0.5]
 
-    @pytest.mark.parametrize(
-        "failure",
-        [
-            fail(50000),
-            fail(60001),
-            httpx.Response(504, text="<html>gateway</html>"),
-            httpx.ReadTimeout("timed out"),
-        ],
-        ids=["50000", "60001", "http-504", "read-timeout"],
-    )
+    @TRANSIENT_FAILURES
     async def test_the_refresh_is_not_repeated_once_tiktok_may_have_acted(
         self,
         client: TikTokClient,
@@ -598,16 +602,7 @@ class TestRetry:
         assert route.call_count == 1
         assert sleeps.waits == []
 
-    @pytest.mark.parametrize(
-        "failure",
-        [
-            fail(50000),
-            fail(60001),
-            httpx.Response(504, text="<html>gateway</html>"),
-            httpx.ReadTimeout("timed out"),
-        ],
-        ids=["50000", "60001", "http-504", "read-timeout"],
-    )
+    @TRANSIENT_FAILURES
     @pytest.mark.parametrize(
         ("path", "data"),
         [

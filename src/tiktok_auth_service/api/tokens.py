@@ -31,6 +31,16 @@ OpenId = Annotated[
 NO_STORE = {"Cache-Control": "no-store"}
 
 
+# What every token read can answer besides the token.
+_READ_ERRORS = (
+    errors.Unauthenticated,
+    errors.Forbidden,
+    errors.NotConnected,
+    errors.ReauthorizationRequired,
+    errors.DatabaseUnavailable,
+)
+
+
 def _json(body: object) -> Response:
     return Response(orjson.dumps(body), media_type="application/json", headers=NO_STORE)
 
@@ -41,14 +51,7 @@ def _json(body: object) -> Response:
     openapi_extra=API_KEY_SECURITY,
     responses={
         200: {"model": AccountToken, "description": "A token valid for the time asked."},
-        **problem_responses(
-            errors.Unauthenticated,
-            errors.Forbidden,
-            errors.NotConnected,
-            errors.ReauthorizationRequired,
-            errors.DatabaseUnavailable,
-            errors.UpstreamUnavailable,
-        ),
+        **problem_responses(*_READ_ERRORS, errors.UpstreamUnavailable),
         422: {"description": "Malformed parameter (`validation_error`)."},
     },
 )
@@ -79,13 +82,7 @@ async def get_account_token(
     openapi_extra=API_KEY_SECURITY,
     responses={
         200: {"model": AdvertiserToken, "description": "A token that works now."},
-        **problem_responses(
-            errors.Unauthenticated,
-            errors.Forbidden,
-            errors.NotConnected,
-            errors.ReauthorizationRequired,
-            errors.DatabaseUnavailable,
-        ),
+        **problem_responses(*_READ_ERRORS),
         422: {"description": "Malformed advertiser id (`validation_error`)."},
     },
 )
@@ -103,14 +100,7 @@ async def get_advertiser_token(advertiser_id: AdvertiserId, request: Request) ->
     openapi_extra=API_KEY_SECURITY,
     responses={
         200: {"model": AdvertiserToken, "description": "TikTok confirmed the token works."},
-        **problem_responses(
-            errors.Unauthenticated,
-            errors.Forbidden,
-            errors.NotConnected,
-            errors.ReauthorizationRequired,
-            errors.DatabaseUnavailable,
-            errors.UpstreamUnavailable,
-        ),
+        **problem_responses(*_READ_ERRORS, errors.UpstreamUnavailable),
         422: {"description": "Malformed advertiser id (`validation_error`)."},
     },
 )
