@@ -1,6 +1,6 @@
 """TikTok API for Business client: the only package that talks HTTP to TikTok."""
 
-from .client import RetryPolicy, TikTokClient, http_client
+from .client import TikTokClient, http_client
 from .errors import (
     AccessTokenExpired,
     AccessTokenInvalid,
@@ -16,6 +16,7 @@ from .errors import (
     TikTokTransportError,
 )
 from .models import AdvertiserInfo, IssuedAccountTokens, IssuedAdvertiserToken
+from .retry import RetryPolicy
 
 __all__ = [
     "AccessTokenExpired",

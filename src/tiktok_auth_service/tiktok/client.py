@@ -27,7 +27,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from tiktok_auth_service.clock import Clock
 
-from .errors import TikTokError, TikTokRateLimited, TikTokTransportError, error_for_code
+from .errors import TikTokError, TikTokTransportError, error_for_code
 from .models import (
     AccountTokenData,
     AdvertiserInfo,
@@ -35,32 +35,11 @@ from .models import (
     IssuedAccountTokens,
     IssuedAdvertiserToken,
 )
+from .retry import DEFAULT_RETRY, RetryPolicy
 
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How retryable failures are repeated: exponential backoff with full jitter.
-
-    The wait after failed attempt ``n`` (1-based) is ``random() * min(max_delay,
-    base_delay * 2**(n-1))``. The client gives up after ``max_attempts`` attempts, or earlier
-    when the next wait would push the sum of waits beyond ``max_total`` seconds.
-    """
-
-    max_attempts: int = 4
-    base_delay: float = 0.5
-    max_delay: float = 8.0
-    max_total: float = 20.0
-
-    def ceiling(self, attempt: int) -> float:
-        """Upper bound of the wait that follows failed attempt number ``attempt``."""
-        return min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
-
-
-_DEFAULT_RETRY = RetryPolicy()
 
 
 def http_client(timeout_seconds: float, user_agent: str) -> httpx.AsyncClient:
@@ -101,13 +80,6 @@ def _redact(text: str, secrets: Iterable[str]) -> str:
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
-def _certainly_not_acted_on(error: TikTokError) -> bool:
-    """Throttled (TikTok refused before doing anything) or never delivered."""
-    if isinstance(error, TikTokRateLimited):
-        return True
-    return isinstance(error, TikTokTransportError) and not error.reached_tiktok
-
-
 class TikTokClient:
     """Calls TikTok's OAuth endpoints for one developer app.
 
@@ -124,7 +96,7 @@ class TikTokClient:
         app_secret: SecretStr,
         api_base_url: str,
         clock: Clock,
-        retry: RetryPolicy = _DEFAULT_RETRY,
+        retry: RetryPolicy = DEFAULT_RETRY,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         random: Callable[[], float] = random.random,
     ) -> None:
@@ -288,7 +260,7 @@ class TikTokClient:
                 result = self._parse(parse, reply, path)
             except TikTokError as error:
                 elapsed_ms = (time.perf_counter() - started) * 1000
-                delay = self._next_delay(error, attempt, waited, single_use)
+                delay = self._retry.next_delay(error, attempt, waited, single_use, self._random)
                 logger.warning(
                     "TikTok %s %s failed: %s code=%s request_id=%s attempt=%d elapsed_ms=%.0f "
                     "message=%r; %s",
@@ -317,19 +289,6 @@ class TikTokClient:
                     (time.perf_counter() - started) * 1000,
                 )
                 return result
-
-    def _next_delay(
-        self, error: TikTokError, attempt: int, waited: float, single_use: bool
-    ) -> float | None:
-        """The wait before the next attempt, or None when the client should give up."""
-        if not error.retryable or attempt >= self._retry.max_attempts:
-            return None
-        if single_use and not _certainly_not_acted_on(error):
-            return None
-        delay = self._random() * self._retry.ceiling(attempt)
-        if waited + delay > self._retry.max_total:
-            return None
-        return delay
 
     async def _send(
         self,
