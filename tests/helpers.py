@@ -115,7 +115,7 @@ async def store_account_grant(
         refresh_expires_at=expires_at + timedelta(days=365),
         request_id="20261124120000" + secrets.token_hex(10).upper(),
     )
-    write_account_tokens(grant, issued, service.sealer, now, service.worker.refresher.ahead)
+    write_account_tokens(grant, issued, service.sealer, now, service.settings.refresh_ahead)
     if refresh_due_at is not None:
         grant.refresh_due_at = refresh_due_at
     async with service.db.session() as session, session.begin():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import urljoin, urlsplit
 
@@ -117,6 +118,11 @@ class Settings(BaseSettings):
     def encryption_keys(self) -> dict[str, bytes]:
         """Key id -> 32-byte key; the first entry is the one that encrypts."""
         return parse_encryption_keys(self.token_encryption_keys.get_secret_value())
+
+    @property
+    def refresh_ahead(self) -> timedelta:
+        """How long before expiry the worker refreshes an account token."""
+        return timedelta(seconds=self.refresh_leeway_seconds + self.worker_refresh_ahead_seconds)
 
     @property
     def lease_seconds(self) -> float:

@@ -90,14 +90,6 @@ class AccountRefresher:
     clock: Clock
     _inflight: dict[uuid.UUID, tuple[asyncio.Task[Grant], timedelta]] = field(default_factory=dict)
 
-    @property
-    def ahead(self) -> timedelta:
-        """How long before expiry the worker refreshes."""
-        return timedelta(
-            seconds=self.settings.refresh_leeway_seconds
-            + self.settings.worker_refresh_ahead_seconds
-        )
-
     async def valid_grant(self, grant_id: uuid.UUID, need: timedelta) -> Grant:
         """The grant after making its token valid for `need` if it can: refreshed once per
         grant however many ask at once. The token may still fall short when another process
@@ -206,7 +198,9 @@ class AccountRefresher:
                 stale = True
             else:
                 stale = False
-                write_account_tokens(grant, issued, self.sealer, self.clock.now(), self.ahead)
+                write_account_tokens(
+                    grant, issued, self.sealer, self.clock.now(), self.settings.refresh_ahead
+                )
         if stale:
             # Revoked or re-authorized while TikTok was refreshing: the new pair is unwanted.
             log.warning("grant %s changed during its refresh; revoking the new tokens", leased.id)

@@ -17,10 +17,11 @@ from pydantic import Field, SecretStr
 
 from tiktok_auth_service import errors
 from tiktok_auth_service.clock import Clock
+from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer
 from tiktok_auth_service.db import Database
 from tiktok_auth_service.models import Flow, Grant, GrantStatus
-from tiktok_auth_service.refresh import AccountRefresher, failure_backoff, write_account_tokens
+from tiktok_auth_service.refresh import failure_backoff, write_account_tokens
 from tiktok_auth_service.repository import (
     Repository,
     read_account_token,
@@ -76,10 +77,10 @@ def _unconfirmed(exc: TikTokError) -> errors.UpstreamUnavailable:
 
 @dataclass(eq=False)
 class Revoker:
+    settings: Settings
     db: Database
     tiktok: TikTokClient
     sealer: TokenSealer
-    refresher: AccountRefresher
     clock: Clock
 
     async def revoke_advertiser(self, api_key: str | None, advertiser_id: str) -> Revocation:
@@ -166,7 +167,7 @@ class Revoker:
                     or (grant.lease_until is not None and grant.lease_until > now)
                 ):
                     continue
-                grant.lease_until = now + timedelta(seconds=self.refresher.settings.lease_seconds)
+                grant.lease_until = now + timedelta(seconds=self.settings.lease_seconds)
                 grant.version += 1
             await self.revoke_leased(grant)
 
@@ -221,5 +222,7 @@ class Revoker:
         # TikTok revokes an authorization through a live access token only: get one first,
         # and keep the rotated pair on the row in case the revocation then fails.
         issued = await self.tiktok.refresh_account_token(self.sealer.open_refresh_token(grant))
-        write_account_tokens(grant, issued, self.sealer, self.clock.now(), self.refresher.ahead)
+        write_account_tokens(
+            grant, issued, self.sealer, self.clock.now(), self.settings.refresh_ahead
+        )
         await self.tiktok.revoke_account_token(issued.access_token)

@@ -79,7 +79,7 @@ async def open_service(settings: Settings, clock: Clock | None = None) -> AsyncI
             sealer = TokenSealer(settings.encryption_keys)
             refresher = AccountRefresher(settings, db, tiktok, sealer, clock)
             liveness = LivenessChecker(settings, db, tiktok, sealer, clock)
-            revoker = Revoker(db, tiktok, sealer, refresher, clock)
+            revoker = Revoker(settings, db, tiktok, sealer, clock)
             flows: list[ConsentFlow[Any]] = [
                 AdvertiserFlow(settings, db, tiktok, sealer, clock),
                 AccountFlow(settings, db, tiktok, sealer, clock),

@@ -191,13 +191,6 @@ class AccountFlow:
     clock: Clock
     flow: Flow = Flow.TIKTOK_ACCOUNT
 
-    @property
-    def ahead(self) -> timedelta:
-        return timedelta(
-            seconds=self.settings.refresh_leeway_seconds
-            + self.settings.worker_refresh_ahead_seconds
-        )
-
     def consent_url(self, state: str) -> str:
         # TikTok's Login Kit page: OAuth parameter names, comma-separated scope names.
         query = {
@@ -219,7 +212,7 @@ class AccountFlow:
         grant = _new_grant(
             Flow.TIKTOK_ACCOUNT, origin, now, open_id=issued.open_id, scope=[], version=0
         )
-        write_account_tokens(grant, issued, self.sealer, now, self.ahead)
+        write_account_tokens(grant, issued, self.sealer, now, self.settings.refresh_ahead)
         if not origin.may_serve(Flow.TIKTOK_ACCOUNT, [issued.open_id]):
             grant.open_id = None
             grant.orphaned_at = now
