@@ -79,6 +79,9 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Operation ids are the route functions' names (`get_advertiser_token`, ...): short,
+        # stable, and what generated clients call their methods.
+        generate_unique_id_function=lambda route: route.name,
     )
     _declare_api_key_scheme(app)
     problems.install(app)
