@@ -16,6 +16,7 @@ import pytest
 from fastapi import FastAPI
 
 from tests.fixtures import Canaries, FakeClock, make_settings
+from tests.openapi_check import CHECKED, OpenApiCheck
 from tiktok_auth_dev.embedded_postgres import embedded_postgres
 from tiktok_auth_service.api.deps import app_service
 from tiktok_auth_service.app import create_app
@@ -117,8 +118,13 @@ def service(app: FastAPI) -> Service:
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The app over ASGI; every response it gives is checked against its OpenAPI document."""
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="https://broker.example") as http:
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="https://broker.example",
+        event_hooks={"response": [OpenApiCheck(app.openapi()).on_response]},
+    ) as http:
         yield http
 
 
@@ -128,3 +134,12 @@ async def api_key(service: Service, canaries: Canaries) -> str:
     key = created.key.get_secret_value()
     canaries.add(key)
     return key
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How much of the API the OpenAPI check saw (see tests/openapi_check.py)."""
+    if CHECKED:
+        terminalreporter.write_line(
+            f"OpenAPI check: {sum(CHECKED.values())} responses matched the document, "
+            f"{len(CHECKED)} distinct (operation, status) pairs"
+        )

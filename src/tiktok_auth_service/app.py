@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from tiktok_auth_service import __version__
 from tiktok_auth_service.api import browser, health, problems, tokens
@@ -22,27 +23,32 @@ from tiktok_auth_service.service import open_service
 DESCRIPTION = """
 OAuth token broker for TikTok API for Business.
 
-* A browser goes to `GET /authorize`, consents at TikTok and comes back through `GET /callback`.
-* Internal services fetch a working token with `GET /tokens/{advertiser_id}`, authenticated
-  with their own API key (`Authorization: Bearer tas_...`).
+* An internal caller opens a connect link (`POST /connect-sessions`); the person's browser
+  follows it to `GET /authorize`, consents at TikTok and comes back through `GET /callback`.
+* Internal services fetch a working token with `GET /tokens/{advertiser_id}` (or
+  `/tokens/accounts/{open_id}`), authenticated with their own API key
+  (`Authorization: Bearer tas_...`).
 
-Errors are `application/problem+json` with a stable `code`.
+Errors are `application/problem+json` (RFC 9457) with a stable `code`; browsers get an HTML
+page instead.
 """
 
 
-def _declare_api_key_scheme(app: FastAPI) -> None:
-    """Add the callers' bearer scheme to the OpenAPI document (the token routes reference it
-    without running a security dependency on every request)."""
+def _complete_openapi(app: FastAPI) -> None:
+    """Add what the routes reference but FastAPI does not derive: the callers' bearer scheme
+    (the token routes skip running a security dependency on every request) and the Problem
+    schema of every error (declared under application/problem+json, the type really sent)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = build()
-            schema.setdefault("components", {}).setdefault("securitySchemes", {})["ApiKey"] = {
+            components = build().setdefault("components", {})
+            components.setdefault("securitySchemes", {})["ApiKey"] = {
                 "type": "http",
                 "scheme": "bearer",
                 "description": "The caller's API key (`tas_...`), from `api-keys create`.",
             }
+            components.setdefault("schemas", {})["Problem"] = problems.Problem.model_json_schema()
         return app.openapi_schema or {}
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -74,7 +80,9 @@ def create_app(
                 stop.set()
                 await worker
 
-    app = FastAPI(
+    # FastAPIOffline serves Swagger UI and ReDoc from files in the package, not a CDN, so
+    # /docs works on machines without internet access.
+    app = FastAPIOffline(
         title="tiktok-auth-service",
         version=__version__,
         description=DESCRIPTION,
@@ -83,7 +91,7 @@ def create_app(
         # stable, and what generated clients call their methods.
         generate_unique_id_function=lambda route: route.name,
     )
-    _declare_api_key_scheme(app)
+    _complete_openapi(app)
     problems.install(app)
     app.include_router(browser.router)
     app.include_router(tokens.router)

@@ -182,7 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "migrate":
             from tiktok_auth_service.db import migrate
 
-            asyncio.run(migrate(settings.database_url.get_secret_value()))
+            asyncio.run(
+                migrate(
+                    settings.database_url.get_secret_value(),
+                    pgbouncer=settings.database_pgbouncer,
+                )
+            )
             print("database schema is up to date", file=sys.stderr)
         elif args.command == "worker":
             return _worker(settings)

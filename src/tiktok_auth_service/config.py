@@ -51,6 +51,8 @@ class Settings(BaseSettings):
 
     database_url: SecretStr
     database_pool_size: int = Field(default=10, ge=1)
+    # DATABASE_URL is PgBouncer in transaction pooling mode: no prepared-statement caches.
+    database_pgbouncer: bool = False
 
     token_encryption_keys: SecretStr
     return_to_allowed_origins: Annotated[list[str], NoDecode] = []

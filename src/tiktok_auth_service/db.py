@@ -4,6 +4,8 @@ token read (the hot path), and migrations."""
 from __future__ import annotations
 
 from importlib import resources
+from typing import Any
+from uuid import uuid4
 
 import asyncpg
 from sqlalchemy import exc as sa_exc
@@ -48,6 +50,27 @@ def lost_connection(exc: BaseException) -> bool:
     return False
 
 
+def _engine_arguments(pgbouncer: bool) -> dict[str, Any]:
+    """`create_async_engine` arguments for a server behind PgBouncer in transaction pooling mode.
+
+    There a client connection hops between server connections from one transaction to the
+    next, so prepared statements must neither be reused across transactions nor collide by
+    name with another client's on the same server connection ("prepared statement
+    \"__asyncpg_stmt_1__\" already exists" / "does not exist"). SQLAlchemy's documented recipe
+    (dialects/postgresql/asyncpg: "Prepared Statement Name with PGBouncer"): no statement
+    caches and unique statement names. SQLAlchemy already runs every statement inside an
+    explicit transaction, so a statement is prepared and executed on one server connection."""
+    if not pgbouncer:
+        return {}
+    return {
+        "connect_args": {
+            "prepared_statement_cache_size": 0,  # SQLAlchemy's own cache of prepared statements
+            "statement_cache_size": 0,  # asyncpg's (the dialect's set-up queries use it)
+            "prepared_statement_name_func": lambda: f"__asyncpg_{uuid4()}__",
+        }
+    }
+
+
 async def _no_session_state(connection: asyncpg.Connection) -> None:
     """The read pool only runs single SELECTs, which leave no session state behind, so the
     default reset (a query per release, one more round trip per token read) is skipped."""
@@ -62,13 +85,20 @@ class Database:
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
-    async def connect(cls, url: str, *, pool_size: int = 10) -> Database:
-        engine = create_async_engine(url, pool_size=pool_size, pool_pre_ping=True)
+    async def connect(cls, url: str, *, pool_size: int = 10, pgbouncer: bool = False) -> Database:
+        engine = create_async_engine(
+            url, pool_size=pool_size, pool_pre_ping=True, **_engine_arguments(pgbouncer)
+        )
+        # Behind PgBouncer asyncpg must not cache named prepared statements (asyncpg's FAQ):
+        # with the cache off each query uses the unnamed statement, parsed and executed before
+        # a single Sync, so within one PgBouncer transaction and one server connection.
+        no_cache: dict[str, Any] = {"statement_cache_size": 0} if pgbouncer else {}
         pool = await asyncpg.create_pool(
             url.replace("postgresql+asyncpg://", "postgresql://", 1),
             min_size=1,
             max_size=pool_size,
             reset=_no_session_state,
+            **no_cache,
         )
         return cls(engine, pool)
 
@@ -80,13 +110,14 @@ class Database:
         await self.engine.dispose()
 
 
-async def migrate(url: str, revision: str = "head") -> None:
-    """Bring the schema up to `revision` (the service never creates tables by itself)."""
+async def migrate(url: str, revision: str = "head", *, pgbouncer: bool = False) -> None:
+    """Bring the schema up to `revision` (the service never creates tables by itself).
+    `pgbouncer`: `url` is PgBouncer in transaction pooling mode (see `Database.connect`)."""
     # Imported here: alembic costs a second of start-up that only this command needs.
     from alembic import command
     from alembic.config import Config
 
-    engine = create_async_engine(url)
+    engine = create_async_engine(url, **_engine_arguments(pgbouncer))
 
     def upgrade(connection: Connection) -> None:
         # The Alembic scripts are a resource of this package wherever it is installed: the wheel

@@ -12,6 +12,8 @@ class ServiceError(Exception):
     code: ClassVar[str] = "internal_error"
     status: ClassVar[int] = 500
     title: ClassVar[str] = "Internal error"
+    # The scheme a 401 asks for (RFC 9110: a 401 names one in WWW-Authenticate).
+    www_authenticate: ClassVar[str | None] = None
 
     def __init__(self, detail: str | None = None, *, retry_after: int | None = None) -> None:
         self.detail = detail or self.title
@@ -23,6 +25,14 @@ class InvalidRequest(ServiceError):
     code = "invalid_request"
     status = 400
     title = "The request is malformed"
+
+
+class ValidationFailed(ServiceError):
+    """A parameter or body does not match the documented schema (raised by FastAPI)."""
+
+    code = "validation_error"
+    status = 422
+    title = "The request is invalid"
 
 
 class ReturnToNotAllowed(ServiceError):
@@ -72,6 +82,7 @@ class Unauthenticated(ServiceError):
     code = "unauthenticated"
     status = 401
     title = "A valid API key is required"
+    www_authenticate = "Bearer"
 
 
 class SessionRequired(ServiceError):
@@ -80,6 +91,7 @@ class SessionRequired(ServiceError):
     code = "connect_session_required"
     status = 401
     title = "A connect link is required"
+    www_authenticate = 'ConnectSession realm="/connect-sessions"'
 
 
 class Forbidden(ServiceError):

@@ -58,7 +58,9 @@ async def open_service(settings: Settings, clock: Clock | None = None) -> AsyncI
     logging.getLogger("httpx").setLevel(logging.WARNING)
     clock = clock or SystemClock()
     db = await Database.connect(
-        settings.database_url.get_secret_value(), pool_size=settings.database_pool_size
+        settings.database_url.get_secret_value(),
+        pool_size=settings.database_pool_size,
+        pgbouncer=settings.database_pgbouncer,
     )
     try:
         async with http_client(

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.fixtures import KEYS, Canaries
+from tests.openapi_check import OpenApiCheck
 from tiktok_auth_dev.stack import Stack, run_stack
 from tiktok_auth_service.api.deps import app_service
 from tiktok_auth_service.authorization import Origin
@@ -87,7 +88,11 @@ class Browser:
     def __init__(self, stack: Stack, api_key: str) -> None:
         self.stack = stack
         self.api_key = api_key
-        self.http = httpx.AsyncClient(base_url=stack.service_url, timeout=30)
+        self.http = httpx.AsyncClient(
+            base_url=stack.service_url,
+            timeout=30,
+            event_hooks={"response": [OpenApiCheck(stack.service.openapi()).on_response]},
+        )
 
     async def connect_link(self, **params: str) -> str:
         """POST /connect-sessions with `params` (flow, return_to, end_user) as the body."""

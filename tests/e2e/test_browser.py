@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, Route, async_playwright
 
 from tests.e2e.chromium import LAUNCH_ARGS, ensure_chromium
 from tests.e2e.conftest import api_key, issued_tokens
@@ -105,3 +105,31 @@ async def test_deny_in_a_real_browser_shows_the_error_and_tiktok_is_not_called(
         await page.screenshot(path=output_dir / "denied.png", full_page=True)
 
         assert await admin.calls("oauth2/access_token/") == []
+
+
+async def test_docs_render_offline_with_every_operation(
+    start_stack: Callable[..., Any], page: Page, output_dir: Path
+) -> None:
+    """/docs loads Swagger UI from the service itself: nothing is fetched from outside
+    127.0.0.1 (a machine without internet access gets the same page)."""
+    requested: list[str] = []
+
+    async def only_loopback(route: Route) -> None:
+        requested.append(route.request.url)
+        if httpx.URL(route.request.url).host == "127.0.0.1":
+            await route.continue_()
+        else:
+            await route.abort()
+
+    await page.route("**/*", only_loopback)
+    async with start_stack() as (stack, _, _admin):
+        await page.goto(f"{stack.service_url}/docs")
+        operations = page.locator(".opblock")
+        await operations.first.wait_for()
+        count = await operations.count()
+        summaries = await page.locator(".opblock-summary-path").all_inner_texts()
+        await page.screenshot(path=output_dir / "docs.png", full_page=True)
+    outside = [url for url in requested if httpx.URL(url).host != "127.0.0.1"]
+    assert outside == []
+    assert count == len(stack.service.openapi()["paths"]) + 2  # two paths have two methods
+    assert "/tokens/{advertiser_id}" in [text.replace("\u200b", "") for text in summaries]

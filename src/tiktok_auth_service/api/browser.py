@@ -17,7 +17,7 @@ from tiktok_auth_service.authorization import AuthorizationResult, CallbackParam
 from tiktok_auth_service.models import Flow
 from tiktok_auth_service.service import Service
 
-router = APIRouter(tags=["authorization (browser)"])
+router = APIRouter(tags=["connecting accounts"])
 
 # The keys /callback appends to return_to; a caller-supplied copy is dropped first, so the
 # outcome cannot be pre-seeded (most parsers take the first `status`).
@@ -44,18 +44,17 @@ class ConnectSessionRequest(BaseModel):
 
 @router.post(
     "/connect-sessions",
+    summary="Open a connect link for one person",
     status_code=201,
     response_model=ConnectLink,
     openapi_extra=API_KEY_SECURITY,
-    responses={
-        **problem_responses(
-            errors.ReturnToNotAllowed,
-            errors.Unauthenticated,
-            errors.Forbidden,
-            errors.DatabaseUnavailable,
-        ),
-        422: {"description": "Malformed body (`validation_error`)."},
-    },
+    responses=problem_responses(
+        errors.ReturnToNotAllowed,
+        errors.Unauthenticated,
+        errors.Forbidden,
+        errors.ValidationFailed,
+        errors.DatabaseUnavailable,
+    ),
 )
 async def create_connect_session(
     body: ConnectSessionRequest, request: Request, service: ServiceDep
@@ -76,12 +75,18 @@ def binding_cookie(service: Service) -> str:
 
 @router.get(
     "/authorize",
+    summary="Send the browser to TikTok's consent page",
     status_code=302,
     response_class=RedirectResponse,
     responses={
         302: {"description": "Redirect to TikTok's consent page."},
         **problem_responses(
-            errors.ReturnToNotAllowed, errors.InvalidSession, errors.SessionRequired
+            errors.ReturnToNotAllowed,
+            errors.InvalidSession,
+            errors.SessionRequired,
+            errors.ValidationFailed,
+            errors.DatabaseUnavailable,
+            html=True,
         ),
     },
 )
@@ -126,9 +131,13 @@ async def authorize(
 
 @router.get(
     "/callback",
+    summary="Where TikTok returns the browser",
     response_class=Response,
     responses={
-        200: {"description": "Result page (no return_to).", "content": {"text/html": {}}},
+        200: {
+            "description": "Result page (no return_to).",
+            "content": {"text/html": {"schema": {"type": "string"}}},
+        },
         302: {
             "description": "Back to return_to with `status=connected&advertiser_ids=a,b` "
             "(advertiser flow), `status=connected&open_id=...` (TikTok-account flow) "
@@ -139,8 +148,12 @@ async def authorize(
             errors.AuthorizationDenied,
             errors.AuthorizationFailed,
             errors.Forbidden,
+            errors.ValidationFailed,
             errors.AppCredentialsRejected,
             errors.UpstreamUnavailable,
+            errors.DatabaseUnavailable,
+            errors.TokenUnreadable,
+            html=True,
         ),
     },
 )

@@ -16,14 +16,17 @@ class Health(BaseModel):
     status: str
 
 
-@router.get("/healthz", response_model=Health)
+@router.get("/healthz", summary="Liveness probe", response_model=Health)
 async def healthz() -> Health:
     """The process is up."""
     return Health(status="ok")
 
 
 @router.get(
-    "/readyz", response_model=Health, responses=problem_responses(errors.DatabaseUnavailable)
+    "/readyz",
+    summary="Readiness probe",
+    response_model=Health,
+    responses=problem_responses(errors.DatabaseUnavailable),
 )
 async def readyz(service: ServiceDep) -> Health:
     """The database answers."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -31,22 +33,37 @@ class Problem(BaseModel):
     detail: str
 
 
-def problem_responses(*errors_: type[errors.ServiceError]) -> dict[int | str, dict[str, object]]:
-    """OpenAPI `responses=` entries for the errors a route can answer with."""
-    out: dict[int | str, dict[str, object]] = {}
+PROBLEM_SCHEMA = {"$ref": "#/components/schemas/Problem"}
+_HTML = {"text/html": {"schema": {"type": "string"}}}
+
+
+def problem_responses(
+    *errors_: type[errors.ServiceError], html: bool = False
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries for the errors a route can answer with, declared with the
+    media type actually sent: `application/problem+json` (and, on the browser routes, the
+    `text/html` page a browser gets instead)."""
+    out: dict[int | str, dict[str, Any]] = {}
     for error in errors_:
-        entry = out.setdefault(
-            error.status,
-            {"model": Problem, "content": {"application/problem+json": {}}, "description": ""},
-        )
+        content: dict[str, Any] = {"application/problem+json": {"schema": PROBLEM_SCHEMA}}
+        if html:
+            content.update(_HTML)
+        entry = out.setdefault(error.status, {"content": content, "description": ""})
         entry["description"] = " / ".join(
             filter(None, [str(entry["description"]), f"`{error.code}`: {error.title}"])
         )
+        if error.www_authenticate:
+            entry["headers"] = {
+                "WWW-Authenticate": {
+                    "description": f"`{error.www_authenticate}`",
+                    "schema": {"type": "string"},
+                }
+            }
     return out
 
 
 def problem(
-    status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None
+    status: int, code: str, title: str, detail: str, headers: Mapping[str, str] | None = None
 ) -> Response:
     body = {
         "type": PROBLEM_TYPE + code,
@@ -83,7 +100,9 @@ def html_page(title: str, body: str, status: int = 200) -> HTMLResponse:
 
 
 def error_response(request: Request, error: errors.ServiceError) -> Response:
-    headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
+    if error.www_authenticate:
+        headers["WWW-Authenticate"] = error.www_authenticate
     if wants_html(request):
         page = html_page(
             error.title,
@@ -111,12 +130,14 @@ def install(app: FastAPI) -> None:
             f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
             for error in exc.errors()
         )
-        return problem(422, "validation_error", "The request is invalid", details)
+        failed = errors.ValidationFailed
+        return problem(failed.status, failed.code, failed.title, details)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return problem(exc.status_code, code, str(exc.detail), str(exc.detail))
+        # exc.headers carries Allow on a 405.
+        return problem(exc.status_code, code, str(exc.detail), str(exc.detail), exc.headers)
 
     async def on_database_down(request: Request, exc: Exception) -> Response:
         log.error(

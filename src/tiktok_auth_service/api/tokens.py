@@ -31,14 +31,16 @@ OpenId = Annotated[
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-# What every token read can answer besides the token.
-_READ_ERRORS = (
+# What every token route can answer besides its body; reads also answer 409.
+_ACCESS_ERRORS = (
     errors.Unauthenticated,
     errors.Forbidden,
     errors.NotConnected,
-    errors.ReauthorizationRequired,
+    errors.ValidationFailed,
     errors.DatabaseUnavailable,
+    errors.TokenUnreadable,
 )
+_READ_ERRORS = (*_ACCESS_ERRORS, errors.ReauthorizationRequired)
 
 
 def _json(body: object) -> Response:
@@ -47,12 +49,12 @@ def _json(body: object) -> Response:
 
 @router.get(
     "/accounts/{open_id}",
+    summary="Get a TikTok account's token",
     response_model=None,
     openapi_extra=API_KEY_SECURITY,
     responses={
         200: {"model": AccountToken, "description": "A token valid for the time asked."},
         **problem_responses(*_READ_ERRORS, errors.UpstreamUnavailable),
-        422: {"description": "Malformed parameter (`validation_error`)."},
     },
 )
 async def get_account_token(
@@ -78,12 +80,12 @@ async def get_account_token(
 
 @router.get(
     "/{advertiser_id}",
+    summary="Get an advertiser's token",
     response_model=None,
     openapi_extra=API_KEY_SECURITY,
     responses={
         200: {"model": AdvertiserToken, "description": "A token that works now."},
         **problem_responses(*_READ_ERRORS),
-        422: {"description": "Malformed advertiser id (`validation_error`)."},
     },
 )
 async def get_advertiser_token(advertiser_id: AdvertiserId, request: Request) -> Response:
@@ -96,12 +98,12 @@ async def get_advertiser_token(advertiser_id: AdvertiserId, request: Request) ->
 
 @router.post(
     "/{advertiser_id}/check",
+    summary="Check an advertiser's token at TikTok now",
     response_model=None,
     openapi_extra=API_KEY_SECURITY,
     responses={
         200: {"model": AdvertiserToken, "description": "TikTok confirmed the token works."},
         **problem_responses(*_READ_ERRORS, errors.UpstreamUnavailable),
-        422: {"description": "Malformed advertiser id (`validation_error`)."},
     },
 )
 async def check_advertiser_token(advertiser_id: AdvertiserId, request: Request) -> Response:
@@ -115,11 +117,10 @@ async def check_advertiser_token(advertiser_id: AdvertiserId, request: Request) 
 
 @router.delete(
     "/accounts/{open_id}",
+    summary="Revoke a TikTok account's authorization",
     response_model=AccountRevocation,
     openapi_extra=API_KEY_SECURITY,
-    responses=problem_responses(
-        errors.Unauthenticated, errors.Forbidden, errors.NotConnected, errors.UpstreamUnavailable
-    ),
+    responses=problem_responses(*_ACCESS_ERRORS, errors.UpstreamUnavailable),
 )
 async def revoke_account_token(open_id: OpenId, request: Request) -> Response:
     """End this TikTok account's authorization at TikTok (its refresh chain dies with it).
@@ -132,11 +133,10 @@ async def revoke_account_token(open_id: OpenId, request: Request) -> Response:
 
 @router.delete(
     "/{advertiser_id}",
+    summary="Revoke every token that works for an advertiser",
     response_model=Revocation,
     openapi_extra=API_KEY_SECURITY,
-    responses=problem_responses(
-        errors.Unauthenticated, errors.Forbidden, errors.NotConnected, errors.UpstreamUnavailable
-    ),
+    responses=problem_responses(*_ACCESS_ERRORS, errors.UpstreamUnavailable),
 )
 async def revoke_advertiser_token(advertiser_id: AdvertiserId, request: Request) -> Response:
     """Revoke at TikTok every token that still works for this advertiser, ending the service
