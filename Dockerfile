@@ -8,6 +8,9 @@
 # stage copies that venv and nothing else: no source tree. The wheel carries the Alembic scripts
 # inside the package (tiktok_auth_service/migrations), where `tiktok-auth-service migrate` finds
 # them, and leaves out the development tools that sit beside the product under src/.
+#
+# Stages: builder -> dev (builder + the TikTok emulator, for `docker compose --profile dev`)
+# and builder -> runtime. runtime is the last stage, so it is what `docker build .` yields.
 
 # ---- builder: resolve the locked dependencies, then install the project -------------------
 FROM python:3.12-slim-bookworm AS builder
@@ -35,6 +38,30 @@ COPY alembic ./alembic
 COPY src/tiktok_auth_service ./src/tiktok_auth_service
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --no-editable
+
+# ---- dev: the same venv plus the TikTok emulator (compose's `dev` profile) ---------------
+# Not the default target: `docker build .` builds the last stage (runtime), which never sees
+# src/tiktok_emulator. Build this one with `docker build --target dev .`; compose does it for
+# the `emulator` service. The emulator needs nothing beyond the service's own dependencies, so
+# its source tree goes on PYTHONPATH next to the installed venv, compiled here because the
+# container's filesystem is read-only.
+FROM builder AS dev
+
+COPY src/tiktok_emulator /app/dev/tiktok_emulator
+RUN python -m compileall -q /app/dev
+
+ENV PATH=/app/.venv/bin:$PATH \
+    PYTHONPATH=/app/dev \
+    PYTHONUNBUFFERED=1
+
+USER 10001:10001
+
+EXPOSE 8900
+
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8900/_emulator/clock', timeout=4)"]
+
+CMD ["tiktok-auth-service", "emulator", "--host", "0.0.0.0", "--port", "8900"]
 
 # ---- runtime: same base image, so the venv's interpreter path stays valid -----------------
 FROM python:3.12-slim-bookworm AS runtime

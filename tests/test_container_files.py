@@ -356,6 +356,74 @@ def test_dockerfile_runtime_stage() -> None:
 
 def test_healthcheck_command_is_valid_python() -> None:
     (check,) = _stages()[-1].all("HEALTHCHECK")
+    _compiles(check)
+
+
+def _stage(name: str) -> Stage:
+    stages = {s.name: s for s in _stages()}
+    assert name in stages, f"no stage named {name!r} in the Dockerfile"
+    return stages[name]
+
+
+def test_dockerfile_default_target_is_the_production_runtime() -> None:
+    stages = _stages()
+    names = [s.name for s in stages]
+    # `docker build .` builds the last stage: the production image, never the dev one.
+    assert names[-1] == "runtime", names
+    assert names.index("builder") < names.index("dev") < names.index("runtime"), names
+    runtime = stages[-1]
+    # runtime starts from the base image, not from a stage that holds the emulator or uv.
+    assert runtime.image.startswith("python:"), runtime.image
+    for stage in stages:
+        for copy in stage.all("COPY"):
+            assert _flags(copy.args)[0].get("from") != "dev", f"line {copy.line} copies from dev"
+
+
+def test_dockerfile_emulator_is_only_in_the_dev_stage() -> None:
+    for stage in _stages():
+        sources = [
+            source
+            for copy in stage.all("COPY")
+            if "from" not in _flags(copy.args)[0]
+            for source in _copy_sources(_flags(copy.args)[1])
+        ]
+        dev_tools = [s for s in sources if "tiktok_emulator" in s or "tiktok_auth_dev" in s]
+        if stage.name == "dev":
+            assert dev_tools == ["src/tiktok_emulator"], dev_tools
+        else:
+            assert dev_tools == [], (stage.name, dev_tools)
+
+
+def test_dockerfile_dev_stage_runs_the_emulator() -> None:
+    dev = _stage("dev")
+    # On top of the builder's venv (the same service and dependencies as the runtime image).
+    assert dev.image == "builder"
+    (copy,) = dev.all("COPY")
+    destination = _flags(copy.args)[1].split()[-1]
+    package_dir = destination.rstrip("/").rpartition("/")[0]
+    assert destination.rstrip("/").endswith("/tiktok_emulator"), destination
+    env = " ".join(i.args for i in dev.all("ENV"))
+    assert re.search(rf"PYTHONPATH={re.escape(package_dir)}(\s|$)", env), env
+    assert re.search(r"PATH=/app/\.venv/bin:\$\{?PATH\}?", env), env
+    # Compiled at build time: the container's root filesystem is read-only.
+    assert any("compileall" in run.args and package_dir in run.args for run in dev.all("RUN"))
+    users = dev.all("USER")
+    assert users and users[-1].args.split(":")[0] not in ("root", "0", ""), "dev runs as non-root"
+    assert [i.args for i in dev.all("EXPOSE")] == ["8900"]
+    (check,) = dev.all("HEALTHCHECK")
+    assert "http://127.0.0.1:8900/" in check.args
+    _compiles(check)
+    assert _exec_form(dev.all("CMD")[-1].args) == [
+        CONSOLE_SCRIPT,
+        "emulator",
+        "--host",
+        "0.0.0.0",  # noqa: S104 - inside the container
+        "--port",
+        "8900",
+    ]
+
+
+def _compiles(check: Instruction) -> None:
     _, rest = _flags(check.args)
     command = _exec_form(rest.partition(" ")[2].strip())
     assert command is not None and command[:2] == ["python", "-c"]
@@ -423,7 +491,13 @@ def test_dockerignore_keeps_secrets_and_local_state_out() -> None:
         assert _ignored(path, patterns), path
     for path in (".pytest_cache/v", ".mypy_cache/x", ".ruff_cache/x", "src/a/__pycache__/m.pyc"):
         assert _ignored(path, patterns), path
-    for path in ("pyproject.toml", "uv.lock", "README.md", "src/tiktok_auth_service/cli.py"):
+    for path in (
+        "pyproject.toml",
+        "uv.lock",
+        "README.md",
+        "src/tiktok_auth_service/cli.py",
+        "src/tiktok_emulator/app.py",  # the dev stage's emulator
+    ):
         assert not _ignored(path, patterns), path
 
 
@@ -516,7 +590,7 @@ def test_compose_services_and_dependencies() -> None:
 
     assert _depends_on(app)["migrate"] == "service_completed_successfully"
     assert app.get("build") in (".", {"context": "."}) or app["build"].get("context") == "."
-    assert "8000:8000" in [str(p) for p in app["ports"]]
+    assert [_interpolate(str(p), {}) for p in app["ports"]] == ["127.0.0.1:8000:8000"]
     if "command" in app:
         assert _command(app)[:2] == [CONSOLE_SCRIPT, "serve"]
 
@@ -608,3 +682,176 @@ def test_interpolation_helper() -> None:
     with pytest.raises(LookupError, match="needed"):
         _interpolate("${UNSET:?needed}", env)
     assert _variables("$${HIDDEN} ${A:?m} ${B:-d} $C") == {"A": {":?"}, "B": {":-"}, "C": {""}}
+
+
+# --------------------------------------------------------------- compose: hardening, dev profile
+
+PRODUCTION = {"db", "migrate", "app"}
+DEV_PROFILE = {"emulator", "db-dev", "migrate-dev", "app-dev"}
+
+
+def _active(services: dict[str, Any], profiles: set[str]) -> set[str]:
+    """The services `docker compose [--profile P ...] up` starts: those without profiles, and
+    those with one of the given profiles."""
+    return {
+        name
+        for name, service in services.items()
+        if not service.get("profiles") or set(service["profiles"]) & profiles
+    }
+
+
+def _ports(service: dict[str, Any], env: dict[str, str]) -> list[tuple[str, int, int]]:
+    """Published ports as (host ip, host port, container port)."""
+    published = []
+    for port in service.get("ports") or []:
+        ip, host, container = _interpolate(str(port), env).split(":")
+        published.append((ip, int(host), int(container)))
+    return published
+
+
+def _option(command: list[str], flag: str) -> str:
+    return command[command.index(flag) + 1]
+
+
+def test_compose_our_containers_are_hardened() -> None:
+    services = _compose()["services"]
+    built = {name for name, service in services.items() if service.get("build")}
+    assert {"app", "migrate", "emulator", "app-dev", "migrate-dev"} <= built
+    for name in built:
+        service = services[name]
+        assert service.get("read_only") is True, f"{name}: read-only root filesystem"
+        mounts = [str(t).split(":")[0] for t in service.get("tmpfs") or []]
+        assert "/tmp" in mounts, f"{name}: a tmpfs on /tmp"  # noqa: S108 - a container path
+        assert service.get("cap_drop") == ["ALL"], name
+        assert "no-new-privileges:true" in (service.get("security_opt") or []), name
+        assert "privileged" not in service and not service.get("cap_add"), name
+
+
+def test_compose_ports_bind_to_loopback_by_default() -> None:
+    services = _compose()["services"]
+    published = {name: _ports(s, {}) for name, s in services.items() if s.get("ports")}
+    assert published["app"] == [("127.0.0.1", 8000, 8000)]
+    for name, ports in published.items():
+        assert all(ip == "127.0.0.1" for ip, _, _ in ports), (name, ports)
+        # One documented switch opens them all.
+        wide = _ports(services[name], {"APP_BIND": "0.0.0.0"})  # noqa: S104
+        assert all(ip == "0.0.0.0" for ip, _, _ in wide), (name, wide)  # noqa: S104
+    assert not services["db"].get("ports"), "PostgreSQL stays on the compose network"
+    header = COMPOSE.read_text().split("\nx-", 1)[0]
+    assert "APP_BIND" in header
+
+
+def test_compose_profiles() -> None:
+    services = _compose()["services"]
+    # `docker compose up` is the production stack, unchanged by the dev profile.
+    assert _active(services, set()) == PRODUCTION
+    assert _active(services, {"dev"}) == PRODUCTION | DEV_PROFILE
+    for name in DEV_PROFILE:
+        assert services[name]["profiles"] == ["dev"], name
+    # Compose refuses a dependency that the active profiles leave out.
+    for profiles in (set(), {"dev"}):
+        active = _active(services, profiles)
+        for name in active:
+            assert set(_depends_on(services[name])) <= active, (profiles, name)
+    # No port is published twice when both stacks run side by side.
+    host_ports = [p[1] for s in services.values() for p in _ports(s, {})]
+    assert len(host_ports) == len(set(host_ports)), host_ports
+
+
+def test_compose_emulator_service() -> None:
+    emulator = _compose()["services"]["emulator"]
+    build = emulator["build"]
+    assert build["context"] == "." and build["target"] == "dev"
+    command = _command(emulator)
+    assert command[:2] == [CONSOLE_SCRIPT, "emulator"]
+    assert _option(command, "--host") == "0.0.0.0"  # noqa: S104 - inside the container
+    port = int(_option(command, "--port"))
+    assert [p[1:] for p in _ports(emulator, {})] == [(port, port)]
+    # Its own tag: the production tag always names the production image.
+    assert emulator["image"] != _compose()["services"]["app"]["image"]
+
+
+def test_compose_emulator_configuration_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tiktok_emulator import EmulatorConfig
+
+    env = _environment(_compose()["services"]["emulator"])
+    assert env and all(name.startswith("EMULATOR_") for name in env), env
+    for name, value in env.items():
+        monkeypatch.setenv(name, _interpolate(value, {}))
+    # The emulator's own parser (JSON lists, validation) accepts the file's configuration.
+    config = EmulatorConfig.from_env()
+    assert [app.app_id for app in config.apps] == ["emulator-app"]
+
+
+def test_compose_dev_app_is_wired_to_the_emulator(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tiktok_auth_service.config import Settings
+    from tiktok_emulator import EmulatorConfig
+
+    services = _compose()["services"]
+    app_dev, app = services["app-dev"], services["app"]
+    # The production image (default target), with the service's own command.
+    assert app_dev["image"] == app["image"] and app_dev["build"] == app["build"]
+    assert _command(app_dev) == _command(app)
+    assert _depends_on(app_dev) == {
+        "db-dev": "service_healthy",
+        "migrate-dev": "service_completed_successfully",
+        "emulator": "service_healthy",
+    }
+    # Nothing meant for the production app (.env) reaches it.
+    assert not app_dev.get("env_file")
+
+    env = {
+        k: _interpolate(v, {"TOKEN_ENCRYPTION_KEYS": "k1:" + "A" * 43 + "="})
+        for k, v in _environment(app_dev).items()
+    }
+    values: dict[str, Any] = {k.lower(): v for k, v in env.items()}
+    settings = Settings(_env_file=None, **values)
+
+    emulator = services["emulator"]
+    ((_, emulator_host_port, emulator_port),) = _ports(emulator, {})
+    ((_, app_host_port, app_port),) = _ports(app_dev, {})
+    assert app_port == int(_option(_command(app_dev), "--port"))
+    # The browser opens the consent pages on the emulator's published port ...
+    browser_origin = f"http://127.0.0.1:{emulator_host_port}"
+    assert settings.tiktok_auth_url == f"{browser_origin}/portal/auth"
+    assert settings.tiktok_account_auth_url == f"{browser_origin}/v2/auth/authorize/"
+    # ... while the service calls the API by its name on the compose network.
+    assert settings.tiktok_api_base_url == f"http://emulator:{emulator_port}/open_api/v1.3"
+    # TikTok (the emulator) sends the browser back to app-dev's published port.
+    assert settings.tiktok_redirect_uri == f"http://127.0.0.1:{app_host_port}/callback"
+    assert settings.return_to_allowed_origins == [f"http://127.0.0.1:{app_host_port}"]
+
+    for name, value in _environment(emulator).items():
+        monkeypatch.setenv(name, _interpolate(value, {}))
+    (registered,) = EmulatorConfig.from_env().apps
+    assert registered.app_id == settings.tiktok_app_id
+    assert registered.secret == settings.tiktok_app_secret.get_secret_value()
+    assert settings.tiktok_redirect_uri in registered.redirect_uris
+    assert registered.account_redirect_uri == settings.tiktok_redirect_uri
+
+
+def test_compose_dev_stack_has_its_own_database() -> None:
+    services = _compose()["services"]
+    migrate_dev, app_dev, db_dev = services["migrate-dev"], services["app-dev"], services["db-dev"]
+    assert _command(migrate_dev) == [CONSOLE_SCRIPT, "migrate"]
+    assert migrate_dev["restart"] == "no"
+    assert _depends_on(migrate_dev) == {"db-dev": "service_healthy"}
+    assert migrate_dev.get("image") == app_dev.get("image")
+    for service in (migrate_dev, app_dev):
+        url = _interpolate(_environment(service)["DATABASE_URL"], {})
+        assert re.fullmatch(r"postgresql\+asyncpg://[^:@/]+:[^@/]+@db-dev:5432/\w+", url), url
+    # Grants made at the emulator never reach the production app's database.
+    db = services["db"]
+    assert db_dev["image"] == db["image"]
+    assert {str(v).split(":")[0] for v in db_dev["volumes"]}.isdisjoint(
+        str(v).split(":")[0] for v in db["volumes"]
+    )
+    assert any(str(v).split(":")[0] in (_compose().get("volumes") or {}) for v in db_dev["volumes"])
+
+
+def test_compose_production_app_talks_to_tiktok() -> None:
+    services = _compose()["services"]
+    for name in ("app", "migrate"):
+        env = _environment(services[name])
+        assert not services[name].get("profiles"), name
+        assert not any("emulator" in value for value in env.values()), name

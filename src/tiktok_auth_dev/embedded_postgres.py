@@ -15,6 +15,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -111,13 +112,19 @@ def embedded_postgres(data_dir: Path | None = None) -> Iterator[str]:
     pgdata = base / "pgdata"
     try:
         try:
-            import pgserver
+            with warnings.catch_warnings():
+                # platformdirs (through pgserver) warns when XDG_RUNTIME_DIR is unset, as it
+                # is on servers and in CI; its /tmp fallback is fine here.
+                warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+                import pgserver
         except ImportError:
             pgdata.mkdir(exist_ok=True)
             with _with_binaries(pgdata) as url:
                 yield url
         else:
-            server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+                server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
             uri = server.get_uri()
             socket_dir = uri.split("host=", 1)[1]
             try:

@@ -10,12 +10,15 @@ import asyncio
 import base64
 import contextlib
 import os
+import signal
 import socket
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import uvicorn
 from fastapi import FastAPI
 from starlette.applications import Starlette
@@ -69,7 +72,16 @@ def bind_socket(host: str, port: int) -> socket.socket:
 @contextlib.asynccontextmanager
 async def serving(app: Any, sock: socket.socket) -> AsyncIterator[None]:
     """Serve `app` on an already bound socket for the duration of the block."""
-    server = QuietServer(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    # A bounded graceful shutdown: Ctrl-C must not wait on a request the emulator keeps hanging.
+    server = QuietServer(
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=3,
+        )
+    )
     task = asyncio.create_task(server.serve(sockets=[sock]))
     ready = asyncio.create_task(server.ready.wait())
     await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
@@ -152,13 +164,69 @@ async def _dev_api_key(api_keys: ApiKeys, path: Path) -> str:
     return key
 
 
-async def _dev(data_dir: Path, host: str, port: int, emulator_port: int) -> None:
+def _taken_port(host: str, ports: dict[str, tuple[int, str]]) -> str | None:
+    """A one-line complaint about the first of `ports` already in use, or None."""
+    for what, (port, option) in ports.items():
+        try:
+            bind_socket(host, port).close()
+        except OSError:
+            return (
+                f"port {port} ({what}) is already in use: stop what holds it or pick "
+                f"another with {option}"
+            )
+    return None
+
+
+def _write_env(path: Path, settings: Settings) -> None:
+    """The stack's settings, for other commands (`api-keys create`, ...) to use while it runs."""
+    values = {
+        "TIKTOK_APP_ID": settings.tiktok_app_id,
+        "TIKTOK_APP_SECRET": settings.tiktok_app_secret.get_secret_value(),
+        "TIKTOK_REDIRECT_URI": settings.tiktok_redirect_uri,
+        "TIKTOK_AUTH_URL": settings.tiktok_auth_url,
+        "TIKTOK_ACCOUNT_AUTH_URL": settings.tiktok_account_auth_url,
+        "TIKTOK_API_BASE_URL": settings.tiktok_api_base_url,
+        "DATABASE_URL": settings.database_url.get_secret_value(),
+        "TOKEN_ENCRYPTION_KEYS": settings.token_encryption_keys.get_secret_value(),
+        "RETURN_TO_ALLOWED_ORIGINS": ",".join(settings.return_to_allowed_origins),
+    }
+    path.write_text("".join(f"{name}='{value}'\n" for name, value in values.items()))
+    path.chmod(0o600)
+
+
+async def _forget_stored_grants(database_url: str) -> int:
+    """The emulator starts empty every run, so grants kept from an earlier run hold tokens it
+    would refuse (40105): drop them rather than serve them as active."""
+    connection = await asyncpg.connect(database_url.replace("+asyncpg", "", 1))
+    try:
+        deleted = await connection.fetchval(
+            "WITH gone AS (DELETE FROM oauth_grant RETURNING 1) SELECT count(*) FROM gone"
+        )
+    finally:
+        await connection.close()
+    return int(deleted)
+
+
+async def _dev(data_dir: Path, host: str, port: int, emulator_port: int) -> int:
+    taken = _taken_port(
+        host, {"the service": (port, "--port"), "the emulator": (emulator_port, "--emulator-port")}
+    )
+    if taken:
+        print(f"error: {taken}", file=sys.stderr)
+        return 2
+    # Handlers first: a signal during start-up must still end in a clean stop, PostgreSQL
+    # included (the default SIGTERM would leave it running).
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     keys = _read_or_create(
         data_dir / "encryption-keys",
         lambda: "dev:" + base64.b64encode(os.urandom(32)).decode(),
     )
     with embedded_postgres(data_dir / "postgres") as database_url:
         await migrate(database_url)
+        forgotten = await _forget_stored_grants(database_url)
         async with run_stack(
             database_url=database_url,
             encryption_keys=keys,
@@ -168,9 +236,17 @@ async def _dev(data_dir: Path, host: str, port: int, emulator_port: int) -> None
         ) as stack:
             service = app_service(stack.service)
             key = await _dev_api_key(service.api_keys, data_dir / "api-key")
+            env_file = data_dir / "env"
+            _write_env(env_file, stack.settings)
             link = await service.authorization.open_session(key, Flow.ADVERTISER, None, "dev")
             advertiser = "7100000000000000001"
             sessions = f"{stack.service_url}/connect-sessions"
+            if forgotten:
+                print(
+                    f"note: dropped {forgotten} grant(s) stored by an earlier run; the emulator "
+                    "starts empty each time and would refuse their tokens",
+                    flush=True,
+                )
             print(
                 "\ntiktok-auth-service is running with a local TikTok emulator.\n\n"
                 f"  Connect advertisers:  {link.url}\n"
@@ -183,19 +259,19 @@ async def _dev(data_dir: Path, host: str, port: int, emulator_port: int) -> None
                 f"  API docs:             {stack.service_url}/docs\n"
                 f"  Emulator state:       {stack.emulator_url}/_emulator/state\n"
                 f"  Fetch a token:        curl -H 'Authorization: Bearer {key}' "
-                f"{stack.service_url}/tokens/{advertiser}\n\n"
-                f"Data is kept in {data_dir}/ between runs. Press Ctrl-C to stop.\n",
+                f"{stack.service_url}/tokens/{advertiser}\n"
+                "  Another API key:      (set -a; . "
+                f"{env_file}; exec uv run tiktok-auth-service api-keys create NAME)\n\n"
+                f"Data is kept in {data_dir}/ between runs (settings in {env_file}). "
+                "Press Ctrl-C to stop.\n",
                 flush=True,
             )
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for signum in (2, 15):  # SIGINT, SIGTERM
-                loop.add_signal_handler(signum, stop.set)
             await stop.wait()
     print("stopped", flush=True)
+    return 0
 
 
-def main(data_dir: Path, host: str, port: int, emulator_port: int) -> None:
-    """Run the local stack until Ctrl-C or SIGTERM."""
+def main(data_dir: Path, host: str, port: int, emulator_port: int) -> int:
+    """Run the local stack until Ctrl-C or SIGTERM; the exit status."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    asyncio.run(_dev(data_dir.resolve(), host, port, emulator_port))
+    return asyncio.run(_dev(data_dir.resolve(), host, port, emulator_port))

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tiktok_auth_service import errors
+from tiktok_auth_service import __version__, errors
 from tiktok_auth_service.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -101,25 +101,37 @@ def _worker(settings: Settings) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tiktok-auth-service", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=help, formatter_class=_Formatter)
 
-    serve_cmd = commands.add_parser("serve", help="run the HTTP service")
-    serve_cmd.add_argument("--host", default="127.0.0.1")
-    serve_cmd.add_argument("--port", type=int, default=8000)
+    parser = argparse.ArgumentParser(
+        prog="tiktok-auth-service",
+        description="OAuth token broker for TikTok API for Business. Settings come from the "
+        "environment (and .env); see README.md.",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    commands.add_parser("migrate", help="bring the database schema up to date")
-    commands.add_parser("worker", help="run only the background refresh of TikTok-account tokens")
+    serve_cmd = command("serve", "run the HTTP service (and the background worker)")
+    serve_cmd.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve_cmd.add_argument("--port", type=int, default=8000, help="port to listen on")
 
-    keys = commands.add_parser("api-keys", help="manage the API keys of internal callers")
-    key_commands = keys.add_subparsers(dest="keys_command", required=True)
-    create = key_commands.add_parser("create", help="create a key (printed once)")
-    create.add_argument("name")
+    command("migrate", "bring the database schema up to date")
+    command("worker", "run only the background worker (refresh, liveness checks, revocations)")
+
+    keys = command("api-keys", "manage the API keys of internal callers")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = key_commands.add_parser(
+        "create", help="create a key (printed once)", formatter_class=_Formatter
+    )
+    create.add_argument("name", help="a unique name for the caller")
     create.add_argument(
         "--advertiser",
         action="append",
         metavar="ID",
-        help="restrict the key to this advertiser (repeatable)",
+        help="restrict the key to this advertiser (repeatable; default: every advertiser "
+        "and account)",
     )
     create.add_argument(
         "--account",
@@ -129,20 +141,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     key_commands.add_parser("list", help="list keys (never the keys themselves)")
     revoke = key_commands.add_parser("revoke", help="revoke a key by name")
-    revoke.add_argument("name")
+    revoke.add_argument("name", help="the caller's name")
 
-    dev = commands.add_parser(
-        "dev", help="local stack: embedded PostgreSQL + TikTok emulator + service"
+    dev = command("dev", "local stack: embedded PostgreSQL + TikTok emulator + service")
+    dev.add_argument("--host", default="127.0.0.1", help="address the stack listens on")
+    dev.add_argument("--port", type=int, default=8000, help="the service's port")
+    dev.add_argument("--emulator-port", type=int, default=8900, help="the emulator's port")
+    dev.add_argument(
+        "--data-dir", type=Path, default=Path(".dev-data"), help="where the stack keeps its data"
     )
-    dev.add_argument("--host", default="127.0.0.1")
-    dev.add_argument("--port", type=int, default=8000)
-    dev.add_argument("--emulator-port", type=int, default=8900)
-    dev.add_argument("--data-dir", type=Path, default=Path(".dev-data"))
 
-    emulator = commands.add_parser("emulator", help="run only the TikTok emulator")
-    emulator.add_argument("--host", default="127.0.0.1")
-    emulator.add_argument("--port", type=int, default=8900)
+    emulator = command("emulator", "run only the TikTok emulator (EMULATOR_* variables)")
+    emulator.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    emulator.add_argument("--port", type=int, default=8900, help="port to listen on")
     return parser
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default (argparse's own formatter, named once)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "dev":
                 from tiktok_auth_dev import stack
 
-                stack.main(args.data_dir, args.host, args.port, args.emulator_port)
+                return stack.main(args.data_dir, args.host, args.port, args.emulator_port)
             else:
                 from tiktok_emulator import EmulatorConfig
                 from tiktok_emulator import serve as serve_emulator
@@ -195,6 +211,14 @@ def main(argv: list[str] | None = None) -> int:
             return _api_keys(settings, args)
     except errors.ServiceError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        from tiktok_auth_service.db import lost_connection
+
+        if not lost_connection(exc):
+            raise
+        # One line, not a traceback: the usual cause is a wrong DATABASE_URL or a server down.
+        print(f"error: the database is unreachable ({type(exc).__name__})", file=sys.stderr)
         return 1
     return 0
 
