@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import os
 import subprocess
@@ -10,6 +11,8 @@ import sys
 import asyncpg
 
 from tests.fixtures import Canaries
+from tiktok_auth_service import __version__
+from tiktok_auth_service.cli import _parser
 
 
 def run_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -67,3 +70,28 @@ async def test_invalid_advertiser_id_is_refused(migrated: str, pg: asyncpg.Conne
     assert result.returncode == 1
     assert "not an advertiser id" in result.stderr
     assert await pg.fetchval("SELECT count(*) FROM api_client") == 0
+
+
+def test_migrate_against_an_unreachable_database_is_one_line() -> None:
+    result = run_cli("postgresql+asyncpg://nobody@127.0.0.1:9/none", "migrate")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: the database is unreachable (ConnectionRefusedError)"
+    ]
+
+
+def test_every_command_explains_itself() -> None:
+    version = run_cli("postgresql+asyncpg://u@h/d", "--version")
+    assert version.stdout.strip() == f"tiktok-auth-service {__version__}"
+    parsers = [_parser()]
+    while parsers:
+        parser = parsers.pop()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+            else:
+                assert action.help, f"{parser.prog} {action.dest} has no help"
+    serve = run_cli("postgresql+asyncpg://u@h/d", "serve", "--help").stdout
+    assert "--port PORT  port to listen on (default: 8000)" in serve
+    dev = run_cli("postgresql+asyncpg://u@h/d", "dev", "--help").stdout
+    assert "the emulator's port (default: 8900)" in dev
