@@ -9,14 +9,13 @@ client connections really do share server connections; every database path of th
 through it, many times and concurrently.
 
 pgbouncer is installed with apt-get when missing and we run as root on Debian (as
-tests/e2e/chromium.py does for Chromium); anywhere else the test fails with instructions: it
+tests/debian.py does for Chromium); anywhere else the test fails with instructions: it
 is never skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import pwd
 import shutil
@@ -35,6 +34,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
+from tests.debian import ensure_program
 from tests.fixtures import FRONTEND, OPEN_ID, TIKTOK_API, Canaries, FakeClock, bearer, make_settings
 from tests.helpers import TikTokAccounts, connect_account, envelope, start_authorization
 from tests.test_authorization import ADVERTISERS, grant_token
@@ -42,75 +42,11 @@ from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import Database, migrate
 from tiktok_auth_service.service import Service
 
-DEFAULT_PATH = Path("/usr/sbin/pgbouncer")
-LOCK_PATH = Path(tempfile.gettempdir()) / "tiktok-auth-service-pgbouncer.lock"
-APT_TIMEOUT = 900  # seconds per apt-get step
-HOW_TO_INSTALL = (
-    "This test needs PgBouncer. Install it as root with:\n"
-    "    apt-get update && DEBIAN_FRONTEND=noninteractive "
-    "apt-get install -y --no-install-recommends pgbouncer\n"
-    "(or put a `pgbouncer` executable on PATH)."
-)
 # Fewer server connections than the service's pools have clients (2 x DATABASE_POOL_SIZE),
 # so consecutive transactions of one client land on different server connections.
 SERVER_CONNECTIONS = 2
 ROUNDS = 3
 READERS = 20
-
-
-def _find_pgbouncer() -> str | None:
-    found = shutil.which("pgbouncer")
-    if found:
-        return found
-    if DEFAULT_PATH.is_file() and os.access(DEFAULT_PATH, os.X_OK):
-        return str(DEFAULT_PATH)
-    return None
-
-
-def _apt_get(*args: str) -> subprocess.CompletedProcess[str]:
-    command = ["apt-get", "-o", f"DPkg::Lock::Timeout={APT_TIMEOUT}", *args]
-    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    try:
-        return subprocess.run(
-            command, env=environment, capture_output=True, text=True, timeout=APT_TIMEOUT
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"`{' '.join(command)}` took over {APT_TIMEOUT}s.\n{HOW_TO_INSTALL}")
-
-
-def _install() -> None:
-    install = ("install", "-y", "--no-install-recommends", "pgbouncer")
-    completed = _apt_get(*install)
-    if completed.returncode != 0:  # most likely stale package lists: refresh them once
-        _apt_get("update")
-        completed = _apt_get(*install)
-    if completed.returncode != 0:
-        output = (completed.stdout + completed.stderr)[-3000:]
-        pytest.fail(f"apt-get install pgbouncer failed:\n{output}\n{HOW_TO_INSTALL}")
-
-
-def ensure_pgbouncer() -> str:
-    """The path of a pgbouncer executable, installing Debian's package first if needed."""
-    found = _find_pgbouncer()
-    if found:
-        return found
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        reason = "not running as root" if os.geteuid() != 0 else "apt-get is not available"
-        pytest.fail(
-            f"pgbouncer is missing and cannot be installed here ({reason}).\n{HOW_TO_INSTALL}"
-        )
-    with LOCK_PATH.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another pytest session may be installing right now
-        try:
-            found = _find_pgbouncer()  # ...and may have finished while we waited
-            if found is None:
-                _install()
-                found = _find_pgbouncer()
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    if found is None:
-        pytest.fail(f"apt-get installed pgbouncer but no executable appeared.\n{HOW_TO_INSTALL}")
-    return found
 
 
 def _free_port() -> int:
@@ -132,7 +68,7 @@ def _unprivileged_user(host: str) -> pwd.struct_passwd | None:
 @pytest.fixture(scope="module")
 def pgbouncer(migrated: str) -> Iterator[str]:
     """PgBouncer in transaction pooling mode in front of the test database; yields its URL."""
-    binary = ensure_pgbouncer()
+    binary = ensure_program("pgbouncer", "pgbouncer", Path("/usr/sbin/pgbouncer"))
     target = make_url(migrated)
     host = str(target.query.get("host") or target.host or "localhost")
     user = _unprivileged_user(host)
