@@ -85,7 +85,10 @@ async def migrated(database_url: str) -> str:
 async def pg(migrated: str) -> AsyncIterator[asyncpg.Connection]:
     """A raw connection for assertions, on a database emptied before the test."""
     connection = await asyncpg.connect(migrated.replace("+asyncpg", ""))
-    await connection.execute("TRUNCATE oauth_grant, advertiser, oauth_state, api_client CASCADE")
+    await connection.execute(
+        "TRUNCATE oauth_grant, advertiser, oauth_state, api_client, token_access,"
+        " webhook_delivery CASCADE"
+    )
     try:
         yield connection
     finally:

@@ -69,16 +69,15 @@ def create_app(
             if freeze_after_startup:
                 gc.collect()
                 gc.freeze()
-            if not settings.worker_enabled:
-                yield
-                return
             stop = asyncio.Event()
-            worker = asyncio.create_task(service.worker.run(stop))
+            background = [asyncio.create_task(service.audit.run(stop))]
+            if settings.worker_enabled:
+                background.append(asyncio.create_task(service.worker.run(stop)))
             try:
                 yield
             finally:
                 stop.set()
-                await worker
+                await asyncio.gather(*background)
 
     # FastAPIOffline serves Swagger UI and ReDoc from files in the package, not a CDN, so
     # /docs works on machines without internet access.

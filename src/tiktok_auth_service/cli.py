@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -88,6 +90,40 @@ def _api_keys(settings: Settings, args: argparse.Namespace) -> int:
     return _run_with_service(settings, use)
 
 
+def _audit(settings: Settings, args: argparse.Namespace) -> int:
+    from tiktok_auth_service.repository import read_access
+
+    async def use(service: Service) -> int:
+        records = await read_access(
+            service.db.pool,
+            caller=args.key,
+            subject=args.subject,
+            since=args.since,
+            limit=args.limit,
+        )
+        for record in records:
+            if args.json:
+                print(json.dumps({**record._asdict(), "at": record.at.isoformat()}))
+            else:
+                print(
+                    f"{record.at:%Y-%m-%dT%H:%M:%S.%fZ}\t{record.caller or '-'}\t"
+                    f"{record.action}\t{record.subject}\t{record.outcome}\t"
+                    f"{record.request_id or '-'}"
+                )
+        return 0
+
+    return _run_with_service(settings, use)
+
+
+def _since(text: str) -> datetime:
+    """An ISO 8601 time; without a zone it is UTC."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _worker(settings: Settings) -> int:
     async def use(service: Service) -> int:
         stop = asyncio.Event()
@@ -142,6 +178,15 @@ def _parser() -> argparse.ArgumentParser:
     key_commands.add_parser("list", help="list keys (never the keys themselves)")
     revoke = key_commands.add_parser("revoke", help="revoke a key by name")
     revoke.add_argument("name", help="the caller's name")
+
+    audit = command("audit", "print the record of token reads, checks and revocations")
+    audit.add_argument("--key", metavar="NAME", help="only this API key's")
+    audit.add_argument("--subject", metavar="ID", help="only this advertiser id or open_id")
+    audit.add_argument(
+        "--since", type=_since, metavar="ISO8601", help="only from this time on (UTC if no zone)"
+    )
+    audit.add_argument("--limit", type=int, default=100, help="at most this many, newest first")
+    audit.add_argument("--json", action="store_true", help="one JSON object per line")
 
     dev = command("dev", "local stack: embedded PostgreSQL + TikTok emulator + service")
     dev.add_argument("--host", default="127.0.0.1", help="address the stack listens on")
@@ -209,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             return _worker(settings)
         elif args.command == "api-keys":
             return _api_keys(settings, args)
+        elif args.command == "audit":
+            return _audit(settings, args)
     except errors.ServiceError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
         return 1

@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     worker_refresh_ahead_seconds: int = Field(default=600, ge=0)
     worker_poll_seconds: float = Field(default=30.0, gt=0)
     liveness_interval_seconds: int = Field(default=21600, gt=0)
+    audit_retention_days: int = Field(default=90, gt=0)
     log_level: LogLevel = "INFO"
 
     @field_validator("log_level", mode="before")

@@ -133,6 +133,8 @@ class Grant(SQLModel, table=True):
     lease_until: datetime | None = _tz(True)
     # Replaced or left serving nobody, but its token may still work at TikTok: revoke it.
     orphaned_at: datetime | None = _tz(True)
+    # When `refresh_token.expiring` was announced (once per grant).
+    expiry_warned_at: datetime | None = _tz(True)
 
 
 class Advertiser(SQLModel, table=True):
@@ -218,3 +220,59 @@ class ApiClient(SQLModel, table=True):
     )
     created_at: datetime = _tz(False)
     revoked_at: datetime | None = _tz(True)
+
+
+class TokenAccess(SQLModel, table=True):
+    """The audit record of one token read, check or revocation: who, what, how it ended.
+    Never the token."""
+
+    __tablename__ = "token_access"
+    __table_args__ = (
+        sa.Index("ix_token_access_at", "at"),
+        sa.Index("ix_token_access_subject_at", "subject", "at"),
+        sa.Index("ix_token_access_caller_at", "caller", "at"),
+    )
+
+    id: int | None = Field(
+        default=None, sa_column=sa.Column(sa.BigInteger, sa.Identity(), primary_key=True)
+    )
+    at: datetime = _tz(False)
+    caller: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    action: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    subject: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    outcome: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    request_id: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """The outbox: one event for one receiver, written in the transaction of the change that
+    caused it, delivered at least once by the worker, in order per subject and receiver."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "status IN ('pending', 'delivered', 'failed')", name="delivery_status_known"
+        ),
+        sa.Index(
+            "ix_webhook_delivery_due",
+            "next_attempt_at",
+            postgresql_where=sa.text("status = 'pending'"),
+        ),
+        sa.Index("ix_webhook_delivery_order", "url", "subject", "seq"),
+    )
+
+    seq: int | None = Field(
+        default=None, sa_column=sa.Column(sa.BigInteger, sa.Identity(), primary_key=True)
+    )
+    event_id: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    url: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    subject: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    event_type: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    payload: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    created_at: datetime = _tz(False)
+    status: str = Field(default="pending", sa_column=sa.Column(sa.Text, nullable=False))
+    attempts: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False))
+    next_attempt_at: datetime = _tz(False)
+    lease_until: datetime | None = _tz(True)
+    last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    delivered_at: datetime | None = _tz(True)

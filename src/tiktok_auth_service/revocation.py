@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr
 
 from tiktok_auth_service import errors
+from tiktok_auth_service.audit import AuditLog, Entry
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer
@@ -81,6 +82,7 @@ class Revoker:
     db: Database
     tiktok: TikTokClient
     sealer: TokenSealer
+    audit: AuditLog
     clock: Clock
 
     async def revoke_advertiser(self, api_key: str | None, advertiser_id: str) -> Revocation:
@@ -91,7 +93,15 @@ class Revoker:
         Idempotent. If TikTok fails part-way, what it did revoke is recorded and the answer is
         503, so a retry finishes the job. Raises Unauthenticated, Forbidden, NotConnected,
         UpstreamUnavailable."""
-        access = await authorize_read(self.db, read_advertiser_token, api_key, advertiser_id)
+        with self.audit.recording("revoke", advertiser_id) as entry:
+            revocation = await self._revoke_advertiser(api_key, advertiser_id, entry)
+            entry.outcome = "revoked" if revocation.revoked_now else "already_revoked"
+            return revocation
+
+    async def _revoke_advertiser(
+        self, api_key: str | None, advertiser_id: str, entry: Entry
+    ) -> Revocation:
+        access = await authorize_read(self.db, read_advertiser_token, api_key, advertiser_id, entry)
         failure: TikTokError | None = None
         async with self.db.session() as session, session.begin():
             repo = Repository(session)
@@ -132,7 +142,15 @@ class Revoker:
         """End the TikTok-account authorization (`tt_user/oauth2/revoke/`), then mark the
         grant revoked. Idempotent; a TikTok failure changes nothing (503).
         Raises Unauthenticated, Forbidden, NotConnected, UpstreamUnavailable."""
-        await authorize_read(self.db, read_account_token, api_key, open_id)
+        with self.audit.recording("revoke", open_id) as entry:
+            revocation = await self._revoke_account(api_key, open_id, entry)
+            entry.outcome = "revoked" if revocation.revoked_now else "already_revoked"
+            return revocation
+
+    async def _revoke_account(
+        self, api_key: str | None, open_id: str, entry: Entry
+    ) -> AccountRevocation:
+        await authorize_read(self.db, read_account_token, api_key, open_id, entry)
         async with self.db.session() as session, session.begin():
             repo = Repository(session)
             grant = await repo.lock_grant_of_account(open_id)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from tiktok_auth_service import errors
+from tiktok_auth_service.audit import AuditLog
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import Database
@@ -60,6 +61,7 @@ class Worker:
     refresher: AccountRefresher
     liveness: LivenessChecker
     revoker: Revoker
+    audit: AuditLog
     pacer: Pacer
     clock: Clock
 
@@ -110,10 +112,11 @@ class Worker:
             log.exception("grant %s: %s failed unexpectedly", grant.id, kind)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Drain, then wait for the next poll (or stop), until `stop` is set."""
+        """Drain and prune, then wait for the next poll (or stop), until `stop` is set."""
         while not stop.is_set():
             try:
                 await self.drain(stop)
+                await self.audit.prune(self.clock.now())
             except Exception:
                 log.exception("worker pass failed; trying again at the next poll")
             with contextlib.suppress(TimeoutError):

@@ -9,10 +9,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from tiktok_auth_service import __version__
 from tiktok_auth_service.api_keys import ApiKeys
+from tiktok_auth_service.audit import AuditLog
 from tiktok_auth_service.authorization import (
     AccountFlow,
     AdvertiserFlow,
@@ -42,6 +44,7 @@ class Service:
     authorization: Authorization
     tokens: TokenService
     revoker: Revoker
+    audit: AuditLog
     api_keys: ApiKeys
     worker: Worker
 
@@ -81,7 +84,8 @@ async def open_service(settings: Settings, clock: Clock | None = None) -> AsyncI
             sealer = TokenSealer(settings.encryption_keys)
             refresher = AccountRefresher(settings, db, tiktok, sealer, clock)
             liveness = LivenessChecker(settings, db, tiktok, sealer, clock)
-            revoker = Revoker(settings, db, tiktok, sealer, clock)
+            audit = AuditLog(db, clock, timedelta(days=settings.audit_retention_days))
+            revoker = Revoker(settings, db, tiktok, sealer, audit, clock)
             flows: list[ConsentFlow[Any]] = [
                 AdvertiserFlow(settings, db, tiktok, sealer, clock),
                 AccountFlow(settings, db, tiktok, sealer, clock),
@@ -93,8 +97,9 @@ async def open_service(settings: Settings, clock: Clock | None = None) -> AsyncI
                 authorization=Authorization(
                     settings, db, clock, {flow.flow: flow for flow in flows}, revoker
                 ),
-                tokens=TokenService(settings, db, sealer, refresher, liveness, clock),
+                tokens=TokenService(settings, db, sealer, refresher, liveness, audit, clock),
                 revoker=revoker,
+                audit=audit,
                 api_keys=ApiKeys(db, clock),
                 worker=Worker(
                     settings,
@@ -102,6 +107,7 @@ async def open_service(settings: Settings, clock: Clock | None = None) -> AsyncI
                     refresher,
                     liveness,
                     revoker,
+                    audit,
                     Pacer(settings.worker_qps),
                     clock,
                 ),

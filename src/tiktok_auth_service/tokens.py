@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from tiktok_auth_service import errors
+from tiktok_auth_service.audit import AuditLog, Entry
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer, digest
@@ -107,6 +108,7 @@ class TokenService:
     sealer: TokenSealer
     refresher: AccountRefresher
     liveness: LivenessChecker
+    audit: AuditLog
     clock: Clock
 
     async def get_advertiser_token(
@@ -116,7 +118,14 @@ class TokenService:
 
         Raises Unauthenticated, Forbidden, NotConnected, ReauthorizationRequired,
         TokenUnreadable."""
-        row = servable(await authorize_read(self.db, read_advertiser_token, api_key, advertiser_id))
+        with self.audit.recording("read", advertiser_id) as entry:
+            return self._advertiser_token(
+                await authorize_read(self.db, read_advertiser_token, api_key, advertiser_id, entry),
+                advertiser_id,
+            )
+
+    def _advertiser_token(self, row: TokenRow, advertiser_id: str) -> AdvertiserToken:
+        servable(row)
         return AdvertiserToken(
             advertiser_id=advertiser_id,
             access_token=self._access_token(row),
@@ -136,10 +145,14 @@ class TokenService:
 
         Raises what get_advertiser_token raises, and UpstreamUnavailable when TikTok could
         not say."""
-        row = servable(await authorize_read(self.db, read_advertiser_token, api_key, advertiser_id))
-        assert row.grant_id is not None
-        await self.liveness.check_now(row.grant_id)
-        return await self.get_advertiser_token(api_key, advertiser_id)
+        with self.audit.recording("check", advertiser_id) as entry:
+            read = read_advertiser_token
+            row = servable(await authorize_read(self.db, read, api_key, advertiser_id, entry))
+            assert row.grant_id is not None
+            await self.liveness.check_now(row.grant_id)
+            return self._advertiser_token(
+                await authorize_read(self.db, read, api_key, advertiser_id, entry), advertiser_id
+            )
 
     async def get_account_token(
         self, api_key: str | None, open_id: str, min_valid_for: int | None
@@ -152,7 +165,13 @@ class TokenService:
         failed is not refreshed again before its backoff ends.
         Raises what get_advertiser_token raises, and UpstreamUnavailable when no valid token
         can be served."""
-        row = servable(await authorize_read(self.db, read_account_token, api_key, open_id))
+        with self.audit.recording("read", open_id) as entry:
+            row = await authorize_read(self.db, read_account_token, api_key, open_id, entry)
+            return await self._account_token_for(servable(row), open_id, min_valid_for, entry)
+
+    async def _account_token_for(
+        self, row: TokenRow, open_id: str, min_valid_for: int | None, entry: Entry
+    ) -> AccountToken:
         assert row.grant_id is not None and row.expires_at is not None
         valid_for = timedelta(seconds=max(self.settings.refresh_leeway_seconds, min_valid_for or 0))
         now = self.clock.now()
@@ -169,6 +188,8 @@ class TokenService:
                 pass  # the refresh goes on in the background; serve what is stored
             else:
                 if grant.expires_at is not None and grant.expires_at > self.clock.now():
+                    if grant.expires_at != row.expires_at:
+                        entry.outcome = "refreshed"  # a new token, not the stored one
                     return self._account_token(grant)
         if row.expires_at > self.clock.now():
             return self._account_token_from_row(open_id, row, now)
@@ -218,15 +239,17 @@ class TokenService:
 
 
 async def authorize_read(
-    db: Database, read: GrantReader, api_key: str | None, subject: str
+    db: Database, read: GrantReader, api_key: str | None, subject: str, entry: Entry
 ) -> TokenRow:
     """One query, then 401, 403 and 404 in that order: a restricted key learns nothing
-    about subjects outside its list. Raises Unauthenticated, Forbidden, NotConnected."""
+    about subjects outside its list; `entry` learns who is asking.
+    Raises Unauthenticated, Forbidden, NotConnected."""
     if not api_key:
         raise errors.Unauthenticated()
     row = await read(db.pool, digest(api_key), subject)
     if row is None:
         raise errors.Unauthenticated()
+    entry.caller = row.caller
     if not row.unrestricted and subject not in row.allowed:
         raise errors.Forbidden()
     if row.grant_id is None:

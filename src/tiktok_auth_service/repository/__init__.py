@@ -1,6 +1,7 @@
 """All SQL lives here: the write paths through an AsyncSession (`session.py`), the token read
-through one asyncpg query on the bare pool (`reads.py`)."""
+through one asyncpg query on the bare pool (`reads.py`), the access audit (`access.py`)."""
 
+from .access import AccessRecord, delete_access_before, read_access, write_access
 from .reads import (
     GrantReader,
     TokenRow,
@@ -11,11 +12,15 @@ from .reads import (
 from .session import Claim, Repository
 
 __all__ = [
+    "AccessRecord",
     "Claim",
     "GrantReader",
     "Repository",
     "TokenRow",
     "database_answers",
+    "delete_access_before",
+    "read_access",
     "read_account_token",
     "read_advertiser_token",
+    "write_access",
 ]

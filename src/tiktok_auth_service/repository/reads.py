@@ -17,6 +17,7 @@ import orjson
 class TokenRow:
     """What a token read needs: the caller's permissions and the serving grant, if any."""
 
+    caller: str  # the API key's name, for the audit
     unrestricted: bool
     allowed: list[str]  # the advertiser ids or open ids the key is restricted to
     grant_id: uuid.UUID | None
@@ -42,7 +43,7 @@ _GRANT_COLUMNS = """g.id, {status}, g.key_id, g.access_token_enc, g.expires_at,
 # is unknown or revoked; a row with NULL grant means the subject is not connected. An
 # advertiser TikTok no longer lists for its grant reads as needing re-authorization.
 _READ_ADVERTISER_GRANT_SQL = f"""
-SELECT c.unrestricted, c.allowed_advertiser_ids,
+SELECT c.name, c.unrestricted, c.allowed_advertiser_ids,
        {
     _GRANT_COLUMNS.format(
         status="CASE WHEN a.status = 'removed' THEN 'reauthorization_required' ELSE g.status END"
@@ -54,7 +55,7 @@ LEFT JOIN oauth_grant AS g ON g.id = a.grant_id
 WHERE c.key_hash = $1 AND c.revoked_at IS NULL
 """  # noqa: S608  (constant text; every value is a bind parameter)
 _READ_ACCOUNT_GRANT_SQL = f"""
-SELECT c.unrestricted, c.allowed_open_ids, {_GRANT_COLUMNS.format(status="g.status")}
+SELECT c.name, c.unrestricted, c.allowed_open_ids, {_GRANT_COLUMNS.format(status="g.status")}
 FROM api_client AS c
 LEFT JOIN oauth_grant AS g ON g.open_id = $2
 WHERE c.key_hash = $1 AND c.revoked_at IS NULL

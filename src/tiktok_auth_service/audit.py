@@ -1,0 +1,109 @@
+"""Who fetched which token, when, and how it ended: every token read, check and revocation is
+recorded (never the token).
+
+The token read is the hot path, so recording costs an append to an in-memory buffer; a
+background task writes the buffer to PostgreSQL with COPY every FLUSH_SECONDS (and on
+shutdown). What a crash can lose: the records of the last FLUSH_SECONDS at most. While the
+database is unreachable records wait in the buffer, up to MAX_BUFFERED; beyond that the oldest
+are dropped, and the number dropped is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from tiktok_auth_service import errors
+from tiktok_auth_service.clock import Clock
+from tiktok_auth_service.db import Database, lost_connection
+from tiktok_auth_service.repository import AccessRecord, delete_access_before, write_access
+
+log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 1.0
+MAX_BUFFERED = 100_000
+
+# The request being served, set by the API layer, recorded with each entry.
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+
+@dataclass
+class Entry:
+    """One access being recorded: the use case fills in the caller once it is known, and the
+    outcome when it is not simply `served` or an error."""
+
+    caller: str | None = None
+    outcome: str = "served"
+
+
+@dataclass(eq=False)
+class AuditLog:
+    db: Database
+    clock: Clock
+    retention: timedelta
+    _buffer: deque[AccessRecord] = field(default_factory=deque)
+    _dropped: int = 0
+
+    @contextlib.contextmanager
+    def recording(self, action: str, subject: str) -> Iterator[Entry]:
+        """Record one `action` on `subject`; an exception's outcome is its problem code
+        (`forbidden`, `not_connected`, ...), re-raised untouched."""
+        entry = Entry()
+        try:
+            yield entry
+        except errors.ServiceError as exc:
+            entry.outcome = exc.code
+            raise
+        except Exception as exc:
+            entry.outcome = "database_unavailable" if lost_connection(exc) else "internal_error"
+            raise
+        finally:
+            self.record(action, subject, entry)
+
+    def record(self, action: str, subject: str, entry: Entry) -> None:
+        if len(self._buffer) >= MAX_BUFFERED:
+            self._buffer.popleft()
+            self._dropped += 1
+        self._buffer.append(
+            AccessRecord(
+                self.clock.now(), entry.caller, action, subject, entry.outcome, request_id.get()
+            )
+        )
+
+    async def flush(self) -> int:
+        """Write what is buffered; returns how many records were written. Records stay
+        buffered when the database cannot take them."""
+        if self._dropped:
+            log.warning("audit buffer full: %d oldest records dropped", self._dropped)
+            self._dropped = 0
+        batch = list(self._buffer)
+        if not batch:
+            return 0
+        await write_access(self.db.pool, batch)
+        for _ in batch:
+            self._buffer.popleft()
+        return len(batch)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Flush every FLUSH_SECONDS until `stop`, then once more."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=FLUSH_SECONDS)
+            try:
+                await self.flush()
+            except Exception as exc:
+                if not lost_connection(exc):
+                    raise
+                log.warning("audit records kept for later: the database is unreachable")
+            if stop.is_set():
+                return
+
+    async def prune(self, now: datetime) -> int:
+        """Drop records older than AUDIT_RETENTION_DAYS (the worker calls this each pass)."""
+        return await delete_access_before(self.db.pool, now - self.retention)

@@ -1,0 +1,66 @@
+"""The audit of token access: written in batches with COPY on the bare pool (the token read's
+pool: no ORM unit of work on the hot path), read back by the `audit` command."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import NamedTuple
+
+import asyncpg
+
+_COLUMNS = ["at", "caller", "action", "subject", "outcome", "request_id"]
+_PRUNE_BATCH = 10_000
+
+
+class AccessRecord(NamedTuple):
+    at: datetime
+    caller: str | None
+    action: str
+    subject: str
+    outcome: str
+    request_id: str | None
+
+
+async def write_access(pool: asyncpg.Pool, records: list[AccessRecord]) -> None:
+    async with pool.acquire() as connection:
+        await connection.copy_records_to_table("token_access", records=records, columns=_COLUMNS)
+
+
+async def delete_access_before(pool: asyncpg.Pool, before: datetime) -> int:
+    """Delete records older than `before`, in batches so no transaction grows large."""
+    deleted = 0
+    async with pool.acquire() as connection:
+        while True:
+            status = await connection.execute(
+                "DELETE FROM token_access WHERE id IN"
+                " (SELECT id FROM token_access WHERE at < $1 LIMIT $2)",
+                before,
+                _PRUNE_BATCH,
+            )
+            count = int(status.split()[-1])
+            deleted += count
+            if count < _PRUNE_BATCH:
+                return deleted
+
+
+async def read_access(
+    pool: asyncpg.Pool,
+    *,
+    caller: str | None,
+    subject: str | None,
+    since: datetime | None,
+    limit: int,
+) -> list[AccessRecord]:
+    """Records newest first, filtered by caller (API key name), subject and time."""
+    async with pool.acquire() as connection:
+        rows = await connection.fetch(
+            "SELECT at, caller, action, subject, outcome, request_id FROM token_access"
+            " WHERE ($1::text IS NULL OR caller = $1) AND ($2::text IS NULL OR subject = $2)"
+            " AND ($3::timestamptz IS NULL OR at >= $3)"
+            " ORDER BY at DESC, id DESC LIMIT $4",
+            caller,
+            subject,
+            since,
+            limit,
+        )
+    return [AccessRecord(*row.values()) for row in rows]

@@ -1,0 +1,125 @@
+"""The audit: every token read, check and revocation is recorded (who, what, how it ended,
+never the token), printed by `tiktok-auth-service audit`, and pruned after its retention."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import asyncpg
+import httpx
+import respx
+
+from tests.fixtures import TIKTOK_API, Canaries, FakeClock, bearer
+from tests.helpers import envelope, new_token, store_advertiser_grant
+from tests.test_cli import run_cli
+from tiktok_auth_service.audit import Entry
+from tiktok_auth_service.service import Service
+
+A, B = "7100000000000000001", "7100000000000000002"
+
+
+async def three_reads_by_two_keys(
+    client: httpx.AsyncClient, service: Service, canaries: Canaries, api_key: str
+) -> str:
+    token = new_token()
+    canaries.add(token)
+    await store_advertiser_grant(service, token, [A])
+    shop = (await service.api_keys.create("shop-b", [B])).key.get_secret_value()
+    canaries.add(shop)
+    assert (await client.get(f"/tokens/{A}", headers=bearer(api_key))).status_code == 200
+    assert (await client.get(f"/tokens/{B}", headers=bearer(api_key))).status_code == 404
+    assert (await client.get(f"/tokens/{A}", headers=bearer(shop))).status_code == 403
+    return token
+
+
+class TestRecords:
+    async def test_each_read_is_recorded_with_its_caller_and_outcome(
+        self,
+        client: httpx.AsyncClient,
+        service: Service,
+        canaries: Canaries,
+        api_key: str,
+        pg: asyncpg.Connection,
+        clock: FakeClock,
+    ) -> None:
+        token = await three_reads_by_two_keys(client, service, canaries, api_key)
+        assert (await client.get(f"/tokens/{A}")).status_code == 401
+        assert await service.audit.flush() == 4
+        rows = await pg.fetch(
+            "SELECT at, caller, action, subject, outcome FROM token_access ORDER BY id"
+        )
+        assert [tuple(row)[1:] for row in rows] == [
+            ("reporting", "read", A, "served"),
+            ("reporting", "read", B, "not_connected"),
+            ("shop-b", "read", A, "forbidden"),
+            (None, "read", A, "unauthenticated"),
+        ]
+        assert {row["at"] for row in rows} == {clock.now()}
+        dumped = await pg.fetchval("SELECT string_agg(t::text, ' ') FROM token_access AS t")
+        assert token not in dumped and api_key not in dumped
+
+    async def test_checks_and_revocations_are_recorded(
+        self,
+        client: httpx.AsyncClient,
+        service: Service,
+        canaries: Canaries,
+        api_key: str,
+        pg: asyncpg.Connection,
+    ) -> None:
+        token = new_token()
+        canaries.add(token)
+        await store_advertiser_grant(service, token, [A])
+        with respx.mock(base_url=TIKTOK_API) as tiktok:
+            tiktok.get("/oauth2/advertiser/get/").respond(
+                json=envelope({"list": [{"advertiser_id": A, "advertiser_name": "A"}]})
+            )
+            tiktok.post("/oauth2/revoke_token/").respond(json=envelope())
+            assert (await client.post(f"/tokens/{A}/check", headers=bearer(api_key))).is_success
+            assert (await client.delete(f"/tokens/{A}", headers=bearer(api_key))).is_success
+            assert (await client.delete(f"/tokens/{A}", headers=bearer(api_key))).is_success
+        await service.audit.flush()
+        rows = await pg.fetch("SELECT action, outcome FROM token_access ORDER BY id")
+        assert [tuple(row) for row in rows] == [
+            ("check", "served"),
+            ("revoke", "revoked"),
+            ("revoke", "already_revoked"),
+        ]
+
+    async def test_old_records_are_pruned(
+        self, service: Service, pg: asyncpg.Connection, clock: FakeClock
+    ) -> None:
+        service.audit.record("read", A, Entry(caller="old"))
+        clock.advance(days=91)
+        service.audit.record("read", A, Entry(caller="new"))
+        await service.audit.flush()
+        assert await service.audit.prune(clock.now()) == 1
+        assert await pg.fetchval("SELECT array_agg(caller) FROM token_access") == ["new"]
+
+
+async def test_the_audit_command_prints_newest_first_and_filters(
+    client: httpx.AsyncClient,
+    service: Service,
+    canaries: Canaries,
+    api_key: str,
+    migrated: str,
+    clock: FakeClock,
+) -> None:
+    await three_reads_by_two_keys(client, service, canaries, api_key)
+    await service.audit.flush()
+    printed = run_cli(migrated, "audit")
+    assert printed.returncode == 0, printed.stderr
+    lines = [line.split("\t") for line in printed.stdout.splitlines()]
+    assert [line[1:5] for line in lines] == [
+        ["shop-b", "read", A, "forbidden"],
+        ["reporting", "read", B, "not_connected"],
+        ["reporting", "read", A, "served"],
+    ]
+    by_key = run_cli(migrated, "audit", "--key", "shop-b", "--json")
+    [record] = [json.loads(line) for line in by_key.stdout.splitlines()]
+    assert (record["caller"], record["subject"], record["outcome"]) == ("shop-b", A, "forbidden")
+    later = (clock.now() + timedelta(seconds=1)).isoformat()
+    assert run_cli(migrated, "audit", "--since", later).stdout == ""
+    assert len(run_cli(migrated, "audit", "--subject", A).stdout.splitlines()) == 2
+    bad = run_cli(migrated, "audit", "--since", "yesterday")
+    assert bad.returncode == 2 and "not an ISO 8601 time" in bad.stderr
