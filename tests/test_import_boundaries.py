@@ -24,7 +24,8 @@ SKIPPED = SRC / PRODUCT / "migrations"
 LAYERS: dict[str, tuple[str, ...]] = {
     "fastapi": ("api", "app"),
     "starlette": ("api", "app"),
-    "httpx": ("tiktok", "app"),
+    # The webhook sender posts to the product's receivers; everything else HTTP is TikTok.
+    "httpx": ("tiktok", "app", "webhooks"),
     "sqlalchemy": ("db", "models", "repository"),
     "sqlmodel": ("db", "models", "repository"),
     "asyncpg": ("db", "models", "repository"),

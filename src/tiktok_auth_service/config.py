@@ -69,12 +69,21 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = Field(default=30.0, gt=0)
     liveness_interval_seconds: int = Field(default=21600, gt=0)
     audit_retention_days: int = Field(default=90, gt=0)
+    webhook_url: Annotated[list[str], NoDecode] = []
+    webhook_secret: SecretStr | None = None
+    webhook_retry_base_seconds: float = Field(default=5.0, gt=0)
     log_level: LogLevel = "INFO"
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _level_name(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _webhooks_are_signed(self) -> Settings:
+        if self.webhook_url and self.webhook_secret is None:
+            raise ValueError("WEBHOOK_URL needs WEBHOOK_SECRET (whsec_...) to sign deliveries")
+        return self
 
     @model_validator(mode="after")
     def _refresh_window_fits(self) -> Settings:
@@ -98,6 +107,33 @@ class Settings(BaseSettings):
     @classmethod
     def _scopes(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("webhook_url", mode="before")
+    @classmethod
+    def _webhook_urls(cls, value: Any) -> Any:
+        urls = _split_list(value)
+        for url in urls:
+            _origin(url)
+        return urls
+
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # Standard Webhooks secrets: "whsec_" and the base64 of the signing key.
+        if value is not None:
+            raw = value.get_secret_value()
+            try:
+                key = base64.b64decode(raw.removeprefix("whsec_"), validate=True)
+            except (binascii.Error, ValueError):
+                key = b""
+            if not raw.startswith("whsec_") or len(key) < 24:
+                raise ValueError("must be whsec_ followed by the base64 of at least 24 bytes")
+        return value
 
     @field_validator("return_to_allowed_origins", mode="before")
     @classmethod

@@ -24,6 +24,7 @@ from tiktok_auth_service.models import AdvertiserStatus, Grant, GrantStatus
 from tiktok_auth_service.refresh import RETRY_AFTER_SECONDS, failure_backoff
 from tiktok_auth_service.repository import Repository
 from tiktok_auth_service.tiktok import AdvertiserInfo, TikTokClient, TikTokError
+from tiktok_auth_service.webhooks import emit
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class LivenessChecker:
                 grant.status = GrantStatus.REAUTHORIZATION_REQUIRED
                 grant.updated_at = now
                 grant.last_checked_at = now
+                emit(repo, self.settings, now, "connection.reauthorization_required", grant)
             elif listed is None:
                 grant.failures += 1
                 grant.next_check_at = now + min(self.interval, failure_backoff(grant.failures))
@@ -114,13 +116,24 @@ class LivenessChecker:
                 grant.failures = 0
                 grant.last_checked_at = now
                 grant.next_check_at = now + self.interval
-                await self._sync(repo, grant, listed, now)
+                added, removed = await self._sync(repo, grant, listed, now)
+                if added or removed:
+                    emit(
+                        repo,
+                        self.settings,
+                        now,
+                        "connection.updated",
+                        grant,
+                        added_advertiser_ids=added,
+                        removed_advertiser_ids=removed,
+                    )
 
     async def _sync(
         self, repo: Repository, grant: Grant, listed: list[AdvertiserInfo], now: datetime
-    ) -> None:
+    ) -> tuple[list[str], list[str]]:
         """Make the grant serve what TikTok lists: removed advertisers stop being served
-        (409), new ones are served unless a live grant already serves them, names follow."""
+        (409), new ones are served unless a live grant already serves them, names follow.
+        Returns the advertisers it started and stopped serving."""
         listed_ids = {info.advertiser_id for info in listed}
         if sorted(listed_ids) != sorted(grant.advertiser_ids):
             grant.advertiser_ids = sorted(listed_ids)
@@ -145,6 +158,7 @@ class LivenessChecker:
         active = {r.advertiser_id for r in rows if r.status == AdvertiserStatus.ACTIVE}
         if not (active - set(gone)) | set(back) | set(new):
             grant.orphaned_at = now  # serves nobody now: its token is revoked by the worker
+        return sorted({*new, *back}), sorted(set(gone) & active)
 
     async def _claimable(
         self, repo: Repository, grant: Grant, advertiser_ids: list[str]

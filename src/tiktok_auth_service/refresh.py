@@ -28,6 +28,7 @@ from tiktok_auth_service.db import Database, lost_connection
 from tiktok_auth_service.models import Grant, GrantStatus
 from tiktok_auth_service.repository import Repository
 from tiktok_auth_service.tiktok import IssuedAccountTokens, TikTokClient, TikTokError
+from tiktok_auth_service.webhooks import emit
 
 log = logging.getLogger(__name__)
 
@@ -193,14 +194,27 @@ class AccountRefresher:
 
     async def _write_refreshed(self, leased: Grant, issued: IssuedAccountTokens) -> Grant:
         async with self.db.session() as session, session.begin():
-            grant = await Repository(session).lock_grant(leased.id)
+            repo = Repository(session)
+            grant = await repo.lock_grant(leased.id)
             if grant is None or grant.version != leased.version:
                 stale = True
             else:
                 stale = False
-                write_account_tokens(
-                    grant, issued, self.sealer, self.clock.now(), self.settings.refresh_ahead
-                )
+                now = self.clock.now()
+                write_account_tokens(grant, issued, self.sealer, now, self.settings.refresh_ahead)
+                ends = grant.refresh_expires_at
+                warn = timedelta(days=self.settings.refresh_expiry_warning_days)
+                if grant.expiry_warned_at is None and ends is not None and ends - now <= warn:
+                    # Once per grant: the user must authorize again before `ends`.
+                    grant.expiry_warned_at = now
+                    emit(
+                        repo,
+                        self.settings,
+                        now,
+                        "refresh_token.expiring",
+                        grant,
+                        refresh_expires_at=ends.isoformat(),
+                    )
         if stale:
             # Revoked or re-authorized while TikTok was refreshing: the new pair is unwanted.
             log.warning("grant %s changed during its refresh; revoking the new tokens", leased.id)
@@ -223,18 +237,30 @@ class AccountRefresher:
         now = self.clock.now()
         dead = dead and (exc is None or exc.grant_is_dead)
         async with self.db.session() as session, session.begin():
-            grant = await Repository(session).lock_grant(leased.id)
+            repo = Repository(session)
+            grant = await repo.lock_grant(leased.id)
             if grant is None or grant.version != leased.version:
                 raise errors.ReauthorizationRequired()
             grant.lease_until = None
             grant.updated_at = now
             grant.version += 1
+            code = None if exc is None else exc.code
             if dead:
                 grant.status = GrantStatus.REAUTHORIZATION_REQUIRED
+                emit(repo, self.settings, now, "connection.reauthorization_required", grant)
             else:
                 grant.refresh_failed_at = now
                 grant.failures += 1
                 grant.refresh_due_at = now + failure_backoff(grant.failures)
+                emit(
+                    repo,
+                    self.settings,
+                    now,
+                    "refresh.failed",
+                    grant,
+                    tiktok_code=code,
+                    failures=grant.failures,
+                )
         if exc is not None and dead:
             log.warning(
                 "grant %s: TikTok refused the refresh (code %s); re-authorization required "

@@ -37,6 +37,7 @@ from tiktok_auth_service.tiktok import (
     TikTokError,
 )
 from tiktok_auth_service.tokens import authorize_read
+from tiktok_auth_service.webhooks import emit
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ class Revoker:
                     failure = exc
                     break
                 await repo.set_grant_status(grant, GrantStatus.REVOKED, now)
+                emit(repo, self.settings, now, "connection.revoked", grant)
                 log.info("grant %s revoked", grant.id)
         if failure is not None:
             raise _unconfirmed(failure)
@@ -169,6 +171,7 @@ class Revoker:
             except TikTokError as exc:
                 raise _unconfirmed(exc) from exc
             await repo.set_grant_status(grant, GrantStatus.REVOKED, now)
+            emit(repo, self.settings, now, "connection.revoked", grant)
         log.info("grant %s revoked", grant.id)
         return AccountRevocation(open_id, "revoked", revoked_now=True)
 

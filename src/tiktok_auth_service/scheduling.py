@@ -1,5 +1,6 @@
 """Background work: the worker claims grants that need TikTok and handles them, paced to one
-upstream budget (`WORKER_QPS`) shared by every kind of call.
+upstream budget (`WORKER_QPS`) shared by every kind of call; then it delivers webhooks and
+prunes the audit.
 
 Three kinds of work, most urgent first: account tokens due for refresh, orphaned grants to
 revoke, advertiser tokens due for a liveness check. Grants are claimed in small batches with
@@ -26,6 +27,7 @@ from tiktok_auth_service.models import Grant
 from tiktok_auth_service.refresh import AccountRefresher
 from tiktok_auth_service.repository import Claim, Repository
 from tiktok_auth_service.revocation import Revoker
+from tiktok_auth_service.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ class Worker:
     liveness: LivenessChecker
     revoker: Revoker
     audit: AuditLog
+    webhooks: WebhookSender
     pacer: Pacer
     clock: Clock
 
@@ -78,7 +81,8 @@ class Worker:
             )
 
     async def drain(self, stop: asyncio.Event | None = None) -> int:
-        """Handle every grant that is due now (or until `stop`); returns how many."""
+        """Handle every grant that is due now (or until `stop`), then deliver the webhooks
+        due; returns how many grants it handled."""
         handled = 0
         while stop is None or not stop.is_set():
             for kind in Claim:
@@ -86,6 +90,8 @@ class Worker:
                 if grants:
                     break
             else:
+                while await self.webhooks.deliver_due() and (stop is None or not stop.is_set()):
+                    pass
                 return handled
             async with asyncio.TaskGroup() as group:
                 for grant in grants:

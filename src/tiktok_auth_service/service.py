@@ -32,6 +32,7 @@ from tiktok_auth_service.revocation import Revoker
 from tiktok_auth_service.scheduling import Pacer, Worker
 from tiktok_auth_service.tiktok import RetryPolicy, TikTokClient, http_client
 from tiktok_auth_service.tokens import TokenService
+from tiktok_auth_service.webhooks import WebhookSender
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,9 +67,12 @@ async def open_service(settings: Settings, clock: Clock | None = None) -> AsyncI
         pgbouncer=settings.database_pgbouncer,
     )
     try:
-        async with http_client(
-            settings.tiktok_timeout_seconds, f"tiktok-auth-service/{__version__}"
-        ) as http:
+        user_agent = f"tiktok-auth-service/{__version__}"
+        async with (
+            http_client(settings.tiktok_timeout_seconds, user_agent) as http,
+            # Receivers get their own client: a slow receiver must not hold TikTok's connections.
+            http_client(settings.tiktok_timeout_seconds, user_agent) as webhook_http,
+        ):
             tiktok = TikTokClient(
                 http,
                 app_id=settings.tiktok_app_id,
@@ -108,6 +112,7 @@ async def open_service(settings: Settings, clock: Clock | None = None) -> AsyncI
                     liveness,
                     revoker,
                     audit,
+                    WebhookSender(settings, db, webhook_http, clock),
                     Pacer(settings.worker_qps),
                     clock,
                 ),

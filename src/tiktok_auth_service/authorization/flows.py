@@ -23,6 +23,7 @@ from tiktok_auth_service.tiktok import (
     TikTokClient,
     TikTokError,
 )
+from tiktok_auth_service.webhooks import emit
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,15 @@ class AdvertiserFlow:
             repo = Repository(session)
             await repo.add(grant)
             previous = await repo.assign_advertisers(grant.id, serve, now)
+            if serve:
+                emit(
+                    repo,
+                    self.settings,
+                    now,
+                    "connection.created",
+                    grant,
+                    served_advertiser_ids=serve,
+                )
             orphans = []
             for orphan_id in await repo.orphan_grants_serving_nobody(previous, now):
                 old = await repo.lock_grant(orphan_id)
@@ -233,6 +243,9 @@ class AccountFlow:
                 old.version += 1
                 await session.flush()
                 orphans.append(old.id)
+            # One connection per account: authorizing it again updates that connection.
+            event = "connection.updated" if orphans else "connection.created"
+            emit(repo, self.settings, now, event, grant, reauthorized=bool(orphans))
         log.info(
             "account grant stored: grant=%s replaced=%d request_id=%s",
             grant.id,

@@ -1,0 +1,178 @@
+"""Signed webhooks (Standard Webhooks 1.0) from the outbox, to a real HTTP receiver: verified
+with the reference library, retried after failures with the same webhook-id, in order."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import respx
+from standardwebhooks.webhooks import Webhook
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tests.fixtures import TIKTOK_API, Canaries, FakeClock, bearer, make_settings
+from tests.helpers import envelope, new_token, start_authorization
+from tiktok_auth_dev.stack import bind_socket, serving
+from tiktok_auth_service.config import Settings
+from tiktok_auth_service.service import Service
+
+SECRET = "whsec_" + base64.b64encode(b"webhook-signing-key-0123456789").decode()
+A, B = "7100000000000000001", "7100000000000000002"
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server that answers each delivery with the next status in `answers`."""
+
+    url: str
+    answers: list[int] = field(default_factory=list)
+    received: list[tuple[dict[str, str], bytes, int]] = field(default_factory=list)
+
+    async def endpoint(self, request: Request) -> Response:
+        status = self.answers.pop(0) if self.answers else 200
+        self.received.append((dict(request.headers), await request.body(), status))
+        return Response(status_code=status)
+
+    def verified(self) -> list[dict[str, Any]]:
+        """The bodies of the deliveries answered 2xx, each verified by the reference library."""
+        webhook = Webhook(SECRET)
+        return [
+            webhook.verify(body, headers) for headers, body, status in self.received if status < 300
+        ]
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    sock = bind_socket("127.0.0.1", 0)
+    found = Receiver(f"http://127.0.0.1:{sock.getsockname()[1]}/hooks?token=receiver-secret")
+    app = Starlette(routes=[Route("/hooks", found.endpoint, methods=["POST"])])
+    async with serving(app, sock):
+        yield found
+
+
+@pytest.fixture
+def settings(migrated: str, receiver: Receiver) -> Settings:
+    return make_settings(migrated, webhook_url=receiver.url, webhook_secret=SECRET)
+
+
+@pytest.fixture
+def tiktok(canaries: Canaries) -> Iterator[respx.MockRouter]:
+    with respx.mock(base_url=TIKTOK_API, assert_all_called=False) as mock:
+        mock.route(host="127.0.0.1").pass_through()  # the receiver is real
+        token = new_token()
+        canaries.add(token)
+        mock.post("/oauth2/access_token/").respond(
+            json=envelope({"access_token": token, "advertiser_ids": [A, B], "scope": [4]})
+        )
+        mock.get("/oauth2/advertiser/get/").respond(json=envelope({"list": []}))
+        mock.post("/oauth2/revoke_token/").respond(json=envelope())
+        yield mock
+
+
+async def connect(client: httpx.AsyncClient) -> None:
+    state = await start_authorization(client)
+    assert (await client.get("/callback", params={"auth_code": "c", "state": state})).is_success
+
+
+async def test_a_delivery_is_signed_and_verifies_with_the_reference_library(
+    client: httpx.AsyncClient, tiktok: respx.MockRouter, service: Service, receiver: Receiver
+) -> None:
+    await connect(client)
+    await service.worker.drain()
+    [event] = receiver.verified()
+    assert event["type"] == "connection.created"
+    assert event["data"]["flow"] == "advertiser"
+    assert event["data"]["advertiser_ids"] == [A, B]
+    headers, body, _ = receiver.received[0]
+    assert headers["webhook-id"].startswith("msg_")
+    assert headers["webhook-signature"].startswith("v1,")
+    assert "access_token" not in body.decode()
+
+
+async def test_a_failed_delivery_is_retried_with_backoff_and_the_same_id(
+    client: httpx.AsyncClient,
+    tiktok: respx.MockRouter,
+    service: Service,
+    receiver: Receiver,
+    clock: FakeClock,
+    pg: asyncpg.Connection,
+) -> None:
+    receiver.answers = [500, 500]
+    await connect(client)
+    await service.worker.drain()
+    assert [status for _, _, status in receiver.received] == [500]
+    await service.worker.drain()  # backing off: not yet
+    assert len(receiver.received) == 1
+    clock.advance(seconds=5)  # WEBHOOK_RETRY_BASE_SECONDS
+    await service.worker.drain()
+    clock.advance(seconds=10)  # doubled
+    await service.worker.drain()
+    statuses = [status for _, _, status in receiver.received]
+    assert statuses == [500, 500, 200]
+    assert len({headers["webhook-id"] for headers, _, _ in receiver.received}) == 1
+    assert [event["type"] for event in receiver.verified()] == ["connection.created"]
+    row = await pg.fetchrow("SELECT status, attempts FROM webhook_delivery")
+    assert (row["status"], row["attempts"]) == ("delivered", 3)
+
+
+async def test_events_of_one_subject_arrive_in_order(
+    client: httpx.AsyncClient,
+    tiktok: respx.MockRouter,
+    service: Service,
+    receiver: Receiver,
+    api_key: str,
+    clock: FakeClock,
+) -> None:
+    receiver.answers = [503]  # the first event fails once: the second must wait for it
+    await connect(client)
+    assert (await client.delete(f"/tokens/{A}", headers=bearer(api_key))).is_success
+    await service.worker.drain()
+    assert len(receiver.received) == 1
+    clock.advance(seconds=5)
+    await service.worker.drain()
+    assert [event["type"] for event in receiver.verified()] == [
+        "connection.created",
+        "connection.revoked",
+    ]
+
+
+async def test_a_delivery_is_given_up_after_a_day(
+    client: httpx.AsyncClient,
+    tiktok: respx.MockRouter,
+    service: Service,
+    receiver: Receiver,
+    clock: FakeClock,
+    pg: asyncpg.Connection,
+) -> None:
+    receiver.answers = [500] * 100
+    await connect(client)
+    for _ in range(40):
+        await service.worker.drain()
+        clock.advance(hours=1)
+    row = await pg.fetchrow("SELECT status, last_error FROM webhook_delivery")
+    assert (row["status"], row["last_error"]) == ("failed", "HTTP 500")
+    assert len(receiver.received) < 40  # backed off, not retried every pass
+
+
+def test_webhook_settings_are_checked() -> None:
+    from tests.test_config import valid_settings
+    from tiktok_auth_service.config import ConfigError
+
+    with pytest.raises(ConfigError, match="WEBHOOK_SECRET"):
+        valid_settings(webhook_url="https://hooks.example/in")
+    with pytest.raises(ConfigError, match="whsec_"):
+        valid_settings(webhook_url="https://hooks.example/in", webhook_secret="plain")
+    assert valid_settings(
+        webhook_url="https://a.example/x, https://b.example/y", webhook_secret=SECRET
+    ).webhook_url == [
+        "https://a.example/x",
+        "https://b.example/y",
+    ]
