@@ -15,8 +15,9 @@ from tiktok_auth_service import __version__
 from tiktok_auth_service.cli import _parser
 
 
-def run_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
+def cli_env(database_url: str) -> dict[str, str]:
+    """The environment the command line runs with in these tests."""
+    return {
         **os.environ,
         "TIKTOK_APP_ID": "app",
         "TIKTOK_APP_SECRET": "cli-secret",
@@ -24,11 +25,14 @@ def run_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
         "DATABASE_URL": database_url,
         "TOKEN_ENCRYPTION_KEYS": "k1:" + base64.b64encode(b"1" * 32).decode(),
     }
+
+
+def run_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tiktok_auth_service", *args],
         capture_output=True,
         text=True,
-        env=env,
+        env=cli_env(database_url),
         check=False,
         timeout=60,
     )

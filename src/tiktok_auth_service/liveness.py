@@ -28,9 +28,10 @@ from tiktok_auth_service.webhooks import emit
 
 log = logging.getLogger(__name__)
 
-# For this call these codes mean the token itself is dead: empty/invalid/revoked (40104,
-# 40105), or no longer the app's (40113).
-_DEAD_TOKEN_CODES = frozenset({40104, 40105, 40113})
+# For this call these codes mean the token itself is dead: empty, invalid or revoked. 40113
+# (app blocked, or app and token mismatched) is left out on purpose: it points at our app's
+# configuration, and taking it for a verdict would kill every grant in one sweep.
+_DEAD_TOKEN_CODES = frozenset({40104, 40105})
 
 
 @dataclass(eq=False)
@@ -146,8 +147,8 @@ class LivenessChecker:
             for r in rows
             if r.advertiser_id in listed_ids and r.status == AdvertiserStatus.REMOVED
         ]
-        await repo.set_advertiser_status(gone, AdvertiserStatus.REMOVED, now)
-        await repo.set_advertiser_status(back, AdvertiserStatus.ACTIVE, now)
+        await repo.set_advertiser_status(grant.id, gone, AdvertiserStatus.REMOVED, now)
+        await repo.set_advertiser_status(grant.id, back, AdvertiserStatus.ACTIVE, now)
         new = await self._claimable(repo, grant, sorted(listed_ids - served))
         await repo.assign_advertisers(grant.id, new, now)
         if gone or new:

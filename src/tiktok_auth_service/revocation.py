@@ -77,6 +77,18 @@ def _unconfirmed(exc: TikTokError) -> errors.UpstreamUnavailable:
     )
 
 
+def _copy_tokens(source: Grant, target: Grant) -> None:
+    for name in (
+        "key_id",
+        "access_token_enc",
+        "refresh_token_enc",
+        "expires_at",
+        "refresh_expires_at",
+        "refreshed_at",
+    ):
+        setattr(target, name, getattr(source, name))
+
+
 @dataclass(eq=False)
 class Revoker:
     settings: Settings
@@ -166,12 +178,18 @@ class Revoker:
                     "A refresh of this token is in flight; retry in a few seconds.",
                     retry_after=5,
                 )
+            failure: TikTokError | None = None
             try:
                 await self._revoke_at_tiktok(grant)
             except TikTokError as exc:
-                raise _unconfirmed(exc) from exc
-            await repo.set_grant_status(grant, GrantStatus.REVOKED, now)
-            emit(repo, self.settings, now, "connection.revoked", grant)
+                # Committed, not rolled back: revoking may have refreshed first, and the rotated
+                # pair on the row is the only way left to reach the live chain.
+                failure = exc
+            else:
+                await repo.set_grant_status(grant, GrantStatus.REVOKED, now)
+                emit(repo, self.settings, now, "connection.revoked", grant)
+        if failure is not None:
+            raise _unconfirmed(failure)
         log.info("grant %s revoked", grant.id)
         return AccountRevocation(open_id, "revoked", revoked_now=True)
 
@@ -197,7 +215,12 @@ class Revoker:
         (the lease is then released with a backoff, for the worker to try again)."""
         version = leased.version  # _revoke_at_tiktok may refresh (and bump) the detached copy
         try:
-            await self._revoke_at_tiktok(leased)
+            if await self._token_still_serves(leased):
+                # TikTok handed this token to a grant that still serves: revoking it would end
+                # that service too, so the orphan only retires.
+                log.info("grant %s retired: its token lives on with another grant", leased.id)
+            else:
+                await self._revoke_at_tiktok(leased)
         except TikTokError as exc:
             log.warning(
                 "grant %s: revoking the orphaned token failed (code %s)", leased.id, exc.code
@@ -214,11 +237,28 @@ class Revoker:
             if revoked:
                 await repo.set_grant_status(grant, GrantStatus.REVOKED, now)
             else:
+                if leased.version != version:
+                    # Revoking refreshed first: keep the rotated pair (sealed for this row),
+                    # the only way to reach the live chain on the next try.
+                    _copy_tokens(leased, grant)
                 grant.failures += 1
                 grant.lease_until = now + failure_backoff(grant.failures)
         if revoked:
             log.info("grant %s (orphaned) revoked at TikTok", leased.id)
         return revoked
+
+    async def _token_still_serves(self, orphan: Grant) -> bool:
+        """Whether a live advertiser grant holds the same token as `orphan` (TikTok may hand
+        the same token back on re-authorization)."""
+        if orphan.flow != Flow.ADVERTISER:
+            return False
+        token = self.sealer.open_access_token(orphan.id, orphan.key_id, orphan.access_token_enc)
+        async with self.db.session() as session:
+            others = await Repository(session).live_grants_sharing_advertisers(orphan)
+        return any(
+            self.sealer.open_access_token(g.id, g.key_id, g.access_token_enc) == token
+            for g in others
+        )
 
     async def _revoke_at_tiktok(self, grant: Grant) -> None:
         """Make TikTok stop accepting this grant's token; a token TikTok already refuses

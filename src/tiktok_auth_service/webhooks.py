@@ -132,7 +132,8 @@ class WebhookSender:
             "webhook %s %s to %s: %s (attempt %d)",
             delivery.event_type,
             delivery.event_id,
-            urlsplit(delivery.url).netloc,  # a receiver's URL may carry a secret in its query
+            # Host only: a receiver's URL may carry credentials (user:pass@, a query token).
+            urlsplit(delivery.url).hostname,
             outcome if error is None else f"{outcome}, {error}",
             row.attempts,
         )

@@ -145,7 +145,10 @@ class AdvertiserFlow:
         async with self.db.session() as session, session.begin():
             repo = Repository(session)
             await repo.add(grant)
-            previous = await repo.assign_advertisers(grant.id, serve, now)
+            await repo.assign_advertisers(grant.id, serve, now)
+            # Any live grant that covered these advertisers may have lost its last one to this
+            # grant, or to a racing authorization that committed first.
+            previous = await repo.live_grants_covering_any(granted, besides=grant.id)
             if serve:
                 emit(
                     repo,

@@ -11,6 +11,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 import sqlalchemy.orm
+from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -66,17 +67,13 @@ class Repository:
 
     async def assign_advertisers(
         self, grant_id: uuid.UUID, advertiser_ids: Iterable[str], now: datetime
-    ) -> list[uuid.UUID]:
-        """Point each advertiser at `grant_id` (re-authorizing moves it to the newest grant);
-        returns the grants they were served by before."""
+    ) -> None:
+        """Point each advertiser at `grant_id` (re-authorizing moves it to the newest grant).
+        Sorted, so racing authorizations lock the rows in one order; a racing insert of the
+        same advertiser waits here for the other transaction to end."""
         ids = sorted(set(advertiser_ids))
         if not ids:
-            return []
-        previous = await self.session.execute(
-            sa.select(col(Advertiser.grant_id))
-            .where(col(Advertiser.advertiser_id).in_(ids), col(Advertiser.grant_id) != grant_id)
-            .distinct()
-        )
+            return
         rows = [
             {
                 "advertiser_id": advertiser_id,
@@ -98,7 +95,6 @@ class Repository:
                 },
             )
         )
-        return list(previous.scalars())
 
     async def set_advertiser_names(
         self, grant_id: uuid.UUID, names: Mapping[str, str], now: datetime
@@ -133,12 +129,20 @@ class Repository:
         return list(result.scalars())
 
     async def set_advertiser_status(
-        self, advertiser_ids: Sequence[str], status: AdvertiserStatus, now: datetime
+        self,
+        grant_id: uuid.UUID,
+        advertiser_ids: Sequence[str],
+        status: AdvertiserStatus,
+        now: datetime,
     ) -> None:
+        """Only rows this grant still serves: one moved to a newer grant meanwhile is not ours."""
         if advertiser_ids:
             await self.session.execute(
                 sa.update(Advertiser)
-                .where(col(Advertiser.advertiser_id).in_(advertiser_ids))
+                .where(
+                    col(Advertiser.advertiser_id).in_(advertiser_ids),
+                    col(Advertiser.grant_id) == grant_id,
+                )
                 .values(status=status, updated_at=now)
             )
 
@@ -167,6 +171,38 @@ class Repository:
             )
             .order_by(col(Grant.created_at))
             .with_for_update()
+        )
+        return list(result.scalars())
+
+    async def live_grants_covering_any(
+        self, advertiser_ids: Sequence[str], besides: uuid.UUID
+    ) -> list[uuid.UUID]:
+        """Active, serving advertiser grants (other than `besides`) whose TikTok advertiser
+        lists overlap `advertiser_ids`."""
+        result = await self.session.execute(
+            sa.select(col(Grant.id)).where(
+                col(Grant.id) != besides,
+                col(Grant.flow) == Flow.ADVERTISER,
+                col(Grant.status) == GrantStatus.ACTIVE,
+                col(Grant.orphaned_at).is_(None),
+                sa.type_coerce(col(Grant.advertiser_ids), pg.ARRAY(sa.Text)).overlap(
+                    list(advertiser_ids)
+                ),
+            )
+        )
+        return list(result.scalars())
+
+    async def live_grants_sharing_advertisers(self, grant: Grant) -> list[Grant]:
+        """Other active, serving grants whose TikTok advertiser lists overlap `grant`'s."""
+        result = await self.session.execute(
+            sa.select(Grant).where(
+                col(Grant.id) != grant.id,
+                col(Grant.status) == GrantStatus.ACTIVE,
+                col(Grant.orphaned_at).is_(None),
+                sa.type_coerce(col(Grant.advertiser_ids), pg.ARRAY(sa.Text)).overlap(
+                    grant.advertiser_ids
+                ),
+            )
         )
         return list(result.scalars())
 
