@@ -5,6 +5,7 @@ from .reads import (
     GrantReader,
     TokenRow,
     database_answers,
+    grant_counts,
     read_account_token,
     read_advertiser_token,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "Repository",
     "TokenRow",
     "database_answers",
+    "grant_counts",
     "read_account_token",
     "read_advertiser_token",
 ]
