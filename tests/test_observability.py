@@ -164,6 +164,32 @@ class TestMetrics:
         assert value(found, "tiktok_auth_webhook_outbox_backlog") == 0
         assert "# TYPE tiktok_auth_webhook_deliveries_total counter" in response.text
 
+    async def test_worker_refreshes_are_counted_by_outcome_and_tiktok_code(
+        self,
+        client: httpx.AsyncClient,
+        service: Service,
+        tiktok: TikTokAccounts,
+        clock: FakeClock,
+    ) -> None:
+        await connect_account(client)
+        clock.advance(hours=23, minutes=50)  # due for the worker
+        assert await service.worker.drain() == 1
+        tiktok.refresh_fails(50002)
+        clock.advance(hours=23, minutes=50)
+        assert await service.worker.drain() == 1
+
+        found = samples((await client.get("/metrics")).text)
+        tasks = "tiktok_auth_worker_tasks_total"
+        assert value(found, tasks, kind="refresh", outcome="done") == 1
+        assert value(found, tasks, kind="refresh", outcome="failed") == 1
+        assert value(found, "tiktok_auth_refreshes_total", outcome="refreshed") == 1
+        assert value(found, "tiktok_auth_refreshes_total", outcome="failed") == 1
+        calls = "tiktok_auth_tiktok_calls_total"
+        refresh = "/tt_user/oauth2/refresh_token/"
+        assert value(found, calls, endpoint=refresh, code="0") == 1
+        # A refresh is single-use: TikTok's 50002 is not retried, so one exchange.
+        assert value(found, calls, endpoint=refresh, code="50002") == 1
+
     async def test_unknown_routes_and_methods_mint_no_label_values(
         self, client: httpx.AsyncClient
     ) -> None:
@@ -424,6 +450,29 @@ class TestLogs:
         response = await client.get("/healthz", headers=[(b"X-Request-ID", sent.encode("latin-1"))])
         echoed = response.headers["x-request-id"]
         assert echoed != sent and len(echoed) == 32 and int(echoed, 16) >= 0
+
+    async def test_an_unexpected_error_is_logged_and_answered_with_the_request_id(
+        self,
+        app: FastAPI,
+        api_key: str,
+        json_lines: io.StringIO,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        async def broken(*args: object) -> None:
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr(app_service(app).tokens, "get_advertiser_token", broken)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="https://b.example") as http:
+            response = await http.get(
+                f"/tokens/{ADVERTISER}", headers={**bearer(api_key), "X-Request-ID": "r-500"}
+            )
+        assert response.status_code == 500 and response.headers["x-request-id"] == "r-500"
+        mine = [line for line in parsed(json_lines) if line.get("request_id") == "r-500"]
+        # The access line is written as the error passes on its way to the 500 handler.
+        access, error = mine
+        assert (access["event"], access["status"]) == ("request", 500)
+        assert error["level"] == "ERROR" and "RuntimeError: boom" in error["exc_info"]
 
     async def test_the_access_log_keeps_the_callback_query_and_keys_out(
         self,
