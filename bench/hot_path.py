@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,6 +95,9 @@ def serve(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     assert process.stderr is not None
     for line in process.stderr:
         if b"Uvicorn running on" in line:
+            # The service logs every request (its access log): keep reading, or the pipe fills
+            # up and the server stalls on its next line.
+            threading.Thread(target=process.stderr.read, daemon=True).start()
             return process
     raise RuntimeError(f"{command[2]} did not start")
 

@@ -28,6 +28,10 @@ API_KEY_PATTERN = re.compile(r"tas_[A-Za-z0-9_-]{20,}")
 WORD = re.compile(r"[A-Za-z0-9_.\-]{8,}")
 
 
+# What every LogRecord has; anything else on a record came from `extra={...}`.
+_STANDARD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
 class _Collector(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
@@ -37,6 +41,10 @@ class _Collector(logging.Handler):
         text = record.getMessage()
         if record.exc_info:
             text += "\n" + logging.Formatter().formatException(record.exc_info)
+        # The structured fields too: the JSON formatter writes each of them out.
+        extras = {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRIBUTES}
+        if extras:
+            text += " " + " ".join(f"{key}={value}" for key, value in extras.items())
         self.lines.append(f"{record.name}: {text}")
 
 

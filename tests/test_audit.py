@@ -13,7 +13,6 @@ import respx
 from tests.fixtures import TIKTOK_API, Canaries, FakeClock, bearer
 from tests.helpers import envelope, new_token, store_advertiser_grant
 from tests.test_cli import run_cli
-from tiktok_auth_service.audit import Entry
 from tiktok_auth_service.service import Service
 
 A, B = "7100000000000000001", "7100000000000000002"
@@ -44,7 +43,8 @@ class TestRecords:
         clock: FakeClock,
     ) -> None:
         token = await three_reads_by_two_keys(client, service, canaries, api_key)
-        assert (await client.get(f"/tokens/{A}")).status_code == 401
+        unauthenticated = await client.get(f"/tokens/{A}", headers={"X-Request-ID": "trace 42"})
+        assert unauthenticated.status_code == 401
         assert await service.audit.flush() == 4
         rows = await pg.fetch(
             "SELECT at, caller, action, subject, outcome FROM token_access ORDER BY id"
@@ -56,6 +56,9 @@ class TestRecords:
             (None, "read", A, "unauthenticated"),
         ]
         assert {row["at"] for row in rows} == {clock.now()}
+        ids = await pg.fetch("SELECT request_id FROM token_access ORDER BY id")
+        assert ids[-1]["request_id"] == "trace 42"  # the caller's X-Request-ID
+        assert all(row["request_id"] for row in ids)
         dumped = await pg.fetchval("SELECT string_agg(t::text, ' ') FROM token_access AS t")
         assert token not in dumped and api_key not in dumped
 
@@ -89,9 +92,9 @@ class TestRecords:
     async def test_old_records_are_pruned(
         self, service: Service, pg: asyncpg.Connection, clock: FakeClock
     ) -> None:
-        service.audit.record("read", A, Entry(caller="old"))
+        service.audit.record("read", A, "old", "served")
         clock.advance(days=91)
-        service.audit.record("read", A, Entry(caller="new"))
+        service.audit.record("read", A, "new", "served")
         await service.audit.flush()
         assert await service.audit.prune(clock.now()) == 1
         assert await pg.fetchval("SELECT array_agg(caller) FROM token_access") == ["new"]

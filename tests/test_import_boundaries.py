@@ -29,6 +29,11 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "sqlalchemy": ("db", "models", "repository"),
     "sqlmodel": ("db", "models", "repository"),
     "asyncpg": ("db", "models", "repository"),
+    # Metric definitions and their exposition; the app and the CLI only call `metrics`.
+    "prometheus_client": ("metrics",),
+    # Request ids are HTTP: installed by the app, read by the access log and its filter.
+    "asgi_correlation_id": ("api", "app"),
+    "pythonjsonlogger": ("logs",),
 }
 
 
@@ -171,6 +176,9 @@ def test_imports_stay_within_their_boundaries() -> None:
         (f"{PRODUCT}.tiktok.client", "from starlette.requests import Request", "starlette"),
         (f"{PRODUCT}.api.tokens", "import httpx", "httpx"),
         (f"{PRODUCT}.tokens", "def f():\n    import asyncpg", "asyncpg"),
+        (f"{PRODUCT}.api.health", "from prometheus_client import generate_latest", "prometheus"),
+        (f"{PRODUCT}.refresh", "from asgi_correlation_id import correlation_id", "asgi_corr"),
+        (f"{PRODUCT}.cli", "from pythonjsonlogger.json import JsonFormatter", "pythonjson"),
     ],
 )
 def test_checker_catches(module: str, source: str, offending: str) -> None:
@@ -188,6 +196,9 @@ def test_checker_catches(module: str, source: str, offending: str) -> None:
         (f"{PRODUCT}.tiktok.client", "import httpx", False),
         (f"{PRODUCT}.repository.grants", "from sqlalchemy import select", False),
         (f"{PRODUCT}.models", "from sqlmodel import Field", False),
+        (f"{PRODUCT}.metrics", "from prometheus_client import Counter", False),
+        (f"{PRODUCT}.api.observability", "from asgi_correlation_id import correlation_id", False),
+        (f"{PRODUCT}.logs", "from pythonjsonlogger.orjson import OrjsonFormatter", False),
         ("tiktok_emulator.app", "from . import state\nfrom .state import State", False),
         ("tiktok_auth_dev.stack", "from tiktok_emulator import serve", False),
     ],

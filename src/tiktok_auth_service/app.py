@@ -1,24 +1,37 @@
 """The application factory. Nothing happens at import: `create_app(settings)` and its lifespan
 open the service (database, TikTok client, use cases) and the background worker, and close
-them."""
+them. The app's metrics and request ids are installed here as middleware."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from tiktok_auth_service import __version__
 from tiktok_auth_service.api import browser, health, problems, tokens
 from tiktok_auth_service.api.deps import attach_service
+from tiktok_auth_service.api.observability import (
+    REQUEST_ID_HEADER,
+    ObservedRequests,
+    acceptable_request_id,
+    new_request_id,
+)
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
-from tiktok_auth_service.service import open_service
+from tiktok_auth_service.metrics import Metrics
+from tiktok_auth_service.service import Service, open_service
+
+# In multiprocess mode each server process records its pool connections this often (the
+# process answering a scrape records its own at that moment).
+POOL_SAMPLE_SECONDS = 5.0
 
 DESCRIPTION = """
 OAuth token broker for TikTok API for Business.
@@ -54,17 +67,29 @@ def _complete_openapi(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+async def _sample_pools(service: Service, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        service.sample_pools()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=POOL_SAMPLE_SECONDS)
+
+
 def create_app(
-    settings: Settings, *, clock: Clock | None = None, freeze_after_startup: bool = False
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    freeze_after_startup: bool = False,
+    metrics: Metrics | None = None,
 ) -> FastAPI:
     """The service. `freeze_after_startup` (for the one app of a server process) moves
     everything alive after start-up out of the cyclic garbage collector's reach: those objects
     live as long as the process, and scanning them showed up as latency spikes on the token
-    read in bench/hot_path.py."""
+    read in bench/hot_path.py. `metrics` defaults to this process's (`Metrics.for_process`)."""
+    metrics = metrics or Metrics.for_process()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_service(settings, clock) as service:
+        async with open_service(settings, clock, metrics) as service:
             attach_service(app, service)
             if freeze_after_startup:
                 gc.collect()
@@ -73,11 +98,14 @@ def create_app(
             background = [asyncio.create_task(service.audit.run(stop))]
             if settings.worker_enabled:
                 background.append(asyncio.create_task(service.worker.run(stop)))
+            if metrics.multiprocess_dir:
+                background.append(asyncio.create_task(_sample_pools(service, stop)))
             try:
                 yield
             finally:
                 stop.set()
                 await asyncio.gather(*background)
+                metrics.process_exited()
 
     # FastAPIOffline serves Swagger UI and ReDoc from files in the package, not a CDN, so
     # /docs works on machines without internet access.
@@ -92,6 +120,14 @@ def create_app(
     )
     _complete_openapi(app)
     problems.install(app)
+    # Outermost first: the request id is known before the request is observed and logged.
+    app.add_middleware(ObservedRequests, metrics=metrics)
+    app.add_middleware(
+        CorrelationIdMiddleware,
+        header_name=REQUEST_ID_HEADER,
+        validator=acceptable_request_id,
+        generator=new_request_id,
+    )
     app.include_router(browser.router)
     app.include_router(tokens.router)
     app.include_router(health.router)

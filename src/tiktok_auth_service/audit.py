@@ -14,12 +14,10 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from tiktok_auth_service import errors
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.db import Database, lost_connection
 from tiktok_auth_service.repository import AccessRecord, delete_access_before, write_access
@@ -33,15 +31,6 @@ MAX_BUFFERED = 100_000
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
-@dataclass
-class Entry:
-    """One access being recorded: the use case fills in the caller once it is known, and the
-    outcome when it is not simply `served` or an error."""
-
-    caller: str | None = None
-    outcome: str = "served"
-
-
 @dataclass(eq=False)
 class AuditLog:
     db: Database
@@ -50,30 +39,14 @@ class AuditLog:
     _buffer: deque[AccessRecord] = field(default_factory=deque)
     _dropped: int = 0
 
-    @contextlib.contextmanager
-    def recording(self, action: str, subject: str) -> Iterator[Entry]:
-        """Record one `action` on `subject`; an exception's outcome is its problem code
-        (`forbidden`, `not_connected`, ...), re-raised untouched."""
-        entry = Entry()
-        try:
-            yield entry
-        except errors.ServiceError as exc:
-            entry.outcome = exc.code
-            raise
-        except Exception as exc:
-            entry.outcome = "database_unavailable" if lost_connection(exc) else "internal_error"
-            raise
-        finally:
-            self.record(action, subject, entry)
-
-    def record(self, action: str, subject: str, entry: Entry) -> None:
+    def record(self, action: str, subject: str, caller: str | None, outcome: str) -> None:
+        """One `action` (read, check, revoke) on `subject` by the key named `caller` ended in
+        `outcome` (`served`, `refreshed`, or the problem code). Costs an append."""
         if len(self._buffer) >= MAX_BUFFERED:
             self._buffer.popleft()
             self._dropped += 1
         self._buffer.append(
-            AccessRecord(
-                self.clock.now(), entry.caller, action, subject, entry.outcome, request_id.get()
-            )
+            AccessRecord(self.clock.now(), caller, action, subject, outcome, request_id.get())
         )
 
     async def flush(self) -> int:

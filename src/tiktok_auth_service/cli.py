@@ -4,43 +4,98 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
+import os
+import shutil
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tiktok_auth_service import __version__, errors
-from tiktok_auth_service.config import ConfigError, Settings, load_settings
+from tiktok_auth_service.config import (
+    ConfigError,
+    LoggingSettings,
+    Settings,
+    load_dev_logging_settings,
+    load_settings,
+)
 
 if TYPE_CHECKING:
     from tiktok_auth_service.service import Service
 
+# prometheus-client's own variable (read when the library is first imported).
+MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
-def _configure_logging(level: str) -> None:
-    """Our own loggers at `level`; libraries (alembic, pgserver, ...) only when they warn."""
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("tiktok_auth_service").setLevel(level.upper())
+
+def _configure_logging(settings: LoggingSettings, *, request_ids: bool = False) -> None:
+    """Our own loggers at LOG_LEVEL, libraries (alembic, uvicorn, ...) only when they warn, in
+    LOG_FORMAT; `request_ids`: records logged while serving a request carry its id."""
+    from tiktok_auth_service import logs
+
+    filters: list[logging.Filter] = []
+    if request_ids:
+        from tiktok_auth_service.api.observability import request_id_filter
+
+        filters.append(request_id_filter())
+    logs.configure(settings.log_level, settings.log_format, filters)
+
+
+@contextlib.contextmanager
+def metrics_directory() -> Iterator[Path]:
+    """The directory where every server process keeps its metrics (prometheus-client's
+    multiprocess mode), set in PROMETHEUS_MULTIPROC_DIR before the library is imported. The
+    operator's directory is emptied of earlier runs' files first (the library requires
+    that); without one, a fresh temporary directory is made and removed at the end."""
+    if "prometheus_client" in sys.modules:
+        # The library chose its in-memory value store at import: the files would stay empty.
+        raise RuntimeError("metrics_directory() must run before prometheus_client is imported")
+    given = os.environ.get(MULTIPROC_DIR_VARIABLE)
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink()
+        yield path
+        return
+    path = Path(tempfile.mkdtemp(prefix="tiktok-auth-metrics-"))
+    os.environ[MULTIPROC_DIR_VARIABLE] = str(path)
+    try:
+        yield path
+    finally:
+        del os.environ[MULTIPROC_DIR_VARIABLE]
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
+    """Run the HTTP service. Call inside `metrics_directory()`, after configuring logging."""
     import uvicorn
 
     from tiktok_auth_service.app import create_app
 
-    # Access logs are off: request URLs of /callback carry TikTok's single-use auth code.
+    # Once shut down, uvicorn raises the SIGTERM or SIGINT that stopped it again, with the
+    # handlers it found: as SystemExit here, so that `metrics_directory` and other cleanups
+    # still run (the default SIGTERM action would end the process on the spot).
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_on_signal)
+    # uvicorn's access log is off: request URLs of /callback carry TikTok's single-use auth
+    # code (the app writes its own, without query strings). log_config=None: uvicorn's lines
+    # go through our handler, in LOG_FORMAT.
     uvicorn.run(
         create_app(settings, freeze_after_startup=True),
         host=host,
         port=port,
         access_log=False,
+        log_config=None,
         log_level=settings.log_level.lower(),
     )
 
@@ -209,8 +264,14 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in ("dev", "emulator"):
-        # Development tools: configured by flags (and EMULATOR_* variables), not by Settings.
-        _configure_logging("INFO")
+        # Development tools: configured by flags (and EMULATOR_* variables), not by Settings;
+        # only LOG_LEVEL and LOG_FORMAT (default text) are read, from the environment.
+        try:
+            dev_logging = load_dev_logging_settings()
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        _configure_logging(dev_logging, request_ids=args.command == "dev")
         try:
             if args.command == "dev":
                 from tiktok_auth_dev import stack
@@ -236,11 +297,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    _configure_logging(settings.log_level)
     try:
         if args.command == "serve":
-            serve(settings, args.host, args.port)
-        elif args.command == "migrate":
+            # The metrics directory first: logging's request ids import the app's modules,
+            # and with them prometheus-client.
+            with metrics_directory():
+                _configure_logging(settings, request_ids=True)
+                serve(settings, args.host, args.port)
+            return 0
+        _configure_logging(settings)
+        if args.command == "migrate":
             from tiktok_auth_service.db import migrate
 
             asyncio.run(

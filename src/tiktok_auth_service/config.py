@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -15,6 +15,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 ACCOUNT_TOKEN_LIFETIME_SECONDS = 86400
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+# `json`: one JSON object per line (serve, worker); `text`: for people (dev).
+LogFormat = Literal["json", "text"]
 
 
 class ConfigError(Exception):
@@ -34,9 +36,33 @@ def _split_list(value: Any) -> Any:
     return value
 
 
-class Settings(BaseSettings):
+class LoggingSettings(BaseSettings):
+    """How the process logs: the part of the settings `dev` and `emulator` read too (from the
+    environment only), validated by the same rules."""
+
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
+    log_level: LogLevel = "INFO"
+    log_format: LogFormat = "json"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_name(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _format_name(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+class DevLoggingSettings(LoggingSettings):
+    """The development tools log for people by default."""
+
+    log_format: LogFormat = "text"
+
+
+class Settings(LoggingSettings):
     tiktok_app_id: str = Field(min_length=1)
     tiktok_app_secret: SecretStr
     tiktok_redirect_uri: str
@@ -72,12 +98,6 @@ class Settings(BaseSettings):
     webhook_url: Annotated[list[str], NoDecode] = []
     webhook_secret: SecretStr | None = None
     webhook_retry_base_seconds: float = Field(default=5.0, gt=0)
-    log_level: LogLevel = "INFO"
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _level_name(cls, value: Any) -> Any:
-        return value.upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _webhooks_are_signed(self) -> Settings:
@@ -202,8 +222,21 @@ def parse_encryption_keys(raw: str) -> dict[str, bytes]:
 
 def load_settings(**overrides: Any) -> Settings:
     """Build settings from the environment, turning validation errors into one readable line."""
+    return _load(Settings, **overrides)
+
+
+def load_dev_logging_settings() -> DevLoggingSettings:
+    """LOG_LEVEL and LOG_FORMAT for `dev` and `emulator`, from the environment only (a `.env`
+    there is meant for the service), with the errors of `load_settings`."""
+    return _load(DevLoggingSettings, _env_file=None)
+
+
+_S = TypeVar("_S", bound=BaseSettings)
+
+
+def _load(kind: type[_S], **overrides: Any) -> _S:
     try:
-        return Settings(**overrides)
+        return kind(**overrides)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():

@@ -105,6 +105,13 @@ class Database:
     def session(self) -> AsyncSession:
         return self.sessions()
 
+    def pool_connections(self) -> dict[str, tuple[int, int]]:
+        """(in use, idle) connections of each pool: `read` (asyncpg) and `write` (SQLAlchemy).
+        Counters kept by the pools themselves: no query, no await."""
+        size, idle = self.pool.get_size(), self.pool.get_idle_size()
+        write: Any = self.engine.pool
+        return {"read": (size - idle, idle), "write": (write.checkedout(), write.checkedin())}
+
     async def close(self) -> None:
         await self.pool.close()
         await self.engine.dispose()

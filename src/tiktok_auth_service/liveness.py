@@ -20,6 +20,7 @@ from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer
 from tiktok_auth_service.db import Database
+from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.models import AdvertiserStatus, Grant, GrantStatus
 from tiktok_auth_service.refresh import RETRY_AFTER_SECONDS, failure_backoff
 from tiktok_auth_service.repository import Repository
@@ -41,6 +42,7 @@ class LivenessChecker:
     tiktok: TikTokClient
     sealer: TokenSealer
     clock: Clock
+    metrics: Metrics
 
     @property
     def interval(self) -> timedelta:
@@ -77,23 +79,31 @@ class LivenessChecker:
         except TikTokError as exc:
             dead = exc.code in _DEAD_TOKEN_CODES
             await self._record(leased, None, dead)
+            fields = {"code": exc.outcome, "tiktok_request_id": exc.request_id}
             if dead:
                 log.warning(
                     "grant %s: TikTok refused its token (code %s); re-authorization required "
                     "request_id=%s",
                     leased.id,
-                    exc.code,
+                    exc.outcome,
                     exc.request_id,
+                    extra=leased.log_fields(
+                        "reauthorization_required", reason="token_refused", **fields
+                    ),
                 )
+                self.metrics.liveness_check("reauthorization_required")
                 raise errors.ReauthorizationRequired() from None
             log.warning(
                 "grant %s: liveness check failed (code %s) request_id=%s",
                 leased.id,
-                exc.code,
+                exc.outcome,
                 exc.request_id,
+                extra=leased.log_fields("liveness_check_failed", **fields),
             )
+            self.metrics.liveness_check("failed")
             return False
         await self._record(leased, listed, dead=False)
+        self.metrics.liveness_check("ok")
         return True
 
     async def _record(self, leased: Grant, listed: list[AdvertiserInfo] | None, dead: bool) -> None:
@@ -152,7 +162,15 @@ class LivenessChecker:
         new = await self._claimable(repo, grant, sorted(listed_ids - served))
         await repo.assign_advertisers(grant.id, new, now)
         if gone or new:
-            log.info("grant %s: advertiser list synced (+%d -%d)", grant.id, len(new), len(gone))
+            log.info(
+                "grant %s: advertiser list synced (+%d -%d)",
+                grant.id,
+                len(new),
+                len(gone),
+                extra=grant.log_fields(
+                    "advertisers_synced", added_advertiser_ids=new, removed_advertiser_ids=gone
+                ),
+            )
         await repo.set_advertiser_names(
             grant.id, {info.advertiser_id: info.advertiser_name for info in listed}, now
         )

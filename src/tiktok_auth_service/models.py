@@ -136,6 +136,16 @@ class Grant(SQLModel, table=True):
     # When `refresh_token.expiring` was announced (once per grant).
     expiry_warned_at: datetime | None = _tz(True)
 
+    def log_fields(self, event: str, **more: Any) -> dict[str, Any]:
+        """The structured fields of a lifecycle log line about this grant: the event, the
+        grant's id and its subject (the open_id, or the advertiser ids its token covers)."""
+        subject: dict[str, Any] = (
+            {"open_id": self.open_id}
+            if self.flow == Flow.TIKTOK_ACCOUNT
+            else {"advertiser_ids": list(self.advertiser_ids)}
+        )
+        return {"event": event, "grant_id": str(self.id), "flow": str(self.flow), **subject, **more}
+
 
 class Advertiser(SQLModel, table=True):
     """An ad account and the grant whose token currently serves it."""

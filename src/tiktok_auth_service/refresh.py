@@ -25,6 +25,7 @@ from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer
 from tiktok_auth_service.db import Database, lost_connection
+from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.models import Grant, GrantStatus
 from tiktok_auth_service.repository import Repository
 from tiktok_auth_service.tiktok import IssuedAccountTokens, TikTokClient, TikTokError
@@ -89,6 +90,7 @@ class AccountRefresher:
     tiktok: TikTokClient
     sealer: TokenSealer
     clock: Clock
+    metrics: Metrics
     _inflight: dict[uuid.UUID, tuple[asyncio.Task[Grant], timedelta]] = field(default_factory=dict)
 
     async def valid_grant(self, grant_id: uuid.UUID, need: timedelta) -> Grant:
@@ -150,12 +152,21 @@ class AccountRefresher:
         return the row as it then is. Raises ReauthorizationRequired when the grant died."""
         now = self.clock.now()
         if grant.refresh_expires_at is not None and grant.refresh_expires_at <= now:
-            log.warning("grant %s: refresh token expired; re-authorization required", grant.id)
+            log.warning(
+                "grant %s: refresh token expired; re-authorization required",
+                grant.id,
+                extra=grant.log_fields("reauthorization_required", reason="refresh_token_expired"),
+            )
             return await self._record_failure(grant, None)
         try:
             refresh_token = self.sealer.open_refresh_token(grant)
         except errors.TokenUnreadable:
-            log.error("grant %s: the stored refresh token does not decrypt", grant.id)
+            log.error(
+                "grant %s: the stored refresh token does not decrypt",
+                grant.id,
+                extra=grant.log_fields("refresh_failed", reason="token_unreadable"),
+            )
+            self.metrics.refresh("unreadable")
             await self._record_failure(grant, None, dead=False)
             raise
         try:
@@ -182,7 +193,9 @@ class AccountRefresher:
                         "refresh will need re-authorization",
                         leased.id,
                         type(exc).__name__,
+                        extra=leased.log_fields("refresh_failed", reason="database_unavailable"),
                     )
+                    self.metrics.refresh("save_failed")
                     raise errors.DatabaseUnavailable(retry_after=5) from exc
                 log.warning(
                     "grant %s: saving the refreshed tokens failed (%s); retrying",
@@ -217,7 +230,12 @@ class AccountRefresher:
                     )
         if stale:
             # Revoked or re-authorized while TikTok was refreshing: the new pair is unwanted.
-            log.warning("grant %s changed during its refresh; revoking the new tokens", leased.id)
+            log.warning(
+                "grant %s changed during its refresh; revoking the new tokens",
+                leased.id,
+                extra=leased.log_fields("refresh_superseded"),
+            )
+            self.metrics.refresh("superseded")
             await self._revoke_quietly(issued.access_token)
             raise errors.ReauthorizationRequired()
         assert grant is not None
@@ -226,7 +244,14 @@ class AccountRefresher:
             grant.id,
             grant.version,
             issued.request_id,
+            extra={
+                **grant.log_fields("refreshed"),
+                "version": grant.version,
+                "tiktok_request_id": issued.request_id,
+                "expires_at": grant.expires_at.isoformat() if grant.expires_at else None,
+            },
         )
+        self.metrics.refresh("refreshed")
         return grant
 
     async def _record_failure(
@@ -240,6 +265,7 @@ class AccountRefresher:
             repo = Repository(session)
             grant = await repo.lock_grant(leased.id)
             if grant is None or grant.version != leased.version:
+                self.metrics.refresh("superseded")
                 raise errors.ReauthorizationRequired()
             grant.lease_until = None
             grant.updated_at = now
@@ -261,22 +287,37 @@ class AccountRefresher:
                     tiktok_code=code,
                     failures=grant.failures,
                 )
-        if exc is not None and dead:
+        if exc is None and dead:
+            self.metrics.refresh("reauthorization_required")
+        elif exc is not None and dead:
             log.warning(
                 "grant %s: TikTok refused the refresh (code %s); re-authorization required "
                 "request_id=%s",
                 grant.id,
-                exc.code,
+                exc.outcome,
                 exc.request_id,
+                extra={
+                    **leased.log_fields("reauthorization_required", reason="refresh_refused"),
+                    "code": exc.outcome,
+                    "tiktok_request_id": exc.request_id,
+                },
             )
+            self.metrics.refresh("reauthorization_required")
         elif exc is not None:
             log.warning(
                 "grant %s: refresh failed (code %s, retryable=%s) request_id=%s",
                 grant.id,
-                exc.code,
+                exc.outcome,
                 exc.retryable,
                 exc.request_id,
+                extra={
+                    **leased.log_fields("refresh_failed"),
+                    "code": exc.outcome,
+                    "tiktok_request_id": exc.request_id,
+                    "failures": grant.failures,
+                },
             )
+            self.metrics.refresh("failed")
         if dead:
             raise errors.ReauthorizationRequired()
         return grant

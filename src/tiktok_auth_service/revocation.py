@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr
 
 from tiktok_auth_service import errors
-from tiktok_auth_service.audit import AuditLog, Entry
+from tiktok_auth_service.audit import AuditLog
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer
@@ -36,7 +36,7 @@ from tiktok_auth_service.tiktok import (
     TikTokClient,
     TikTokError,
 )
-from tiktok_auth_service.tokens import authorize_read
+from tiktok_auth_service.tokens import Caller, authorize_read, read_outcome
 from tiktok_auth_service.webhooks import emit
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,12 @@ class AccountRevocation:
 
 
 def _unconfirmed(exc: TikTokError) -> errors.UpstreamUnavailable:
-    log.warning("revoke failed: code=%s request_id=%s", exc.code, exc.request_id)
+    log.warning(
+        "revoke failed: code=%s request_id=%s",
+        exc.outcome,
+        exc.request_id,
+        extra={"event": "revoke_failed", "code": exc.outcome, "tiktok_request_id": exc.request_id},
+    )
     return errors.UpstreamUnavailable(
         "TikTok did not confirm the revocation; retry later.", retry_after=30
     )
@@ -98,7 +103,9 @@ class Revoker:
     audit: AuditLog
     clock: Clock
 
-    async def revoke_advertiser(self, api_key: str | None, advertiser_id: str) -> Revocation:
+    async def revoke_advertiser(
+        self, api_key: str | None, advertiser_id: str, caller: Caller | None = None
+    ) -> Revocation:
         """Revoke at TikTok every live token that covers this advertiser: the one serving it
         and any older one TikTok still accepts for it; then mark those grants revoked.
 
@@ -106,15 +113,25 @@ class Revoker:
         Idempotent. If TikTok fails part-way, what it did revoke is recorded and the answer is
         503, so a retry finishes the job. Raises Unauthenticated, Forbidden, NotConnected,
         UpstreamUnavailable."""
-        with self.audit.recording("revoke", advertiser_id) as entry:
-            revocation = await self._revoke_advertiser(api_key, advertiser_id, entry)
-            entry.outcome = "revoked" if revocation.revoked_now else "already_revoked"
-            return revocation
+        caller = caller or Caller()
+        try:
+            revocation = await self._revoke_advertiser(api_key, advertiser_id, caller)
+        except BaseException as exc:
+            self.audit.record("revoke", advertiser_id, caller.name, read_outcome(exc))
+            raise
+        self._audit(advertiser_id, caller, revocation.revoked_now)
+        return revocation
+
+    def _audit(self, subject: str, caller: Caller, revoked_now: bool) -> None:
+        outcome = "revoked" if revoked_now else "already_revoked"
+        self.audit.record("revoke", subject, caller.name, outcome)
 
     async def _revoke_advertiser(
-        self, api_key: str | None, advertiser_id: str, entry: Entry
+        self, api_key: str | None, advertiser_id: str, caller: Caller
     ) -> Revocation:
-        access = await authorize_read(self.db, read_advertiser_token, api_key, advertiser_id, entry)
+        access = await authorize_read(
+            self.db, read_advertiser_token, api_key, advertiser_id, caller
+        )
         failure: TikTokError | None = None
         async with self.db.session() as session, session.begin():
             repo = Repository(session)
@@ -147,24 +164,34 @@ class Revoker:
                     break
                 await repo.set_grant_status(grant, GrantStatus.REVOKED, now)
                 emit(repo, self.settings, now, "connection.revoked", grant)
-                log.info("grant %s revoked", grant.id)
+                log.info(
+                    "grant %s revoked",
+                    grant.id,
+                    extra=grant.log_fields("revoked", reason="requested"),
+                )
         if failure is not None:
             raise _unconfirmed(failure)
         return Revocation(ended_ids, "revoked", revoked_now=bool(grants))
 
-    async def revoke_account(self, api_key: str | None, open_id: str) -> AccountRevocation:
+    async def revoke_account(
+        self, api_key: str | None, open_id: str, caller: Caller | None = None
+    ) -> AccountRevocation:
         """End the TikTok-account authorization (`tt_user/oauth2/revoke/`), then mark the
         grant revoked. Idempotent; a TikTok failure changes nothing (503).
         Raises Unauthenticated, Forbidden, NotConnected, UpstreamUnavailable."""
-        with self.audit.recording("revoke", open_id) as entry:
-            revocation = await self._revoke_account(api_key, open_id, entry)
-            entry.outcome = "revoked" if revocation.revoked_now else "already_revoked"
-            return revocation
+        caller = caller or Caller()
+        try:
+            revocation = await self._revoke_account(api_key, open_id, caller)
+        except BaseException as exc:
+            self.audit.record("revoke", open_id, caller.name, read_outcome(exc))
+            raise
+        self._audit(open_id, caller, revocation.revoked_now)
+        return revocation
 
     async def _revoke_account(
-        self, api_key: str | None, open_id: str, entry: Entry
+        self, api_key: str | None, open_id: str, caller: Caller
     ) -> AccountRevocation:
-        await authorize_read(self.db, read_account_token, api_key, open_id, entry)
+        await authorize_read(self.db, read_account_token, api_key, open_id, caller)
         async with self.db.session() as session, session.begin():
             repo = Repository(session)
             grant = await repo.lock_grant_of_account(open_id)
@@ -190,7 +217,9 @@ class Revoker:
                 emit(repo, self.settings, now, "connection.revoked", grant)
         if failure is not None:
             raise _unconfirmed(failure)
-        log.info("grant %s revoked", grant.id)
+        log.info(
+            "grant %s revoked", grant.id, extra=grant.log_fields("revoked", reason="requested")
+        )
         return AccountRevocation(open_id, "revoked", revoked_now=True)
 
     async def revoke_orphans(self, grant_ids: list[uuid.UUID]) -> None:
@@ -223,7 +252,10 @@ class Revoker:
                 await self._revoke_at_tiktok(leased)
         except TikTokError as exc:
             log.warning(
-                "grant %s: revoking the orphaned token failed (code %s)", leased.id, exc.code
+                "grant %s: revoking the orphaned token failed (code %s)",
+                leased.id,
+                exc.outcome,
+                extra=leased.log_fields("revoke_failed", reason="orphaned", code=exc.outcome),
             )
             revoked = False
         else:
@@ -244,7 +276,11 @@ class Revoker:
                 grant.failures += 1
                 grant.lease_until = now + failure_backoff(grant.failures)
         if revoked:
-            log.info("grant %s (orphaned) revoked at TikTok", leased.id)
+            log.info(
+                "grant %s (orphaned) revoked at TikTok",
+                leased.id,
+                extra=leased.log_fields("revoked", reason="orphaned"),
+            )
         return revoked
 
     async def _token_still_serves(self, orphan: Grant) -> bool:
@@ -272,7 +308,11 @@ class Revoker:
             else:
                 await self._revoke_account_chain(grant, token)
         except (AccessTokenInvalid, RefreshTokenExpired, RefreshTokenInvalid):
-            log.info("grant %s was already dead at TikTok", grant.id)
+            log.info(
+                "grant %s was already dead at TikTok",
+                grant.id,
+                extra=grant.log_fields("already_revoked_at_tiktok"),
+            )
 
     async def _revoke_account_chain(self, grant: Grant, token: SecretStr) -> None:
         try:

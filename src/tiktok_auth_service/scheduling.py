@@ -23,6 +23,7 @@ from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import Database
 from tiktok_auth_service.liveness import LivenessChecker
+from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.models import Grant
 from tiktok_auth_service.refresh import AccountRefresher
 from tiktok_auth_service.repository import Claim, Repository
@@ -67,6 +68,7 @@ class Worker:
     webhooks: WebhookSender
     pacer: Pacer
     clock: Clock
+    metrics: Metrics
 
     @property
     def batch(self) -> int:
@@ -107,15 +109,25 @@ class Worker:
             return  # the lease runs out and another pass takes the grant
         try:
             if kind == Claim.REFRESH:
-                await self.refresher.refresh_leased(grant)
+                refreshed = await self.refresher.refresh_leased(grant)
+                done = refreshed.failures == 0
             elif kind == Claim.CHECK:
-                await self.liveness.check_leased(grant)
+                done = await self.liveness.check_leased(grant)
             else:
-                await self.revoker.revoke_leased(grant)
+                done = await self.revoker.revoke_leased(grant)
         except errors.ReauthorizationRequired:
-            pass  # recorded and logged where it was found
+            # Recorded and logged where it was found.
+            self.metrics.worker_task(kind, "reauthorization_required")
         except Exception:
-            log.exception("grant %s: %s failed unexpectedly", grant.id, kind)
+            self.metrics.worker_task(kind, "error")
+            log.exception(
+                "grant %s: %s failed unexpectedly",
+                grant.id,
+                kind,
+                extra={"event": "worker_task_failed", "grant_id": str(grant.id), "kind": kind},
+            )
+        else:
+            self.metrics.worker_task(kind, "done" if done else "failed")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Drain and prune, then wait for the next poll (or stop), until `stop` is set."""

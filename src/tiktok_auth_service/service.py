@@ -24,15 +24,19 @@ from tiktok_auth_service.authorization import (
 from tiktok_auth_service.clock import Clock, SystemClock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer
-from tiktok_auth_service.db import Database
+from tiktok_auth_service.db import Database, lost_connection
 from tiktok_auth_service.liveness import LivenessChecker
+from tiktok_auth_service.metrics import Metrics
+from tiktok_auth_service.models import Flow, GrantStatus
 from tiktok_auth_service.refresh import AccountRefresher
-from tiktok_auth_service.repository import database_answers
+from tiktok_auth_service.repository import database_answers, grant_counts
 from tiktok_auth_service.revocation import Revoker
 from tiktok_auth_service.scheduling import Pacer, Worker
 from tiktok_auth_service.tiktok import RetryPolicy, TikTokClient, http_client
 from tiktok_auth_service.tokens import TokenService
 from tiktok_auth_service.webhooks import WebhookSender
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,19 +52,49 @@ class Service:
     audit: AuditLog
     api_keys: ApiKeys
     worker: Worker
+    metrics: Metrics
 
     async def database_ready(self) -> bool:
         return await database_answers(self.db.pool)
 
+    def sample_pools(self) -> None:
+        """Record this process's database pool connections in the metrics."""
+        for pool, (in_use, idle) in self.db.pool_connections().items():
+            self.metrics.db_pool(pool, in_use, idle)
+
+    async def render_metrics(self) -> bytes:
+        """The Prometheus exposition, with the grants counted now (one query; left out, and
+        logged, when the database does not answer) and this process's pools sampled now."""
+        grants: dict[tuple[str, str], int] | None
+        try:
+            grants = await grant_counts(self.db.pool)
+        except Exception as exc:
+            if not lost_connection(exc):
+                raise
+            log.warning(
+                "metrics: grants not counted, the database is unavailable (%s)",
+                type(exc).__name__,
+                extra={"event": "metrics_grants_unavailable", "error": type(exc).__name__},
+            )
+            grants = None
+        else:
+            zeros = {(str(flow), str(status)): 0 for flow in Flow for status in GrantStatus}
+            grants = zeros | grants
+        self.sample_pools()
+        return self.metrics.render(grants)
+
 
 @asynccontextmanager
-async def open_service(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Service]:
+async def open_service(
+    settings: Settings, clock: Clock | None = None, metrics: Metrics | None = None
+) -> AsyncIterator[Service]:
     """Open the database and the TikTok client, build every use case over them, and close
-    both on exit."""
+    both on exit. `metrics` defaults to this process's (`Metrics.for_process`)."""
     # httpx logs every request URL at INFO, and advertiser/get carries the app secret in its
     # query string (TikTok's design), so that logger must stay quiet.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     clock = clock or SystemClock()
+    metrics = metrics or Metrics.for_process()
     db = await Database.connect(
         settings.database_url.get_secret_value(),
         pool_size=settings.database_pool_size,
@@ -84,10 +118,11 @@ async def open_service(settings: Settings, clock: Clock | None = None) -> AsyncI
                     base_delay=settings.tiktok_retry_base_delay,
                     max_total=settings.tiktok_retry_budget_seconds,
                 ),
+                metrics=metrics,
             )
             sealer = TokenSealer(settings.encryption_keys)
-            refresher = AccountRefresher(settings, db, tiktok, sealer, clock)
-            liveness = LivenessChecker(settings, db, tiktok, sealer, clock)
+            refresher = AccountRefresher(settings, db, tiktok, sealer, clock, metrics)
+            liveness = LivenessChecker(settings, db, tiktok, sealer, clock, metrics)
             audit = AuditLog(db, clock, timedelta(days=settings.audit_retention_days))
             revoker = Revoker(settings, db, tiktok, sealer, audit, clock)
             flows: list[ConsentFlow[Any]] = [
@@ -101,7 +136,9 @@ async def open_service(settings: Settings, clock: Clock | None = None) -> AsyncI
                 authorization=Authorization(
                     settings, db, clock, {flow.flow: flow for flow in flows}, revoker
                 ),
-                tokens=TokenService(settings, db, sealer, refresher, liveness, audit, clock),
+                tokens=TokenService(
+                    settings, db, sealer, refresher, liveness, audit, clock, metrics
+                ),
                 revoker=revoker,
                 audit=audit,
                 api_keys=ApiKeys(db, clock),
@@ -115,7 +152,9 @@ async def open_service(settings: Settings, clock: Clock | None = None) -> AsyncI
                     WebhookSender(settings, db, webhook_http, clock),
                     Pacer(settings.worker_qps),
                     clock,
+                    metrics,
                 ),
+                metrics=metrics,
             )
     finally:
         await db.close()

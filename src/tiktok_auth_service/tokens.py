@@ -15,12 +15,13 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from tiktok_auth_service import errors
-from tiktok_auth_service.audit import AuditLog, Entry
+from tiktok_auth_service.audit import AuditLog
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer, digest
-from tiktok_auth_service.db import Database
+from tiktok_auth_service.db import Database, lost_connection
 from tiktok_auth_service.liveness import LivenessChecker
+from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.models import Grant, GrantStatus
 from tiktok_auth_service.refresh import (
     RETRY_AFTER_SECONDS,
@@ -43,6 +44,24 @@ _CONNECTED_BY = Annotated[
 _END_USER = Annotated[
     str | None, Field(description="The `end_user` label given when the session was opened.")
 ]
+
+
+@dataclass(slots=True)
+class Caller:
+    """Who asked, filled in by the read once the key is known: the API key's name (never the
+    key), for the access log. The HTTP layer hands one in and reads it back, even on errors."""
+
+    name: str | None = None
+
+
+def read_outcome(exc: BaseException) -> str:
+    """The metrics outcome of a read that raised `exc`: the error's code, `cancelled` (the
+    caller went away), `database_unavailable` or `error`."""
+    if isinstance(exc, errors.ServiceError):
+        return exc.code
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    return "database_unavailable" if lost_connection(exc) else "error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,22 +129,35 @@ class TokenService:
     liveness: LivenessChecker
     audit: AuditLog
     clock: Clock
+    metrics: Metrics
 
     async def get_advertiser_token(
-        self, api_key: str | None, advertiser_id: str
+        self, api_key: str | None, advertiser_id: str, caller: Caller | None = None
     ) -> AdvertiserToken:
-        """The token serving this advertiser.
+        """The token serving this advertiser; counted in the metrics by outcome.
 
         Raises Unauthenticated, Forbidden, NotConnected, ReauthorizationRequired,
         TokenUnreadable."""
-        with self.audit.recording("read", advertiser_id) as entry:
-            return self._advertiser_token(
-                await authorize_read(self.db, read_advertiser_token, api_key, advertiser_id, entry),
-                advertiser_id,
-            )
+        caller = caller or Caller()
+        try:
+            token = await self._advertiser_token(api_key, advertiser_id, caller)
+        except BaseException as exc:
+            self._read("advertiser", advertiser_id, caller, read_outcome(exc))
+            raise
+        self._read("advertiser", advertiser_id, caller, "served")
+        return token
 
-    def _advertiser_token(self, row: TokenRow, advertiser_id: str) -> AdvertiserToken:
-        servable(row)
+    def _read(self, kind: str, subject: str, caller: Caller, outcome: str) -> None:
+        """Count a read in the metrics and record it in the audit."""
+        self.metrics.token_read(kind, outcome)
+        self.audit.record("read", subject, caller.name, outcome)
+
+    async def _advertiser_token(
+        self, api_key: str | None, advertiser_id: str, caller: Caller | None
+    ) -> AdvertiserToken:
+        row = servable(
+            await authorize_read(self.db, read_advertiser_token, api_key, advertiser_id, caller)
+        )
         return AdvertiserToken(
             advertiser_id=advertiser_id,
             access_token=self._access_token(row),
@@ -138,25 +170,54 @@ class TokenService:
         )
 
     async def check_advertiser_token(
-        self, api_key: str | None, advertiser_id: str
+        self, api_key: str | None, advertiser_id: str, caller: Caller | None = None
     ) -> AdvertiserToken:
         """Ask TikTok now whether the token serving this advertiser still works (and sync its
-        advertiser list), then answer as a read does.
+        advertiser list), then answer as a read does. Counted as a liveness check, not a
+        read.
 
         Raises what get_advertiser_token raises, and UpstreamUnavailable when TikTok could
         not say."""
-        with self.audit.recording("check", advertiser_id) as entry:
+        caller = caller or Caller()
+        try:
             read = read_advertiser_token
-            row = servable(await authorize_read(self.db, read, api_key, advertiser_id, entry))
+            row = servable(await authorize_read(self.db, read, api_key, advertiser_id, caller))
             assert row.grant_id is not None
             await self.liveness.check_now(row.grant_id)
-            return self._advertiser_token(
-                await authorize_read(self.db, read, api_key, advertiser_id, entry), advertiser_id
-            )
+            token = await self._advertiser_token(api_key, advertiser_id, None)
+        except BaseException as exc:
+            self.audit.record("check", advertiser_id, caller.name, read_outcome(exc))
+            raise
+        self.audit.record("check", advertiser_id, caller.name, "served")
+        return token
 
     async def get_account_token(
-        self, api_key: str | None, open_id: str, min_valid_for: int | None
+        self,
+        api_key: str | None,
+        open_id: str,
+        min_valid_for: int | None,
+        caller: Caller | None = None,
     ) -> AccountToken:
+        """A TikTok-account token valid long enough (see `_account_token_read`); counted in the
+        metrics by outcome: `served` (the stored token), `refreshed` (served after a
+        refresh), `served_stored` (the refresh did not land in time or is backing off; the
+        stored, still valid token was served), or the error's code."""
+        caller = caller or Caller()
+        try:
+            token, outcome = await self._account_token_read(api_key, open_id, min_valid_for, caller)
+        except BaseException as exc:
+            self._read("account", open_id, caller, read_outcome(exc))
+            raise
+        self._read("account", open_id, caller, outcome)
+        return token
+
+    async def _account_token_read(
+        self,
+        api_key: str | None,
+        open_id: str,
+        min_valid_for: int | None,
+        caller: Caller | None,
+    ) -> tuple[AccountToken, str]:
         """A TikTok-account token valid for at least the leeway (or `min_valid_for` seconds),
         refreshed first when it would not be.
 
@@ -165,19 +226,13 @@ class TokenService:
         failed is not refreshed again before its backoff ends.
         Raises what get_advertiser_token raises, and UpstreamUnavailable when no valid token
         can be served."""
-        with self.audit.recording("read", open_id) as entry:
-            row = await authorize_read(self.db, read_account_token, api_key, open_id, entry)
-            return await self._account_token_for(servable(row), open_id, min_valid_for, entry)
-
-    async def _account_token_for(
-        self, row: TokenRow, open_id: str, min_valid_for: int | None, entry: Entry
-    ) -> AccountToken:
+        row = servable(await authorize_read(self.db, read_account_token, api_key, open_id, caller))
         assert row.grant_id is not None and row.expires_at is not None
         valid_for = timedelta(seconds=max(self.settings.refresh_leeway_seconds, min_valid_for or 0))
         now = self.clock.now()
         need = refresh_need(valid_for, row.refreshed_at, row.expires_at)
         if row.expires_at - now >= need:
-            return self._account_token_from_row(open_id, row, now)
+            return self._account_token_from_row(open_id, row, now), "served"
         if not backing_off(row.refresh_failed_at, row.failures, now):
             try:
                 grant = await asyncio.wait_for(
@@ -188,11 +243,10 @@ class TokenService:
                 pass  # the refresh goes on in the background; serve what is stored
             else:
                 if grant.expires_at is not None and grant.expires_at > self.clock.now():
-                    if grant.expires_at != row.expires_at:
-                        entry.outcome = "refreshed"  # a new token, not the stored one
-                    return self._account_token(grant)
+                    refreshed = grant.refreshed_at != row.refreshed_at
+                    return self._account_token(grant), "refreshed" if refreshed else "served_stored"
         if row.expires_at > self.clock.now():
-            return self._account_token_from_row(open_id, row, now)
+            return self._account_token_from_row(open_id, row, now), "served_stored"
         raise errors.UpstreamUnavailable(
             "TikTok did not refresh the token in time; retry shortly.",
             retry_after=RETRY_AFTER_SECONDS,
@@ -239,17 +293,22 @@ class TokenService:
 
 
 async def authorize_read(
-    db: Database, read: GrantReader, api_key: str | None, subject: str, entry: Entry
+    db: Database,
+    read: GrantReader,
+    api_key: str | None,
+    subject: str,
+    caller: Caller | None = None,
 ) -> TokenRow:
     """One query, then 401, 403 and 404 in that order: a restricted key learns nothing
-    about subjects outside its list; `entry` learns who is asking.
-    Raises Unauthenticated, Forbidden, NotConnected."""
+    about subjects outside its list. Raises Unauthenticated, Forbidden, NotConnected.
+    `caller` learns the key's name as soon as the key is known."""
     if not api_key:
         raise errors.Unauthenticated()
     row = await read(db.pool, digest(api_key), subject)
     if row is None:
         raise errors.Unauthenticated()
-    entry.caller = row.caller
+    if caller is not None:
+        caller.name = row.caller
     if not row.unrestricted and subject not in row.allowed:
         raise errors.Forbidden()
     if row.grant_id is None:

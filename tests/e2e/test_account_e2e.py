@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -92,8 +93,9 @@ async def test_rotated_out_refresh_tokens_are_never_sent_again(
         assert len(state["account_grants"][0]["retired_refresh_tokens"]) == 5
 
 
-async def _start_replica(stack: Any) -> tuple[asyncio.subprocess.Process, str]:
-    """The service as a separate OS process on the same database and emulator."""
+async def _start_replica(stack: Any, metrics_dir: Path) -> tuple[asyncio.subprocess.Process, str]:
+    """The service as a separate OS process on the same database and emulator (its metrics
+    files in `metrics_dir`: a killed process cannot remove a directory of its own)."""
     probe = bind_socket("127.0.0.1", 0)
     port = probe.getsockname()[1]
     probe.close()
@@ -108,6 +110,7 @@ async def _start_replica(stack: Any) -> tuple[asyncio.subprocess.Process, str]:
         "TOKEN_ENCRYPTION_KEYS": KEYS,
         "WORKER_ENABLED": "false",
         "TIKTOK_RETRY_ATTEMPTS": "1",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -140,6 +143,7 @@ async def test_killing_the_refreshing_process_leaves_a_clean_state(
     pg: asyncpg.Connection,
     after_kill: dict[str, Any],
     expected: int,
+    tmp_path: Path,
 ) -> None:
     clock = ShiftClock()
     async with start_stack(clock=clock) as (stack, browser, admin):
@@ -153,7 +157,7 @@ async def test_killing_the_refreshing_process_leaves_a_clean_state(
         )
         await admin.fault(REFRESH, after_kill)
 
-        replica, replica_url = await _start_replica(stack)
+        replica, replica_url = await _start_replica(stack, tmp_path)
         async with httpx.AsyncClient(timeout=60) as http:
             read = asyncio.create_task(
                 http.get(f"{replica_url}/tokens/accounts/{OPEN_ID}", headers=auth)

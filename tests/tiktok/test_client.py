@@ -15,6 +15,7 @@ import respx
 from pydantic import SecretStr
 
 from tests.fixtures import FakeClock
+from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.tiktok import (
     AccessTokenExpired,
     AccessTokenInvalid,
@@ -128,6 +129,7 @@ def make_client(http: httpx.AsyncClient, clock: FakeClock, sleeps: RecordingSlee
         retry: RetryPolicy | None = None,
         random: Callable[[], float] = lambda: 1.0,
         base_url: str = BASE,
+        metrics: Metrics | None = None,
     ) -> TikTokClient:
         return TikTokClient(
             http,
@@ -138,6 +140,7 @@ def make_client(http: httpx.AsyncClient, clock: FakeClock, sleeps: RecordingSlee
             retry=retry or RetryPolicy(),
             sleep=sleeps,
             random=random,
+            metrics=metrics,
         )
 
     return make
@@ -725,6 +728,51 @@ def our_log_text(caplog: pytest.LogCaptureFixture) -> str:
 def assert_no_secrets(text: str) -> None:
     leaked = [value for value in SENSITIVE if value in text]
     assert not leaked, f"leaked: {leaked}"
+
+
+class TestMetrics:
+    @pytest.mark.parametrize(
+        ("answer", "code", "exchanges"),
+        [
+            (ok({"list": []}), "0", 1),
+            (fail(40105), "40105", 1),
+            (httpx.Response(503), "http_5xx", 4),  # retried: every exchange counts
+            (httpx.Response(429), "http_429", 4),
+            (httpx.Response(404), "http_4xx", 1),
+            (httpx.Response(200, text="<html>maintenance</html>"), "invalid_response", 1),
+            (httpx.ConnectError("refused"), "transport", 4),
+        ],
+        ids=["ok", "code", "5xx", "429", "4xx", "not-an-envelope", "transport"],
+    )
+    async def test_each_exchange_is_counted_by_endpoint_and_code(
+        self,
+        make_client: MakeClient,
+        tiktok: respx.MockRouter,
+        answer: httpx.Response | Exception,
+        code: str,
+        exchanges: int,
+    ) -> None:
+        metrics = Metrics()
+        client = make_client(metrics=metrics)
+        route = tiktok.get("/oauth2/advertiser/get/")
+        if isinstance(answer, Exception):
+            route.mock(side_effect=answer)
+        else:
+            route.mock(return_value=answer)
+        try:
+            await client.get_advertisers(SecretStr(ADV_TOKEN))
+        except TikTokError:
+            assert code != "0"
+        labels = {"endpoint": "/oauth2/advertiser/get/", "code": code}
+        sample = metrics.registry.get_sample_value
+        assert sample("tiktok_auth_tiktok_calls_total", labels) == exchanges
+        assert (
+            sample(
+                "tiktok_auth_tiktok_call_duration_seconds_count",
+                {"endpoint": "/oauth2/advertiser/get/"},
+            )
+            == exchanges
+        )
 
 
 class TestLogging:

@@ -12,6 +12,7 @@ from starlette.responses import RedirectResponse, Response
 
 from tiktok_auth_service import errors
 from tiktok_auth_service.api.deps import API_KEY_SECURITY, ServiceDep, api_key_of
+from tiktok_auth_service.api.observability import caller_of
 from tiktok_auth_service.api.problems import html_page, problem_responses
 from tiktok_auth_service.authorization import AuthorizationResult, CallbackParams, ConnectLink
 from tiktok_auth_service.models import Flow
@@ -62,7 +63,7 @@ async def create_connect_session(
     """Open a single-use link for one person to connect their accounts; send their browser
     to `url`. A restricted key may open links only for what it may read."""
     return await service.authorization.open_session(
-        api_key_of(request), body.flow, body.return_to, body.end_user
+        api_key_of(request), body.flow, body.return_to, body.end_user, caller_of(request)
     )
 
 

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, Response
 
 from tiktok_auth_service import errors
+from tiktok_auth_service.api.observability import REQUEST_ID_HEADER, current_request_id
 from tiktok_auth_service.db import CONNECTION_ERRORS, lost_connection
 
 log = logging.getLogger(__name__)
@@ -149,11 +150,17 @@ def install(app: FastAPI) -> None:
         return error_response(request, errors.DatabaseUnavailable(retry_after=5))
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
+        # Starlette answers these from its outermost middleware, outside the one that adds
+        # X-Request-ID to responses, so the header is added here.
         if lost_connection(exc):
-            return await on_database_down(request, exc)
-        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        error = errors.ServiceError("An unexpected error occurred.")
-        return error_response(request, error)
+            response = await on_database_down(request, exc)
+        else:
+            log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+            response = error_response(request, errors.ServiceError("An unexpected error occurred."))
+        request_id = current_request_id()
+        if request_id:
+            response.headers[REQUEST_ID_HEADER] = request_id
+        return response
 
     app.add_exception_handler(errors.ServiceError, on_service_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from tiktok_auth_service import errors
 from tiktok_auth_service.api.deps import API_KEY_SECURITY, api_key_of, service_of
+from tiktok_auth_service.api.observability import caller_of
 from tiktok_auth_service.api.problems import problem_responses
 from tiktok_auth_service.revocation import AccountRevocation, Revocation
 from tiktok_auth_service.tokens import AccountToken, AdvertiserToken
@@ -73,7 +74,7 @@ async def get_account_token(
 ) -> Response:
     """The access token of a TikTok account (tt_user), refreshed when needed."""
     token = await service_of(request).tokens.get_account_token(
-        api_key_of(request), open_id, min_valid_for
+        api_key_of(request), open_id, min_valid_for, caller_of(request)
     )
     return _json(token)
 
@@ -91,7 +92,7 @@ async def get_account_token(
 async def get_advertiser_token(advertiser_id: AdvertiserId, request: Request) -> Response:
     """The access token that serves this advertiser."""
     token = await service_of(request).tokens.get_advertiser_token(
-        api_key_of(request), advertiser_id
+        api_key_of(request), advertiser_id, caller_of(request)
     )
     return _json(token)
 
@@ -110,7 +111,7 @@ async def check_advertiser_token(advertiser_id: AdvertiserId, request: Request) 
     """Ask TikTok now whether the token serving this advertiser works (for a consumer that
     just got 40105), syncing its advertiser list; 409 if it died."""
     token = await service_of(request).tokens.check_advertiser_token(
-        api_key_of(request), advertiser_id
+        api_key_of(request), advertiser_id, caller_of(request)
     )
     return _json(token)
 
@@ -127,7 +128,9 @@ async def revoke_account_token(open_id: OpenId, request: Request) -> Response:
 
     Idempotent: repeating it answers 200 with `revoked_now: false`.
     """
-    revocation = await service_of(request).revoker.revoke_account(api_key_of(request), open_id)
+    revocation = await service_of(request).revoker.revoke_account(
+        api_key_of(request), open_id, caller_of(request)
+    )
     return _json(revocation)
 
 
@@ -145,6 +148,6 @@ async def revoke_advertiser_token(advertiser_id: AdvertiserId, request: Request)
     Idempotent: repeating it answers 200 with `revoked_now: false`.
     """
     revocation = await service_of(request).revoker.revoke_advertiser(
-        api_key_of(request), advertiser_id
+        api_key_of(request), advertiser_id, caller_of(request)
     )
     return _json(revocation)

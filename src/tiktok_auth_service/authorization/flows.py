@@ -173,6 +173,13 @@ class AdvertiserFlow:
             len(serve),
             len(orphans),
             issued.request_id,
+            extra=grant.log_fields(
+                "grant_stored",
+                served_advertiser_ids=serve,
+                replaced_grant_ids=[str(orphan) for orphan in orphans],
+                connected_by=grant.connected_by,
+                tiktok_request_id=issued.request_id,
+            ),
         )
         if not serve:
             return Connected(orphans=[grant.id, *orphans])
@@ -254,5 +261,11 @@ class AccountFlow:
             grant.id,
             len(orphans),
             issued.request_id,
+            extra=grant.log_fields(
+                "grant_stored",
+                replaced_grant_ids=[str(orphan) for orphan in orphans],
+                connected_by=grant.connected_by,
+                tiktok_request_id=issued.request_id,
+            ),
         )
         return Connected(open_id=issued.open_id, orphans=orphans)

@@ -34,11 +34,22 @@ from tiktok_auth_service.tiktok import (
     TikTokError,
     TikTokRequestError,
 )
+from tiktok_auth_service.tokens import Caller
 
 log = logging.getLogger(__name__)
 
 # Failures that turn revoking replaced grants into the worker's job instead of the browser's.
 _BEST_EFFORT: tuple[type[Exception], ...] = (errors.ServiceError, *CONNECTION_ERRORS)
+
+
+def _failure_fields(event: str, flow: Flow, exc: TikTokError) -> dict[str, Any]:
+    return {
+        "event": event,
+        "flow": str(flow),
+        "code": exc.outcome,
+        "tiktok_request_id": exc.request_id,
+    }
+
 
 # States are kept a day past expiry so a late callback still gets "expired" rather than
 # "unknown", then dropped.
@@ -107,7 +118,12 @@ class Authorization:
             raise refused
 
     async def open_session(
-        self, api_key: str | None, flow: Flow, return_to: str | None, end_user: str | None
+        self,
+        api_key: str | None,
+        flow: Flow,
+        return_to: str | None,
+        end_user: str | None,
+        caller: Caller | None = None,
     ) -> ConnectLink:
         """A single-use link for one person to connect, valid for STATE_TTL_SECONDS.
 
@@ -124,6 +140,8 @@ class Authorization:
             client = await repo.api_client_by_key_hash(digest(api_key))
             if client is None:
                 raise errors.Unauthenticated()
+            if caller is not None:
+                caller.name = client.name
             allowed = (
                 client.allowed_advertiser_ids
                 if flow == Flow.ADVERTISER
@@ -213,13 +231,28 @@ class Authorization:
         try:
             issued = await flow.exchange(code)
         except InvalidAuthCode as exc:
-            log.warning("code refused: code=%s request_id=%s", exc.code, exc.request_id)
+            log.warning(
+                "code refused: code=%s request_id=%s",
+                exc.outcome,
+                exc.request_id,
+                extra=_failure_fields("code_refused", state.flow, exc),
+            )
             return failed(errors.AuthorizationFailed(f"TikTok refused the code ({exc.code})."))
         except (TikTokAuthError, TikTokRequestError) as exc:
-            log.error("code exchange refused: code=%s request_id=%s", exc.code, exc.request_id)
+            log.error(
+                "code exchange refused: code=%s request_id=%s",
+                exc.outcome,
+                exc.request_id,
+                extra=_failure_fields("app_credentials_rejected", state.flow, exc),
+            )
             return failed(errors.AppCredentialsRejected(f"TikTok refused our app ({exc.code})."))
         except TikTokError as exc:
-            log.warning("code exchange failed: code=%s request_id=%s", exc.code, exc.request_id)
+            log.warning(
+                "code exchange failed: code=%s request_id=%s",
+                exc.outcome,
+                exc.request_id,
+                extra=_failure_fields("code_exchange_failed", state.flow, exc),
+            )
             return failed(
                 errors.UpstreamUnavailable(
                     "TikTok could not complete the authorization; please try again."

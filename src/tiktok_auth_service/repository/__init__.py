@@ -6,6 +6,7 @@ from .reads import (
     GrantReader,
     TokenRow,
     database_answers,
+    grant_counts,
     read_account_token,
     read_advertiser_token,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "TokenRow",
     "database_answers",
     "delete_access_before",
+    "grant_counts",
     "read_access",
     "read_account_token",
     "read_advertiser_token",

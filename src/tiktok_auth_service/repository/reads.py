@@ -17,9 +17,9 @@ import orjson
 class TokenRow:
     """What a token read needs: the caller's permissions and the serving grant, if any."""
 
-    caller: str  # the API key's name, for the audit
     unrestricted: bool
     allowed: list[str]  # the advertiser ids or open ids the key is restricted to
+    caller: str  # the API key's name (for the access log; never the key)
     grant_id: uuid.UUID | None
     status: str | None
     key_id: str | None
@@ -43,7 +43,7 @@ _GRANT_COLUMNS = """g.id, {status}, g.key_id, g.access_token_enc, g.expires_at,
 # is unknown or revoked; a row with NULL grant means the subject is not connected. An
 # advertiser TikTok no longer lists for its grant reads as needing re-authorization.
 _READ_ADVERTISER_GRANT_SQL = f"""
-SELECT c.name, c.unrestricted, c.allowed_advertiser_ids,
+SELECT c.unrestricted, c.allowed_advertiser_ids, c.name,
        {
     _GRANT_COLUMNS.format(
         status="CASE WHEN a.status = 'removed' THEN 'reauthorization_required' ELSE g.status END"
@@ -55,7 +55,7 @@ LEFT JOIN oauth_grant AS g ON g.id = a.grant_id
 WHERE c.key_hash = $1 AND c.revoked_at IS NULL
 """  # noqa: S608  (constant text; every value is a bind parameter)
 _READ_ACCOUNT_GRANT_SQL = f"""
-SELECT c.name, c.unrestricted, c.allowed_open_ids, {_GRANT_COLUMNS.format(status="g.status")}
+SELECT c.unrestricted, c.allowed_open_ids, c.name, {_GRANT_COLUMNS.format(status="g.status")}
 FROM api_client AS c
 LEFT JOIN oauth_grant AS g ON g.open_id = $2
 WHERE c.key_hash = $1 AND c.revoked_at IS NULL
@@ -86,6 +86,18 @@ async def read_advertiser_token(
 
 async def read_account_token(pool: asyncpg.Pool, key_hash: bytes, open_id: str) -> TokenRow | None:
     return await _read_token(pool, _READ_ACCOUNT_GRANT_SQL, key_hash, open_id)
+
+
+_GRANT_COUNTS_SQL = "SELECT flow, status, count(*) FROM oauth_grant GROUP BY flow, status"
+
+
+async def grant_counts(pool: asyncpg.Pool) -> dict[tuple[str, str], int]:
+    """(flow, status) -> number of grants, for the metrics. Bounded in time like the
+    readiness probe, so a slow database cannot hang a scrape."""
+    timeout = 2.0
+    async with pool.acquire(timeout=timeout) as connection:
+        rows = await connection.fetch(_GRANT_COUNTS_SQL, timeout=timeout)
+    return {(row[0], row[1]): row[2] for row in rows}
 
 
 async def database_answers(pool: asyncpg.Pool) -> bool:

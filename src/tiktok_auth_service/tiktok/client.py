@@ -26,6 +26,7 @@ import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from tiktok_auth_service.clock import Clock
+from tiktok_auth_service.metrics import Metrics
 
 from .errors import TikTokError, TikTokTransportError, error_for_code
 from .models import (
@@ -85,7 +86,8 @@ class TikTokClient:
 
     The `httpx.AsyncClient` (timeouts, connection limits) belongs to the application; this
     client never closes it. ``sleep`` and ``random`` are injectable so retry waits can be
-    observed in tests without sleeping.
+    observed in tests without sleeping. Every HTTP exchange (each retry too) is counted in
+    `metrics` by endpoint path and outcome code, with its duration.
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class TikTokClient:
         retry: RetryPolicy = DEFAULT_RETRY,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         random: Callable[[], float] = random.random,
+        metrics: Metrics | None = None,
     ) -> None:
         self._http = http
         self._app_id = app_id
@@ -108,6 +111,7 @@ class TikTokClient:
         self._retry = retry
         self._sleep = sleep
         self._random = random
+        self._metrics = metrics or Metrics()
 
     @property
     def api_base_url(self) -> str:
@@ -259,7 +263,8 @@ class TikTokClient:
                 reply = await self._send(method, path, json, params, headers, secrets)
                 result = self._parse(parse, reply, path)
             except TikTokError as error:
-                elapsed_ms = (time.perf_counter() - started) * 1000
+                elapsed = time.perf_counter() - started
+                self._metrics.tiktok_call(path, error.outcome, elapsed)
                 delay = self._retry.next_delay(error, attempt, waited, single_use, self._random)
                 logger.warning(
                     "TikTok %s %s failed: %s code=%s request_id=%s attempt=%d elapsed_ms=%.0f "
@@ -267,12 +272,24 @@ class TikTokClient:
                     method,
                     path,
                     type(error).__name__,
-                    error.code,
+                    error.outcome,
                     error.request_id,
                     attempt,
-                    elapsed_ms,
+                    elapsed * 1000,
                     error.message,
                     "giving up" if delay is None else f"retrying in {delay:.3f}s",
+                    extra={
+                        "event": "tiktok_call",
+                        "method": method,
+                        "endpoint": path,
+                        "code": error.outcome,
+                        "tiktok_request_id": error.request_id,
+                        "attempt": attempt,
+                        "duration_ms": round(elapsed * 1000, 1),
+                        "error": type(error).__name__,
+                        "tiktok_message": error.message,
+                        "retry_in_seconds": None if delay is None else round(delay, 3),
+                    },
                 )
                 if delay is None:
                     raise
@@ -280,13 +297,24 @@ class TikTokClient:
                 waited += delay
                 attempt += 1
             else:
+                elapsed = time.perf_counter() - started
+                self._metrics.tiktok_call(path, "0", elapsed)
                 logger.info(
                     "TikTok %s %s ok: code=0 request_id=%s attempt=%d elapsed_ms=%.0f",
                     method,
                     path,
                     reply.request_id,
                     attempt,
-                    (time.perf_counter() - started) * 1000,
+                    elapsed * 1000,
+                    extra={
+                        "event": "tiktok_call",
+                        "method": method,
+                        "endpoint": path,
+                        "code": "0",
+                        "tiktok_request_id": reply.request_id,
+                        "attempt": attempt,
+                        "duration_ms": round(elapsed * 1000, 1),
+                    },
                 )
                 return result
 
@@ -311,6 +339,7 @@ class TikTokClient:
                 f"{type(e).__name__} calling {path}: {_redact(str(e), secrets)}",
                 retryable=isinstance(e, httpx.TransportError),
                 reached_tiktok=not isinstance(e, _NOT_SENT),
+                reason="transport",
             ) from e
         received_at = self._clock.now()
         status = response.status_code
@@ -322,6 +351,7 @@ class TikTokClient:
                 retryable=status == 429 or status >= 500,
                 status_code=status,
                 reached_tiktok=status != 429,
+                reason="http_429" if status == 429 else f"http_{status // 100}xx",
             )
         try:
             envelope = _Envelope.model_validate_json(response.content)
@@ -331,6 +361,7 @@ class TikTokClient:
                 f"{path} returned a body that is not a TikTok envelope",
                 retryable=False,
                 status_code=status,
+                reason="invalid_response",
             ) from None
         if envelope.code != 0:
             raise error_for_code(
@@ -352,4 +383,5 @@ class TikTokClient:
                 f"{path} returned unexpected data (fields: {', '.join(fields)})",
                 retryable=False,
                 request_id=reply.request_id or None,
+                reason="invalid_response",
             ) from None

@@ -52,6 +52,12 @@ class TikTokError(Exception):
         super().__init__(message)
 
     @property
+    def outcome(self) -> str:
+        """A short label for metrics and logs: TikTok's body code, or (transport failures)
+        what went wrong instead."""
+        return str(self.code) if self.code is not None else "error"
+
+    @property
     def grant_is_dead(self) -> bool:
         """True when the grant can never work again and the user must re-authorize."""
         return self.code in _DEAD_GRANT_CODES
@@ -85,12 +91,20 @@ class TikTokTransportError(TikTokError):
         code: int | None = None,
         request_id: str | None = None,
         reached_tiktok: bool = True,
+        reason: str = "transport",
     ) -> None:
         super().__init__(message, code=code, request_id=request_id, retryable=retryable)
         self.status_code = status_code
+        # `transport` (no HTTP answer), `http_429`, `http_4xx`, `http_5xx`, or
+        # `invalid_response` (an answer that is not a TikTok envelope, or unexpected data).
+        self.reason = reason
         # False only when TikTok certainly did not act on the request (no connection, or
         # turned away at the edge with 429): then even a single-use code may be sent again.
         self.reached_tiktok = reached_tiktok
+
+    @property
+    def outcome(self) -> str:
+        return str(self.code) if self.code is not None else self.reason
 
 
 class TikTokRateLimited(TikTokError):
