@@ -121,6 +121,9 @@ async def test_a_failed_delivery_is_retried_with_backoff_and_the_same_id(
     assert [event["type"] for event in receiver.verified()] == ["connection.created"]
     row = await pg.fetchrow("SELECT status, attempts FROM webhook_delivery")
     assert (row["status"], row["attempts"]) == ("delivered", 3)
+    scraped = (await client.get("/metrics")).text
+    assert 'tiktok_auth_webhook_deliveries_total{outcome="retrying"} 2.0' in scraped
+    assert 'tiktok_auth_webhook_deliveries_total{outcome="delivered"} 1.0' in scraped
 
 
 async def test_events_of_one_subject_arrive_in_order(

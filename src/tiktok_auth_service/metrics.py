@@ -137,8 +137,8 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=registry,
         )
-        # For the webhooks (not built yet): deliveries by outcome, and the outbox's backlog
-        # (set by whichever process last counted it).
+        # Webhook deliveries by outcome (delivered, retrying, failed), and the outbox's backlog
+        # (set by whichever worker last counted it).
         self.webhook_deliveries = Counter(
             "tiktok_auth_webhook_deliveries_total",
             "Webhook deliveries attempted, by outcome.",

@@ -149,7 +149,7 @@ async def open_service(
                     liveness,
                     revoker,
                     audit,
-                    WebhookSender(settings, db, webhook_http, clock),
+                    WebhookSender(settings, db, webhook_http, clock, metrics),
                     Pacer(settings.worker_qps),
                     clock,
                     metrics,

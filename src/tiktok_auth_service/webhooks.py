@@ -24,6 +24,7 @@ from standardwebhooks.webhooks import Webhook
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import Database
+from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.models import Grant, WebhookDelivery
 from tiktok_auth_service.repository import Repository
 
@@ -79,6 +80,7 @@ class WebhookSender:
     db: Database
     http: httpx.AsyncClient
     clock: Clock
+    metrics: Metrics
 
     async def deliver_due(self, limit: int = 20) -> int:
         """Deliver the deliveries due now (each the oldest pending of its subject and
@@ -87,9 +89,11 @@ class WebhookSender:
             return 0
         now = self.clock.now()
         async with self.db.session() as session, session.begin():
-            due = await Repository(session).claim_deliveries(
+            repo = Repository(session)
+            due = await repo.claim_deliveries(
                 now, now + timedelta(seconds=self.settings.lease_seconds), limit
             )
+            self.metrics.webhook_outbox_backlog.set(await repo.outbox_backlog())
         signer = Webhook(self.settings.webhook_secret.get_secret_value())
         for delivery in due:
             await self._deliver(signer, delivery)
@@ -128,6 +132,9 @@ class WebhookSender:
                 )
                 row.next_attempt_at, row.last_error = now + min(backoff, BACKOFF_CAP), error
         outcome = "delivered" if error is None else row.status
+        self.metrics.webhook_deliveries.labels(
+            "retrying" if outcome == "pending" else outcome
+        ).inc()
         log.info(
             "webhook %s %s to %s: %s (attempt %d)",
             delivery.event_type,
