@@ -132,8 +132,8 @@ class TikTokAccounts:
         self.granted_at = clock.now()
         self.refresh_tokens: list[str] = []
         self.access_tokens: list[str] = []
-        self.exchange = mock.post("/tt_user/oauth2/token/").mock(side_effect=self._issue)
-        self.refresh = mock.post("/tt_user/oauth2/refresh_token/").mock(side_effect=self._issue)
+        self.exchange = mock.post("/tt_user/oauth2/token/").mock(side_effect=self.issue)
+        self.refresh = mock.post("/tt_user/oauth2/refresh_token/").mock(side_effect=self.issue)
         self.revoke = mock.post("/tt_user/oauth2/revoke/").mock(
             return_value=httpx.Response(200, json=envelope())
         )
@@ -145,7 +145,7 @@ class TikTokAccounts:
             return_value=httpx.Response(200, json=envelope(code=code, message="refused")),
         )
 
-    def _issue(self, request: httpx.Request) -> httpx.Response:
+    def issue(self, request: httpx.Request) -> httpx.Response:
         access, refresh = "act." + new_token(), "rft." + new_token()
         self.canaries.add(access, refresh)
         self.access_tokens.append(access)

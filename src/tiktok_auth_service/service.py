@@ -23,6 +23,7 @@ from tiktok_auth_service.clock import Clock, SystemClock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer
 from tiktok_auth_service.db import Database
+from tiktok_auth_service.key_rotation import KeyRotation
 from tiktok_auth_service.liveness import LivenessChecker
 from tiktok_auth_service.refresh import AccountRefresher
 from tiktok_auth_service.repository import database_answers
@@ -43,6 +44,7 @@ class Service:
     tokens: TokenService
     revoker: Revoker
     api_keys: ApiKeys
+    key_rotation: KeyRotation
     worker: Worker
 
     async def database_ready(self) -> bool:
@@ -96,6 +98,7 @@ async def open_service(settings: Settings, clock: Clock | None = None) -> AsyncI
                 tokens=TokenService(settings, db, sealer, refresher, liveness, clock),
                 revoker=revoker,
                 api_keys=ApiKeys(db, clock),
+                key_rotation=KeyRotation(db, sealer),
                 worker=Worker(
                     settings,
                     db,
