@@ -21,6 +21,7 @@ from tiktok_auth_service.authorization import (
 )
 from tiktok_auth_service.clock import Clock, SystemClock
 from tiktok_auth_service.config import Settings
+from tiktok_auth_service.connections import Connections
 from tiktok_auth_service.crypto import TokenSealer
 from tiktok_auth_service.db import Database
 from tiktok_auth_service.key_rotation import KeyRotation
@@ -42,6 +43,7 @@ class Service:
     sealer: TokenSealer
     authorization: Authorization
     tokens: TokenService
+    connections: Connections
     revoker: Revoker
     api_keys: ApiKeys
     key_rotation: KeyRotation
@@ -96,6 +98,7 @@ async def open_service(settings: Settings, clock: Clock | None = None) -> AsyncI
                     settings, db, clock, {flow.flow: flow for flow in flows}, revoker
                 ),
                 tokens=TokenService(settings, db, sealer, refresher, liveness, clock),
+                connections=Connections(db),
                 revoker=revoker,
                 api_keys=ApiKeys(db, clock),
                 key_rotation=KeyRotation(db, sealer),
