@@ -15,24 +15,28 @@ from tiktok_auth_service import __version__
 from tiktok_auth_service.cli import _parser
 
 
-def cli_env(database_url: str) -> dict[str, str]:
-    """The environment the command line runs with in these tests."""
+def cli_env(database_url: str, keys: str | None = None) -> dict[str, str]:
+    """The environment the command line runs with in these tests; `keys`: its
+    TOKEN_ENCRYPTION_KEYS (default: one key)."""
     return {
         **os.environ,
         "TIKTOK_APP_ID": "app",
         "TIKTOK_APP_SECRET": "cli-secret",
         "TIKTOK_REDIRECT_URI": "https://broker.example/callback",
         "DATABASE_URL": database_url,
-        "TOKEN_ENCRYPTION_KEYS": "k1:" + base64.b64encode(b"1" * 32).decode(),
+        "TOKEN_ENCRYPTION_KEYS": keys or "k1:" + base64.b64encode(b"1" * 32).decode(),
     }
 
 
-def run_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    database_url: str, *args: str, keys: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The command in a subprocess."""
     return subprocess.run(
         [sys.executable, "-m", "tiktok_auth_service", *args],
         capture_output=True,
         text=True,
-        env=cli_env(database_url),
+        env=cli_env(database_url, keys),
         check=False,
         timeout=60,
     )

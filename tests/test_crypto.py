@@ -87,3 +87,27 @@ def test_other_row_column_tampering_truncation_or_unknown_key_fails() -> None:
 def test_repr_shows_no_key_material() -> None:
     text = repr(TokenSealer(BOTH))
     assert "nnnn" not in text and "old" in text
+
+
+def test_reseal_moves_a_row_to_the_current_key_keeping_its_tokens_and_binding() -> None:
+    row = grant()
+    TokenSealer(OLD).seal(row, SecretStr("access-token"), SecretStr("refresh-token"))
+    sealed = row.access_token_enc
+    sealer = TokenSealer(BOTH)
+    assert sealer.reseal(row)
+    assert row.key_id == "new" and row.access_token_enc != sealed
+    assert not sealer.reseal(row)  # already on the current key: nothing to do
+    new_only = TokenSealer({"new": BOTH["new"]})
+    assert new_only.open_access_token(row.id, row.key_id, row.access_token_enc) == "access-token"
+    assert new_only.open_refresh_token(row).get_secret_value() == "refresh-token"
+    with pytest.raises(TokenUnreadable):  # still bound to its own row
+        new_only.open_access_token(uuid.uuid4(), row.key_id, row.access_token_enc)
+
+
+def test_reseal_of_a_row_whose_key_is_gone_changes_nothing() -> None:
+    row = grant()
+    TokenSealer(OLD).seal(row, SecretStr("access-token"))
+    sealed = row.access_token_enc
+    with pytest.raises(TokenUnreadable):
+        TokenSealer({"new": BOTH["new"]}).reseal(row)
+    assert (row.key_id, row.access_token_enc) == ("old", sealed)

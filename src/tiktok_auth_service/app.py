@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from tiktok_auth_service import __version__
-from tiktok_auth_service.api import browser, health, problems, tokens
+from tiktok_auth_service.api import browser, connections, health, problems, tokens
 from tiktok_auth_service.api.deps import attach_service
 from tiktok_auth_service.api.observability import (
     REQUEST_ID_HEADER,
@@ -40,7 +40,7 @@ OAuth token broker for TikTok API for Business.
   follows it to `GET /authorize`, consents at TikTok and comes back through `GET /callback`.
 * Internal services fetch a working token with `GET /tokens/{advertiser_id}` (or
   `/tokens/accounts/{open_id}`), authenticated with their own API key
-  (`Authorization: Bearer tas_...`).
+  (`Authorization: Bearer tas_...`); `GET /connections` lists what a key may read.
 
 Errors are `application/problem+json` (RFC 9457) with a stable `code`; browsers get an HTML
 page instead.
@@ -130,5 +130,6 @@ def create_app(
     )
     app.include_router(browser.router)
     app.include_router(tokens.router)
+    app.include_router(connections.router)
     app.include_router(health.router)
     return app

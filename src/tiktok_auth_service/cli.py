@@ -170,6 +170,47 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
     return _run_with_service(settings, use)
 
 
+def _rotate_keys(settings: Settings, args: argparse.Namespace) -> int:
+    """Exit status 0 when every grant ends up sealed with the current key, 1 otherwise."""
+
+    async def use(service: Service) -> int:
+        rotation = service.key_rotation
+        if not args.check:
+            result = await rotation.rotate(
+                args.batch_size,
+                lambda total: print(f"re-sealed {total:,} grants so far", file=sys.stderr),
+            )
+            current = service.sealer.current_key_id
+            print(f"re-sealed {result.resealed:,} grants with key {current}")
+            if result.unreadable:
+                print(
+                    f"{len(result.unreadable):,} grants do not open with the configured keys "
+                    "and were left as they are (their ids are logged)"
+                )
+            if result.busy:
+                print(f"{result.busy:,} grants stayed locked by other work; run it again")
+            if not result.complete:
+                return 1
+        census = await rotation.census()
+        for key_id, grants in census.grants.items():
+            note = ""
+            if key_id == census.current_key_id:
+                note = " (current: seals new tokens)"
+            elif key_id in census.unconfigured:
+                note = " (NOT CONFIGURED: these tokens cannot be read)"
+            print(f"{key_id}: {grants:,} grants{note}")
+        if census.pending:
+            print(
+                f"{census.pending:,} grants are not sealed with {census.current_key_id}: "
+                "run rotate-keys before removing any other key"
+            )
+            return 1
+        print(f"every grant is sealed with {census.current_key_id}: the other keys can go")
+        return 0
+
+    return _run_with_service(settings, use)
+
+
 def _since(text: str) -> datetime:
     """An ISO 8601 time; without a zone it is UTC."""
     try:
@@ -242,6 +283,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--limit", type=int, default=100, help="at most this many, newest first")
     audit.add_argument("--json", action="store_true", help="one JSON object per line")
+    rotate = command(
+        "rotate-keys",
+        "re-encrypt every stored token with the first key of TOKEN_ENCRYPTION_KEYS (online, "
+        "resumable); exit status 0 once every grant uses it",
+    )
+    rotate.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing: count the grants each key id seals",
+    )
+    rotate.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=500,
+        metavar="N",
+        help="grants re-encrypted per transaction",
+    )
 
     dev = command("dev", "local stack: embedded PostgreSQL + TikTok emulator + service")
     dev.add_argument("--host", default="127.0.0.1", help="address the stack listens on")
@@ -255,6 +313,13 @@ def _parser() -> argparse.ArgumentParser:
     emulator.add_argument("--host", default="127.0.0.1", help="address to listen on")
     emulator.add_argument("--port", type=int, default=8900, help="port to listen on")
     return parser
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return number
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -322,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
             return _api_keys(settings, args)
         elif args.command == "audit":
             return _audit(settings, args)
+        elif args.command == "rotate-keys":
+            return _rotate_keys(settings, args)
     except errors.ServiceError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
         return 1

@@ -39,7 +39,7 @@ class TokenSealer:
         self.current_key_id = next(iter(keys))
 
     def __repr__(self) -> str:
-        return f"TokenSealer(key_ids={list(self._keys)!r})"
+        return f"TokenSealer(key_ids={self.key_ids!r})"
 
     def seal(
         self, grant: Grant, access_token: SecretStr, refresh_token: SecretStr | None = None
@@ -67,6 +67,29 @@ class TokenSealer:
         return SecretStr(
             self._decrypt(grant.id, "refresh_token", grant.key_id, grant.refresh_token_enc)
         )
+
+    def reseal(self, grant: Grant) -> bool:
+        """Re-encrypt `grant`'s tokens (access and, if any, refresh) under the current key;
+        False when they already are. The plaintexts, the row id and the column in the
+        associated data stay the same, so every reader of the row sees the same tokens before
+        and after. Raises TokenUnreadable when the row does not open with its own key id."""
+        if grant.key_id == self.current_key_id:
+            return False
+        access = SecretStr(
+            self._decrypt(grant.id, "access_token", grant.key_id, grant.access_token_enc)
+        )
+        refresh = None if grant.refresh_token_enc is None else self.open_refresh_token(grant)
+        self.seal(grant, access, refresh)
+        return True
+
+    def knows(self, key_id: str) -> bool:
+        """Whether a key with this id is configured (and can open what it sealed)."""
+        return key_id in self._keys
+
+    @property
+    def key_ids(self) -> list[str]:
+        """The configured key ids, the sealing one first."""
+        return list(self._keys)
 
     def _encrypt(self, grant_id: uuid.UUID, column: Column, token: SecretStr) -> bytes:
         nonce = os.urandom(_NONCE_BYTES)

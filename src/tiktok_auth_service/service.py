@@ -23,8 +23,10 @@ from tiktok_auth_service.authorization import (
 )
 from tiktok_auth_service.clock import Clock, SystemClock
 from tiktok_auth_service.config import Settings
+from tiktok_auth_service.connections import Connections
 from tiktok_auth_service.crypto import TokenSealer
 from tiktok_auth_service.db import Database, lost_connection
+from tiktok_auth_service.key_rotation import KeyRotation
 from tiktok_auth_service.liveness import LivenessChecker
 from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.models import Flow, GrantStatus
@@ -48,9 +50,11 @@ class Service:
     sealer: TokenSealer
     authorization: Authorization
     tokens: TokenService
+    connections: Connections
     revoker: Revoker
     audit: AuditLog
     api_keys: ApiKeys
+    key_rotation: KeyRotation
     worker: Worker
     metrics: Metrics
 
@@ -139,9 +143,11 @@ async def open_service(
                 tokens=TokenService(
                     settings, db, sealer, refresher, liveness, audit, clock, metrics
                 ),
+                connections=Connections(db),
                 revoker=revoker,
                 audit=audit,
                 api_keys=ApiKeys(db, clock),
+                key_rotation=KeyRotation(db, sealer),
                 worker=Worker(
                     settings,
                     db,

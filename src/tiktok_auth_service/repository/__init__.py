@@ -1,20 +1,24 @@
-"""All SQL lives here: the write paths through an AsyncSession (`session.py`), the token read
-through one asyncpg query on the bare pool (`reads.py`), the access audit (`access.py`)."""
+"""All SQL lives here: the write paths (and key rotation) through an AsyncSession
+(`session.py`); the token read and the connections list, each one asyncpg query on the bare
+pool (`reads.py`); the access audit (`access.py`)."""
 
 from .access import AccessRecord, delete_access_before, read_access, write_access
 from .reads import (
+    ConnectionRow,
     GrantReader,
     TokenRow,
     database_answers,
     grant_counts,
     read_account_token,
     read_advertiser_token,
+    read_connections,
 )
 from .session import Claim, Repository
 
 __all__ = [
     "AccessRecord",
     "Claim",
+    "ConnectionRow",
     "GrantReader",
     "Repository",
     "TokenRow",
@@ -24,5 +28,6 @@ __all__ = [
     "read_access",
     "read_account_token",
     "read_advertiser_token",
+    "read_connections",
     "write_access",
 ]

@@ -1,5 +1,6 @@
 """The token read, the hot path: one asyncpg query on the bare pool answers who is asking,
-whether they may, and the sealed token."""
+whether they may, and the sealed token. The connections list (a rare read) is asked the same
+way: one query authenticates and lists."""
 
 from __future__ import annotations
 
@@ -98,6 +99,94 @@ async def grant_counts(pool: asyncpg.Pool) -> dict[tuple[str, str], int]:
     async with pool.acquire(timeout=timeout) as connection:
         rows = await connection.fetch(_GRANT_COUNTS_SQL, timeout=timeout)
     return {(row[0], row[1]): row[2] for row in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionRow:
+    """One advertiser or TikTok account a key may read, as GET /connections lists it."""
+
+    flow: str
+    subject_id: str
+    status: str
+    name: str | None
+    scope: Any
+    expires_at: datetime | None
+    refresh_expires_at: datetime | None
+    last_checked_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    connected_by: str | None
+    end_user: str | None
+
+
+# Like the token read, one query answers who is asking and what they may see: no row means the
+# key is unknown or revoked, one row of NULLs that it may see nothing (yet). Advertisers are
+# rows of `advertiser` with the grant serving them (status as the token read reports it);
+# accounts are the grants that hold an open_id (replaced ones gave it up). Keyset pagination
+# over (flow, subject_id): stable while rows come and go, no offset to walk.
+_LIST_CONNECTIONS_SQL = """
+WITH caller AS (
+    SELECT unrestricted, allowed_advertiser_ids, allowed_open_ids
+    FROM api_client
+    WHERE key_hash = $1 AND revoked_at IS NULL
+)
+SELECT page.*
+FROM caller AS c
+LEFT JOIN LATERAL (
+    SELECT *
+    FROM (
+        SELECT 'advertiser' AS flow, a.advertiser_id AS subject_id,
+               CASE WHEN a.status = 'removed' THEN 'reauthorization_required'
+                    ELSE g.status END AS status,
+               a.name, g.scope, g.expires_at, g.refresh_expires_at, g.last_checked_at,
+               a.created_at, GREATEST(a.updated_at, g.updated_at) AS updated_at,
+               g.connected_by, g.end_user
+        FROM advertiser AS a
+        JOIN oauth_grant AS g ON g.id = a.grant_id
+        WHERE c.unrestricted OR a.advertiser_id = ANY(c.allowed_advertiser_ids)
+        UNION ALL
+        SELECT 'tiktok_account', g.open_id, g.status, NULL, g.scope, g.expires_at,
+               g.refresh_expires_at, g.last_checked_at, g.created_at, g.updated_at,
+               g.connected_by, g.end_user
+        FROM oauth_grant AS g
+        WHERE g.flow = 'tiktok_account' AND g.open_id IS NOT NULL
+          AND (c.unrestricted OR g.open_id = ANY(c.allowed_open_ids))
+    ) AS connection
+    WHERE ($2::text IS NULL OR connection.status = $2)
+      AND ($3::text IS NULL OR connection.flow = $3)
+      AND (connection.flow, connection.subject_id) > ($4::text, $5::text)
+    ORDER BY connection.flow, connection.subject_id
+    LIMIT $6
+) AS page ON true
+"""
+
+
+async def read_connections(
+    pool: asyncpg.Pool,
+    key_hash: bytes,
+    *,
+    status: str | None,
+    flow: str | None,
+    after: tuple[str, str] | None,
+    limit: int,
+) -> list[ConnectionRow] | None:
+    """Up to `limit` connections this key may read after the (flow, subject_id) `after`, in
+    that order; None when the key is unknown or revoked."""
+    after_flow, after_subject = after or ("", "")  # sorts before every flow
+    async with pool.acquire() as connection:
+        rows = await connection.fetch(
+            _LIST_CONNECTIONS_SQL, key_hash, status, flow, after_flow, after_subject, limit
+        )
+    if not rows:
+        return None
+    found = []
+    for row in rows:
+        if row["flow"] is None:
+            break  # the key may see nothing here
+        values = dict(row)
+        values["scope"] = orjson.loads(values["scope"])
+        found.append(ConnectionRow(**values))
+    return found
 
 
 async def database_answers(pool: asyncpg.Pool) -> bool:

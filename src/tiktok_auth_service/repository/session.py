@@ -329,6 +329,47 @@ class Repository:
         grant.version += 1
         await self.session.flush()
 
+    # -- Key rotation ----------------------------------------------------------------------
+
+    async def lock_grants_to_reseal(
+        self, current_key_id: str, after: uuid.UUID | None, limit: int
+    ) -> list[Grant]:
+        """Up to `limit` grants sealed with a key other than `current_key_id`, in id order
+        after `after` (a pass walks the table once), locked for this transaction.
+
+        SKIP LOCKED: a row another transaction holds (a refresh writing its new pair, a lease
+        being taken, a revocation) is passed over instead of waited for; a later pass comes
+        back to it. A row rewritten under the current key meanwhile no longer matches (the
+        condition is checked again on the locked, newest version of the row)."""
+        query = (
+            sa.select(Grant)
+            .where(col(Grant.key_id) != current_key_id)
+            .order_by(col(Grant.id))
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        if after is not None:
+            query = query.where(col(Grant.id) > after)
+        result = await self.session.execute(query)
+        return list(result.scalars())
+
+    async def grants_per_key_id(self) -> dict[str, int]:
+        """How many grants each key id seals (only key ids in use)."""
+        result = await self.session.execute(
+            sa.select(col(Grant.key_id), sa.func.count())
+            .group_by(col(Grant.key_id))
+            .order_by(col(Grant.key_id))
+        )
+        return {key_id: count for key_id, count in result.all()}
+
+    async def count_sealed_with_other_keys(
+        self, current_key_id: str, excluding: Sequence[uuid.UUID] = ()
+    ) -> int:
+        query = sa.select(sa.func.count()).where(col(Grant.key_id) != current_key_id)
+        if excluding:
+            query = query.where(col(Grant.id).not_in(excluding))
+        return int((await self.session.execute(query)).scalar_one())
+
     # -- API clients ---------------------------------------------------------------------
 
     async def api_client(self, client_id: uuid.UUID) -> ApiClient | None:

@@ -1,0 +1,265 @@
+"""GET /connections against the real PostgreSQL: what a key may read, filtered and paged,
+never a token."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.fixtures import Canaries, bearer
+from tests.helpers import store_account_grant, store_advertiser_grant
+from tiktok_auth_service.connections import encode_cursor
+from tiktok_auth_service.models import AdvertiserStatus, GrantStatus
+from tiktok_auth_service.repository import Repository
+from tiktok_auth_service.service import Service
+
+A1, A2, A3, A4 = (f"710000000000000000{n}" for n in range(1, 5))
+ACCOUNT_1, ACCOUNT_2 = "-000conn-account-1", "-000conn-account-2"
+
+
+async def list_all(client: httpx.AsyncClient, key: str, **params: Any) -> list[dict[str, Any]]:
+    response = await client.get("/connections", params=params, headers=bearer(key))
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
+    body = response.json()
+    assert body["next"] is None, "the test data fits one page"
+    items: list[dict[str, Any]] = body["items"]
+    return items
+
+
+async def stored_tokens(service: Service, pg: asyncpg.Connection) -> list[str]:
+    """Every access and refresh token stored, opened with the service's keys."""
+    tokens = []
+    for row in await pg.fetch("SELECT id FROM oauth_grant"):
+        async with service.db.session() as session:
+            grant = await Repository(session).lock_grant(row["id"])
+            assert grant is not None
+            tokens.append(
+                service.sealer.open_access_token(grant.id, grant.key_id, grant.access_token_enc)
+            )
+            if grant.refresh_token_enc is not None:
+                tokens.append(service.sealer.open_refresh_token(grant).get_secret_value())
+    return tokens
+
+
+@pytest.fixture
+async def connected(service: Service, pg: asyncpg.Connection) -> dict[str, uuid.UUID]:
+    """A1 (named), A2 and A3 (TikTok no longer lists it) on one grant, opened through a
+    connect session; A4 on a revoked grant; two TikTok accounts."""
+    now = datetime.now(UTC)
+    serving = await store_advertiser_grant(service, "token-" + uuid.uuid4().hex, [A1, A2, A3])
+    revoked = await store_advertiser_grant(
+        service, "token-" + uuid.uuid4().hex, [A4], status=GrantStatus.REVOKED
+    )
+    async with service.db.session() as session, session.begin():
+        repo = Repository(session)
+        await repo.set_advertiser_names(serving, {A1: "Shoes Ltd"}, now)
+        await repo.set_advertiser_status(serving, [A3], AdvertiserStatus.REMOVED, now)
+    await pg.execute(
+        "UPDATE oauth_grant SET connected_by = 'onboarding', end_user = 'user-42' WHERE id = $1",
+        serving,
+    )
+    account_1 = await store_account_grant(service, ACCOUNT_1, now + timedelta(hours=24))
+    account_2 = await store_account_grant(service, ACCOUNT_2, now + timedelta(hours=24))
+    return {"serving": serving, "revoked": revoked, "account_1": account_1, "account_2": account_2}
+
+
+class TestListing:
+    async def test_an_unrestricted_key_sees_everything_connected_and_no_token(
+        self,
+        client: httpx.AsyncClient,
+        service: Service,
+        api_key: str,
+        connected: dict[str, uuid.UUID],
+        pg: asyncpg.Connection,
+    ) -> None:
+        response = await client.get("/connections", headers=bearer(api_key))
+        assert response.status_code == 200, response.text
+        items = response.json()["items"]
+        assert [(i["flow"], i["subject_id"], i["status"]) for i in items] == [
+            ("advertiser", A1, "active"),
+            ("advertiser", A2, "active"),
+            ("advertiser", A3, "reauthorization_required"),  # TikTok no longer lists it
+            ("advertiser", A4, "revoked"),
+            ("tiktok_account", ACCOUNT_1, "active"),
+            ("tiktok_account", ACCOUNT_2, "active"),
+        ]
+        first, account = items[0], items[4]
+        assert first["name"] == "Shoes Ltd" and items[1]["name"] is None
+        assert first["scope"] == [4] and first["expires_at"] is None
+        assert (first["connected_by"], first["end_user"]) == ("onboarding", "user-42")
+        assert items[3]["connected_by"] is None
+        assert account["name"] is None and account["scope"] == ["user.info.basic"]
+        stored = await pg.fetchrow(
+            "SELECT expires_at, refresh_expires_at, created_at FROM oauth_grant WHERE id = $1",
+            connected["account_1"],
+        )
+        assert datetime.fromisoformat(account["expires_at"]) == stored["expires_at"]
+        assert datetime.fromisoformat(account["refresh_expires_at"]) == stored["refresh_expires_at"]
+        assert datetime.fromisoformat(account["created_at"]) == stored["created_at"]
+        assert {key for item in items for key in item} == {
+            "flow",
+            "subject_id",
+            "status",
+            "name",
+            "scope",
+            "expires_at",
+            "refresh_expires_at",
+            "last_checked_at",
+            "created_at",
+            "updated_at",
+            "connected_by",
+            "end_user",
+        }
+        tokens = await stored_tokens(service, pg)
+        assert len(tokens) == 6  # two advertiser tokens, two account pairs
+        assert not [token for token in tokens if token in response.text]
+
+    async def test_filters_by_status_and_flow(
+        self, client: httpx.AsyncClient, api_key: str, connected: dict[str, uuid.UUID]
+    ) -> None:
+        def subjects(items: list[dict[str, Any]]) -> list[str]:
+            return [item["subject_id"] for item in items]
+
+        assert subjects(await list_all(client, api_key, flow="tiktok_account")) == [
+            ACCOUNT_1,
+            ACCOUNT_2,
+        ]
+        assert subjects(await list_all(client, api_key, flow="advertiser", status="active")) == [
+            A1,
+            A2,
+        ]
+        assert subjects(await list_all(client, api_key, status="reauthorization_required")) == [A3]
+        assert subjects(await list_all(client, api_key, status="revoked")) == [A4]
+        assert await list_all(client, api_key, flow="tiktok_account", status="revoked") == []
+
+    async def test_a_restricted_key_sees_only_its_own_subjects(
+        self,
+        client: httpx.AsyncClient,
+        service: Service,
+        connected: dict[str, uuid.UUID],
+        canaries: Canaries,
+    ) -> None:
+        # A2 and ACCOUNT_2 exist but are not its own; 7100000000000000099 is its own but not
+        # connected.
+        narrow = await service.api_keys.create(
+            "narrow", [A1, A4, "7100000000000000099"], [ACCOUNT_1]
+        )
+        advertisers_only = await service.api_keys.create("advertisers-only", [A2])
+        keys = [narrow.key.get_secret_value(), advertisers_only.key.get_secret_value()]
+        canaries.add(*keys)
+        items = await list_all(client, keys[0])
+        assert [(i["flow"], i["subject_id"]) for i in items] == [
+            ("advertiser", A1),
+            ("advertiser", A4),
+            ("tiktok_account", ACCOUNT_1),
+        ]
+        assert [i["subject_id"] for i in await list_all(client, keys[1])] == [A2]
+        assert await list_all(client, keys[1], flow="tiktok_account") == []
+
+    async def test_a_key_with_nothing_connected_gets_an_empty_page(
+        self, client: httpx.AsyncClient, api_key: str
+    ) -> None:
+        response = await client.get("/connections", headers=bearer(api_key))
+        assert response.status_code == 200
+        assert response.json() == {"items": [], "next": None}
+
+
+class TestPagination:
+    async def test_pages_cover_every_connection_once_in_order(
+        self, client: httpx.AsyncClient, service: Service, api_key: str, pg: asyncpg.Connection
+    ) -> None:
+        advertisers = [f"7200000000000{n:06d}" for n in range(23)]
+        for start in range(0, len(advertisers), 5):
+            await store_advertiser_grant(service, uuid.uuid4().hex, advertisers[start : start + 5])
+        accounts = [f"-000page{n:02d}" for n in range(7)]
+        for open_id in accounts:
+            await store_account_grant(service, open_id, datetime.now(UTC) + timedelta(hours=24))
+        everything = [("advertiser", a) for a in advertisers] + [
+            ("tiktok_account", o) for o in accounts
+        ]
+
+        for limit, params in ((4, {}), (10, {"flow": "advertiser"}), (30, {})):
+            expected = [s for s in everything if params.get("flow") in (None, s[0])]
+            seen: list[tuple[str, str]] = []
+            cursor = None
+            pages = 0
+            while True:
+                query: dict[str, Any] = {"limit": limit, **params}
+                if cursor is not None:
+                    query["next"] = cursor
+                response = await client.get("/connections", params=query, headers=bearer(api_key))
+                assert response.status_code == 200, response.text
+                body = response.json()
+                assert 0 < len(body["items"]) <= limit
+                seen += [(i["flow"], i["subject_id"]) for i in body["items"]]
+                pages += 1
+                cursor = body["next"]
+                if cursor is None:
+                    break
+            assert seen == expected, (limit, params)  # no duplicates, no gaps, stable order
+            assert pages == -(-len(expected) // limit)  # and no empty last page
+
+    async def test_the_default_page_is_a_hundred(
+        self, client: httpx.AsyncClient, service: Service, api_key: str, pg: asyncpg.Connection
+    ) -> None:
+        advertisers = [f"7300000000000{n:06d}" for n in range(101)]
+        await store_advertiser_grant(service, uuid.uuid4().hex, advertisers)
+        first = (await client.get("/connections", headers=bearer(api_key))).json()
+        assert len(first["items"]) == 100 and first["next"] is not None
+        rest = await client.get(
+            "/connections", params={"next": first["next"]}, headers=bearer(api_key)
+        )
+        assert [i["subject_id"] for i in rest.json()["items"]] == [advertisers[-1]]
+        assert rest.json()["next"] is None
+
+
+class TestErrors:
+    @pytest.mark.parametrize(
+        "params",
+        [
+            {"next": "not a cursor!"},
+            {"next": base64.urlsafe_b64encode(b"garbage").decode()},
+            {"next": base64.urlsafe_b64encode(json.dumps(["nope", "x"]).encode()).decode()},
+            {"next": base64.urlsafe_b64encode(json.dumps(["advertiser", 7]).encode()).decode()},
+            {"next": base64.urlsafe_b64encode(json.dumps({"a": 1}).encode()).decode()},
+            {"next": ""},
+            {"limit": "0"},
+            {"limit": "501"},
+            {"status": "lost"},
+            {"flow": "instagram"},
+        ],
+    )
+    async def test_malformed_parameters_are_422_problems(
+        self, client: httpx.AsyncClient, api_key: str, params: dict[str, str]
+    ) -> None:
+        response = await client.get("/connections", params=params, headers=bearer(api_key))
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == "validation_error"
+
+    async def test_a_cursor_it_made_is_accepted(
+        self, client: httpx.AsyncClient, api_key: str
+    ) -> None:
+        cursor = encode_cursor("tiktok_account", "-000zzz")
+        response = await client.get(
+            "/connections", params={"next": cursor}, headers=bearer(api_key)
+        )
+        assert response.status_code == 200 and response.json() == {"items": [], "next": None}
+
+    async def test_without_a_valid_key_it_is_401(
+        self, client: httpx.AsyncClient, service: Service, api_key: str
+    ) -> None:
+        await service.api_keys.revoke("reporting")
+        for headers in ({}, bearer("tas_unknown-key-0123456789abcdef"), bearer(api_key)):
+            response = await client.get("/connections", headers=headers)
+            assert response.status_code == 401, headers
+            assert response.json()["code"] == "unauthenticated"
+            assert response.headers["www-authenticate"] == "Bearer"
