@@ -18,8 +18,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.fixtures import TIKTOK_API, Canaries, FakeClock, bearer, make_settings
-from tests.helpers import envelope, new_token, start_authorization
+from tests.fixtures import OPEN_ID, TIKTOK_API, Canaries, FakeClock, bearer, make_settings
+from tests.helpers import (
+    TikTokAccounts,
+    connect_account,
+    envelope,
+    new_token,
+    start_authorization,
+)
 from tiktok_auth_dev.stack import bind_socket, serving
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.service import Service
@@ -179,3 +185,35 @@ def test_webhook_settings_are_checked() -> None:
         "https://a.example/x",
         "https://b.example/y",
     ]
+
+
+async def test_account_events_expiring_once_and_reauthorization_required(
+    client: httpx.AsyncClient,
+    service: Service,
+    receiver: Receiver,
+    canaries: Canaries,
+    clock: FakeClock,
+    api_key: str,
+) -> None:
+    with respx.mock(base_url=TIKTOK_API, assert_all_called=False) as mock:
+        mock.route(host="127.0.0.1").pass_through()
+        accounts = TikTokAccounts(mock, canaries, clock)
+        await connect_account(client)
+        url = f"/tokens/accounts/{OPEN_ID}"
+        clock.advance(days=352)  # 13 days before the refresh token ends: inside the window
+        for _ in range(2):  # two refreshes inside the warning window: one announcement
+            assert (await client.get(url, headers=bearer(api_key))).status_code == 200
+            clock.advance(days=1)
+        assert accounts.refresh.call_count == 2
+        accounts.refresh_fails(40107)
+        assert (await client.get(url, headers=bearer(api_key))).status_code == 409
+        await service.worker.drain()
+    types = [event["type"] for event in receiver.verified()]
+    assert types == [
+        "connection.created",
+        "refresh_token.expiring",
+        "connection.reauthorization_required",
+    ]
+    expiring = receiver.verified()[1]["data"]
+    assert expiring["subject"] == OPEN_ID
+    assert expiring["refresh_expires_at"].startswith("2027-11-24")
