@@ -281,3 +281,10 @@ def test_token_answers_do_not_show_the_token_in_their_repr() -> None:
     )
     assert "super-secret-token-value" not in repr(token)
     assert "7100000000000000001" in repr(token)
+
+
+async def test_a_wrong_method_names_the_allowed_ones(client: httpx.AsyncClient) -> None:
+    answer = await client.put("/tokens/7100000000000000001")
+    assert answer.status_code == 405
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert set(answer.headers["allow"].replace(" ", "").split(",")) == {"GET", "DELETE"}

@@ -5,19 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tiktok_auth_service import __version__, errors
+from tiktok_auth_service import __version__, commands, errors
 from tiktok_auth_service.config import (
     ConfigError,
     LoggingSettings,
@@ -27,7 +26,7 @@ from tiktok_auth_service.config import (
 )
 
 if TYPE_CHECKING:
-    from tiktok_auth_service.service import Service
+    pass
 
 # prometheus-client's own variable (read when the library is first imported).
 MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
@@ -100,117 +99,6 @@ def serve(settings: Settings, host: str, port: int) -> None:
     )
 
 
-def _run_with_service(settings: Settings, use: Callable[[Service], Awaitable[int]]) -> int:
-    # Imported here: a command that fails on its configuration should not pay for the imports.
-    from tiktok_auth_service.service import open_service
-
-    async def main() -> int:
-        async with open_service(settings) as service:
-            return await use(service)
-
-    return asyncio.run(main())
-
-
-def _api_keys(settings: Settings, args: argparse.Namespace) -> int:
-    async def use(service: Service) -> int:
-        if args.keys_command == "create":
-            created = await service.api_keys.create(
-                args.name, args.advertiser or [], args.account or []
-            )
-            client = created.client
-            scope = ", ".join(client.allowed_advertiser_ids + client.allowed_open_ids) or "all"
-            print(
-                f"API key for {args.name!r} ({scope}); shown once, store it now:", file=sys.stderr
-            )
-            print(created.key.get_secret_value())
-        elif args.keys_command == "list":
-            for client in await service.api_keys.list():
-                state = f"revoked {client.revoked_at:%Y-%m-%d}" if client.revoked_at else "active"
-                if client.unrestricted:
-                    advertisers = accounts = "*"
-                else:
-                    advertisers = ",".join(client.allowed_advertiser_ids) or "-"
-                    accounts = ",".join(client.allowed_open_ids) or "-"
-                print(
-                    f"{client.name}\t{state}\tadvertisers={advertisers}\taccounts={accounts}\t"
-                    f"created={client.created_at:%Y-%m-%dT%H:%M:%SZ}"
-                )
-        elif not await service.api_keys.revoke(args.name):
-            print(f"no active API key named {args.name!r}", file=sys.stderr)
-            return 1
-        else:
-            print(f"revoked {args.name!r}", file=sys.stderr)
-        return 0
-
-    return _run_with_service(settings, use)
-
-
-def _audit(settings: Settings, args: argparse.Namespace) -> int:
-    from tiktok_auth_service.repository import read_access
-
-    async def use(service: Service) -> int:
-        records = await read_access(
-            service.db.pool,
-            caller=args.key,
-            subject=args.subject,
-            since=args.since,
-            limit=args.limit,
-        )
-        for record in records:
-            if args.json:
-                print(json.dumps({**record._asdict(), "at": record.at.isoformat()}))
-            else:
-                print(
-                    f"{record.at:%Y-%m-%dT%H:%M:%S.%fZ}\t{record.caller or '-'}\t"
-                    f"{record.action}\t{record.subject}\t{record.outcome}\t"
-                    f"{record.request_id or '-'}"
-                )
-        return 0
-
-    return _run_with_service(settings, use)
-
-
-def _rotate_keys(settings: Settings, args: argparse.Namespace) -> int:
-    """Exit status 0 when every grant ends up sealed with the current key, 1 otherwise."""
-
-    async def use(service: Service) -> int:
-        rotation = service.key_rotation
-        if not args.check:
-            result = await rotation.rotate(
-                args.batch_size,
-                lambda total: print(f"re-sealed {total:,} grants so far", file=sys.stderr),
-            )
-            current = service.sealer.current_key_id
-            print(f"re-sealed {result.resealed:,} grants with key {current}")
-            if result.unreadable:
-                print(
-                    f"{len(result.unreadable):,} grants do not open with the configured keys "
-                    "and were left as they are (their ids are logged)"
-                )
-            if result.busy:
-                print(f"{result.busy:,} grants stayed locked by other work; run it again")
-            if not result.complete:
-                return 1
-        census = await rotation.census()
-        for key_id, grants in census.grants.items():
-            note = ""
-            if key_id == census.current_key_id:
-                note = " (current: seals new tokens)"
-            elif key_id in census.unconfigured:
-                note = " (NOT CONFIGURED: these tokens cannot be read)"
-            print(f"{key_id}: {grants:,} grants{note}")
-        if census.pending:
-            print(
-                f"{census.pending:,} grants are not sealed with {census.current_key_id}: "
-                "run rotate-keys before removing any other key"
-            )
-            return 1
-        print(f"every grant is sealed with {census.current_key_id}: the other keys can go")
-        return 0
-
-    return _run_with_service(settings, use)
-
-
 def _since(text: str) -> datetime:
     """An ISO 8601 time; without a zone it is UTC."""
     try:
@@ -220,21 +108,9 @@ def _since(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _worker(settings: Settings) -> int:
-    async def use(service: Service) -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        await service.worker.run(stop)
-        return 0
-
-    return _run_with_service(settings, use)
-
-
 def _parser() -> argparse.ArgumentParser:
     def command(name: str, help: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=help, description=help, formatter_class=_Formatter)
+        return subcommands.add_parser(name, help=help, description=help, formatter_class=_Formatter)
 
     parser = argparse.ArgumentParser(
         prog="tiktok-auth-service",
@@ -243,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve_cmd = command("serve", "run the HTTP service (and the background worker)")
     serve_cmd.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -253,8 +129,8 @@ def _parser() -> argparse.ArgumentParser:
     command("worker", "run only the background worker (refresh, liveness checks, revocations)")
 
     keys = command("api-keys", "manage the API keys of internal callers")
-    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    create = key_commands.add_parser(
+    key_subcommands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = key_subcommands.add_parser(
         "create", help="create a key (printed once)", formatter_class=_Formatter
     )
     create.add_argument("name", help="a unique name for the caller")
@@ -271,8 +147,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="OPEN_ID",
         help="restrict the key to this TikTok account (repeatable)",
     )
-    key_commands.add_parser("list", help="list keys (never the keys themselves)")
-    revoke = key_commands.add_parser("revoke", help="revoke a key by name")
+    key_subcommands.add_parser("list", help="list keys (never the keys themselves)")
+    revoke = key_subcommands.add_parser("revoke", help="revoke a key by name")
     revoke.add_argument("name", help="the caller's name")
 
     audit = command("audit", "print the record of token reads, checks and revocations")
@@ -382,13 +258,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             print("database schema is up to date", file=sys.stderr)
         elif args.command == "worker":
-            return _worker(settings)
+            return commands.worker(settings)
         elif args.command == "api-keys":
-            return _api_keys(settings, args)
+            return commands.api_keys(settings, args)
         elif args.command == "audit":
-            return _audit(settings, args)
+            return commands.audit(settings, args)
         elif args.command == "rotate-keys":
-            return _rotate_keys(settings, args)
+            return commands.rotate_keys(settings, args)
     except errors.ServiceError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
         return 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -116,6 +117,17 @@ def error_response(request: Request, error: errors.ServiceError) -> Response:
     return problem(error.status, error.code, error.title, error.detail, headers)
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods the API documents for this path (from the app's OpenAPI paths, the one
+    public list of every route and its methods)."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi()["paths"].items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods.update(method.upper() for method in operations)
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers; nothing foreseeable ever falls through to a bare 500."""
 
@@ -137,8 +149,12 @@ def install(app: FastAPI) -> None:
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        # exc.headers carries Allow on a 405.
-        return problem(exc.status_code, code, str(exc.detail), str(exc.detail), exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the first route on this path; a path can have several
+            # (GET and DELETE /tokens/{advertiser_id}), so Allow lists all of them.
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return problem(exc.status_code, code, str(exc.detail), str(exc.detail), headers)
 
     async def on_database_down(request: Request, exc: Exception) -> Response:
         log.error(

@@ -13,7 +13,8 @@ from .reads import (
     read_advertiser_token,
     read_connections,
 )
-from .session import Claim, Repository
+from .session import Repository
+from .work import Claim
 
 __all__ = [
     "AccessRecord",
