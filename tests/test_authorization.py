@@ -22,6 +22,8 @@ from tests.fixtures import (
     FakeClock,
 )
 from tests.helpers import envelope, new_token, query_of, start_authorization
+from tiktok_auth_service.models import Flow
+from tiktok_auth_service.service import Service
 
 ADVERTISERS = ["7100000000000000001", "7100000000000000002"]
 
@@ -387,6 +389,30 @@ class TestCallback:
             f"/tokens/{ADVERTISERS[1]}", headers={"authorization": f"Bearer {api_key}"}
         )
         assert served.json()["access_token"] == token
+
+    async def test_a_token_that_could_not_be_stored_is_revoked(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        canaries: Canaries,
+        service: Service,
+        pg: asyncpg.Connection,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        token = grant_token(tiktok, canaries)
+        revoke = tiktok.post("/oauth2/revoke_token/").respond(json=envelope())
+
+        async def database_gone(*args: object) -> None:
+            raise ConnectionResetError("the database went away")
+
+        flow = service.authorization.flows[Flow.ADVERTISER]
+        monkeypatch.setattr(flow, "store", database_gone)
+        state = await start_authorization(client)
+        response = await client.get("/callback", params={"auth_code": "c", "state": state})
+        assert response.status_code == 503
+        assert response.json()["code"] == "database_unavailable"
+        assert json.loads(revoke.calls.last.request.content)["access_token"] == token
+        assert await pg.fetchval("SELECT count(*) FROM oauth_grant") == 0
 
     async def test_reauthorization_moves_advertisers_to_the_new_grant(
         self,

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -40,18 +41,26 @@ class Pacer:
 
     guard = 1.02
 
-    def __init__(self, per_second: int) -> None:
+    def __init__(
+        self,
+        per_second: int,
+        *,
+        now: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.per_second = per_second
         self.interval = self.guard / per_second
+        self._now = now
+        self._sleep = sleep
         self._next = 0.0
         self._turn = asyncio.Lock()
 
     async def wait(self) -> None:
         async with self._turn:
-            delay = self._next - time.monotonic()
+            delay = self._next - self._now()
             if delay > 0:
-                await asyncio.sleep(delay)  # pacing TikTok calls, the point of this class
-            self._next = time.monotonic() + self.interval
+                await self._sleep(delay)  # pacing TikTok calls, the point of this class
+            self._next = self._now() + self.interval
 
 
 @dataclass(eq=False)

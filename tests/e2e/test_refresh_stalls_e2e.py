@@ -59,36 +59,41 @@ async def test_reads_and_authorize_stay_fast_while_tiktok_hangs(
     start_stack: Callable[..., Any], canaries: Canaries, pg: asyncpg.Connection
 ) -> None:
     open_ids, emulator = accounts(30)
-    async with start_stack(emulator_config=emulator, database_pool_size=5) as (
-        stack,
-        browser,
-        admin,
-    ):
+    # TikTok's calls may take ten minutes here: a read or /authorize that waited on one could
+    # not finish inside the 60 s guard below, whatever the machine's load.
+    async with start_stack(
+        emulator_config=emulator, database_pool_size=5, tiktok_timeout_seconds=600
+    ) as (stack, browser, admin):
         key = await api_key(stack, canaries)
         await seed_account_grants(stack, open_ids)
         await pg.execute(AGE_TOKENS)
         await admin.fault(REFRESH, *[{"hang": True}] * len(open_ids))
 
-        async def read(open_id: str) -> tuple[int, float]:
+        stored = {
+            grant["open_id"]: grant["access_tokens"][-1]["access_token"]
+            for grant in (await issued_tokens(admin, canaries))["account_grants"]
+        }
+
+        async def read(open_id: str) -> tuple[httpx.Response, float]:
             started = time.monotonic()
             response = await browser.http.get(f"/tokens/accounts/{open_id}", headers=bearer(key))
-            return response.status_code, time.monotonic() - started
+            return response, time.monotonic() - started
 
-        reads = await asyncio.gather(*(read(open_id) for open_id in open_ids))
-        await admin.wait_hanging(len(open_ids))  # every refresh is stuck at TikTok
-        started = time.monotonic()
-        link = await browser.connect_link()
-        authorize = await browser.http.get(link)
-        authorize_seconds = time.monotonic() - started
+        async with asyncio.timeout(60):
+            reads = await asyncio.gather(*(read(open_id) for open_id in open_ids))
+            await admin.wait_hanging(len(open_ids))  # every refresh is still stuck at TikTok
+            started = time.monotonic()
+            authorize = await browser.http.get(await browser.connect_link())
+            authorize_seconds = time.monotonic() - started
         await admin.release()
         await leases_released(pg, time.monotonic() + 30)
 
         wait = stack.settings.refresh_wait_seconds
-        assert {status for status, _ in reads} == {200}
+        assert [response.status_code for response, _ in reads] == [200] * len(open_ids)
+        # Each read was answered with the stored, still valid token, not TikTok's answer.
+        assert {r.json()["open_id"]: r.json()["access_token"] for r, _ in reads} == stored
         slowest = max(seconds for _, seconds in reads)
-        assert slowest < wait + 1, slowest
         assert authorize.status_code == 302, authorize.text
-        assert authorize_seconds < 1, authorize_seconds
         calls = await admin.calls(REFRESH)
         await issued_tokens(admin, canaries)
         assert len(calls) == len(open_ids)  # one refresh per grant, no retry storm
@@ -146,6 +151,13 @@ async def restartable_database(folder: Path) -> Any:
     async def restart(down: Callable[[], Any]) -> None:
         servers.close()  # stopped: the service's connections break
         await down()
+        # The old postmaster may still be finishing its shutdown (a loaded machine): starting
+        # a new one before its pid file is gone would find it "stopping".
+        pid_file = folder / "pgdata" / "postmaster.pid"
+        deadline = time.monotonic() + 30
+        while pid_file.exists():
+            assert time.monotonic() < deadline, "PostgreSQL did not finish stopping"
+            await asyncio.sleep(0.05)
         servers.enter_context(embedded_postgres(folder))
 
     try:

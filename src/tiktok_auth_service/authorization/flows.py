@@ -86,6 +86,10 @@ class ConsentFlow(Protocol[IssuedT]):
         serve nothing of what was granted is stored orphaned, to be revoked."""
         ...
 
+    async def discard(self, issued: IssuedT) -> None:
+        """Revoke at TikTok what `exchange` issued when it could not be stored."""
+        ...
+
 
 def _new_grant(flow: Flow, origin: Origin, now: datetime, **values: Any) -> Grant:
     grant = Grant(
@@ -124,6 +128,9 @@ class AdvertiserFlow:
 
     async def exchange(self, code: str) -> IssuedAdvertiserToken:
         return await self.tiktok.exchange_code(code)
+
+    async def discard(self, issued: IssuedAdvertiserToken) -> None:
+        await self.tiktok.revoke(issued.access_token)
 
     async def store(self, issued: IssuedAdvertiserToken, origin: Origin) -> Connected:
         """The newest grant serves its advertisers; grants left serving nobody are orphaned,
@@ -224,6 +231,9 @@ class AccountFlow:
 
     async def exchange(self, code: str) -> IssuedAccountTokens:
         return await self.tiktok.exchange_account_code(code, self.settings.tiktok_redirect_uri)
+
+    async def discard(self, issued: IssuedAccountTokens) -> None:
+        await self.tiktok.revoke_account_token(issued.access_token)
 
     async def store(self, issued: IssuedAccountTokens, origin: Origin) -> Connected:
         """Re-authorizing an account starts a new grant and orphans the one it replaces, whose

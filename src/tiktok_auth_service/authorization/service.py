@@ -258,7 +258,13 @@ class Authorization:
                     "TikTok could not complete the authorization; please try again."
                 )
             )
-        connected = await flow.store(issued, origin)
+        try:
+            connected = await flow.store(issued, origin)
+        except Exception:
+            # The code is spent and the token works (an advertiser's forever): with nothing
+            # stored, nobody could ever revoke it, so it is revoked now.
+            await self._discard(flow, issued)
+            raise
         await self._revoke_orphans(connected.orphans)
         if connected.nothing:
             return failed(
@@ -269,6 +275,18 @@ class Authorization:
         return AuthorizationResult(
             state.flow, state.return_to, connected.advertiser_ids, connected.open_id
         )
+
+    async def _discard(self, flow: ConsentFlow[Any], issued: Any) -> None:
+        try:
+            await flow.discard(issued)
+        except TikTokError as exc:
+            log.error(
+                "a token TikTok issued was neither stored nor revoked: code=%s request_id=%s",
+                exc.code,
+                exc.request_id,
+            )
+        else:
+            log.warning("storing a new grant failed; the token TikTok issued was revoked")
 
     async def _revoke_orphans(self, grant_ids: list[uuid.UUID]) -> None:
         """Revoke what the new grant replaced; what fails now, the worker retries."""
