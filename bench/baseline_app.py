@@ -1,10 +1,11 @@
-"""The baseline for bench/hot_path.py: one asyncpg primary-key query behind a bare Starlette
-route, returning a constant JSON body. Nothing can be cheaper and still touch the database."""
+"""The baselines for bench/hot_path.py, both bare Starlette answering a body the size of a real
+token answer: (b) `/tokens/{advertiser_id}` after one asyncpg primary-key lookup of that
+advertiser, the cheapest read that still touches the database, and (c) `/constant/{id}`, the same
+body with no database at all: the ceiling of the HTTP stack itself."""
 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-GRANT_ID = uuid.UUID(os.environ["BENCH_GRANT_ID"])
+BODY = b"x" * int(os.environ["BENCH_BODY_BYTES"])
 
 
 @asynccontextmanager
@@ -27,8 +28,18 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 
 async def token(request: Request) -> Response:
     async with request.app.state.pool.acquire() as connection:
-        await connection.fetchval("SELECT key_id FROM oauth_grant WHERE id = $1", GRANT_ID)
-    return Response(b'{"ok":true}', media_type="application/json")
+        await connection.fetchval(
+            "SELECT grant_id FROM advertiser WHERE advertiser_id = $1",
+            request.path_params["advertiser_id"],
+        )
+    return Response(BODY, media_type="application/json")
 
 
-app = Starlette(routes=[Route("/tokens/{advertiser_id}", token)], lifespan=lifespan)
+async def constant(request: Request) -> Response:
+    return Response(BODY, media_type="application/json")
+
+
+app = Starlette(
+    routes=[Route("/tokens/{advertiser_id}", token), Route("/constant/{advertiser_id}", constant)],
+    lifespan=lifespan,
+)

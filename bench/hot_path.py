@@ -1,12 +1,20 @@
-"""Throughput and latency of GET /tokens/{advertiser_id}, against a baseline in the same run.
+"""P1 and P4 of issue #10: the token read against two bare baselines, measured in one run.
 
-    uv run python bench/hot_path.py [--seconds 10] [--connections 64]
+    uv run python bench/hot_path.py [--seconds 10] [--connections 64] [--rounds 2] [--profile]
 
-Needs `wrk` (Debian: apt-get install wrk). Starts an embedded PostgreSQL, seeds one grant and
-one API key, then serves (each in its own process, uvicorn with uvloop) first the bare baseline
-(bench/baseline_app.py) and then the real service, and loads each with the same wrk command.
-Prints requests per second and latency percentiles for both, and the service's share of the
-baseline. Absolute numbers depend on the machine; the ratio is what to compare between changes.
+Needs `wrk` (Debian: apt-get install wrk). Starts an embedded PostgreSQL and seeds a realistic
+table: 10,000 advertisers in 100 grants and 10 API keys; every request asks for a random
+advertiser with a random key. Three servers, each its own process (uvicorn with uvloop), are
+loaded with the same wrk command, rounds interleaved so that a noisy moment hits all of them:
+
+    (a) the service, GET /tokens/{advertiser_id}: key check, permission, decryption, audit, ...
+    (b) bare Starlette doing one asyncpg primary-key lookup of the advertiser, same body size
+    (c) bare Starlette answering the same body without the database
+
+Prints each target's best round (requests per second, p50, p99), the ratios a/b, a/c and
+p99(a)/p99(b), and the service's peak RSS (P4). `--profile` samples the service with py-spy
+during one more run and prints the functions that held the most samples. Absolute numbers
+depend on the machine; the ratios are what to compare between changes.
 """
 
 from __future__ import annotations
@@ -14,16 +22,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 from pydantic import SecretStr
 
 from tiktok_auth_dev.embedded_postgres import embedded_postgres
@@ -33,131 +48,247 @@ from tiktok_auth_service.models import Flow, Grant, GrantStatus
 from tiktok_auth_service.repository import Repository
 
 ROOT = Path(__file__).resolve().parents[1]
-ADVERTISER = "7100000000000000001"
-PORT = 8765
+GRANTS, ADVERTISERS_PER_GRANT, KEYS = 100, 100, 10
+BASE_PORT = 8765
 
 
-async def seed(env: dict[str, str]) -> tuple[str, str]:
-    """One stored grant and one API key; returns (grant id, key)."""
+def bench_env(database_url: str) -> dict[str, str]:
+    return {
+        "TIKTOK_APP_ID": "bench",
+        "TIKTOK_APP_SECRET": "bench-secret",
+        "TIKTOK_REDIRECT_URI": "http://127.0.0.1/callback",
+        "DATABASE_URL": database_url,
+        "TOKEN_ENCRYPTION_KEYS": "k:" + base64.b64encode(os.urandom(32)).decode(),
+        "WORKER_ENABLED": "false",
+        "LOG_LEVEL": "INFO",
+    }
+
+
+async def seed(env: dict[str, str]) -> tuple[list[str], list[str]]:
+    """The realistic table; returns (advertiser ids, API keys)."""
     from tiktok_auth_service.service import open_service
 
     settings = Settings(_env_file=None, **{k.lower(): v for k, v in env.items()})
+    advertisers: list[str] = []
     async with open_service(settings) as service:
         now = datetime.now(UTC)
-        grant = Grant(
-            id=uuid.uuid4(),
-            flow=Flow.ADVERTISER,
-            key_id="",
-            access_token_enc=b"",
-            scope=[4],
-            status=GrantStatus.ACTIVE,
-            created_at=now,
-            updated_at=now,
-        )
-        service.sealer.seal(grant, SecretStr("f" * 40))
         async with service.db.session() as session, session.begin():
             repo = Repository(session)
-            await repo.add(grant)
-            await repo.assign_advertisers(grant.id, [ADVERTISER], now)
-        key = (await service.api_keys.create(f"bench-{os.getpid()}", [])).key
-    return str(grant.id), key.get_secret_value()
+            for g in range(GRANTS):
+                grant = Grant(
+                    id=uuid.uuid4(),
+                    flow=Flow.ADVERTISER,
+                    key_id="",
+                    access_token_enc=b"",
+                    scope=[1, 2, 4],
+                    status=GrantStatus.ACTIVE,
+                    connected_by="bench",
+                    end_user=f"customer-{g}",
+                    created_at=now,
+                    updated_at=now,
+                )
+                service.sealer.seal(grant, SecretStr(os.urandom(20).hex()))
+                await repo.add(grant)
+                ids = [
+                    str(7100000000000000000 + g * 1000 + i) for i in range(ADVERTISERS_PER_GRANT)
+                ]
+                await repo.assign_advertisers(grant.id, ids, now)
+                advertisers += ids
+        keys = [
+            (await service.api_keys.create(f"bench-{i}", [])).key.get_secret_value()
+            for i in range(KEYS)
+        ]
+    return advertisers, keys
 
 
-def wrk(url: str, key: str, seconds: float, connections: int) -> tuple[float, str, str]:
-    """Run wrk; returns (requests per second, p50, p99)."""
+def lua_script(advertisers: list[str], keys: list[str], prefix: str) -> str:
+    """A wrk script asking for a random advertiser with a random key on every request."""
+    return (
+        "local ids = {" + ",".join(f'"{a}"' for a in advertisers) + "}\n"
+        "local keys = {" + ",".join(f'"{k}"' for k in keys) + "}\n"
+        "math.randomseed(os.time())\n"
+        "request = function()\n"
+        "  return wrk.format('GET', '" + prefix + "' .. ids[math.random(#ids)], "
+        "{['Authorization'] = 'Bearer ' .. keys[math.random(#keys)]})\n"
+        "end\n"
+    )
+
+
+@dataclass
+class Round:
+    rate: float
+    p50_ms: float
+    p99_ms: float
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(port: int, script: Path, seconds: float, connections: int) -> Round:
     result = subprocess.run(
         [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{round(seconds)}s",
-            "--latency",
-            "-H",
-            f"Authorization: Bearer {key}",
-            url,
+            *("wrk", "-t1", f"-c{connections}", f"-d{round(seconds)}s", "--latency"),
+            *("-s", str(script), f"http://127.0.0.1:{port}"),
         ],
         capture_output=True,
         text=True,
         check=False,
     )
-    if result.returncode != 0:
-        raise RuntimeError(f"wrk failed: {result.stdout}{result.stderr}")
+    if result.returncode != 0 or "Non-2xx" in result.stdout or "Socket errors" in result.stdout:
+        raise RuntimeError(f"wrk against port {port} failed:\n{result.stdout}{result.stderr}")
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", result.stdout).group(1))  # type: ignore[union-attr]
     p50 = re.search(r"^\s*50%\s+(\S+)", result.stdout, re.M).group(1)  # type: ignore[union-attr]
     p99 = re.search(r"^\s*99%\s+(\S+)", result.stdout, re.M).group(1)  # type: ignore[union-attr]
-    if "Non-2xx" in result.stdout:
-        raise RuntimeError(f"{url} answered errors:\n{result.stdout}")
-    return rate, p50, p99
+    return Round(rate, _ms(p50), _ms(p99))
 
 
-def serve(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, cwd=ROOT)
+@contextmanager
+def serving(
+    command: list[str], env: dict[str, str], port: int
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process, once it answers on `port`; stopped on exit."""
+    process = subprocess.Popen(
+        command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     assert process.stderr is not None
-    for line in process.stderr:
-        if b"Uvicorn running on" in line:
-            # The service logs every request (its access log): keep reading, or the pipe fills
-            # up and the server stalls on its next line.
-            threading.Thread(target=process.stderr.read, daemon=True).start()
-            return process
-    raise RuntimeError(f"{command[2]} did not start")
-
-
-def measure(
-    name: str, command: list[str], env: dict[str, str], args: argparse.Namespace, key: str
-) -> float:
-    process = serve(command, env)
+    # Keep draining its output (the service logs every request), or the pipe fills and it stalls.
+    threading.Thread(target=process.stderr.read, daemon=True).start()
+    deadline = time.monotonic() + 30
     try:
-        url = f"http://127.0.0.1:{PORT}/tokens/{ADVERTISER}"
-        wrk(url, key, 2, args.connections)  # warm-up
-        rate, p50, p99 = wrk(url, key, args.seconds, args.connections)
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{command} did not start") from None
+                time.sleep(0.1)
+        yield process
     finally:
         process.terminate()
         process.wait()
-    print(f"{name:<10} {rate:8.0f} req/s   p50 {p50:>8}   p99 {p99:>8}")
-    return rate
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The largest peak resident set (VmHWM) of `pid` and its child processes, in MB."""
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        pids += [int(child) for child in (task / "children").read_text().split()]
+    peaks = []
+    for each in pids:
+        status = Path(f"/proc/{each}/status").read_text()
+        peaks.append(int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)))  # type: ignore[union-attr]
+    return max(peaks) / 1024
+
+
+def profile(pid: int, port: int, script: Path, seconds: float, connections: int) -> None:
+    """Sample `pid` with py-spy during one wrk run; print the top functions by own samples and
+    by samples anywhere on the stack."""
+    with tempfile.NamedTemporaryFile(suffix=".txt") as out:
+        spy = subprocess.Popen(
+            [
+                *("py-spy", "record", "--pid", str(pid), "--format", "raw"),
+                *("--output", out.name, "--duration", str(round(seconds)), "--nonblocking"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wrk(port, script, seconds, connections)
+        spy.wait()
+        own: collections.Counter[str] = collections.Counter()
+        anywhere: collections.Counter[str] = collections.Counter()
+        total = 0
+        for line in Path(out.name).read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            frames = [
+                re.sub(r" \(.*?/site-packages/| \(.*?/src/", " (", f) for f in stack.split(";")
+            ]
+            total += int(count)
+            own[frames[-1]] += int(count)
+            for frame in set(frames):
+                anywhere[frame] += int(count)
+    print(f"\nprofile of the service ({total} samples), top by own samples:")
+    for frame, count in own.most_common(15):
+        print(f"  {100 * count / total:5.1f}%  {frame}")
+    print("top by samples anywhere on the stack:")
+    for frame, count in anywhere.most_common(25):
+        print(f"  {100 * count / total:5.1f}%  {frame}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/hot_path.py needs wrk: apt-get install wrk")
-    with embedded_postgres() as database_url:
+    with embedded_postgres() as database_url, tempfile.TemporaryDirectory() as scratch:
         asyncio.run(migrate(database_url))
-        env = {
-            "TIKTOK_APP_ID": "bench",
-            "TIKTOK_APP_SECRET": "bench-secret",
-            "TIKTOK_REDIRECT_URI": "http://127.0.0.1/callback",
-            "DATABASE_URL": database_url,
-            "TOKEN_ENCRYPTION_KEYS": "k:" + base64.b64encode(os.urandom(32)).decode(),
-            "WORKER_ENABLED": "false",
-            "LOG_LEVEL": "INFO",
-        }
-        grant_id, key = asyncio.run(seed(env))
-        run_env = {**os.environ, **env, "BENCH_GRANT_ID": grant_id}
-        uvicorn = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--port",
-            str(PORT),
-            "--no-access-log",
-            "--app-dir",
-            str(ROOT / "bench"),
-            "baseline_app:app",
-        ]
-        print(f"wrk: {args.connections} connections, {args.seconds:.0f} s per target")
-        baseline = measure("baseline", uvicorn, run_env, args, key)
-        service = measure(
-            "service",
-            [sys.executable, "-m", "tiktok_auth_service", "serve", "--port", str(PORT)],
-            run_env,
-            args,
-            key,
-        )
-        print(f"service / baseline throughput: {service / baseline:.2f}")
+        env = bench_env(database_url)
+        advertisers, keys = asyncio.run(seed(env))
+        scripts = {}
+        for prefix in ("/tokens/", "/constant/"):
+            scripts[prefix] = Path(scratch) / f"{prefix.strip('/')}.lua"
+            scripts[prefix].write_text(lua_script(advertisers, keys, prefix))
+        service_port, baseline_port = BASE_PORT, BASE_PORT + 1
+        service_command = [sys.executable, "-m", "tiktok_auth_service", "serve"]
+        with serving(
+            [*service_command, "--port", str(service_port)], {**os.environ, **env}, service_port
+        ) as service:
+            answer = httpx.get(
+                f"http://127.0.0.1:{service_port}/tokens/{advertisers[0]}",
+                headers={"authorization": f"Bearer {keys[0]}"},
+            )
+            answer.raise_for_status()
+            baseline_env = {**os.environ, **env, "BENCH_BODY_BYTES": str(len(answer.content))}
+            baseline_command = [sys.executable, "-m", "uvicorn", "--no-access-log"]
+            baseline_command += ["--app-dir", str(ROOT / "bench"), "baseline_app:app"]
+            with serving(
+                [*baseline_command, "--port", str(baseline_port)], baseline_env, baseline_port
+            ):
+                targets = {
+                    "(a) service": (service_port, scripts["/tokens/"]),
+                    "(b) asyncpg": (baseline_port, scripts["/tokens/"]),
+                    "(c) constant": (baseline_port, scripts["/constant/"]),
+                }
+                print(
+                    f"wrk: {args.connections} connections, {args.seconds} s a round, "
+                    f"{args.rounds} rounds; {len(advertisers)} advertisers in {GRANTS} grants, "
+                    f"{KEYS} keys; body {len(answer.content)} bytes"
+                )
+                for port, script in targets.values():
+                    wrk(port, script, 2, args.connections)  # warm-up
+                rounds: dict[str, list[Round]] = {name: [] for name in targets}
+                for _ in range(args.rounds):
+                    for name, (port, script) in targets.items():
+                        rounds[name].append(wrk(port, script, args.seconds, args.connections))
+                best = {name: max(each, key=lambda r: r.rate) for name, each in rounds.items()}
+                for name, r in best.items():
+                    print(
+                        f"{name:<13} {r.rate:8.0f} req/s   p50 {r.p50_ms:7.2f} ms"
+                        f"   p99 {r.p99_ms:7.2f} ms"
+                    )
+                a, b, c = best.values()
+                print(
+                    f"a/b {a.rate / b.rate:.2f} (target >= 1.0)   a/c {a.rate / c.rate:.2f} "
+                    f"(target >= 0.5)   p99(a)/p99(b) {a.p99_ms / b.p99_ms:.2f} (target <= 2)"
+                )
+                print(
+                    f"P4 peak RSS of the serving process: {peak_rss_mb(service.pid):.0f} MB "
+                    "(target <= 150)"
+                )
+                if args.profile:
+                    profile(
+                        service.pid,
+                        service_port,
+                        scripts["/tokens/"],
+                        args.seconds,
+                        args.connections,
+                    )
 
 
 if __name__ == "__main__":

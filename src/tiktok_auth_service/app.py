@@ -98,6 +98,8 @@ def create_app(
             background = [asyncio.create_task(service.audit.run(stop))]
             if settings.worker_enabled:
                 background.append(asyncio.create_task(service.worker.run(stop)))
+            if service.cache_listener is not None:
+                background.append(asyncio.create_task(service.cache_listener.run(stop)))
             if metrics.multiprocess_dir:
                 background.append(asyncio.create_task(_sample_pools(service, stop)))
             try:
@@ -120,7 +122,9 @@ def create_app(
     )
     _complete_openapi(app)
     problems.install(app)
-    # Outermost first: the request id is known before the request is observed and logged.
+    # Innermost first: the hot path is observed and logged, and has its request id, like
+    # every request.
+    app.add_middleware(tokens.CachedTokenReads)
     app.add_middleware(ObservedRequests, metrics=metrics)
     app.add_middleware(
         CorrelationIdMiddleware,

@@ -79,6 +79,11 @@ class Settings(LoggingSettings):
     database_pool_size: int = Field(default=10, ge=1)
     # DATABASE_URL is PgBouncer in transaction pooling mode: no prepared-statement caches.
     database_pgbouncer: bool = False
+    # The token cache (token_cache.py) LISTENs on a connection of its own, to DATABASE_URL.
+    # LISTEN needs a session, which PgBouncer in transaction pooling mode does not keep: there,
+    # give a direct URL here, or the cache stays off and every read asks the database.
+    database_listen_url: SecretStr | None = None
+    token_cache_enabled: bool = True
 
     token_encryption_keys: SecretStr
     return_to_allowed_origins: Annotated[list[str], NoDecode] = []
@@ -160,10 +165,10 @@ class Settings(LoggingSettings):
     def _origins(cls, value: Any) -> Any:
         return [_origin(item) for item in _split_list(value)]
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_listen_url")
     @classmethod
-    def _asyncpg_url(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().startswith("postgresql+asyncpg://"):
+    def _asyncpg_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("postgresql+asyncpg://"):
             raise ValueError("must start with postgresql+asyncpg://")
         return value
 
@@ -177,6 +182,15 @@ class Settings(LoggingSettings):
     def encryption_keys(self) -> dict[str, bytes]:
         """Key id -> 32-byte key; the first entry is the one that encrypts."""
         return parse_encryption_keys(self.token_encryption_keys.get_secret_value())
+
+    @property
+    def token_cache_listen_url(self) -> str | None:
+        """Where the token cache listens; None: the cache stays off."""
+        if not self.token_cache_enabled:
+            return None
+        if self.database_listen_url is not None:
+            return self.database_listen_url.get_secret_value()
+        return None if self.database_pgbouncer else self.database_url.get_secret_value()
 
     @property
     def refresh_ahead(self) -> timedelta:

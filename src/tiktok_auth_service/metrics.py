@@ -151,6 +151,13 @@ class Metrics:
             multiprocess_mode="mostrecent",
             registry=registry,
         )
+        self.token_cache_live = Gauge(
+            "tiktok_auth_token_cache_live",
+            "1 while the token cache of every live server process is on (its notification "
+            "connection is up); 0 while any one's reads all go to the database.",
+            multiprocess_mode="livemin",
+            registry=registry,
+        )
         self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._token_reads = {
             (kind, outcome): self.token_reads.labels(kind, outcome)

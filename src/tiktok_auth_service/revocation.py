@@ -23,11 +23,7 @@ from tiktok_auth_service.crypto import TokenSealer
 from tiktok_auth_service.db import Database
 from tiktok_auth_service.models import Flow, Grant, GrantStatus
 from tiktok_auth_service.refresh import failure_backoff, write_account_tokens
-from tiktok_auth_service.repository import (
-    Repository,
-    read_account_token,
-    read_advertiser_token,
-)
+from tiktok_auth_service.repository import Repository
 from tiktok_auth_service.tiktok import (
     AccessTokenExpired,
     AccessTokenInvalid,
@@ -129,9 +125,7 @@ class Revoker:
     async def _revoke_advertiser(
         self, api_key: str | None, advertiser_id: str, caller: Caller
     ) -> Revocation:
-        access = await authorize_read(
-            self.db, read_advertiser_token, api_key, advertiser_id, caller
-        )
+        access = await authorize_read(self.db, "advertiser", api_key, advertiser_id, caller)
         failure: TikTokError | None = None
         async with self.db.session() as session, session.begin():
             repo = Repository(session)
@@ -150,7 +144,7 @@ class Revoker:
                     for row in await repo.advertisers_of_grants(list(grants) or [serving.id])
                 }
             )
-            if not access.unrestricted and not set(ended_ids) <= set(access.allowed):
+            if not access.caller.unrestricted and not set(ended_ids) <= access.caller.allowed:
                 raise errors.Forbidden(
                     "A token that works for this advertiser also serves advertisers outside "
                     "this key's list; revoking it needs a key allowed for all of them."
@@ -191,7 +185,7 @@ class Revoker:
     async def _revoke_account(
         self, api_key: str | None, open_id: str, caller: Caller
     ) -> AccountRevocation:
-        await authorize_read(self.db, read_account_token, api_key, open_id, caller)
+        await authorize_read(self.db, "account", api_key, open_id, caller)
         async with self.db.session() as session, session.begin():
             repo = Repository(session)
             grant = await repo.lock_grant_of_account(open_id)

@@ -35,6 +35,7 @@ from tiktok_auth_service.repository import database_answers, grant_counts
 from tiktok_auth_service.revocation import Revoker
 from tiktok_auth_service.scheduling import Pacer, Worker
 from tiktok_auth_service.tiktok import RetryPolicy, TikTokClient, http_client
+from tiktok_auth_service.token_cache import CacheListener, TokenCache
 from tiktok_auth_service.tokens import TokenService
 from tiktok_auth_service.webhooks import WebhookSender
 
@@ -57,6 +58,8 @@ class Service:
     key_rotation: KeyRotation
     worker: Worker
     metrics: Metrics
+    # Run by the app's lifespan; None when the cache is off (see Settings.token_cache_listen_url).
+    cache_listener: CacheListener | None
 
     async def database_ready(self) -> bool:
         return await database_answers(self.db.pool)
@@ -129,6 +132,8 @@ async def open_service(
             liveness = LivenessChecker(settings, db, tiktok, sealer, clock, metrics)
             audit = AuditLog(db, clock, timedelta(days=settings.audit_retention_days))
             revoker = Revoker(settings, db, tiktok, sealer, audit, clock)
+            cache = TokenCache()
+            listen_url = settings.token_cache_listen_url
             flows: list[ConsentFlow[Any]] = [
                 AdvertiserFlow(settings, db, tiktok, sealer, clock),
                 AccountFlow(settings, db, tiktok, sealer, clock),
@@ -141,7 +146,7 @@ async def open_service(
                     settings, db, clock, {flow.flow: flow for flow in flows}, revoker
                 ),
                 tokens=TokenService(
-                    settings, db, sealer, refresher, liveness, audit, clock, metrics
+                    settings, db, sealer, refresher, liveness, audit, clock, metrics, cache
                 ),
                 connections=Connections(db),
                 revoker=revoker,
@@ -161,6 +166,7 @@ async def open_service(
                     metrics,
                 ),
                 metrics=metrics,
+                cache_listener=CacheListener(cache, listen_url, metrics) if listen_url else None,
             )
     finally:
         await db.close()

@@ -1,8 +1,9 @@
 """Serving tokens to internal callers, and checking them on request.
 
-A token read is the hot path: one query answers who is asking, whether they may, and the
-sealed token; the answer is a slotted dataclass that orjson serialises directly. These
-dataclasses are also the OpenAPI schemas of the answers, so each body is defined once.
+A token read is the hot path: the token cache (token_cache.py), or else one query, answers
+who is asking, whether they may, and the sealed token; the answer is a slotted dataclass that
+orjson serialises directly. These dataclasses are also the OpenAPI schemas of the answers, so
+each body is defined once.
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ from tiktok_auth_service.refresh import (
 )
 from tiktok_auth_service.repository import (
     GrantReader,
+    GrantRow,
     TokenRow,
     read_account_token,
     read_advertiser_token,
 )
+from tiktok_auth_service.token_cache import TokenCache
 
 _ACCESS_TOKEN = Annotated[str, Field(description="Send as the `Access-Token` header to TikTok.")]
 _CONNECTED_BY = Annotated[
@@ -130,6 +133,7 @@ class TokenService:
     audit: AuditLog
     clock: Clock
     metrics: Metrics
+    cache: TokenCache
 
     async def get_advertiser_token(
         self, api_key: str | None, advertiser_id: str, caller: Caller | None = None
@@ -152,21 +156,41 @@ class TokenService:
         self.metrics.token_read(kind, outcome)
         self.audit.record("read", subject, caller.name, outcome)
 
+    def cached_advertiser_token(
+        self, api_key: str | None, advertiser_id: str, caller: Caller
+    ) -> AdvertiserToken | None:
+        """The hot path's answer, when the cache holds all of it: the token, counted and
+        audited as `served`. None when it does not (a miss, or any error): then
+        `get_advertiser_token` answers, and counts, as always. No await: a hit never yields."""
+        row = self.cache.lookup("advertiser", digest(api_key), advertiser_id) if api_key else None
+        if row is None:
+            return None
+        try:
+            token = self._advertiser_answer(advertiser_id, authorized(row, advertiser_id, caller))
+        except errors.ServiceError:
+            return None
+        self._read("advertiser", advertiser_id, caller, "served")
+        return token
+
     async def _advertiser_token(
         self, api_key: str | None, advertiser_id: str, caller: Caller | None
     ) -> AdvertiserToken:
-        row = servable(
-            await authorize_read(self.db, read_advertiser_token, api_key, advertiser_id, caller)
+        access = await authorize_read(
+            self.db, "advertiser", api_key, advertiser_id, caller, self.cache
         )
+        return self._advertiser_answer(advertiser_id, access)
+
+    def _advertiser_answer(self, advertiser_id: str, access: TokenRow) -> AdvertiserToken:
+        grant = servable(access)
         return AdvertiserToken(
             advertiser_id=advertiser_id,
-            access_token=self._access_token(row),
-            expires_at=row.expires_at,
-            scope=row.scope,
+            access_token=self._access_token(grant),
+            expires_at=grant.expires_at,
+            scope=grant.scope,
             status="active",
-            last_checked_at=row.last_checked_at,
-            connected_by=row.connected_by,
-            end_user=row.end_user,
+            last_checked_at=grant.last_checked_at,
+            connected_by=grant.connected_by,
+            end_user=grant.end_user,
         )
 
     async def check_advertiser_token(
@@ -180,10 +204,9 @@ class TokenService:
         not say."""
         caller = caller or Caller()
         try:
-            read = read_advertiser_token
-            row = servable(await authorize_read(self.db, read, api_key, advertiser_id, caller))
-            assert row.grant_id is not None
-            await self.liveness.check_now(row.grant_id)
+            access = await authorize_read(self.db, "advertiser", api_key, advertiser_id, caller)
+            grant = servable(access)
+            await self.liveness.check_now(grant.grant_id)
             token = await self._advertiser_token(api_key, advertiser_id, None)
         except BaseException as exc:
             self.audit.record("check", advertiser_id, caller.name, read_outcome(exc))
@@ -226,8 +249,10 @@ class TokenService:
         failed is not refreshed again before its backoff ends.
         Raises what get_advertiser_token raises, and UpstreamUnavailable when no valid token
         can be served."""
-        row = servable(await authorize_read(self.db, read_account_token, api_key, open_id, caller))
-        assert row.grant_id is not None and row.expires_at is not None
+        row = servable(
+            await authorize_read(self.db, "account", api_key, open_id, caller, self.cache)
+        )
+        assert row.expires_at is not None
         valid_for = timedelta(seconds=max(self.settings.refresh_leeway_seconds, min_valid_for or 0))
         now = self.clock.now()
         need = refresh_need(valid_for, row.refreshed_at, row.expires_at)
@@ -252,11 +277,10 @@ class TokenService:
             retry_after=RETRY_AFTER_SECONDS,
         )
 
-    def _access_token(self, row: TokenRow) -> str:
-        assert row.grant_id is not None and row.key_id and row.access_token_enc
+    def _access_token(self, row: GrantRow) -> str:
         return self.sealer.open_access_token(row.grant_id, row.key_id, row.access_token_enc)
 
-    def _account_token_from_row(self, open_id: str, row: TokenRow, now: datetime) -> AccountToken:
+    def _account_token_from_row(self, open_id: str, row: GrantRow, now: datetime) -> AccountToken:
         assert row.expires_at is not None
         return AccountToken(
             open_id=open_id,
@@ -292,32 +316,52 @@ class TokenService:
         return "active"
 
 
+SubjectKind = Literal["advertiser", "account"]
+_READERS: dict[SubjectKind, GrantReader] = {
+    "advertiser": read_advertiser_token,
+    "account": read_account_token,
+}
+
+
 async def authorize_read(
     db: Database,
-    read: GrantReader,
+    kind: SubjectKind,
     api_key: str | None,
     subject: str,
     caller: Caller | None = None,
+    cache: TokenCache | None = None,
 ) -> TokenRow:
-    """One query, then 401, 403 and 404 in that order: a restricted key learns nothing
-    about subjects outside its list. Raises Unauthenticated, Forbidden, NotConnected.
-    `caller` learns the key's name as soon as the key is known."""
+    """The caller and the subject's grant, from `cache` when it holds them, else one query
+    (then kept there); checked by `authorized`. Raises Unauthenticated, Forbidden,
+    NotConnected. Writes (revocation) pass no cache: they decide on what is stored now."""
     if not api_key:
         raise errors.Unauthenticated()
-    row = await read(db.pool, digest(api_key), subject)
+    key_hash = digest(api_key)
+    row = cache.lookup(kind, key_hash, subject) if cache is not None else None
     if row is None:
-        raise errors.Unauthenticated()
+        generation = cache.generation if cache is not None else 0
+        row = await _READERS[kind](db.pool, key_hash, subject)
+        if row is None:
+            raise errors.Unauthenticated()
+        if cache is not None:
+            cache.remember(kind, key_hash, subject, row, generation)
+    return authorized(row, subject, caller)
+
+
+def authorized(row: TokenRow, subject: str, caller: Caller | None) -> TokenRow:
+    """401, 403 and 404 in that order: a restricted key learns nothing about subjects outside
+    its list. `caller` learns the key's name as soon as the key is known."""
     if caller is not None:
-        caller.name = row.caller
-    if not row.unrestricted and subject not in row.allowed:
+        caller.name = row.caller.name
+    if not row.caller.unrestricted and subject not in row.caller.allowed:
         raise errors.Forbidden()
-    if row.grant_id is None:
+    if row.grant is None:
         raise errors.NotConnected(f"{subject} is not connected.")
     return row
 
 
-def servable(row: TokenRow) -> TokenRow:
-    """Raises ReauthorizationRequired unless the row's grant serves tokens."""
-    if row.status != GrantStatus.ACTIVE:
+def servable(row: TokenRow) -> GrantRow:
+    """The row's grant; raises ReauthorizationRequired unless it serves tokens."""
+    if row.grant is None or row.grant.status != GrantStatus.ACTIVE:
         raise errors.ReauthorizationRequired()
-    return row
+    return row.grant

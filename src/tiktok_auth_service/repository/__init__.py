@@ -4,8 +4,10 @@ pool (`reads.py`); the access audit (`access.py`)."""
 
 from .access import AccessRecord, delete_access_before, read_access, write_access
 from .reads import (
+    CallerRow,
     ConnectionRow,
     GrantReader,
+    GrantRow,
     TokenRow,
     database_answers,
     grant_counts,
@@ -18,9 +20,11 @@ from .work import Claim
 
 __all__ = [
     "AccessRecord",
+    "CallerRow",
     "Claim",
     "ConnectionRow",
     "GrantReader",
+    "GrantRow",
     "Repository",
     "TokenRow",
     "database_answers",

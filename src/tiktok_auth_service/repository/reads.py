@@ -15,25 +15,41 @@ import orjson
 
 
 @dataclass(frozen=True, slots=True)
-class TokenRow:
-    """What a token read needs: the caller's permissions and the serving grant, if any."""
+class CallerRow:
+    """Who is asking: an active API key's permissions and name."""
 
     unrestricted: bool
-    allowed: list[str]  # the advertiser ids or open ids the key is restricted to
-    caller: str  # the API key's name (for the access log; never the key)
-    grant_id: uuid.UUID | None
-    status: str | None
-    key_id: str | None
-    access_token_enc: bytes | None
+    allowed: frozenset[str]  # the advertiser ids or open ids the key is restricted to
+    name: str  # for the access log and the audit; never the key
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRow:
+    """The grant serving a subject, with the token still sealed."""
+
+    grant_id: uuid.UUID
+    status: str
+    key_id: str
+    access_token_enc: bytes
     expires_at: datetime | None
     refresh_expires_at: datetime | None
     refreshed_at: datetime | None
     refresh_failed_at: datetime | None
-    failures: int | None
+    failures: int
     last_checked_at: datetime | None
     connected_by: str | None
     end_user: str | None
     scope: Any
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    """What a token read needs: the caller, and the serving grant (None: not connected). Two
+    parts because the token cache keeps them apart: one caller per key, one grant per
+    subject."""
+
+    caller: CallerRow
+    grant: GrantRow | None
 
 
 _GRANT_COLUMNS = """g.id, {status}, g.key_id, g.access_token_enc, g.expires_at,
@@ -71,9 +87,11 @@ async def _read_token(
     if row is None:
         return None
     values = list(row.values())
-    if values[-1] is not None:
-        values[-1] = orjson.loads(values[-1])
-    return TokenRow(*values)
+    caller = CallerRow(values[0], frozenset(values[1]), values[2])
+    if values[3] is None:
+        return TokenRow(caller, None)
+    values[-1] = orjson.loads(values[-1])
+    return TokenRow(caller, GrantRow(*values[3:]))
 
 
 GrantReader = Callable[[asyncpg.Pool, bytes, str], Awaitable[TokenRow | None]]

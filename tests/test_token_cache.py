@@ -1,0 +1,371 @@
+"""The token cache across processes: this test's app (replica A) changes grants and keys the
+way the service does; a real `serve` process (replica B), over the same database, must stop
+serving what changed within the documented bound. And the cache in isolation: its races,
+bound and fail-closed switch."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import httpx
+import pytest
+import respx
+from pydantic import SecretStr
+from sqlalchemy.engine import make_url
+
+from tests.fixtures import (
+    APP_ID,
+    APP_SECRET,
+    KEYS,
+    OPEN_ID,
+    REDIRECT_URI,
+    TIKTOK_API,
+    Canaries,
+    FakeClock,
+    bearer,
+)
+from tests.helpers import (
+    TikTokAccounts,
+    envelope,
+    new_token,
+    store_account_grant,
+    store_advertiser_grant,
+)
+from tiktok_auth_service.models import Grant
+from tiktok_auth_service.repository import CallerRow, GrantRow, TokenRow
+from tiktok_auth_service.service import Service
+from tiktok_auth_service.token_cache import (
+    APPLICATION_NAME,
+    HEARTBEAT_SECONDS,
+    HEARTBEAT_TIMEOUT_SECONDS,
+    TokenCache,
+)
+
+ADVERTISER, OTHER = "7100000000000000001", "7100000000000000002"
+# What token_cache.py documents: a notification arrives in milliseconds, and a connection that
+# dies silently turns the cache off within a heartbeat and its timeout. The polls below give
+# that and a margin for a loaded machine; a cache that never evicts fails them at any bound.
+BOUND = HEARTBEAT_SECONDS + HEARTBEAT_TIMEOUT_SECONDS + 3.0
+LISTENER_ROLE = "token_cache_listener"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    # Replica B runs on the real clock: A's must agree, or B would find A's tokens expired.
+    return FakeClock(datetime.now(UTC))
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, within: float = BOUND) -> float:
+    """Poll `check` until it holds; returns how long that took. Fails after `within` s."""
+    started = time.monotonic()
+    while not await check():
+        if time.monotonic() - started > within:
+            pytest.fail(f"not within {within:.0f} s: {what}")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+class Replica:
+    """A `serve` process over the test's database; `http` talks to it."""
+
+    def __init__(self, http: httpx.AsyncClient, output: list[bytes]) -> None:
+        self.http = http
+        self.output = output
+
+    async def token(self, key: str, subject: str = ADVERTISER) -> httpx.Response:
+        return await self.http.get(f"/tokens/{subject}", headers=bearer(key))
+
+    async def cache_live(self) -> bool:
+        metrics = (await self.http.get("/metrics")).text
+        return "tiktok_auth_token_cache_live 1.0" in metrics
+
+
+@pytest.fixture
+async def listen_url(migrated: str) -> AsyncIterator[str]:
+    """A database URL for replica B's notification connection, under a role of its own, so a
+    test can stop that connection alone (ALTER ROLE ... NOLOGIN) while B's pools work on."""
+    admin = await asyncpg.connect(migrated.replace("+asyncpg", ""))
+    try:
+        await admin.execute(f"DROP ROLE IF EXISTS {LISTENER_ROLE}")
+        await admin.execute(f"CREATE ROLE {LISTENER_ROLE} LOGIN")
+        yield make_url(migrated).set(username=LISTENER_ROLE).render_as_string(False)
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+            LISTENER_ROLE,
+        )
+        await admin.execute(f"DROP ROLE IF EXISTS {LISTENER_ROLE}")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def replica(migrated: str, listen_url: str, canaries: Canaries) -> AsyncIterator[Replica]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        "TIKTOK_APP_ID": APP_ID,
+        "TIKTOK_APP_SECRET": APP_SECRET,
+        "TIKTOK_REDIRECT_URI": REDIRECT_URI,
+        "TIKTOK_API_BASE_URL": "http://127.0.0.1:9/unreachable",
+        "DATABASE_URL": migrated,
+        "DATABASE_LISTEN_URL": listen_url,
+        "TOKEN_ENCRYPTION_KEYS": KEYS,
+        "WORKER_ENABLED": "false",
+        "LOG_FORMAT": "text",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tiktok_auth_service",
+        "serve",
+        "--port",
+        str(port),
+        env={**_inherited(), **env},
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    output: list[bytes] = []
+    while b"Application startup complete" not in (line := await process.stderr.readline()):
+        assert line, b"serve exited during start-up:\n" + b"".join(output)
+        output.append(line)
+    drain = asyncio.create_task(_drain(process.stderr, output))
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            replica = Replica(http, output)
+            await until(replica.cache_live, "replica B's cache on")
+            yield replica
+    finally:
+        process.terminate()
+        await process.wait()
+        await drain
+    text = b"".join(output).decode()
+    assert not [secret for secret in canaries.values if secret in text]
+
+
+def _inherited() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+
+
+async def _drain(stream: asyncio.StreamReader, into: list[bytes]) -> None:
+    while line := await stream.readline():
+        into.append(line)
+
+
+async def _reseal_without_notifying(
+    service: Service, pg: asyncpg.Connection, grant_id: uuid.UUID, token: str
+) -> None:
+    """Change a grant's token behind every cache's back: with replication role `replica` the
+    session fires no triggers, so no notification is sent."""
+    async with service.db.session() as session:
+        grant = await session.get_one(Grant, grant_id)
+    service.sealer.seal(grant, SecretStr(token))
+    async with pg.transaction():
+        await pg.execute("SET LOCAL session_replication_role = replica")
+        await pg.execute(
+            "UPDATE oauth_grant SET access_token_enc = $2, key_id = $3 WHERE id = $1",
+            grant_id,
+            grant.access_token_enc,
+            grant.key_id,
+        )
+
+
+def _served(token: str) -> Callable[[httpx.Response], bool]:
+    return lambda answer: answer.status_code == 200 and answer.json()["access_token"] == token
+
+
+class TestAcrossProcesses:
+    async def test_the_replica_answers_from_its_cache_until_notified(
+        self,
+        replica: Replica,
+        service: Service,
+        api_key: str,
+        pg: asyncpg.Connection,
+        canaries: Canaries,
+    ) -> None:
+        old, new = new_token(), new_token()
+        canaries.add(old, new)
+        grant_id = await store_advertiser_grant(service, old, [ADVERTISER])
+        assert _served(old)(await replica.token(api_key))
+        await _reseal_without_notifying(service, pg, grant_id, new)
+        # Nothing told B: it still answers from its cache (a database read would see `new`).
+        for _ in range(3):
+            assert _served(old)(await replica.token(api_key))
+        await pg.execute("SELECT pg_notify('token_cache', $1)", f"g:{grant_id}:")
+        await until(lambda: _check(replica.token(api_key), _served(new)), "B serving the new token")
+
+    async def test_a_revoked_grant_stops_being_served(
+        self, replica: Replica, client: httpx.AsyncClient, service: Service, api_key: str
+    ) -> None:
+        await store_advertiser_grant(service, new_token(), [ADVERTISER])
+        assert (await replica.token(api_key)).status_code == 200
+        with respx.mock(base_url=TIKTOK_API) as tiktok:
+            tiktok.post("/oauth2/revoke_token/").respond(json=envelope())
+            assert (
+                await client.delete(f"/tokens/{ADVERTISER}", headers=bearer(api_key))
+            ).is_success
+        await until(lambda: _status(replica.token(api_key), 409), "B answering 409")
+
+    async def test_a_reauthorized_advertiser_gets_the_new_token(
+        self, replica: Replica, service: Service, api_key: str, canaries: Canaries
+    ) -> None:
+        old, new = new_token(), new_token()
+        canaries.add(old, new)
+        await store_advertiser_grant(service, old, [ADVERTISER])
+        assert _served(old)(await replica.token(api_key))
+        await store_advertiser_grant(service, new, [ADVERTISER])  # re-points the advertiser
+        await until(lambda: _check(replica.token(api_key), _served(new)), "B serving the new grant")
+
+    async def test_a_refreshed_account_token_is_served(
+        self,
+        replica: Replica,
+        service: Service,
+        api_key: str,
+        canaries: Canaries,
+        clock: FakeClock,
+    ) -> None:
+        grant_id = await store_account_grant(service, OPEN_ID, clock.now() + timedelta(hours=20))
+        path = f"accounts/{OPEN_ID}"
+        before = (await replica.token(api_key, path)).json()["access_token"]
+        canaries.add(before)
+        with respx.mock(base_url=TIKTOK_API, assert_all_called=False) as mock:
+            tiktok = TikTokAccounts(mock, canaries, clock)
+            clock.advance(hours=15)  # for A only: 5 h of 20 left, short of the 6 h asked
+            await service.tokens.refresher.valid_grant(grant_id, timedelta(hours=6))
+            assert tiktok.refresh.call_count == 1
+        await until(
+            lambda: _check(replica.token(api_key, path), _served(tiktok.access_tokens[-1])),
+            "B serving the refreshed token",
+        )
+
+    async def test_an_advertiser_removed_by_a_liveness_check_stops_being_served(
+        self, replica: Replica, client: httpx.AsyncClient, service: Service, api_key: str
+    ) -> None:
+        await store_advertiser_grant(service, new_token(), [ADVERTISER, OTHER])
+        assert (await replica.token(api_key)).status_code == 200
+        with respx.mock(base_url=TIKTOK_API) as tiktok:
+            tiktok.get("/oauth2/advertiser/get/").respond(
+                json=envelope({"list": [{"advertiser_id": OTHER, "advertiser_name": "B"}]})
+            )
+            assert (await client.post(f"/tokens/{OTHER}/check", headers=bearer(api_key))).is_success
+        await until(lambda: _status(replica.token(api_key), 409), "B answering 409")
+        assert (await replica.token(api_key, OTHER)).status_code == 200
+
+    async def test_a_revoked_api_key_stops_being_accepted(
+        self, replica: Replica, service: Service, api_key: str
+    ) -> None:
+        await store_advertiser_grant(service, new_token(), [ADVERTISER])
+        assert (await replica.token(api_key)).status_code == 200
+        (client,) = await service.api_keys.list()
+        assert await service.api_keys.revoke(client.name)
+        await until(lambda: _status(replica.token(api_key), 401), "B answering 401")
+
+    async def test_while_the_notification_connection_is_lost_every_read_asks_the_database(
+        self,
+        replica: Replica,
+        service: Service,
+        api_key: str,
+        pg: asyncpg.Connection,
+        canaries: Canaries,
+    ) -> None:
+        tokens = [new_token() for _ in range(3)]
+        canaries.add(*tokens)
+        grant_id = await store_advertiser_grant(service, tokens[0], [ADVERTISER])
+        assert _served(tokens[0])(await replica.token(api_key))
+        # Cut B's notification connection and keep it from coming back.
+        await pg.execute(f"ALTER ROLE {LISTENER_ROLE} NOLOGIN")
+        await pg.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            APPLICATION_NAME,
+        )
+        await until(lambda: _not(replica.cache_live()), "B's cache off")
+        await _reseal_without_notifying(service, pg, grant_id, tokens[1])
+        # No notification was sent, yet B sees the change at once: it reads the database.
+        assert _served(tokens[1])(await replica.token(api_key))
+
+        await pg.execute(f"ALTER ROLE {LISTENER_ROLE} LOGIN")
+        await until(replica.cache_live, "B's cache on again")
+        assert _served(tokens[1])(await replica.token(api_key))  # cached again from here
+        await _reseal_without_notifying(service, pg, grant_id, tokens[2])
+        assert _served(tokens[1])(await replica.token(api_key))
+        assert b"token cache off" in b"".join(replica.output)
+
+
+async def _check(
+    answer: Awaitable[httpx.Response], predicate: Callable[[httpx.Response], bool]
+) -> bool:
+    return predicate(await answer)
+
+
+async def _status(answer: Awaitable[httpx.Response], status: int) -> bool:
+    return (await answer).status_code == status
+
+
+async def _not(value: Awaitable[bool]) -> bool:
+    return not await value
+
+
+def _row(grant_id: uuid.UUID | None = None, name: str = "k") -> TokenRow:
+    grant = None
+    if grant_id is not None:
+        grant = GrantRow(
+            grant_id, "active", "k1", b"sealed", None, None, None, None, 0, None, None, None, []
+        )
+    return TokenRow(CallerRow(True, frozenset(), name), grant)
+
+
+@pytest.fixture
+def cache() -> Iterator[TokenCache]:
+    cache = TokenCache(max_subjects=3)
+    cache.set_live(True)
+    yield cache
+
+
+class TestTheCache:
+    def test_a_read_that_raced_a_notification_is_not_kept(self, cache: TokenCache) -> None:
+        started = cache.generation
+        cache.notified(f"a:{ADVERTISER}")  # arrives while the read is at the database
+        cache.remember("advertiser", b"h", ADVERTISER, _row(uuid.uuid4()), started)
+        assert cache.lookup("advertiser", b"h", ADVERTISER) is None
+        cache.remember("advertiser", b"h", ADVERTISER, _row(uuid.uuid4()), cache.generation)
+        assert cache.lookup("advertiser", b"h", ADVERTISER) is not None
+
+    def test_each_notification_evicts_what_it_names(self, cache: TokenCache) -> None:
+        grant = uuid.uuid4()
+        for kind, subject in (("advertiser", ADVERTISER), ("advertiser", OTHER)):
+            cache.remember(kind, b"h", subject, _row(grant), cache.generation)
+        cache.remember("account", b"h", OPEN_ID, _row(None), cache.generation)
+        cache.notified(f"g:{grant}:")
+        assert cache.lookup("advertiser", b"h", ADVERTISER) is None
+        assert cache.lookup("advertiser", b"h", OTHER) is None
+        assert cache.lookup("account", b"h", OPEN_ID) is not None
+        cache.notified(f"g:{uuid.uuid4()}:{OPEN_ID}")  # a grant for that account appeared
+        assert cache.lookup("account", b"h", OPEN_ID) is None
+        cache.remember("advertiser", b"h", ADVERTISER, _row(grant), cache.generation)
+        cache.notified(f"c:{b'h'.hex()}")
+        assert cache.lookup("advertiser", b"h", ADVERTISER) is None
+
+    def test_it_starts_over_when_full_or_puzzled(self, cache: TokenCache) -> None:
+        for subject in ("1", "2", "3"):
+            cache.remember("advertiser", b"h", subject, _row(uuid.uuid4()), cache.generation)
+        cache.remember("advertiser", b"h", "4", _row(uuid.uuid4()), cache.generation)
+        assert cache.lookup("advertiser", b"h", "1") is None
+        assert cache.lookup("advertiser", b"h", "4") is not None
+        cache.notified("x:something new")
+        assert cache.lookup("advertiser", b"h", "4") is None
+
+    def test_off_it_neither_answers_nor_keeps(self, cache: TokenCache) -> None:
+        cache.remember("advertiser", b"h", "1", _row(uuid.uuid4()), cache.generation)
+        cache.set_live(False)
+        assert cache.lookup("advertiser", b"h", "1") is None
+        cache.remember("advertiser", b"h", "1", _row(uuid.uuid4()), cache.generation)
+        cache.set_live(True)
+        assert cache.lookup("advertiser", b"h", "1") is None
