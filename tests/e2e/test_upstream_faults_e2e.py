@@ -177,7 +177,7 @@ async def test_every_tiktok_call_survives(
     async with start_stack(
         clock=clock,
         emulator_config={"qps": 0, "qpm": 0, "qpd": 0},  # only the faults below throttle
-        tiktok_timeout_seconds=0.5,
+        tiktok_timeout_seconds=0.3,
         tiktok_retry_attempts=3,
         tiktok_retry_budget_seconds=1.0,
     ) as (stack, browser, admin):
@@ -201,13 +201,10 @@ async def test_every_tiktok_call_survives(
         )
         codes.add(unavailable(page, page=True))
         callback = await browser.approve_at_tiktok("approve", None, flow="tiktok_account")
-        codes.add(
-            unavailable(
-                await faults.around(
-                    "callback exchange (account)", ACCOUNT_EXCHANGE, lambda: http.get(callback)
-                )
-            )
+        answer = await faults.around(
+            "callback exchange (account)", ACCOUNT_EXCHANGE, lambda: http.get(callback)
         )
+        codes.add(unavailable(answer))
 
         # The advertiser list right after an exchange is best effort: the grant is stored.
         callback = await browser.approve_at_tiktok("approve", {"emulator_advertisers": NAMED})
@@ -278,6 +275,7 @@ async def test_every_tiktok_call_survives(
         assert account["failures"] == 2  # the read, then the worker
 
         # TikTok is back (held calls answered): everything works again.
+        during = in_use(service)
         await admin.release()
         assert (await admin.state())["faults"] == {}
         recheck = await http.post(f"/tokens/{CHECKED}/check", headers=bearer(key))
@@ -295,5 +293,5 @@ async def test_every_tiktok_call_survives(
         after = await settled(service, before)
         print(
             f"\n{kind}: calls/allowed {', '.join(faults.report)}; answers {sorted(codes)}; "
-            f"in use before {before}, after {after}"
+            f"in use before {before}, with the faults {during}, after {after}"
         )
