@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import argparse
 import base64
+import math
 import os
+import signal
 import subprocess
 import sys
+from typing import Any
 
 import asyncpg
+import pytest
+import uvicorn
 
 from tests.fixtures import Canaries
 from tiktok_auth_service import __version__
-from tiktok_auth_service.cli import _parser
+from tiktok_auth_service.cli import _parser, serve
+from tiktok_auth_service.config import Settings
 
 
 def cli_env(database_url: str, keys: str | None = None) -> dict[str, str]:
@@ -103,3 +109,22 @@ def test_every_command_explains_itself() -> None:
     assert "--port PORT  port to listen on (default: 8000)" in serve
     dev = run_cli("postgresql+asyncpg://u@h/d", "dev", "--help").stdout
     assert "the emulator's port (default: 8900)" in dev
+
+
+def test_serve_bounds_its_graceful_stop_by_a_lease(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request still running a lease's length after SIGTERM is cut off, and the stop that
+    uvicorn re-raises once it is done ends the process with status 0."""
+    handlers: dict[int, Any] = {}
+    options: dict[str, Any] = {}
+    monkeypatch.setattr(
+        signal, "signal", lambda signum, handler: handlers.update({signum: handler})
+    )
+    monkeypatch.setattr(uvicorn, "run", lambda app, **given: options.update(given))
+    serve(settings, "127.0.0.1", 8000)
+    assert options["timeout_graceful_shutdown"] == math.ceil(settings.lease_seconds)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with pytest.raises(SystemExit) as stopped:
+            handlers[signum](signum, None)
+        assert stopped.value.code == 0

@@ -107,6 +107,9 @@ def create_app(
             finally:
                 stop.set()
                 await asyncio.gather(*background)
+                # The server has answered every request by now, but a read may have left
+                # the refresh it stopped waiting for in flight.
+                await service.tokens.refresher.finish_flights()
                 metrics.process_exited()
 
     # FastAPIOffline serves Swagger UI and ReDoc from files in the package, not a CDN, so

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import shutil
 import signal
@@ -71,8 +72,10 @@ def metrics_directory() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _exit_on_signal(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
+def _stop_on_signal(signum: int, frame: object) -> None:
+    # A stop that was asked for: by the time uvicorn raises the signal again, every request
+    # in flight has been answered and the app has shut down, so it ends like any clean exit.
+    raise SystemExit(0)
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
@@ -85,10 +88,12 @@ def serve(settings: Settings, host: str, port: int) -> None:
     # handlers it found: as SystemExit here, so that `metrics_directory` and other cleanups
     # still run (the default SIGTERM action would end the process on the spot).
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _exit_on_signal)
+        signal.signal(signum, _stop_on_signal)
     # uvicorn's access log is off: request URLs of /callback carry TikTok's single-use auth
     # code (the app writes its own, without query strings). log_config=None: uvicorn's lines
-    # go through our handler, in LOG_FORMAT.
+    # go through our handler, in LOG_FORMAT. On a signal uvicorn stops accepting connections
+    # and waits for the requests in flight; a request still running after a lease's length
+    # (one TikTok call with its retries, and 30 s) is cancelled, so the stop is bounded.
     uvicorn.run(
         create_app(settings, freeze_after_startup=True),
         host=host,
@@ -96,6 +101,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
         access_log=False,
         log_config=None,
         log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=math.ceil(settings.lease_seconds),
     )
 
 

@@ -198,11 +198,17 @@ class Settings(LoggingSettings):
         return timedelta(seconds=self.refresh_leeway_seconds + self.worker_refresh_ahead_seconds)
 
     @property
-    def lease_seconds(self) -> float:
-        """How long one process may own a TikTok conversation about a grant: every attempt
-        and backoff of one call, plus time to write the answer back through a database blip."""
+    def tiktok_call_seconds(self) -> float:
+        """The longest one TikTok call may take: every attempt at its timeout, and the whole
+        backoff budget between them."""
         attempts = self.tiktok_retry_attempts * self.tiktok_timeout_seconds
-        return attempts + self.tiktok_retry_budget_seconds + 30.0
+        return attempts + self.tiktok_retry_budget_seconds
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long one process may own a TikTok conversation about a grant: one call with
+        its retries, plus time to write the answer back through a database blip."""
+        return self.tiktok_call_seconds + 30.0
 
     def public_url(self, path: str) -> str:
         """A URL of this service, next to the public `/callback` (TIKTOK_REDIRECT_URI)."""

@@ -114,6 +114,19 @@ class AccountRefresher:
                 return await asyncio.shield(task)
             await asyncio.wait({task})
 
+    async def finish_flights(self) -> None:
+        """Wait for the refreshes in flight, for a clean stop: a reader that stopped waiting
+        left its refresh running, and one cut short after TikTok rotated the refresh token
+        would lose the grant. Each is bounded by its TikTok call and its save."""
+        flights = [task for task, _ in self._inflight.values()]
+        if flights:
+            log.info(
+                "waiting for %d refresh(es) in flight before stopping",
+                len(flights),
+                extra={"event": "refreshes_finishing", "count": len(flights)},
+            )
+            await asyncio.wait(flights)
+
     def _land(self, grant_id: uuid.UUID, task: asyncio.Task[Grant]) -> None:
         flight = self._inflight.get(grant_id)
         if flight is not None and flight[0] is task:

@@ -54,14 +54,20 @@ class EmulatorAdmin:
         calls: list[dict[str, Any]] = response.json()["calls"]
         return calls
 
-    async def wait_hanging(self, at_least: int = 1) -> None:
-        response = await self.http.get(
-            "/_emulator/hanging", params={"at_least": at_least, "timeout": 20}
-        )
+    async def counts(self) -> dict[str, int]:
+        """Calls per endpoint so far."""
+        counts: dict[str, int] = (await self.http.get("/_emulator/calls")).json()["counts"]
+        return counts
+
+    async def wait_hanging(self, at_least: int = 1, endpoint: str | None = None) -> None:
+        params: dict[str, Any] = {"at_least": at_least, "timeout": 20}
+        if endpoint is not None:
+            params["endpoint"] = endpoint
+        response = await self.http.get("/_emulator/hanging", params=params)
         assert response.json()["reached"], response.text
 
-    async def release(self) -> None:
-        await self._post("hanging/release")
+    async def release(self, endpoint: str | None = None) -> None:
+        await self._post("hanging/release", {} if endpoint is None else {"endpoint": endpoint})
 
     async def cancel(self, access_token: str, advertiser_id: str | None = None) -> None:
         """The advertiser side cancels the authorization (or withdraws one advertiser)."""

@@ -34,6 +34,7 @@ from tiktok_auth_service.tiktok import (
     TikTokRequestError,
     TikTokServerError,
     TikTokTransportError,
+    http_client,
 )
 
 BASE = "https://business-api.tiktok.test/open_api/v1.3"
@@ -868,3 +869,11 @@ class TestSecretsStayOut:
 
         assert_no_secrets(f"{caught.value!s} {caught.value!r}")
         assert_no_secrets("".join(traceback.format_exception(caught.value)))
+
+
+@pytest.mark.parametrize(("seconds", "connect"), [(10.0, 5.0), (0.3, 0.3)])
+async def test_no_step_of_a_call_waits_longer_than_the_timeout(
+    seconds: float, connect: float
+) -> None:
+    async with http_client(seconds, "test") as http:
+        assert http.timeout == httpx.Timeout(seconds, connect=connect)

@@ -26,6 +26,7 @@ from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import digest
 from tiktok_auth_service.db import CONNECTION_ERRORS, Database
 from tiktok_auth_service.models import ConnectSession, Flow, OAuthState
+from tiktok_auth_service.refresh import RETRY_AFTER_SECONDS
 from tiktok_auth_service.repository import Repository
 from tiktok_auth_service.revocation import Revoker
 from tiktok_auth_service.tiktok import (
@@ -255,7 +256,8 @@ class Authorization:
             )
             return failed(
                 errors.UpstreamUnavailable(
-                    "TikTok could not complete the authorization; please try again."
+                    "TikTok could not complete the authorization; please try again.",
+                    retry_after=RETRY_AFTER_SECONDS,
                 )
             )
         try:

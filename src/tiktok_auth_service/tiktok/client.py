@@ -46,7 +46,8 @@ _T = TypeVar("_T")
 def http_client(timeout_seconds: float, user_agent: str) -> httpx.AsyncClient:
     """The one shared HTTP client for TikTok: explicit timeouts and connection limits."""
     return httpx.AsyncClient(
-        timeout=httpx.Timeout(timeout_seconds, connect=5.0),
+        # No step of an attempt, connecting included, waits longer than `timeout_seconds`.
+        timeout=httpx.Timeout(timeout_seconds, connect=min(5.0, timeout_seconds)),
         limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
         headers={"User-Agent": user_agent},
     )
