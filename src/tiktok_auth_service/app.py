@@ -24,6 +24,7 @@ from tiktok_auth_service.api.observability import (
     acceptable_request_id,
     new_request_id,
 )
+from tiktok_auth_service.api.security import SecurityHeaders
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.metrics import Metrics
@@ -120,7 +121,9 @@ def create_app(
     )
     _complete_openapi(app)
     problems.install(app)
-    # Outermost first: the request id is known before the request is observed and logged.
+    # Added innermost first: the request id is known before the request is observed and
+    # logged; every response gets the security headers.
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(ObservedRequests, metrics=metrics)
     app.add_middleware(
         CorrelationIdMiddleware,

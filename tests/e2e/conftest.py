@@ -14,6 +14,7 @@ import pytest
 
 from tests.fixtures import KEYS, Canaries
 from tests.openapi_check import OpenApiCheck
+from tests.secret_scan import SecretScan
 from tiktok_auth_dev.stack import Stack, run_stack
 from tiktok_auth_service.api.deps import app_service
 from tiktok_auth_service.authorization import Origin
@@ -85,13 +86,18 @@ class Browser:
     """A cookie-keeping client that clicks through consent via the emulator's test hook,
     starting from a connect link that an internal caller (with `api_key`) opened for it."""
 
-    def __init__(self, stack: Stack, api_key: str) -> None:
+    def __init__(self, stack: Stack, api_key: str, scan: SecretScan) -> None:
         self.stack = stack
         self.api_key = api_key
         self.http = httpx.AsyncClient(
             base_url=stack.service_url,
             timeout=30,
-            event_hooks={"response": [OpenApiCheck(stack.service.openapi()).on_response]},
+            event_hooks={
+                "response": [
+                    OpenApiCheck(stack.service.openapi()).on_response,
+                    scan.response_hook(stack.service_url),
+                ]
+            },
         )
 
     async def connect_link(self, **params: str) -> str:
@@ -134,10 +140,11 @@ class Running(NamedTuple):
 
 @pytest.fixture
 def start_stack(
-    migrated: str, pg: asyncpg.Connection, canaries: Canaries
+    migrated: str, pg: asyncpg.Connection, canaries: Canaries, leak_guard: SecretScan
 ) -> Callable[..., contextlib.AbstractAsyncContextManager[Running]]:
     """Start the service and the emulator (on a freshly emptied database), with a browser and
-    the emulator's admin API ready to use."""
+    the emulator's admin API ready to use. The browser's answers from the service, and the
+    service's metrics when the block ends, go to the secret scan."""
 
     @contextlib.asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[Running]:
@@ -148,9 +155,10 @@ def start_stack(
             httpx.AsyncClient(base_url=stack.emulator_url, timeout=60) as admin_http,
         ):
             canaries.add("emulator-secret")
-            browser = Browser(stack, await api_key(stack, canaries, "e2e-browser"))
+            browser = Browser(stack, await api_key(stack, canaries, "e2e-browser"), leak_guard)
             async with browser.http:
                 yield Running(stack, browser, EmulatorAdmin(admin_http))
+            leak_guard.metrics(await app_service(stack.service).render_metrics())
 
     return start
 

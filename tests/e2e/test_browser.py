@@ -40,11 +40,22 @@ async def chromium(chromium_path: str) -> AsyncIterator[Browser]:
 
 @pytest.fixture
 async def page(chromium: Browser) -> AsyncIterator[Page]:
-    context = await chromium.new_context()  # fresh cookies for every test
+    """A fresh tab (fresh cookies); the test fails if the service's Content Security Policy
+    blocked anything on its pages (Chromium reports each refusal on the console)."""
+    context = await chromium.new_context()
+    refused: list[str] = []
     try:
-        yield await context.new_page()
+        opened = await context.new_page()
+        opened.on(
+            "console",
+            lambda message: (
+                refused.append(message.text) if "Content Security Policy" in message.text else None
+            ),
+        )
+        yield opened
     finally:
         await context.close()
+    assert refused == []
 
 
 @pytest.fixture
