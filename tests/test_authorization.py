@@ -22,6 +22,8 @@ from tests.fixtures import (
     FakeClock,
 )
 from tests.helpers import envelope, new_token, query_of, start_authorization
+from tiktok_auth_service.authorization import service as authorization_service
+from tiktok_auth_service.crypto import digest, same_secret
 from tiktok_auth_service.models import Flow
 from tiktok_auth_service.service import Service
 
@@ -309,16 +311,26 @@ class TestCallback:
         assert not exchange.called
 
     async def test_a_forged_or_oversized_binding_cookie_is_another_browser(
-        self, client: httpx.AsyncClient, tiktok: respx.MockRouter
+        self, client: httpx.AsyncClient, tiktok: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
     ) -> None:
+        # Each binding is compared in constant time (crypto.same_secret), as its digest.
+        compared: list[bytes] = []
+
+        def spy(a: bytes, b: bytes) -> bool:
+            compared.append(a)
+            return same_secret(a, b)
+
+        monkeypatch.setattr(authorization_service, "same_secret", spy)
         exchange = tiktok.post("/oauth2/access_token/")
         state = await start_authorization(client)
-        for forged in ("x" * 43, "b" * 20_000):
+        forgeries = ["x" * 43, "b" * 20_000]
+        for forged in forgeries:
             client.cookies.set("__Host-tas_binding", forged)
             response = await client.get("/callback", params={"auth_code": "c", "state": state})
             assert response.status_code == 400
             assert "another browser" in response.json()["detail"]
         assert not exchange.called
+        assert compared == [digest(forged) for forged in forgeries]
 
     async def test_outcome_keys_in_return_to_are_replaced_not_repeated(
         self, client: httpx.AsyncClient, tiktok: respx.MockRouter
