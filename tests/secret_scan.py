@@ -91,8 +91,10 @@ class SecretScan(logging.Handler):
         self._add("log records", f"a log record of {record.name}", record_text(record))
 
     def log_lines(self, where: str, lines: Iterable[str]) -> None:
-        """Log lines written by another process (one record each)."""
+        """JSON log lines written by another process (one record each)."""
         for line in lines:
+            if '"level":"DEBUG"' in line:
+                self.counts["at DEBUG"] += 1
             self._add("log records", where, line)
 
     # -- exceptions --------------------------------------------------------------------------

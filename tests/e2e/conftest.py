@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -20,6 +21,16 @@ from tiktok_auth_service.api.deps import app_service
 from tiktok_auth_service.authorization import Origin
 from tiktok_auth_service.models import Flow
 from tiktok_auth_service.tiktok import IssuedAccountTokens
+
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every end-to-end test (real servers on loopback, the emulator, a browser) is one of the
+    long runs: `-m "not slow"` leaves them out."""
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.slow)
 
 
 class ShiftClock:
