@@ -63,8 +63,9 @@ _RAW_PAGE, _RAW_DOCS = _raw(PAGE_HEADERS), _raw(DOCS_HEADERS)
 
 
 class SecurityHeaders:
-    """Pure ASGI middleware adding `headers_for(path)` to every HTTP response (precomputed
-    header lines appended to the response start: nothing the token read would notice).
+    """Pure ASGI middleware adding `headers_for(path)` to every HTTP response: precomputed
+    header lines appended to the response start, so the token read pays a path check and a
+    list copy (no body buffering, no task).
     Errors answered outside the middleware stack add them themselves (problems.install)."""
 
     def __init__(self, app: ASGIApp) -> None:
