@@ -1,13 +1,12 @@
 """Shared fixtures: a real PostgreSQL (embedded unless TEST_DATABASE_URL is set), migrated once
-by Alembic and emptied before each test; the app over ASGITransport; a fake clock; and a guard
-that fails any test whose logs contain a secret. Only fixtures live here: the data and doubles they
-build on are in fixtures.py, the steps tests share in helpers.py."""
+by Alembic and emptied before each test; the app over ASGITransport; a fake clock; and the
+secret scan every test runs under (tests/secret_scan.py). Only fixtures live here: the data and
+doubles they build on are in fixtures.py, the steps tests share in helpers.py."""
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
@@ -17,35 +16,13 @@ from fastapi import FastAPI
 
 from tests.fixtures import Canaries, FakeClock, make_settings
 from tests.openapi_check import CHECKED, OpenApiCheck
+from tests.secret_scan import ScannedTransport, SecretScan, run_at_debug, summary
 from tiktok_auth_dev.embedded_postgres import embedded_postgres
 from tiktok_auth_service.api.deps import app_service
 from tiktok_auth_service.app import create_app
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import migrate
 from tiktok_auth_service.service import Service
-
-API_KEY_PATTERN = re.compile(r"tas_[A-Za-z0-9_-]{20,}")
-WORD = re.compile(r"[A-Za-z0-9_.\-]{8,}")
-
-
-# What every LogRecord has; anything else on a record came from `extra={...}`.
-_STANDARD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-
-
-class _Collector(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = record.getMessage()
-        if record.exc_info:
-            text += "\n" + logging.Formatter().formatException(record.exc_info)
-        # The structured fields too: the JSON formatter writes each of them out.
-        extras = {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRIBUTES}
-        if extras:
-            text += " " + " ".join(f"{key}={value}" for key, value in extras.items())
-        self.lines.append(f"{record.name}: {text}")
 
 
 @pytest.fixture
@@ -54,23 +31,18 @@ def canaries() -> Canaries:
 
 
 @pytest.fixture(autouse=True)
-def leak_guard(canaries: Canaries) -> Iterator[None]:
-    collector = _Collector()
+def leak_guard(canaries: Canaries) -> Iterator[SecretScan]:
+    """Every test runs at DEBUG under the secret scan (tests/secret_scan.py)."""
+    scan = SecretScan(canaries)
+    restore = run_at_debug()
     root = logging.getLogger()
-    previous = root.level
-    root.setLevel(logging.DEBUG)
-    root.addHandler(collector)
+    root.addHandler(scan)
     try:
-        yield
+        yield scan
     finally:
-        root.removeHandler(collector)
-        root.setLevel(previous)
-    text = "\n".join(collector.lines)
-    # Tokens are whole words: compare the log's words with the canaries (linear in the log).
-    found = WORD.findall(text)
-    words = set(found) | {word.strip("._-") for word in found}
-    leaks = sorted(canaries.values & words) + API_KEY_PATTERN.findall(text)
-    assert not leaks, f"{len(leaks)} secrets in logs, e.g. {leaks[0][:8]}..."
+        root.removeHandler(scan)
+        restore()
+    scan.assert_clean()
 
 
 @pytest.fixture(scope="session")
@@ -115,11 +87,13 @@ def settings(migrated: str) -> Settings:
 
 @pytest.fixture
 async def app(
-    settings: Settings, clock: FakeClock, pg: asyncpg.Connection
+    settings: Settings, clock: FakeClock, pg: asyncpg.Connection, leak_guard: SecretScan
 ) -> AsyncIterator[FastAPI]:
+    """The service, started; when the test ends its metrics go to the secret scan."""
     application = create_app(settings, clock=clock)
     async with application.router.lifespan_context(application):
         yield application
+        leak_guard.metrics(await app_service(application).render_metrics())
 
 
 @pytest.fixture
@@ -128,13 +102,19 @@ def service(app: FastAPI) -> Service:
 
 
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """The app over ASGI; every response it gives is checked against its OpenAPI document."""
-    transport = httpx.ASGITransport(app=app)
+async def client(app: FastAPI, leak_guard: SecretScan) -> AsyncIterator[httpx.AsyncClient]:
+    """The app over ASGI; every response it gives is checked against its OpenAPI document
+    and scanned for secrets, and so is every exception it raises."""
+    base_url = "https://broker.example"
     async with httpx.AsyncClient(
-        transport=transport,
-        base_url="https://broker.example",
-        event_hooks={"response": [OpenApiCheck(app.openapi()).on_response]},
+        transport=ScannedTransport(app, leak_guard),
+        base_url=base_url,
+        event_hooks={
+            "response": [
+                OpenApiCheck(app.openapi()).on_response,
+                leak_guard.response_hook(base_url),
+            ]
+        },
     ) as http:
         yield http
 
@@ -148,7 +128,11 @@ async def api_key(service: Service, canaries: Canaries) -> str:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """How much of the API the OpenAPI check saw (see tests/openapi_check.py)."""
+    """How much of the API the OpenAPI check saw (see tests/openapi_check.py), and what the
+    secret scan read (tests/secret_scan.py)."""
+    scanned = summary()
+    if scanned:
+        terminalreporter.write_line(scanned)
     if CHECKED:
         terminalreporter.write_line(
             f"OpenAPI check: {sum(CHECKED.values())} responses matched the document, "

@@ -42,7 +42,8 @@ class FakeClock:
 
 @dataclass
 class Canaries:
-    """Values that must never appear in any log line."""
+    """Secrets that must never appear in a log record, an exception, a metric, or a response
+    that does not carry them by design (see tests/secret_scan.py)."""
 
     values: set[str] = field(default_factory=lambda: {APP_SECRET})
 

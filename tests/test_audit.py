@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import asyncpg
 import httpx
+import pytest
 import respx
 
 from tests.fixtures import TIKTOK_API, Canaries, FakeClock, bearer
@@ -100,6 +101,7 @@ class TestRecords:
         assert await pg.fetchval("SELECT array_agg(caller) FROM token_access") == ["new"]
 
 
+@pytest.mark.slow  # command-line subprocesses, one after another
 async def test_the_audit_command_prints_newest_first_and_filters(
     client: httpx.AsyncClient,
     service: Service,

@@ -22,10 +22,30 @@ from tests.fixtures import (
     FakeClock,
 )
 from tests.helpers import envelope, new_token, query_of, start_authorization
+from tiktok_auth_service.authorization import service as authorization_service
+from tiktok_auth_service.crypto import digest, same_secret
 from tiktok_auth_service.models import Flow
 from tiktok_auth_service.service import Service
 
 ADVERTISERS = ["7100000000000000001", "7100000000000000002"]
+
+# Where an attacker would like the browser (with its outcome) to land. Browsers read `\` as
+# `/` in http(s) URLs, so the backslash forms are other hosts too.
+HOSTILE_RETURN_TO = [
+    "https://evil.example/x",
+    "https://frontend.example.evil.com/",
+    "http://frontend.example/",  # right host, wrong scheme: another origin
+    "javascript:alert(1)",
+    "JavaScript:alert(document.cookie)//https://frontend.example/",
+    "data:text/html,<script>alert(1)</script>",
+    "/relative",
+    "//evil.example/x",
+    "/\\evil.example/x",
+    "\\\\evil.example/x",
+    "https:\\\\evil.example/",
+    "https://evil.example\\@frontend.example/",
+    "https://frontend.example\\@evil.example/",
+]
 
 
 @pytest.fixture
@@ -82,19 +102,14 @@ class TestAuthorize:
         assert len(rows) == 1
         assert state not in rows[0]["h"] and state.encode().hex() not in rows[0]["h"]
 
+    @pytest.mark.parametrize("bad", HOSTILE_RETURN_TO)
     async def test_return_to_outside_allow_list_is_rejected(
-        self, client: httpx.AsyncClient, pg: asyncpg.Connection
+        self, client: httpx.AsyncClient, pg: asyncpg.Connection, bad: str
     ) -> None:
-        for bad in [
-            "https://evil.example/x",
-            "javascript:alert(1)",
-            "/relative",
-            "https://frontend.example.evil.com/",
-        ]:
-            response = await client.get("/authorize", params={"return_to": bad})
-            assert response.status_code == 400
-            assert response.headers["content-type"] == "application/problem+json"
-            assert response.json()["code"] == "return_to_not_allowed"
+        response = await client.get("/authorize", params={"return_to": bad})
+        assert response.status_code == 400
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == "return_to_not_allowed"
         assert await pg.fetchval("SELECT count(*) FROM oauth_state") == 0
 
     async def test_browser_gets_a_page_for_a_bad_return_to(self, client: httpx.AsyncClient) -> None:
@@ -261,6 +276,61 @@ class TestCallback:
             f"{FRONTEND}/done?status=error&error=authorization_denied"
         )
         assert not exchange.called
+
+    async def test_an_error_with_a_code_is_a_denial_and_the_code_is_never_exchanged(
+        self, client: httpx.AsyncClient, tiktok: respx.MockRouter, pg: asyncpg.Connection
+    ) -> None:
+        exchange = tiktok.post("/oauth2/access_token/")
+        state = await start_authorization(client, return_to=f"{FRONTEND}/done")
+        params = {"error": "access_denied", "auth_code": "c", "code": "c", "state": state}
+        response = await client.get("/callback", params=params)
+        assert response.headers["location"] == (
+            f"{FRONTEND}/done?status=error&error=authorization_denied"
+        )
+        assert not exchange.called
+        assert await pg.fetchval("SELECT count(*) FROM oauth_grant") == 0
+
+    @pytest.mark.parametrize(
+        "query",
+        [
+            "state=" + "s" * 60_000 + "&auth_code=c",
+            "auth_code=" + "c" * 60_000 + "&state=x",
+            "state=%zz%&auth_code=%E0%A4%A&&=&%00=%00",
+            "state=%F0%9F%92%A9%FF%FE&code=%00",
+            "state[]=a&state[]=b&state=' OR '1'='1&auth_code=c",
+        ],
+        ids=["huge-state", "huge-code", "bad-escapes", "bad-utf8", "sql"],
+    )
+    async def test_oversized_or_garbage_callback_queries_are_an_invalid_state(
+        self, client: httpx.AsyncClient, tiktok: respx.MockRouter, query: str
+    ) -> None:
+        exchange = tiktok.post("/oauth2/access_token/")
+        response = await client.get(f"/callback?{query}")
+        assert response.status_code == 400
+        assert response.json()["code"] == "invalid_state"
+        assert not exchange.called
+
+    async def test_a_forged_or_oversized_binding_cookie_is_another_browser(
+        self, client: httpx.AsyncClient, tiktok: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Each binding is compared in constant time (crypto.same_secret), as its digest.
+        compared: list[bytes] = []
+
+        def spy(a: bytes, b: bytes) -> bool:
+            compared.append(a)
+            return same_secret(a, b)
+
+        monkeypatch.setattr(authorization_service, "same_secret", spy)
+        exchange = tiktok.post("/oauth2/access_token/")
+        state = await start_authorization(client)
+        forgeries = ["x" * 43, "b" * 20_000]
+        for forged in forgeries:
+            client.cookies.set("__Host-tas_binding", forged)
+            response = await client.get("/callback", params={"auth_code": "c", "state": state})
+            assert response.status_code == 400
+            assert "another browser" in response.json()["detail"]
+        assert not exchange.called
+        assert compared == [digest(forged) for forged in forgeries]
 
     async def test_outcome_keys_in_return_to_are_replaced_not_repeated(
         self, client: httpx.AsyncClient, tiktok: respx.MockRouter

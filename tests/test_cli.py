@@ -20,6 +20,8 @@ from tiktok_auth_service import __version__
 from tiktok_auth_service.cli import _parser, serve
 from tiktok_auth_service.config import Settings
 
+CLI_APP_SECRET = "cli-secret-never-logged"
+
 
 def cli_env(database_url: str, keys: str | None = None) -> dict[str, str]:
     """The environment the command line runs with in these tests; `keys`: its
@@ -27,7 +29,7 @@ def cli_env(database_url: str, keys: str | None = None) -> dict[str, str]:
     return {
         **os.environ,
         "TIKTOK_APP_ID": "app",
-        "TIKTOK_APP_SECRET": "cli-secret",
+        "TIKTOK_APP_SECRET": CLI_APP_SECRET,
         "TIKTOK_REDIRECT_URI": "https://broker.example/callback",
         "DATABASE_URL": database_url,
         "TOKEN_ENCRYPTION_KEYS": keys or "k1:" + base64.b64encode(b"1" * 32).decode(),
@@ -54,6 +56,7 @@ async def test_migrate_is_idempotent(migrated: str) -> None:
     assert "up to date" in result.stderr
 
 
+@pytest.mark.slow  # command-line subprocesses, one after another
 async def test_api_key_lifecycle(migrated: str, pg: asyncpg.Connection, canaries: Canaries) -> None:
     created = run_cli(
         migrated, "api-keys", "create", "reports", "--advertiser", "7100000000000000001"

@@ -21,6 +21,7 @@ from tests.fixtures import (
     make_settings,
 )
 from tests.helpers import envelope, new_token, query_of, store_advertiser_grant
+from tests.test_authorization import HOSTILE_RETURN_TO
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.service import Service
 
@@ -113,6 +114,35 @@ class TestAuthorizeNeedsALink:
         revoked = await client.post("/connect-sessions", json={}, headers=bearer(api_key))
         assert revoked.status_code == 401
 
+    async def test_a_link_whose_key_was_revoked_meanwhile_connects_nothing(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        service: Service,
+        api_key: str,
+        pg: asyncpg.Connection,
+    ) -> None:
+        exchange = tiktok.post("/oauth2/access_token/")
+        link = await open_link(client, api_key)
+        await service.api_keys.revoke("reporting")
+        answer = await connect_through(client, link)
+        assert answer.status_code == 400
+        assert answer.json()["code"] == "invalid_state"
+        assert "revoked" in answer.json()["detail"]
+        assert not exchange.called
+        assert await pg.fetchval("SELECT count(*) FROM oauth_grant") == 0
+
+    @pytest.mark.parametrize("bad", HOSTILE_RETURN_TO)
+    async def test_a_link_cannot_send_the_browser_elsewhere(
+        self, client: httpx.AsyncClient, api_key: str, pg: asyncpg.Connection, bad: str
+    ) -> None:
+        opened = await client.post(
+            "/connect-sessions", json={"return_to": bad}, headers=bearer(api_key)
+        )
+        assert opened.status_code == 400
+        assert opened.json()["code"] == "return_to_not_allowed"
+        assert await pg.fetchval("SELECT count(*) FROM connect_session") == 0
+
     async def test_the_link_decides_the_flow_and_where_the_browser_returns(
         self, client: httpx.AsyncClient, api_key: str
     ) -> None:
@@ -141,6 +171,26 @@ class TestWhoConnected:
         served = (await client.get(f"/tokens/{A}", headers=bearer(api_key))).json()
         assert served["access_token"] == token
         assert (served["connected_by"], served["end_user"]) == ("reporting", "user-42")
+
+    @pytest.mark.parametrize(
+        "label",
+        ["'); DROP TABLE oauth_grant; --", "Zoë 🎉 \u202eevil", "x' OR '1'='1", "\\x00 %s {0}"],
+    )
+    async def test_sql_looking_and_unicode_labels_are_kept_verbatim(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        canaries: Canaries,
+        api_key: str,
+        pg: asyncpg.Connection,
+        label: str,
+    ) -> None:
+        tiktok_grants(tiktok, canaries, [A])
+        link = await open_link(client, api_key, end_user=label)
+        assert (await connect_through(client, link)).status_code == 200
+        served = (await client.get(f"/tokens/{A}", headers=bearer(api_key))).json()
+        assert served["end_user"] == label
+        assert await pg.fetchval("SELECT count(*) FROM oauth_grant") == 1
 
     async def test_end_user_must_be_a_printable_label(
         self, client: httpx.AsyncClient, api_key: str

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.fixtures import Canaries, bearer
-from tests.helpers import store_account_grant, store_advertiser_grant
+from tests.helpers import new_token, store_account_grant, store_advertiser_grant
 from tiktok_auth_service.connections import encode_cursor
 from tiktok_auth_service.models import AdvertiserStatus, GrantStatus
 from tiktok_auth_service.repository import Repository
@@ -235,6 +235,9 @@ class TestErrors:
             {"limit": "501"},
             {"status": "lost"},
             {"flow": "instagram"},
+            {"status": "active' OR '1'='1"},
+            {"flow": "advertiser'; DROP TABLE oauth_grant; --"},
+            {"limit": "1 OR 1=1"},
         ],
     )
     async def test_malformed_parameters_are_422_problems(
@@ -253,6 +256,22 @@ class TestErrors:
             "/connections", params={"next": cursor}, headers=bearer(api_key)
         )
         assert response.status_code == 200 and response.json() == {"items": [], "next": None}
+
+    async def test_a_cursor_carrying_sql_or_unicode_is_only_a_position(
+        self, client: httpx.AsyncClient, api_key: str, service: Service, canaries: Canaries
+    ) -> None:
+        token = new_token()
+        canaries.add(token)
+        await store_advertiser_grant(service, token, ["7100000000000000009"])
+        for subject in ("' OR '1'='1", "x') OR TRUE; --", "zoë🎉\u202e"):
+            # A position among the accounts, after every advertiser: an injected condition
+            # would bring the advertiser back.
+            cursor = encode_cursor("tiktok_account", subject)
+            response = await client.get(
+                "/connections", params={"next": cursor}, headers=bearer(api_key)
+            )
+            assert response.status_code == 200
+            assert response.json() == {"items": [], "next": None}
 
     async def test_without_a_valid_key_it_is_401(
         self, client: httpx.AsyncClient, service: Service, api_key: str

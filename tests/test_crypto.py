@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -9,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import SecretStr
 
-from tiktok_auth_service.crypto import TokenSealer
+from tiktok_auth_service.crypto import TokenSealer, same_secret
 from tiktok_auth_service.errors import TokenUnreadable
 from tiktok_auth_service.models import Flow, Grant, GrantStatus
 
@@ -111,3 +112,26 @@ def test_reseal_of_a_row_whose_key_is_gone_changes_nothing() -> None:
     with pytest.raises(TokenUnreadable):
         TokenSealer({"new": BOTH["new"]}).reseal(row)
     assert (row.key_id, row.access_token_enc) == ("old", sealed)
+
+
+def test_secrets_are_compared_with_compare_digest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`same_secret`, which every comparison of secrets uses, takes time independent of where
+    the values differ: it is hmac.compare_digest on bytes (str encoded, so any text works)."""
+    compared: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    assert same_secret("act.token", "act.token")
+    assert not same_secret("act.token", "act.tokem")
+    assert same_secret("zoë", "zoë".encode())
+    assert not same_secret(b"\x00" * 32, b"\x00" * 31)
+    assert compared == [
+        (b"act.token", b"act.token"),
+        (b"act.token", b"act.tokem"),
+        ("zoë".encode(), "zoë".encode()),
+        (b"\x00" * 32, b"\x00" * 31),
+    ]

@@ -20,6 +20,9 @@ import pytest
 from tests.fixtures import Canaries
 from tiktok_auth_dev.embedded_postgres import embedded_postgres
 
+# Whole `dev` stacks in subprocesses: among the long runs.
+pytestmark = pytest.mark.slow
+
 BANNER_END = "Press Ctrl-C to stop."
 PGREP, BASH = shutil.which("pgrep") or "pgrep", shutil.which("bash") or "bash"
 

@@ -22,6 +22,9 @@ from tests.helpers import new_token, store_advertiser_grant
 from tiktok_auth_service.app import create_app
 from tiktok_auth_service.service import Service
 
+# Generates a client from the document: among the long runs.
+pytestmark = pytest.mark.slow
+
 ADVERTISER = "7100000000000000001"
 PACKAGE = "tas_generated_client"
 

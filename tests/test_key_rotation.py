@@ -300,6 +300,7 @@ class _CrashesAfter(TokenSealer):
         return super().reseal(grant)
 
 
+@pytest.mark.slow  # command-line subprocesses, one after another
 async def test_rotate_keys_command_checks_rotates_and_checks_again(
     service: Service, migrated: str, pg: asyncpg.Connection
 ) -> None:

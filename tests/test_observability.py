@@ -335,6 +335,7 @@ class TestMultiprocess:
         assert not stale.exists() and keep.exists() and tmp_path.exists()
 
 
+@pytest.mark.slow  # command-line subprocesses, one after another
 async def test_serve_logs_json_lines_and_removes_its_metrics_directory_on_sigterm(
     migrated: str, tmp_path: Path, canaries: Canaries
 ) -> None:

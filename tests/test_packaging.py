@@ -22,6 +22,9 @@ from sqlmodel import SQLModel
 
 import tiktok_auth_service.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
+# Builds and installs the wheel: among the long runs.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "tiktok_auth_service"
 DEV_TOOLS = ("tiktok_emulator", "tiktok_auth_dev")

@@ -42,6 +42,9 @@ from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import Database, migrate
 from tiktok_auth_service.service import Service
 
+# A PgBouncer in front of PostgreSQL: among the long runs.
+pytestmark = pytest.mark.slow
+
 # Fewer server connections than the service's pools have clients (2 x DATABASE_POOL_SIZE),
 # so consecutive transactions of one client land on different server connections.
 SERVER_CONNECTIONS = 2

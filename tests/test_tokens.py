@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
 import pytest
 import respx
 
-from tests.fixtures import APP_ID, APP_SECRET, TIKTOK_API, Canaries, bearer
-from tests.helpers import envelope, new_token, store_advertiser_grant
+from tests.fixtures import APP_ID, APP_SECRET, OPEN_ID, TIKTOK_API, Canaries, bearer
+from tests.helpers import envelope, new_token, store_account_grant, store_advertiser_grant
 from tiktok_auth_service.models import GrantStatus
 from tiktok_auth_service.service import Service
 from tiktok_auth_service.tokens import AdvertiserToken
@@ -244,6 +245,56 @@ class TestRevokeRestrictions:
 class TestOddInput:
     @pytest.mark.parametrize("open_id", ["%00", "a%0Ab", "a%20b"])
     async def test_control_characters_in_open_id_are_422(
+        self, client: httpx.AsyncClient, api_key: str, open_id: str
+    ) -> None:
+        response = await client.get(f"/tokens/accounts/{open_id}", headers=bearer(api_key))
+        assert response.status_code == 422
+
+    @pytest.mark.parametrize(
+        "advertiser_id",
+        [
+            "1' OR '1'='1",
+            "1;DROP TABLE oauth_grant",
+            "7100000000000000001--",
+            "\u0667\u0661\u0660\u0660",  # Arabic-Indic digits: digits to Unicode, not TikTok
+            "\uff17\uff11\uff10\uff10",  # full-width digits
+            "1" * 33,
+            "%00",
+        ],
+    )
+    async def test_sql_looking_or_unicode_advertiser_ids_are_422(
+        self,
+        client: httpx.AsyncClient,
+        service: Service,
+        api_key: str,
+        canaries: Canaries,
+        advertiser_id: str,
+    ) -> None:
+        token = new_token()
+        canaries.add(token)
+        await store_advertiser_grant(service, token, [ADVERTISER])
+        for method in ("GET", "DELETE"):
+            response = await client.request(
+                method, f"/tokens/{advertiser_id}", headers=bearer(api_key)
+            )
+            assert response.status_code == 422
+            assert response.json()["code"] == "validation_error"
+        served = await client.get(f"/tokens/{ADVERTISER}", headers=bearer(api_key))
+        assert served.json()["access_token"] == token
+
+    @pytest.mark.parametrize("open_id", ["x'OR'1'='1'--", "a;DELETE%20FROM", "%25", "*", "_"])
+    async def test_sql_looking_open_ids_are_simply_not_connected(
+        self, client: httpx.AsyncClient, service: Service, api_key: str, open_id: str
+    ) -> None:
+        await store_account_grant(service, OPEN_ID, datetime.now(UTC) + timedelta(hours=20))
+        response = await client.get(f"/tokens/accounts/{open_id}", headers=bearer(api_key))
+        # %20 is a space: outside the open_id alphabet.
+        assert response.status_code == (422 if "%20" in open_id else 404)
+        served = await client.get(f"/tokens/accounts/{OPEN_ID}", headers=bearer(api_key))
+        assert served.status_code == 200
+
+    @pytest.mark.parametrize("open_id", ["zoë", "🎉", "\u202eabc", "%FF"])
+    async def test_unicode_open_ids_are_422(
         self, client: httpx.AsyncClient, api_key: str, open_id: str
     ) -> None:
         response = await client.get(f"/tokens/accounts/{open_id}", headers=bearer(api_key))

@@ -77,6 +77,9 @@ async def serving(app: Any, sock: socket.socket) -> AsyncIterator[None]:
         uvicorn.Config(
             app,
             log_level="warning",
+            # As in `serve`: uvicorn's lines go through the handlers the command configured
+            # (and reach the tests' log capture) instead of uvicorn's own.
+            log_config=None,
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=3,

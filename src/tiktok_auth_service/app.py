@@ -24,6 +24,7 @@ from tiktok_auth_service.api.observability import (
     acceptable_request_id,
     new_request_id,
 )
+from tiktok_auth_service.api.security import SecurityHeaders
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.metrics import Metrics
@@ -125,9 +126,10 @@ def create_app(
     )
     _complete_openapi(app)
     problems.install(app)
-    # Innermost first: the hot path is observed and logged, and has its request id, like
-    # every request.
+    # Added innermost first: the request id is known before the request is observed and
+    # logged; every response gets the security headers, the hot path's included.
     app.add_middleware(tokens.CachedTokenReads)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(ObservedRequests, metrics=metrics)
     app.add_middleware(
         CorrelationIdMiddleware,

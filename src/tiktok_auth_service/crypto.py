@@ -9,6 +9,7 @@ the access column) no longer opens.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import uuid
 from typing import Literal
@@ -27,6 +28,14 @@ Column = Literal["access_token", "refresh_token"]
 def digest(secret: str) -> bytes:
     """SHA-256 of an API key or OAuth state: what is stored and looked up instead of it."""
     return hashlib.sha256(secret.encode()).digest()
+
+
+def same_secret(a: str | bytes, b: str | bytes) -> bool:
+    """Whether two secrets (tokens, digests) are equal, in time that does not depend on where
+    they differ. Every comparison of secrets goes through here, never `==`."""
+    return hmac.compare_digest(
+        a.encode() if isinstance(a, str) else a, b.encode() if isinstance(b, str) else b
+    )
 
 
 class TokenSealer:

@@ -19,7 +19,7 @@ from tiktok_auth_service import errors
 from tiktok_auth_service.audit import AuditLog
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
-from tiktok_auth_service.crypto import TokenSealer
+from tiktok_auth_service.crypto import TokenSealer, same_secret
 from tiktok_auth_service.db import Database
 from tiktok_auth_service.models import Flow, Grant, GrantStatus
 from tiktok_auth_service.refresh import failure_backoff, write_account_tokens
@@ -286,7 +286,7 @@ class Revoker:
         async with self.db.session() as session:
             others = await Repository(session).live_grants_sharing_advertisers(orphan)
         return any(
-            self.sealer.open_access_token(g.id, g.key_id, g.access_token_enc) == token
+            same_secret(self.sealer.open_access_token(g.id, g.key_id, g.access_token_enc), token)
             for g in others
         )
 

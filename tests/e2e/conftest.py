@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -14,11 +15,22 @@ import pytest
 
 from tests.fixtures import KEYS, Canaries
 from tests.openapi_check import OpenApiCheck
+from tests.secret_scan import SecretScan
 from tiktok_auth_dev.stack import Stack, run_stack
 from tiktok_auth_service.api.deps import app_service
 from tiktok_auth_service.authorization import Origin
 from tiktok_auth_service.models import Flow
 from tiktok_auth_service.tiktok import IssuedAccountTokens
+
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every end-to-end test (real servers on loopback, the emulator, a browser) is one of the
+    long runs: `-m "not slow"` leaves them out."""
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.slow)
 
 
 class ShiftClock:
@@ -91,13 +103,18 @@ class Browser:
     """A cookie-keeping client that clicks through consent via the emulator's test hook,
     starting from a connect link that an internal caller (with `api_key`) opened for it."""
 
-    def __init__(self, stack: Stack, api_key: str) -> None:
+    def __init__(self, stack: Stack, api_key: str, scan: SecretScan) -> None:
         self.stack = stack
         self.api_key = api_key
         self.http = httpx.AsyncClient(
             base_url=stack.service_url,
             timeout=30,
-            event_hooks={"response": [OpenApiCheck(stack.service.openapi()).on_response]},
+            event_hooks={
+                "response": [
+                    OpenApiCheck(stack.service.openapi()).on_response,
+                    scan.response_hook(stack.service_url),
+                ]
+            },
         )
 
     async def connect_link(self, **params: str) -> str:
@@ -140,10 +157,11 @@ class Running(NamedTuple):
 
 @pytest.fixture
 def start_stack(
-    migrated: str, pg: asyncpg.Connection, canaries: Canaries
+    migrated: str, pg: asyncpg.Connection, canaries: Canaries, leak_guard: SecretScan
 ) -> Callable[..., contextlib.AbstractAsyncContextManager[Running]]:
     """Start the service and the emulator (on a freshly emptied database), with a browser and
-    the emulator's admin API ready to use."""
+    the emulator's admin API ready to use. The browser's answers from the service, and the
+    service's metrics when the block ends, go to the secret scan."""
 
     @contextlib.asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[Running]:
@@ -154,9 +172,10 @@ def start_stack(
             httpx.AsyncClient(base_url=stack.emulator_url, timeout=60) as admin_http,
         ):
             canaries.add("emulator-secret")
-            browser = Browser(stack, await api_key(stack, canaries, "e2e-browser"))
+            browser = Browser(stack, await api_key(stack, canaries, "e2e-browser"), leak_guard)
             async with browser.http:
                 yield Running(stack, browser, EmulatorAdmin(admin_http))
+            leak_guard.metrics(await app_service(stack.service).render_metrics())
 
     return start
 

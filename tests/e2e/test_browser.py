@@ -5,13 +5,14 @@ Screenshots of each page are saved under `test-output/<test name>/` at the repos
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, Route, async_playwright
+from playwright.async_api import Browser, ConsoleMessage, Page, Route, async_playwright
 
 from tests.e2e.chromium import LAUNCH_ARGS, ensure_chromium
 from tests.e2e.conftest import api_key, issued_tokens
@@ -38,13 +39,32 @@ async def chromium(chromium_path: str) -> AsyncIterator[Browser]:
             await browser.close()
 
 
+def needed_and_refused(message: ConsoleMessage) -> bool:
+    """Whether Chromium reports that the Content Security Policy refused something the page
+    needs: inline code or styles, or a file from the service. Other origins are refused on
+    purpose (ReDoc would fetch its logo from its CDN)."""
+    if "Content Security Policy" not in message.text:
+        return False
+    urls = re.findall(r"'(https?://[^']+)'", message.text)
+    return not urls or any(httpx.URL(url).host == "127.0.0.1" for url in urls)
+
+
 @pytest.fixture
 async def page(chromium: Browser) -> AsyncIterator[Page]:
-    context = await chromium.new_context()  # fresh cookies for every test
+    """A fresh tab (fresh cookies); the test fails if the service's Content Security Policy
+    refused anything its pages need (Chromium reports each refusal on the console)."""
+    context = await chromium.new_context()
+    refused: list[str] = []
     try:
-        yield await context.new_page()
+        opened = await context.new_page()
+        opened.on(
+            "console",
+            lambda message: refused.append(message.text) if needed_and_refused(message) else None,
+        )
+        yield opened
     finally:
         await context.close()
+    assert refused == []
 
 
 @pytest.fixture
@@ -110,8 +130,9 @@ async def test_deny_in_a_real_browser_shows_the_error_and_tiktok_is_not_called(
 async def test_docs_render_offline_with_every_operation(
     start_stack: Callable[..., Any], page: Page, output_dir: Path
 ) -> None:
-    """/docs loads Swagger UI from the service itself: nothing is fetched from outside
-    127.0.0.1 (a machine without internet access gets the same page)."""
+    """/docs loads Swagger UI (and /redoc ReDoc) from the service itself: nothing is fetched
+    from outside 127.0.0.1 (a machine without internet access gets the same page), and their
+    Content Security Policy refuses nothing they need (see the `page` fixture)."""
     requested: list[str] = []
 
     async def only_loopback(route: Route) -> None:
@@ -129,6 +150,10 @@ async def test_docs_render_offline_with_every_operation(
         count = await operations.count()
         summaries = await page.locator(".opblock-summary-path").all_inner_texts()
         await page.screenshot(path=output_dir / "docs.png", full_page=True)
+        # ReDoc too, under the same policy (its search runs in a worker made from a blob).
+        await page.goto(f"{stack.service_url}/redoc")
+        await page.locator("h1", has_text="tiktok-auth-service").wait_for()
+        await page.screenshot(path=output_dir / "redoc.png")
     outside = [url for url in requested if httpx.URL(url).host != "127.0.0.1"]
     assert outside == []
     assert count == len(stack.service.openapi()["paths"]) + 2  # two paths have two methods

@@ -20,7 +20,8 @@ from .helpers import APP_ID, SECRET, callback_params, check_envelope
 async def served() -> AsyncIterator[httpx.AsyncClient]:
     """A client talking HTTP to a uvicorn-served emulator on an ephemeral port."""
     app = create_emulator_app(EmulatorConfig(qps=0, qpm=0, qpd=0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    # log_config=None: uvicorn's records reach the root logger (and the secret scan).
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", log_config=None))
     # Bind and listen before starting, so the kernel queues our first requests until uvicorn
     # accepts them: no need to poll for readiness.
     sock = socket.socket()

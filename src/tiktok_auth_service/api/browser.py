@@ -58,10 +58,12 @@ class ConnectSessionRequest(BaseModel):
     ),
 )
 async def create_connect_session(
-    body: ConnectSessionRequest, request: Request, service: ServiceDep
+    body: ConnectSessionRequest, request: Request, response: Response, service: ServiceDep
 ) -> ConnectLink:
     """Open a single-use link for one person to connect their accounts; send their browser
     to `url`. A restricted key may open links only for what it may read."""
+    # The link works for whoever holds it: no cache may keep a copy.
+    response.headers["Cache-Control"] = "no-store"
     return await service.authorization.open_session(
         api_key_of(request), body.flow, body.return_to, body.end_user, caller_of(request)
     )

@@ -18,6 +18,7 @@ from starlette.responses import HTMLResponse, Response
 
 from tiktok_auth_service import errors
 from tiktok_auth_service.api.observability import REQUEST_ID_HEADER, current_request_id
+from tiktok_auth_service.api.security import PAGE_STYLE, headers_for
 from tiktok_auth_service.db import CONNECTION_ERRORS, lost_connection
 
 log = logging.getLogger(__name__)
@@ -93,8 +94,7 @@ def html_page(title: str, body: str, status: int = 200) -> HTMLResponse:
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         "<meta name=viewport content='width=device-width,initial-scale=1'>"
         f"<title>{html.escape(title)}</title>"
-        "<style>body{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;"
-        "padding:0 1rem;line-height:1.5}code{background:#eee;padding:0 .2rem}</style></head>"
+        f"<style>{PAGE_STYLE}</style></head>"
         f"<body><h1>{html.escape(title)}</h1>{body}</body></html>",
         status_code=status,
         headers={"Cache-Control": "no-store"},
@@ -166,13 +166,14 @@ def install(app: FastAPI) -> None:
         return error_response(request, errors.DatabaseUnavailable(retry_after=5))
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
-        # Starlette answers these from its outermost middleware, outside the one that adds
-        # X-Request-ID to responses, so the header is added here.
+        # Starlette answers these from its outermost middleware, outside the ones that add
+        # X-Request-ID and the security headers to responses, so they are added here.
         if lost_connection(exc):
             response = await on_database_down(request, exc)
         else:
             log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
             response = error_response(request, errors.ServiceError("An unexpected error occurred."))
+        response.headers.update(headers_for(request.url.path))
         request_id = current_request_id()
         if request_id:
             response.headers[REQUEST_ID_HEADER] = request_id

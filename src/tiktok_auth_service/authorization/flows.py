@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
-from tiktok_auth_service.crypto import TokenSealer
+from tiktok_auth_service.crypto import TokenSealer, same_secret
 from tiktok_auth_service.db import Database
 from tiktok_auth_service.models import ApiClient, Flow, Grant, GrantStatus
 from tiktok_auth_service.refresh import write_account_tokens
@@ -169,7 +169,9 @@ class AdvertiserFlow:
             for orphan_id in await repo.orphan_grants_serving_nobody(previous, now):
                 old = await repo.lock_grant(orphan_id)
                 assert old is not None
-                if self.sealer.open_access_token(old.id, old.key_id, old.access_token_enc) == token:
+                if same_secret(
+                    self.sealer.open_access_token(old.id, old.key_id, old.access_token_enc), token
+                ):
                     await repo.set_grant_status(old, GrantStatus.REVOKED, now)
                 else:
                     orphans.append(orphan_id)

@@ -23,7 +23,7 @@ from tiktok_auth_service import errors
 from tiktok_auth_service.authorization.flows import ConsentFlow, Origin
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
-from tiktok_auth_service.crypto import digest
+from tiktok_auth_service.crypto import digest, same_secret
 from tiktok_auth_service.db import CONNECTION_ERRORS, Database
 from tiktok_auth_service.models import ConnectSession, Flow, OAuthState
 from tiktok_auth_service.refresh import RETRY_AFTER_SECONDS
@@ -314,9 +314,7 @@ class Authorization:
                 raise errors.InvalidState("This authorization link was already used.")
             if row.expires_at <= now:
                 raise errors.InvalidState("This authorization link has expired; start again.")
-            if not browser_binding or not secrets.compare_digest(
-                digest(browser_binding), row.browser_hash
-            ):
+            if not browser_binding or not same_secret(digest(browser_binding), row.browser_hash):
                 raise errors.InvalidState(
                     "This authorization was started in another browser; start again here."
                 )
