@@ -304,7 +304,7 @@ async def authorize_read(
     `caller` learns the key's name as soon as the key is known."""
     if not api_key:
         raise errors.Unauthenticated()
-    row = await read(db.pool, digest(api_key), subject)
+    row = await read(db, digest(api_key), subject)
     if row is None:
         raise errors.Unauthenticated()
     if caller is not None:
