@@ -207,7 +207,7 @@ class TestMetrics:
     async def test_grants_are_left_out_while_the_database_is_down(
         self, client: httpx.AsyncClient, service: Any, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        async def unreachable(pool: object) -> None:
+        async def unreachable(db: object) -> None:
             raise ConnectionRefusedError()
 
         monkeypatch.setattr("tiktok_auth_service.service.grant_counts", unreachable)

@@ -58,7 +58,7 @@ class AuditLog:
         batch = list(self._buffer)
         if not batch:
             return 0
-        await write_access(self.db.pool, batch)
+        await write_access(self.db, batch)
         for _ in batch:
             self._buffer.popleft()
         return len(batch)
@@ -79,4 +79,4 @@ class AuditLog:
 
     async def prune(self, now: datetime) -> int:
         """Drop records older than AUDIT_RETENTION_DAYS (the worker calls this each pass)."""
-        return await delete_access_before(self.db.pool, now - self.retention)
+        return await delete_access_before(self.db, now - self.retention)

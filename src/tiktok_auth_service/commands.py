@@ -67,7 +67,7 @@ def audit(settings: Settings, args: argparse.Namespace) -> int:
 
     async def use(service: Service) -> int:
         records = await read_access(
-            service.db.pool,
+            service.db,
             caller=args.key,
             subject=args.subject,
             since=args.since,

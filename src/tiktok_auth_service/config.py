@@ -77,6 +77,8 @@ class Settings(LoggingSettings):
 
     database_url: SecretStr
     database_pool_size: int = Field(default=10, ge=1)
+    # The longest one wait on the database may take (a connection, a pooled one, a statement).
+    database_timeout_seconds: float = Field(default=5.0, gt=0)
     # DATABASE_URL is PgBouncer in transaction pooling mode: no prepared-statement caches.
     database_pgbouncer: bool = False
     # The token cache (token_cache.py) LISTENs on a connection of its own, to DATABASE_URL.

@@ -133,7 +133,7 @@ class Connections:
             raise errors.Unauthenticated()
         after = decode_cursor(cursor) if cursor is not None else None
         rows = await read_connections(
-            self.db.pool,
+            self.db,
             digest(api_key),
             status=None if status is None else str(status),
             flow=None if flow is None else str(flow),

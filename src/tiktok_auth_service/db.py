@@ -37,6 +37,11 @@ CONNECTION_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+# Everything the database layer raises; `lost_connection` tells which of these mean the database
+# is unreachable (SQLAlchemy wraps a lost connection in whatever DBAPIError fits its message).
+DATABASE_ERRORS: tuple[type[Exception], ...] = (sa_exc.SQLAlchemyError, asyncpg.PostgresError)
+
+
 def lost_connection(exc: BaseException) -> bool:
     """True when `exc` (or what it wraps) means the database is unreachable, not that a
     statement was wrong."""
@@ -79,15 +84,34 @@ async def _no_session_state(connection: asyncpg.Connection) -> None:
 class Database:
     """Owns the engine, the session factory and the hot-path pool; created by the lifespan."""
 
-    def __init__(self, engine: AsyncEngine, pool: asyncpg.Pool) -> None:
+    def __init__(self, engine: AsyncEngine, pool: asyncpg.Pool, timeout: float) -> None:
         self.engine = engine
         self.pool = pool
+        self.timeout = timeout
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
-    async def connect(cls, url: str, *, pool_size: int = 10, pgbouncer: bool = False) -> Database:
+    async def connect(
+        cls,
+        url: str,
+        *,
+        pool_size: int = 10,
+        pgbouncer: bool = False,
+        timeout_seconds: float = 5.0,
+    ) -> Database:
+        """`timeout_seconds` bounds each wait on the database: for a connection to be opened,
+        for one from a full pool, for each statement. A database that stops answering (a
+        network partition, a server stuck on start-up) then costs a request seconds, not
+        forever."""
+        arguments = _engine_arguments(pgbouncer)
+        connect_args = {"timeout": timeout_seconds, "command_timeout": timeout_seconds}
+        arguments["connect_args"] = connect_args | arguments.get("connect_args", {})
         engine = create_async_engine(
-            url, pool_size=pool_size, pool_pre_ping=True, **_engine_arguments(pgbouncer)
+            url,
+            pool_size=pool_size,
+            pool_pre_ping=True,
+            pool_timeout=timeout_seconds,
+            **arguments,
         )
         # Behind PgBouncer asyncpg must not cache named prepared statements (asyncpg's FAQ):
         # with the cache off each query uses the unnamed statement, parsed and executed before
@@ -98,12 +122,18 @@ class Database:
             min_size=1,
             max_size=pool_size,
             reset=_no_session_state,
+            **connect_args,
             **no_cache,
         )
-        return cls(engine, pool)
+        return cls(engine, pool, timeout_seconds)
 
     def session(self) -> AsyncSession:
         return self.sessions()
+
+    def acquire(self) -> Any:
+        """`async with` a connection of the hot-path pool, waited for at most the timeout
+        (asyncpg's own default is to wait for ever)."""
+        return self.pool.acquire(timeout=self.timeout)
 
     def pool_connections(self) -> dict[str, tuple[int, int]]:
         """(in use, idle) connections of each pool: `read` (asyncpg) and `write` (SQLAlchemy).

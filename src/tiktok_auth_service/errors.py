@@ -123,6 +123,10 @@ class DatabaseUnavailable(ServiceError):
     status = 503
     title = "The database is unavailable; try again later"
 
+    def __init__(self, detail: str | None = None, *, retry_after: int | None = 5) -> None:
+        # Every answer of this kind says when to come back (a restart takes seconds).
+        super().__init__(detail, retry_after=retry_after)
+
 
 class TokenUnreadable(ServiceError):
     """A stored ciphertext does not decrypt: its key was removed from TOKEN_ENCRYPTION_KEYS,

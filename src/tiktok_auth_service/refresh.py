@@ -209,7 +209,7 @@ class AccountRefresher:
                         extra=leased.log_fields("refresh_failed", reason="database_unavailable"),
                     )
                     self.metrics.refresh("save_failed")
-                    raise errors.DatabaseUnavailable(retry_after=5) from exc
+                    raise errors.DatabaseUnavailable() from exc
                 log.warning(
                     "grant %s: saving the refreshed tokens failed (%s); retrying",
                     leased.id,

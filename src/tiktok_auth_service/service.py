@@ -62,7 +62,7 @@ class Service:
     cache_listener: CacheListener | None
 
     async def database_ready(self) -> bool:
-        return await database_answers(self.db.pool)
+        return await database_answers(self.db)
 
     def sample_pools(self) -> None:
         """Record this process's database pool connections in the metrics."""
@@ -74,7 +74,7 @@ class Service:
         logged, when the database does not answer) and this process's pools sampled now."""
         grants: dict[tuple[str, str], int] | None
         try:
-            grants = await grant_counts(self.db.pool)
+            grants = await grant_counts(self.db)
         except Exception as exc:
             if not lost_connection(exc):
                 raise
@@ -106,6 +106,7 @@ async def open_service(
         settings.database_url.get_secret_value(),
         pool_size=settings.database_pool_size,
         pgbouncer=settings.database_pgbouncer,
+        timeout_seconds=settings.database_timeout_seconds,
     )
     try:
         user_agent = f"tiktok-auth-service/{__version__}"

@@ -340,7 +340,7 @@ async def authorize_read(
     row = cache.lookup(kind, key_hash, subject) if cache is not None else None
     if row is None:
         generation = cache.generation if cache is not None else 0
-        row = await _READERS[kind](db.pool, key_hash, subject)
+        row = await _READERS[kind](db, key_hash, subject)
         if row is None:
             raise errors.Unauthenticated()
         if cache is not None:

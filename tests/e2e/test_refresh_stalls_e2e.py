@@ -4,17 +4,16 @@ emulator over loopback, with TikTok hanging, short token lifetimes and a Postgre
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 
+from tests.db_proxy import restartable_database
 from tests.e2e.conftest import (
     EmulatorAdmin,
     ShiftClock,
@@ -23,10 +22,8 @@ from tests.e2e.conftest import (
     seed_account_grants,
 )
 from tests.fixtures import KEYS, Canaries, bearer
-from tiktok_auth_dev.embedded_postgres import embedded_postgres
 from tiktok_auth_dev.stack import run_stack
 from tiktok_auth_service.api.deps import app_service
-from tiktok_auth_service.db import migrate
 
 REFRESH = "tt_user/oauth2/refresh_token/"
 
@@ -141,39 +138,14 @@ async def advance(clock: ShiftClock, admin: EmulatorAdmin, delta: timedelta) -> 
     await admin.advance(delta.total_seconds())
 
 
-@contextlib.asynccontextmanager
-async def restartable_database(folder: Path) -> Any:
-    """A PostgreSQL of the test's own, with a `restart()` that stops and starts it again."""
-    servers = contextlib.ExitStack()
-    url = servers.enter_context(embedded_postgres(folder))
-    await migrate(url)
-
-    async def restart(down: Callable[[], Any]) -> None:
-        servers.close()  # stopped: the service's connections break
-        await down()
-        # The old postmaster may still be finishing its shutdown (a loaded machine): starting
-        # a new one before its pid file is gone would find it "stopping".
-        pid_file = folder / "pgdata" / "postmaster.pid"
-        deadline = time.monotonic() + 30
-        while pid_file.exists():
-            assert time.monotonic() < deadline, "PostgreSQL did not finish stopping"
-            await asyncio.sleep(0.05)
-        servers.enter_context(embedded_postgres(folder))
-
-    try:
-        yield url, restart
-    finally:
-        servers.close()
-
-
 async def test_a_database_restart_during_refreshes_leaves_every_grant_alive(
-    canaries: Canaries, tmp_path: Path
+    canaries: Canaries,
 ) -> None:
     open_ids, emulator = accounts(20)
     async with (
-        restartable_database(tmp_path / "pg") as (url, restart),
+        restartable_database() as database,
         run_stack(
-            database_url=url,
+            database_url=database.url,
             encryption_keys=KEYS,
             emulator_config=emulator,
             worker_enabled=False,
@@ -187,7 +159,7 @@ async def test_a_database_restart_during_refreshes_leaves_every_grant_alive(
         key = (await service.api_keys.create("restart", [])).key.get_secret_value()
         canaries.add(key)
         await seed_account_grants(stack, open_ids)
-        raw = url.replace("+asyncpg", "")
+        raw = database.url.replace("+asyncpg", "")
         connection = await asyncpg.connect(raw)
         await connection.execute(AGE_TOKENS)
         await connection.close()
@@ -207,7 +179,7 @@ async def test_a_database_restart_during_refreshes_leaves_every_grant_alive(
                 await asyncio.sleep(0.5)  # the database stays down a moment after TikTok answered
 
             started = time.monotonic()
-            await restart(rotate_while_down)
+            await database.restart(rotate_while_down)
             restarted = time.monotonic() - started
             answers = await asyncio.gather(*reads)
         assert all(answer.status_code in (200, 503) for answer in answers), [

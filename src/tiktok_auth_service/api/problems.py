@@ -19,7 +19,7 @@ from starlette.responses import HTMLResponse, Response
 from tiktok_auth_service import errors
 from tiktok_auth_service.api.observability import REQUEST_ID_HEADER, current_request_id
 from tiktok_auth_service.api.security import PAGE_STYLE, headers_for
-from tiktok_auth_service.db import CONNECTION_ERRORS, lost_connection
+from tiktok_auth_service.db import CONNECTION_ERRORS, DATABASE_ERRORS, lost_connection
 
 log = logging.getLogger(__name__)
 
@@ -163,16 +163,19 @@ def install(app: FastAPI) -> None:
             request.url.path,
             type(exc).__name__,
         )
-        return error_response(request, errors.DatabaseUnavailable(retry_after=5))
+        return error_response(request, errors.DatabaseUnavailable())
+
+    async def on_error(request: Request, exc: Exception) -> Response:
+        """A lost database is a 503; anything else a 500, logged with its traceback."""
+        if lost_connection(exc):
+            return await on_database_down(request, exc)
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(request, errors.ServiceError("An unexpected error occurred."))
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         # Starlette answers these from its outermost middleware, outside the ones that add
         # X-Request-ID and the security headers to responses, so they are added here.
-        if lost_connection(exc):
-            response = await on_database_down(request, exc)
-        else:
-            log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-            response = error_response(request, errors.ServiceError("An unexpected error occurred."))
+        response = await on_error(request, exc)
         response.headers.update(headers_for(request.url.path))
         request_id = current_request_id()
         if request_id:
@@ -184,4 +187,9 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     for connection_error in CONNECTION_ERRORS:
         app.add_exception_handler(connection_error, on_database_down)
+    # Answered here rather than by the catch-all below, which Starlette answers from outside
+    # every middleware and then re-raises: the access log and the metrics would record a 500
+    # and the server would log a traceback for a database that merely went away.
+    for database_error in DATABASE_ERRORS:
+        app.add_exception_handler(database_error, on_error)
     app.add_exception_handler(Exception, on_unexpected)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import NamedTuple
 
-import asyncpg
+from tiktok_auth_service.db import Database
 
 _COLUMNS = ["at", "caller", "action", "subject", "outcome", "request_id"]
 _PRUNE_BATCH = 10_000
@@ -21,15 +21,15 @@ class AccessRecord(NamedTuple):
     request_id: str | None
 
 
-async def write_access(pool: asyncpg.Pool, records: list[AccessRecord]) -> None:
-    async with pool.acquire() as connection:
+async def write_access(db: Database, records: list[AccessRecord]) -> None:
+    async with db.acquire() as connection:
         await connection.copy_records_to_table("token_access", records=records, columns=_COLUMNS)
 
 
-async def delete_access_before(pool: asyncpg.Pool, before: datetime) -> int:
+async def delete_access_before(db: Database, before: datetime) -> int:
     """Delete records older than `before`, in batches so no transaction grows large."""
     deleted = 0
-    async with pool.acquire() as connection:
+    async with db.acquire() as connection:
         while True:
             status = await connection.execute(
                 "DELETE FROM token_access WHERE id IN"
@@ -44,7 +44,7 @@ async def delete_access_before(pool: asyncpg.Pool, before: datetime) -> int:
 
 
 async def read_access(
-    pool: asyncpg.Pool,
+    db: Database,
     *,
     caller: str | None,
     subject: str | None,
@@ -52,7 +52,7 @@ async def read_access(
     limit: int,
 ) -> list[AccessRecord]:
     """Records newest first, filtered by caller (API key name), subject and time."""
-    async with pool.acquire() as connection:
+    async with db.acquire() as connection:
         rows = await connection.fetch(
             "SELECT at, caller, action, subject, outcome, request_id FROM token_access"
             " WHERE ($1::text IS NULL OR caller = $1) AND ($2::text IS NULL OR subject = $2)"

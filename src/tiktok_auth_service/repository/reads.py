@@ -13,6 +13,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from tiktok_auth_service.db import Database
+
 
 @dataclass(frozen=True, slots=True)
 class CallerRow:
@@ -79,10 +81,8 @@ WHERE c.key_hash = $1 AND c.revoked_at IS NULL
 """  # noqa: S608  (constant text; every value is a bind parameter)
 
 
-async def _read_token(
-    pool: asyncpg.Pool, sql: str, key_hash: bytes, subject: str
-) -> TokenRow | None:
-    async with pool.acquire() as connection:
+async def _read_token(db: Database, sql: str, key_hash: bytes, subject: str) -> TokenRow | None:
+    async with db.acquire() as connection:
         row = await connection.fetchrow(sql, key_hash, subject)
     if row is None:
         return None
@@ -94,27 +94,32 @@ async def _read_token(
     return TokenRow(caller, GrantRow(*values[3:]))
 
 
-GrantReader = Callable[[asyncpg.Pool, bytes, str], Awaitable[TokenRow | None]]
+GrantReader = Callable[[Database, bytes, str], Awaitable[TokenRow | None]]
 
 
 async def read_advertiser_token(
-    pool: asyncpg.Pool, key_hash: bytes, advertiser_id: str
+    db: Database, key_hash: bytes, advertiser_id: str
 ) -> TokenRow | None:
-    return await _read_token(pool, _READ_ADVERTISER_GRANT_SQL, key_hash, advertiser_id)
+    return await _read_token(db, _READ_ADVERTISER_GRANT_SQL, key_hash, advertiser_id)
 
 
-async def read_account_token(pool: asyncpg.Pool, key_hash: bytes, open_id: str) -> TokenRow | None:
-    return await _read_token(pool, _READ_ACCOUNT_GRANT_SQL, key_hash, open_id)
+async def read_account_token(db: Database, key_hash: bytes, open_id: str) -> TokenRow | None:
+    return await _read_token(db, _READ_ACCOUNT_GRANT_SQL, key_hash, open_id)
 
 
 _GRANT_COUNTS_SQL = "SELECT flow, status, count(*) FROM oauth_grant GROUP BY flow, status"
 
 
-async def grant_counts(pool: asyncpg.Pool) -> dict[tuple[str, str], int]:
+# The readiness probe and the metrics scrape answer within seconds, sooner than a request
+# would wait when DATABASE_TIMEOUT_SECONDS is longer.
+PROBE_SECONDS = 2.0
+
+
+async def grant_counts(db: Database) -> dict[tuple[str, str], int]:
     """(flow, status) -> number of grants, for the metrics. Bounded in time like the
     readiness probe, so a slow database cannot hang a scrape."""
-    timeout = 2.0
-    async with pool.acquire(timeout=timeout) as connection:
+    timeout = min(PROBE_SECONDS, db.timeout)
+    async with db.pool.acquire(timeout=timeout) as connection:
         rows = await connection.fetch(_GRANT_COUNTS_SQL, timeout=timeout)
     return {(row[0], row[1]): row[2] for row in rows}
 
@@ -180,7 +185,7 @@ LEFT JOIN LATERAL (
 
 
 async def read_connections(
-    pool: asyncpg.Pool,
+    db: Database,
     key_hash: bytes,
     *,
     status: str | None,
@@ -191,7 +196,7 @@ async def read_connections(
     """Up to `limit` connections this key may read after the (flow, subject_id) `after`, in
     that order; None when the key is unknown or revoked."""
     after_flow, after_subject = after or ("", "")  # sorts before every flow
-    async with pool.acquire() as connection:
+    async with db.acquire() as connection:
         rows = await connection.fetch(
             _LIST_CONNECTIONS_SQL, key_hash, status, flow, after_flow, after_subject, limit
         )
@@ -207,10 +212,10 @@ async def read_connections(
     return found
 
 
-async def database_answers(pool: asyncpg.Pool) -> bool:
-    timeout = 2.0
+async def database_answers(db: Database) -> bool:
+    timeout = min(PROBE_SECONDS, db.timeout)
     try:
-        async with pool.acquire(timeout=timeout) as connection:
+        async with db.pool.acquire(timeout=timeout) as connection:
             await connection.fetchval("SELECT 1", timeout=timeout)
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
         return False
