@@ -167,6 +167,11 @@ class Settings(LoggingSettings):
     def _origins(cls, value: Any) -> Any:
         return [_origin(item) for item in _split_list(value)]
 
+    @field_validator("database_listen_url", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: Any) -> Any:
+        return None if value == "" else value
+
     @field_validator("database_url", "database_listen_url")
     @classmethod
     def _asyncpg_url(cls, value: SecretStr | None) -> SecretStr | None:

@@ -3,6 +3,8 @@ token read (the hot path), and migrations."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
 from uuid import uuid4
@@ -145,6 +147,39 @@ class Database:
     async def close(self) -> None:
         await self.pool.close()
         await self.engine.dispose()
+
+
+@asynccontextmanager
+async def listening(
+    url: str,
+    channel: str,
+    on_notify: Callable[[str], None],
+    on_lost: Callable[[], None],
+    *,
+    application_name: str,
+    heartbeat_seconds: float,
+) -> AsyncIterator[Callable[[], Awaitable[object]]]:
+    """A connection of its own LISTENing on `channel`, calling `on_notify(payload)` for each
+    notification and `on_lost()` if the server ends it. Yields a heartbeat: a query answered
+    within `heartbeat_seconds` (raising otherwise), which also means every notification sent
+    before it has arrived. Closed on exit."""
+    connection = await asyncpg.connect(
+        url.replace("postgresql+asyncpg://", "postgresql://", 1),
+        timeout=heartbeat_seconds * 5,
+        server_settings={"application_name": application_name},
+    )
+    try:
+        connection.add_termination_listener(lambda _: on_lost())
+        await connection.add_listener(channel, lambda *args: on_notify(args[3]))
+
+        async def heartbeat() -> object:
+            if connection.is_closed():
+                raise asyncpg.ConnectionDoesNotExistError("the connection was closed")
+            return await connection.fetchval("SELECT 1", timeout=heartbeat_seconds)
+
+        yield heartbeat
+    finally:
+        connection.terminate()
 
 
 async def migrate(url: str, revision: str = "head", *, pgbouncer: bool = False) -> None:

@@ -31,9 +31,7 @@ import contextlib
 import logging
 import uuid
 
-import asyncpg
-
-from tiktok_auth_service.db import CONNECTION_ERRORS
+from tiktok_auth_service.db import CONNECTION_ERRORS, DATABASE_ERRORS, listening
 from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.repository.reads import CallerRow, GrantRow, TokenRow
 
@@ -123,9 +121,9 @@ class CacheListener:
     """Keeps `cache` live while one connection of its own LISTENs (and answers heartbeats);
     reconnects after a loss, the cache off meanwhile."""
 
-    def __init__(self, cache: TokenCache, dsn: str, metrics: Metrics) -> None:
+    def __init__(self, cache: TokenCache, url: str, metrics: Metrics) -> None:
         self.cache = cache
-        self.dsn = dsn.replace("postgresql+asyncpg://", "postgresql://", 1)
+        self.url = url
         self.metrics = metrics
         metrics.token_cache_live.set(0)
 
@@ -133,7 +131,7 @@ class CacheListener:
         while not stop.is_set():
             try:
                 await self._listen(stop)
-            except (*CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+            except (*CONNECTION_ERRORS, *DATABASE_ERRORS) as exc:
                 log.warning(
                     "token cache off: notification connection lost (%s)",
                     type(exc).__name__,
@@ -149,22 +147,16 @@ class CacheListener:
         self.metrics.token_cache_live.set(int(live))
 
     async def _listen(self, stop: asyncio.Event) -> None:
-        connection = await asyncpg.connect(
-            self.dsn,
-            timeout=HEARTBEAT_TIMEOUT_SECONDS * 5,
-            server_settings={"application_name": APPLICATION_NAME},
-        )
-        try:
-            connection.add_termination_listener(lambda _: self._set_live(False))
-            await connection.add_listener(CHANNEL, lambda *args: self.cache.notified(args[3]))
+        async with listening(
+            self.url,
+            CHANNEL,
+            self.cache.notified,
+            lambda: self._set_live(False),
+            application_name=APPLICATION_NAME,
+            heartbeat_seconds=HEARTBEAT_TIMEOUT_SECONDS,
+        ) as heartbeat:
             self._set_live(True)
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=HEARTBEAT_SECONDS)
-                if connection.is_closed():
-                    raise asyncpg.ConnectionDoesNotExistError("the connection was closed")
-                # A query answered means every notification sent before it has arrived.
-                await connection.fetchval("SELECT 1", timeout=HEARTBEAT_TIMEOUT_SECONDS)
-        finally:
-            self._set_live(False)
-            connection.terminate()
+                await heartbeat()
