@@ -85,4 +85,6 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
 
+# One server process per CPU the container may use (`docker run --cpus` included); `--workers N`
+# sets another number.
 CMD ["tiktok-auth-service", "serve", "--host", "0.0.0.0", "--port", "8000"]

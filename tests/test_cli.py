@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -16,8 +17,8 @@ import pytest
 import uvicorn
 
 from tests.fixtures import Canaries
-from tiktok_auth_service import __version__
-from tiktok_auth_service.cli import _parser, serve
+from tiktok_auth_service import __version__, cli
+from tiktok_auth_service.cli import _cgroup_cpu_quota, _parser, serve
 from tiktok_auth_service.config import Settings
 
 CLI_APP_SECRET = "cli-secret-never-logged"
@@ -110,6 +111,7 @@ def test_every_command_explains_itself() -> None:
                 assert action.help, f"{parser.prog} {action.dest} has no help"
     serve = run_cli("postgresql+asyncpg://u@h/d", "serve", "--help").stdout
     assert "--port PORT  port to listen on (default: 8000)" in serve
+    assert f"server processes (default: {cli.available_cpus()}, one per CPU" in serve
     dev = run_cli("postgresql+asyncpg://u@h/d", "dev", "--help").stdout
     assert "the emulator's port (default: 8900)" in dev
 
@@ -131,3 +133,34 @@ def test_serve_bounds_its_graceful_stop_by_a_lease(
         with pytest.raises(SystemExit) as stopped:
             handlers[signum](signum, None)
         assert stopped.value.code == 0
+
+
+class TestAvailableCpus:
+    @pytest.mark.parametrize(
+        ("files", "quota"),
+        [
+            ({"cpu.max": "150000 100000\n"}, 1.5),
+            ({"cpu.max": "max 100000\n"}, None),
+            ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2.0),
+            ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+            ({}, None),
+        ],
+    )
+    def test_the_cgroup_quota_in_cpus(
+        self, tmp_path: Path, files: dict[str, str], quota: float | None
+    ) -> None:
+        for name, text in files.items():
+            (tmp_path / name).parent.mkdir(exist_ok=True)
+            (tmp_path / name).write_text(text)
+        assert _cgroup_cpu_quota(tmp_path) == quota
+
+    @pytest.mark.parametrize(
+        ("affinity", "quota", "expected"),
+        [(8, None, 8), (8, 1.5, 2), (8, 0.2, 1), (2, 4.0, 2)],
+    )
+    def test_affinity_capped_by_the_quota_rounded_up(
+        self, monkeypatch: pytest.MonkeyPatch, affinity: int, quota: float | None, expected: int
+    ) -> None:
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(affinity)))
+        monkeypatch.setattr(cli, "_cgroup_cpu_quota", lambda: quota)
+        assert cli.available_cpus() == expected

@@ -81,16 +81,19 @@ def create_app(
     clock: Clock | None = None,
     freeze_after_startup: bool = False,
     metrics: Metrics | None = None,
+    processes: int = 1,
 ) -> FastAPI:
     """The service. `freeze_after_startup` (for the one app of a server process) moves
     everything alive after start-up out of the cyclic garbage collector's reach: those objects
     live as long as the process, and scanning them showed up as latency spikes on the token
-    read in bench/hot_path.py. `metrics` defaults to this process's (`Metrics.for_process`)."""
+    read in bench/hot_path.py. `metrics` defaults to this process's (`Metrics.for_process`).
+    `processes`: how many server processes run with these settings (`serve --workers`); the
+    background worker's TikTok budget is split between them."""
     metrics = metrics or Metrics.for_process()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_service(settings, clock, metrics) as service:
+        async with open_service(settings, clock, metrics, processes=processes) as service:
             attach_service(app, service)
             if freeze_after_startup:
                 gc.collect()

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tiktok_auth_service import __version__, commands, errors
 from tiktok_auth_service.config import (
@@ -27,10 +27,14 @@ from tiktok_auth_service.config import (
 )
 
 if TYPE_CHECKING:
-    pass
+    from fastapi import FastAPI
+
+log = logging.getLogger(__name__)
 
 # prometheus-client's own variable (read when the library is first imported).
 MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+# How many server processes `serve` started, for each of them to read.
+PROCESSES_VARIABLE = "TIKTOK_AUTH_SERVE_PROCESSES"
 
 
 def _configure_logging(settings: LoggingSettings, *, request_ids: bool = False) -> None:
@@ -78,10 +82,54 @@ def _stop_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def serve(settings: Settings, host: str, port: int) -> None:
-    """Run the HTTP service. Call inside `metrics_directory()`, after configuring logging."""
+def available_cpus() -> int:
+    """The CPUs this process may use: its CPU affinity, capped by the cgroup's CPU quota (a
+    container's `--cpus`), rounded up; what `serve` runs one process per by default."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        count = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return count if quota is None else max(1, min(count, math.ceil(quota)))
+
+
+def _cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPUs' worth of time this process's cgroup may use (cgroup v2 `cpu.max`, or v1's
+    CFS quota and period), None when unlimited or unknown."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()
+    except (OSError, ValueError):
+        try:
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    if quota in ("max", "-1") or int(period) <= 0:
+        return None
+    return int(quota) / int(period)
+
+
+def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
+    """Run the HTTP service in `workers` processes. Call inside `metrics_directory()`, after
+    configuring logging."""
     import uvicorn
 
+    # uvicorn's access log is off: request URLs of /callback carry TikTok's single-use auth
+    # code (the app writes its own, without query strings). log_config=None: uvicorn's lines
+    # go through our handler, in LOG_FORMAT. On a signal uvicorn stops accepting connections
+    # and waits for the requests in flight; a request still running after a lease's length
+    # (one TikTok call with its retries, and 30 s) is cancelled, so the stop is bounded.
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "access_log": False,
+        "log_config": None,
+        "log_level": settings.log_level.lower(),
+        "timeout_graceful_shutdown": math.ceil(settings.lease_seconds),
+    }
+    if workers > 1:
+        _serve_processes(workers, options)
+        return
     from tiktok_auth_service.app import create_app
 
     # Once shut down, uvicorn raises the SIGTERM or SIGINT that stopped it again, with the
@@ -89,19 +137,58 @@ def serve(settings: Settings, host: str, port: int) -> None:
     # still run (the default SIGTERM action would end the process on the spot).
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _stop_on_signal)
-    # uvicorn's access log is off: request URLs of /callback carry TikTok's single-use auth
-    # code (the app writes its own, without query strings). log_config=None: uvicorn's lines
-    # go through our handler, in LOG_FORMAT. On a signal uvicorn stops accepting connections
-    # and waits for the requests in flight; a request still running after a lease's length
-    # (one TikTok call with its retries, and 30 s) is cancelled, so the stop is bounded.
-    uvicorn.run(
-        create_app(settings, freeze_after_startup=True),
-        host=host,
-        port=port,
-        access_log=False,
-        log_config=None,
-        log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=math.ceil(settings.lease_seconds),
+    uvicorn.run(create_app(settings, freeze_after_startup=True), **options)
+
+
+def _serve_processes(workers: int, options: dict[str, Any]) -> None:
+    """uvicorn's supervisor: it binds the socket, starts `workers` server processes that
+    accept on it (`server_process_app` builds each one's app) and replaces one that dies.
+    This process only supervises, and ends as the single-process `serve` would: 0 when a
+    signal stopped it, or uvicorn's start-up failure status when a server process could
+    not start (a wrong setting, the database unreachable). The number of processes stays
+    fixed (uvicorn's SIGTTIN and SIGTTOU are ignored), since each paces its TikTok calls at
+    its share of the budget."""
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    class Supervisor(Multiprocess):
+        stopped_by: int | None = None
+
+        def handle_ttin(self) -> None:
+            log.warning("SIGTTIN ignored: %d processes share WORKER_QPS", workers)
+
+        handle_ttou = handle_ttin
+
+        def handle_int(self) -> None:
+            self.stopped_by = signal.SIGINT
+            super().handle_int()
+
+        def handle_term(self) -> None:
+            self.stopped_by = signal.SIGTERM
+            super().handle_term()
+
+    os.environ[PROCESSES_VARIABLE] = str(workers)
+    config = uvicorn.Config(
+        "tiktok_auth_service.cli:server_process_app", factory=True, workers=workers, **options
+    )
+    supervisor = Supervisor(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    if supervisor.stopped_by is not None:
+        raise SystemExit(0)
+    raise SystemExit(STARTUP_FAILURE)
+
+
+def server_process_app() -> FastAPI:
+    """The app of one of `serve --workers N`'s processes (uvicorn calls this in each). The
+    settings come from the same environment the supervisor checked them in; the worker's
+    upstream budget (WORKER_QPS) is split between the N processes."""
+    from tiktok_auth_service.app import create_app
+
+    settings = load_settings()
+    _configure_logging(settings, request_ids=True)
+    return create_app(
+        settings, freeze_after_startup=True, processes=int(os.environ[PROCESSES_VARIABLE])
     )
 
 
@@ -130,6 +217,13 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd = command("serve", "run the HTTP service (and the background worker)")
     serve_cmd.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve_cmd.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve_cmd.add_argument(
+        "--workers",
+        type=_positive,
+        default=available_cpus(),
+        metavar="N",
+        help="server processes (default: %(default)s, one per CPU this container may use)",
+    )
 
     command("migrate", "bring the database schema up to date")
     command("worker", "run only the background worker (refresh, liveness checks, revocations)")
@@ -250,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             # and with them prometheus-client.
             with metrics_directory():
                 _configure_logging(settings, request_ids=True)
-                serve(settings, args.host, args.port)
+                serve(settings, args.host, args.port, args.workers)
             return 0
         _configure_logging(settings)
         if args.command == "migrate":

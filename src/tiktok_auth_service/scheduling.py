@@ -43,7 +43,7 @@ class Pacer:
 
     def __init__(
         self,
-        per_second: int,
+        per_second: float,
         *,
         now: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -81,8 +81,9 @@ class Worker:
 
     @property
     def batch(self) -> int:
-        """Grants claimed at once: as many as may be in flight."""
-        return min(self.settings.worker_qps, self.settings.worker_concurrency)
+        """Grants claimed at once: as many as may be in flight, and no more than a second's
+        worth of this process's budget."""
+        return max(1, min(int(self.pacer.per_second), self.settings.worker_concurrency))
 
     async def claim(self, kind: Claim) -> list[Grant]:
         now = self.clock.now()

@@ -93,10 +93,15 @@ class Service:
 
 @asynccontextmanager
 async def open_service(
-    settings: Settings, clock: Clock | None = None, metrics: Metrics | None = None
+    settings: Settings,
+    clock: Clock | None = None,
+    metrics: Metrics | None = None,
+    *,
+    processes: int = 1,
 ) -> AsyncIterator[Service]:
     """Open the database and the TikTok client, build every use case over them, and close
-    both on exit. `metrics` defaults to this process's (`Metrics.for_process`)."""
+    both on exit. `metrics` defaults to this process's (`Metrics.for_process`). `processes`
+    server processes share WORKER_QPS: this one's worker paces at its share."""
     # httpx logs every request URL at INFO, and advertiser/get carries the app secret in its
     # query string (TikTok's design), so that logger must stay quiet.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -162,7 +167,7 @@ async def open_service(
                     revoker,
                     audit,
                     WebhookSender(settings, db, webhook_http, clock, metrics),
-                    Pacer(settings.worker_qps),
+                    Pacer(settings.worker_qps / processes),
                     clock,
                     metrics,
                 ),

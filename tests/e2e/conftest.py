@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +18,7 @@ import pytest
 from tests.fixtures import KEYS, Canaries
 from tests.openapi_check import OpenApiCheck
 from tests.secret_scan import SecretScan
-from tiktok_auth_dev.stack import Stack, run_stack
+from tiktok_auth_dev.stack import Stack, bind_socket, run_stack
 from tiktok_auth_service.api.deps import app_service
 from tiktok_auth_service.authorization import Origin
 from tiktok_auth_service.models import Flow
@@ -239,3 +241,49 @@ async def seed_account_grants(stack: Any, open_ids: list[str]) -> None:
         granted = await asyncio.gather(*(authorize(http, open_id) for open_id in open_ids))
     for account in granted:
         await flow.store(account, Origin())
+
+
+async def start_serve(
+    stack: Stack, metrics_dir: Path, workers: int, **env: str
+) -> tuple[asyncio.subprocess.Process, str, list[bytes]]:
+    """`serve --workers N` as separate OS processes on the stack's database and emulator (its
+    metrics files in `metrics_dir`: a killed process cannot remove a directory of its own;
+    `env`: more settings). Returns once every server process has started: the process, its
+    URL and what it wrote to stderr so far (the caller reads the rest)."""
+    probe = bind_socket("127.0.0.1", 0)
+    port = probe.getsockname()[1]
+    probe.close()
+    settings = stack.settings
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tiktok_auth_service",
+        "serve",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        env={
+            **os.environ,
+            "TIKTOK_APP_ID": settings.tiktok_app_id,
+            "TIKTOK_APP_SECRET": settings.tiktok_app_secret.get_secret_value(),
+            "TIKTOK_REDIRECT_URI": settings.tiktok_redirect_uri,
+            "TIKTOK_API_BASE_URL": settings.tiktok_api_base_url,
+            "DATABASE_URL": settings.database_url.get_secret_value(),
+            "TOKEN_ENCRYPTION_KEYS": KEYS,
+            "WORKER_ENABLED": "false",
+            "TIKTOK_RETRY_ATTEMPTS": "1",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            **env,
+        },
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    lines = []
+    started = 0
+    while started < workers:
+        line = await process.stderr.readline()
+        assert line, "serve exited during start-up"
+        lines.append(line)
+        started += b"Application startup complete" in line
+    return process, f"http://127.0.0.1:{port}", lines

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import signal
-import sys
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
@@ -23,8 +21,9 @@ from tests.e2e.conftest import (
     api_key,
     issued_tokens,
     seed_account_grants,
+    start_serve,
 )
-from tests.fixtures import KEYS, Canaries
+from tests.fixtures import Canaries
 from tiktok_auth_dev.stack import bind_socket, serving
 from tiktok_auth_service.api.deps import app_service
 from tiktok_auth_service.app import create_app
@@ -93,41 +92,6 @@ async def test_rotated_out_refresh_tokens_are_never_sent_again(
         assert len(state["account_grants"][0]["retired_refresh_tokens"]) == 5
 
 
-async def _start_replica(stack: Any, metrics_dir: Path) -> tuple[asyncio.subprocess.Process, str]:
-    """The service as a separate OS process on the same database and emulator (its metrics
-    files in `metrics_dir`: a killed process cannot remove a directory of its own)."""
-    probe = bind_socket("127.0.0.1", 0)
-    port = probe.getsockname()[1]
-    probe.close()
-    settings = stack.settings
-    env = {
-        **os.environ,
-        "TIKTOK_APP_ID": settings.tiktok_app_id,
-        "TIKTOK_APP_SECRET": settings.tiktok_app_secret.get_secret_value(),
-        "TIKTOK_REDIRECT_URI": settings.tiktok_redirect_uri,
-        "TIKTOK_API_BASE_URL": settings.tiktok_api_base_url,
-        "DATABASE_URL": settings.database_url.get_secret_value(),
-        "TOKEN_ENCRYPTION_KEYS": KEYS,
-        "WORKER_ENABLED": "false",
-        "TIKTOK_RETRY_ATTEMPTS": "1",
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tiktok_auth_service",
-        "serve",
-        "--port",
-        str(port),
-        env=env,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert process.stderr is not None
-    while b"Application startup complete" not in (line := await process.stderr.readline()):
-        assert line, "the replica exited during start-up"
-    return process, f"http://127.0.0.1:{port}"
-
-
 @pytest.mark.parametrize(
     ("after_kill", "expected"),
     [
@@ -157,7 +121,7 @@ async def test_killing_the_refreshing_process_leaves_a_clean_state(
         )
         await admin.fault(REFRESH, after_kill)
 
-        replica, replica_url = await _start_replica(stack, tmp_path)
+        replica, replica_url, _ = await start_serve(stack, tmp_path, workers=1)
         async with httpx.AsyncClient(timeout=60) as http:
             read = asyncio.create_task(
                 http.get(f"{replica_url}/tokens/accounts/{OPEN_ID}", headers=auth)
