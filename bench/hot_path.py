@@ -235,7 +235,7 @@ def main() -> None:
             scripts[prefix] = Path(scratch) / f"{prefix.strip('/')}.lua"
             scripts[prefix].write_text(lua_script(advertisers, keys, prefix))
         service_port, baseline_port = BASE_PORT, BASE_PORT + 1
-        service_command = [sys.executable, "-m", "tiktok_auth_service", "serve"]
+        service_command = [sys.executable, "-m", "tiktok_auth_service", "serve", "--workers", "1"]
         with serving(
             [*service_command, "--port", str(service_port)], {**os.environ, **env}, service_port
         ) as service:

@@ -127,6 +127,8 @@ async def replica(migrated: str, listen_url: str, canaries: Canaries) -> AsyncIt
         "-m",
         "tiktok_auth_service",
         "serve",
+        "--workers",
+        "1",
         "--port",
         str(port),
         env={**_inherited(), **env},

@@ -178,6 +178,9 @@ async def test_sigterm_answers_requests_in_flight_then_exits_0(
             "-m",
             "tiktok_auth_service",
             "serve",
+            # One process: the supervisor of several keeps the socket open until it exits.
+            "--workers",
+            "1",
             "--port",
             str(port),
             env={**inherited, **env, "TMPDIR": str(tmp_path)},
