@@ -312,9 +312,9 @@ def main(argv: list[str] | None = None) -> None:
     counts = Counter(call["endpoint"] for call in records)
     refused = sum(1 for call in records if call["code"] != 0)
     calls = len(times)
-    import math
-
-    print(sorted(Counter(math.floor(t - times[0]) for t in times).items()))
+    # Whole seconds inside the sweep: a pace under the budget there means a busy machine.
+    per_second = Counter(int(t - times[0]) for t in times)
+    seconds = sorted(per_second[n] for n in sorted(per_second)[1:-1]) or [calls]
     length = times[-1] - times[0]
     ideal = calls / args.qps
     print(
@@ -323,6 +323,10 @@ def main(argv: list[str] | None = None) -> None:
         f"WORKER_CONCURRENCY={args.concurrency}"
     )
     print(f"most calls in any one second: {most_in_one_second(times)} (budget {args.qps})")
+    print(
+        f"calls per whole second: median {statistics.median(seconds):.0f}, "
+        f"lowest {seconds[0]}, highest {seconds[-1]}"
+    )
     print(f"sweep length {length:.1f} s, n/Q {ideal:.1f} s: {length / ideal:.2f} x n/Q")
 
 
