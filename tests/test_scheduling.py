@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import cast
 
@@ -136,21 +136,36 @@ async def test_a_failing_call_does_not_cancel_a_refresh_in_flight(
 
 
 class TestPacer:
-    async def test_starts_are_spaced_evenly_even_when_waking_late(self) -> None:
-        """On a fake clock, where the event loop wakes each waiter 5 ms late."""
+    async def _starts(self, late: Callable[[int], float], count: int) -> list[float]:
+        """Start times of `count` waits on a fake clock where the event loop wakes the n-th
+        waiter `late(n)` seconds late."""
         clock = {"now": 100.0}
         starts: list[float] = []
 
         async def late_sleep(seconds: float) -> None:
-            clock["now"] += seconds + 0.005
+            clock["now"] += seconds + late(len(starts))
 
         pacer = Pacer(50, now=lambda: clock["now"], sleep=late_sleep)
-        for _ in range(200):
+        for _ in range(count):
             await pacer.wait()
             starts.append(clock["now"])
+        return starts
+
+    @staticmethod
+    def busiest_second(starts: list[float]) -> int:
+        """The most starts in any window of a second plus the jitter the pacer allows for."""
+        window = 1.0 + Pacer.jitter
+        return max(sum(1 for t in starts if first <= t < first + window) for first in starts)
+
+    async def test_late_wake_ups_do_not_slow_the_pace(self) -> None:
+        starts = await self._starts(lambda n: 0.005, 200)
+        # 199 intervals: the 5 ms each wake-up is late do not add up.
+        assert starts[-1] - starts[0] <= 199 * Pacer.guard / 50 + 0.005
+        assert self.busiest_second(starts) <= 50
+
+    async def test_a_stalled_loop_never_bursts_past_the_budget(self) -> None:
+        # Every 30th waiter wakes half a second late; the others 1-15 ms late.
+        starts = await self._starts(lambda n: 0.5 if n % 30 == 0 else (n % 15 + 1) / 1000, 300)
+        assert self.busiest_second(starts) <= 50
         gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
-        # Never a burst: each start comes a full interval after the previous one really began,
-        # so no one-second window holds more than the budget.
-        assert min(gaps) >= pacer.interval
-        busiest = max(sum(1 for t in starts if first <= t < first + 1.0) for first in starts)
-        assert busiest <= 50
+        assert min(gaps) >= Pacer.guard / 50 - Pacer.catch_up

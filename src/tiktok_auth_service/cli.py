@@ -12,10 +12,10 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tiktok_auth_service import __version__, commands, errors
 from tiktok_auth_service.config import (
@@ -25,9 +25,6 @@ from tiktok_auth_service.config import (
     load_dev_logging_settings,
     load_settings,
 )
-
-if TYPE_CHECKING:
-    from fastapi import FastAPI
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +176,7 @@ def _serve_processes(workers: int, options: dict[str, Any]) -> None:
     raise SystemExit(STARTUP_FAILURE)
 
 
-def server_process_app() -> FastAPI:
+def server_process_app() -> Callable[..., Awaitable[None]]:
     """The app of one of `serve --workers N`'s processes (uvicorn calls this in each). The
     settings come from the same environment the supervisor checked them in; the worker's
     upstream budget (WORKER_QPS) is split between the N processes."""

@@ -167,7 +167,9 @@ async def open_service(
                     revoker,
                     audit,
                     WebhookSender(settings, db, webhook_http, clock, metrics),
-                    Pacer(settings.worker_qps / processes),
+                    # Whole calls a second each, so that the processes' one-second windows
+                    # add up to no more than the budget (below one a second, on average).
+                    Pacer(settings.worker_qps // processes or settings.worker_qps / processes),
                     clock,
                     metrics,
                 ),

@@ -4,10 +4,8 @@ and /metrics counts both."""
 from __future__ import annotations
 
 import asyncio
-import math
 import signal
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -108,8 +106,10 @@ async def test_two_processes_refresh_and_check_each_due_grant_once(
         checks = (await admin.calls(CHECK))[checks_before:]
         assert len(checks) == 1
         # WORKER_QPS is the budget of the whole `serve`: each process paces at half of it.
-        per_second = Counter(math.floor(c["wall_time"]) for c in refreshes + checks)
-        assert max(per_second.values()) <= 10, per_second
+        # Over the whole sweep, where the moment each call reaches the emulator (three
+        # processes on a busy machine) hardly matters; without the split it is 20 a second.
+        arrivals = sorted(c["wall_time"] for c in refreshes + checks)
+        assert (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) <= 10, arrivals
         await issued_tokens(admin, canaries)
         assert not [value for value in canaries.values if value in rest]
 

@@ -26,6 +26,9 @@ class WorkQueries:
         `FOR UPDATE SKIP LOCKED` in the subquery lets every replica claim at once without
         waiting on each other or taking the same grant; the lease (and the version bump the
         claimer remembers) then keeps others away for the TikTok call, without a row lock.
+        The ids are collected into an array first (`= ANY(ARRAY(...))`, evaluated once): as
+        `IN (subquery)` the planner was free to hash-join them with a scan of the whole table,
+        and did on small ones (bench/sweeps.py prints the plans).
         """
         due = _DUE[kind]
         due_column = col(getattr(Grant, due.column))
@@ -42,7 +45,7 @@ class WorkQueries:
         )
         result = await self.session.execute(
             sa.update(Grant)
-            .where(col(Grant.id).in_(claimable.scalar_subquery()))
+            .where(col(Grant.id) == sa.any_(sa.func.array(claimable.scalar_subquery())))
             .values(lease_until=lease_until, version=col(Grant.version) + 1)
             .returning(Grant),
             execution_options={"synchronize_session": False},
