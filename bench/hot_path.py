@@ -1,20 +1,25 @@
 """P1 and P4 of issue #10: the token read against two bare baselines, measured in one run.
 
-    uv run python bench/hot_path.py [--seconds 10] [--connections 64] [--rounds 2] [--profile]
+    uv run python bench/hot_path.py [--seconds 10] [--connections 64] [--rounds 3] [--profile]
 
 Needs `wrk` (Debian: apt-get install wrk). Starts an embedded PostgreSQL and seeds a realistic
 table: 10,000 advertisers in 100 grants and 10 API keys; every request asks for a random
-advertiser with a random key. Three servers, each its own process (uvicorn with uvloop), are
-loaded with the same wrk command, rounds interleaved so that a noisy moment hits all of them:
+advertiser with a random key. Each target is its own server process (uvicorn with uvloop and
+httptools), loaded with the same wrk command, rounds interleaved so that a noisy moment hits
+all of them:
 
-    (a) the service, GET /tokens/{advertiser_id}: key check, permission, decryption, audit, ...
-    (b) bare Starlette doing one asyncpg primary-key lookup of the advertiser, same body size
-    (c) bare Starlette answering the same body without the database
+    (a)  the service, `serve --workers 1`, GET /tokens/{advertiser_id}: key check, permission,
+         decryption, read audit, request id, access log, metrics, security headers
+    (b)  bare Starlette doing one asyncpg primary-key lookup of the advertiser, same body size
+    (c)  bare Starlette answering the same body without the database
+    (a2) the service again, `serve --workers 2`
 
-Prints each target's best round (requests per second, p50, p99), the ratios a/b, a/c and
-p99(a)/p99(b), and the service's peak RSS (P4). `--profile` samples the service with py-spy
-during one more run and prints the functions that held the most samples. Absolute numbers
-depend on the machine; the ratios are what to compare between changes.
+First a warm-up walks every advertiser (a broker in service has been asked for them before),
+then each round is random. Prints each target's best round (requests per second, p50, p99,
+the server's CPU time per request), the ratios a/b, a/c, p99(a)/p99(b) and a2/a, and the peak
+RSS of a serving process (P4). `--profile` samples (a) with py-spy during one more run and
+prints the functions that held the most samples. Absolute numbers depend on the machine; the
+ratios are what to compare between changes.
 """
 
 from __future__ import annotations
@@ -23,23 +28,21 @@ import argparse
 import asyncio
 import base64
 import collections
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 from pydantic import SecretStr
+from running import ROOT, free_port, running
 
 from tiktok_auth_dev.embedded_postgres import embedded_postgres
 from tiktok_auth_service.config import Settings
@@ -47,9 +50,8 @@ from tiktok_auth_service.db import migrate
 from tiktok_auth_service.models import Flow, Grant, GrantStatus
 from tiktok_auth_service.repository import Repository
 
-ROOT = Path(__file__).resolve().parents[1]
 GRANTS, ADVERTISERS_PER_GRANT, KEYS = 100, 100, 10
-BASE_PORT = 8765
+WARM_UP_SECONDS = 8
 
 
 def bench_env(database_url: str) -> dict[str, str]:
@@ -101,14 +103,18 @@ async def seed(env: dict[str, str]) -> tuple[list[str], list[str]]:
     return advertisers, keys
 
 
-def lua_script(advertisers: list[str], keys: list[str], prefix: str) -> str:
-    """A wrk script asking for a random advertiser with a random key on every request."""
+def lua_script(advertisers: list[str], keys: list[str], prefix: str, walk: bool) -> str:
+    """A wrk script asking for a random advertiser with a random key on every request, or
+    (`walk`) for every advertiser in turn, so that a warm-up reaches each of them."""
+    pick = "ids[n % #ids + 1]" if walk else "ids[math.random(#ids)]"
     return (
         "local ids = {" + ",".join(f'"{a}"' for a in advertisers) + "}\n"
         "local keys = {" + ",".join(f'"{k}"' for k in keys) + "}\n"
+        "local n = 0\n"
         "math.randomseed(os.time())\n"
         "request = function()\n"
-        "  return wrk.format('GET', '" + prefix + "' .. ids[math.random(#ids)], "
+        "  n = n + 1\n"
+        "  return wrk.format('GET', '" + prefix + "' .. " + pick + ", "
         "{['Authorization'] = 'Bearer ' .. keys[math.random(#keys)]})\n"
         "end\n"
     )
@@ -119,6 +125,25 @@ class Round:
     rate: float
     p50_ms: float
     p99_ms: float
+    requests: int
+    cpu_us: float = 0.0  # the server's CPU time per request
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of `pid` and its child processes so far."""
+    ticks = 0
+    for each in [pid, *children(pid)]:
+        fields = Path(f"/proc/{each}/stat").read_text().rpartition(")")[2].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    return [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]
 
 
 def _ms(text: str) -> float:
@@ -139,45 +164,16 @@ def wrk(port: int, script: Path, seconds: float, connections: int) -> Round:
     if result.returncode != 0 or "Non-2xx" in result.stdout or "Socket errors" in result.stdout:
         raise RuntimeError(f"wrk against port {port} failed:\n{result.stdout}{result.stderr}")
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", result.stdout).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", result.stdout).group(1))  # type: ignore[union-attr]
     p50 = re.search(r"^\s*50%\s+(\S+)", result.stdout, re.M).group(1)  # type: ignore[union-attr]
     p99 = re.search(r"^\s*99%\s+(\S+)", result.stdout, re.M).group(1)  # type: ignore[union-attr]
-    return Round(rate, _ms(p50), _ms(p99))
-
-
-@contextmanager
-def serving(
-    command: list[str], env: dict[str, str], port: int
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A server process, once it answers on `port`; stopped on exit."""
-    process = subprocess.Popen(
-        command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    assert process.stderr is not None
-    # Keep draining its output (the service logs every request), or the pipe fills and it stalls.
-    threading.Thread(target=process.stderr.read, daemon=True).start()
-    deadline = time.monotonic() + 30
-    try:
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{command} did not start") from None
-                time.sleep(0.1)
-        yield process
-    finally:
-        process.terminate()
-        process.wait()
+    return Round(rate, _ms(p50), _ms(p99), requests)
 
 
 def peak_rss_mb(pid: int) -> float:
     """The largest peak resident set (VmHWM) of `pid` and its child processes, in MB."""
-    pids = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        pids += [int(child) for child in (task / "children").read_text().split()]
     peaks = []
-    for each in pids:
+    for each in [pid, *children(pid)]:
         status = Path(f"/proc/{each}/status").read_text()
         peaks.append(int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)))  # type: ignore[union-attr]
     return max(peaks) / 1024
@@ -189,7 +185,7 @@ def profile(pid: int, port: int, script: Path, seconds: float, connections: int)
     with tempfile.NamedTemporaryFile(suffix=".txt") as out:
         spy = subprocess.Popen(
             [
-                *("py-spy", "record", "--pid", str(pid), "--format", "raw"),
+                *("py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", "250"),
                 *("--output", out.name, "--duration", str(round(seconds)), "--nonblocking"),
             ],
             stdout=subprocess.DEVNULL,
@@ -217,78 +213,95 @@ def profile(pid: int, port: int, script: Path, seconds: float, connections: int)
         print(f"  {100 * count / total:5.1f}%  {frame}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         sys.exit("bench/hot_path.py needs wrk: apt-get install wrk")
-    with embedded_postgres() as database_url, tempfile.TemporaryDirectory() as scratch:
+    with (
+        embedded_postgres() as database_url,
+        tempfile.TemporaryDirectory() as scratch,
+        contextlib.ExitStack() as servers,
+    ):
         asyncio.run(migrate(database_url))
-        env = bench_env(database_url)
+        env = {**bench_env(database_url)}
         advertisers, keys = asyncio.run(seed(env))
-        scripts = {}
+        scripts, walks = {}, {}
         for prefix in ("/tokens/", "/constant/"):
             scripts[prefix] = Path(scratch) / f"{prefix.strip('/')}.lua"
-            scripts[prefix].write_text(lua_script(advertisers, keys, prefix))
-        service_port, baseline_port = BASE_PORT, BASE_PORT + 1
-        service_command = [sys.executable, "-m", "tiktok_auth_service", "serve", "--workers", "1"]
-        with serving(
-            [*service_command, "--port", str(service_port)], {**os.environ, **env}, service_port
-        ) as service:
-            answer = httpx.get(
-                f"http://127.0.0.1:{service_port}/tokens/{advertisers[0]}",
-                headers={"authorization": f"Bearer {keys[0]}"},
+            scripts[prefix].write_text(lua_script(advertisers, keys, prefix, walk=False))
+            walks[prefix] = Path(scratch) / f"{prefix.strip('/')}-walk.lua"
+            walks[prefix].write_text(lua_script(advertisers, keys, prefix, walk=True))
+
+        def start(name: str, command: list[str], extra_env: dict[str, str]) -> tuple[int, int]:
+            port = free_port()
+            process = servers.enter_context(
+                running(
+                    [*command, "--port", str(port)],
+                    {**env, **extra_env},
+                    f"http://127.0.0.1:{port}/healthz",
+                    Path(scratch) / f"{name}.log",
+                )
             )
-            answer.raise_for_status()
-            baseline_env = {**os.environ, **env, "BENCH_BODY_BYTES": str(len(answer.content))}
-            baseline_command = [sys.executable, "-m", "uvicorn", "--no-access-log"]
-            baseline_command += ["--app-dir", str(ROOT / "bench"), "baseline_app:app"]
-            with serving(
-                [*baseline_command, "--port", str(baseline_port)], baseline_env, baseline_port
-            ):
-                targets = {
-                    "(a) service": (service_port, scripts["/tokens/"]),
-                    "(b) asyncpg": (baseline_port, scripts["/tokens/"]),
-                    "(c) constant": (baseline_port, scripts["/constant/"]),
-                }
-                print(
-                    f"wrk: {args.connections} connections, {args.seconds} s a round, "
-                    f"{args.rounds} rounds; {len(advertisers)} advertisers in {GRANTS} grants, "
-                    f"{KEYS} keys; body {len(answer.content)} bytes"
-                )
-                for port, script in targets.values():
-                    wrk(port, script, 2, args.connections)  # warm-up
-                rounds: dict[str, list[Round]] = {name: [] for name in targets}
-                for _ in range(args.rounds):
-                    for name, (port, script) in targets.items():
-                        rounds[name].append(wrk(port, script, args.seconds, args.connections))
-                best = {name: max(each, key=lambda r: r.rate) for name, each in rounds.items()}
-                for name, r in best.items():
-                    print(
-                        f"{name:<13} {r.rate:8.0f} req/s   p50 {r.p50_ms:7.2f} ms"
-                        f"   p99 {r.p99_ms:7.2f} ms"
-                    )
-                a, b, c = best.values()
-                print(
-                    f"a/b {a.rate / b.rate:.2f} (target >= 1.0)   a/c {a.rate / c.rate:.2f} "
-                    f"(target >= 0.5)   p99(a)/p99(b) {a.p99_ms / b.p99_ms:.2f} (target <= 2)"
-                )
-                print(
-                    f"P4 peak RSS of the serving process: {peak_rss_mb(service.pid):.0f} MB "
-                    "(target <= 150)"
-                )
-                if args.profile:
-                    profile(
-                        service.pid,
-                        service_port,
-                        scripts["/tokens/"],
-                        args.seconds,
-                        args.connections,
-                    )
+            return port, process.pid
+
+        serve = [sys.executable, "-m", "tiktok_auth_service", "serve", "--workers"]
+        service = {n: start(f"serve-{n}", [*serve, str(n)], {}) for n in (1, 2)}
+        answer = httpx.get(
+            f"http://127.0.0.1:{service[1][0]}/tokens/{advertisers[0]}",
+            headers={"authorization": f"Bearer {keys[0]}"},
+        )
+        answer.raise_for_status()
+        uvicorn = [sys.executable, "-m", "uvicorn", "--no-access-log"]
+        baseline = start(
+            "baseline",
+            [*uvicorn, "--app-dir", str(ROOT / "bench"), "baseline_app:app"],
+            {"BENCH_BODY_BYTES": str(len(answer.content))},
+        )
+        targets = {
+            "(a) service": (*service[1], "/tokens/"),
+            "(b) asyncpg": (*baseline, "/tokens/"),
+            "(c) constant": (*baseline, "/constant/"),
+            "(a2) 2 workers": (*service[2], "/tokens/"),
+        }
+        print(
+            f"wrk: {args.connections} connections, {args.seconds} s a round, {args.rounds} "
+            f"rounds; {len(advertisers)} advertisers in {GRANTS} grants, {KEYS} keys; "
+            f"body {len(answer.content)} bytes; uvicorn with uvloop and httptools"
+        )
+        # Warm-up: every advertiser asked at least once (a walk of WARM_UP_SECONDS covers
+        # the table several times over), as a broker in service has them.
+        for port, _, prefix in targets.values():
+            wrk(port, walks[prefix], WARM_UP_SECONDS, args.connections)
+        rounds: dict[str, list[Round]] = {name: [] for name in targets}
+        for _ in range(args.rounds):
+            for name, (port, pid, prefix) in targets.items():
+                cpu = cpu_seconds(pid)
+                measured = wrk(port, scripts[prefix], args.seconds, args.connections)
+                measured.cpu_us = (cpu_seconds(pid) - cpu) / measured.requests * 1e6
+                rounds[name].append(measured)
+        best = {name: max(each, key=lambda r: r.rate) for name, each in rounds.items()}
+        for name, r in best.items():
+            print(
+                f"{name:<15} {r.rate:8.0f} req/s   p50 {r.p50_ms:7.2f} ms   p99 {r.p99_ms:7.2f} ms"
+                f"   server CPU {r.cpu_us:5.0f} us/request"
+            )
+        a, b, c, a2 = best.values()
+        print(
+            f"a/b {a.rate / b.rate:.2f} (target >= 1.0)   a/c {a.rate / c.rate:.2f} "
+            f"(target >= 0.5)   p99(a)/p99(b) {a.p99_ms / b.p99_ms:.2f} (target <= 2)   "
+            f"2 workers/1 worker {a2.rate / a.rate:.2f}"
+        )
+        print(
+            f"P4 peak RSS of a serving process: {peak_rss_mb(service[1][1]):.0f} MB (target <= 150)"
+        )
+        if args.profile:
+            port, pid = service[1]
+            profile(pid, port, scripts["/tokens/"], args.seconds, args.connections)
 
 
 if __name__ == "__main__":

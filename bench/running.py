@@ -1,4 +1,4 @@
-"""What the end-to-end benchmarks (refresh_storm.py, sweeps.py) start: the service's settings
+"""What the benchmarks start: the service's settings
 for a TikTok emulator, and processes that serve HTTP for the length of a `with` block."""
 
 from __future__ import annotations
@@ -61,16 +61,16 @@ def emulator_app(env: dict[str, str]) -> dict[str, object]:
 
 
 @contextlib.contextmanager
-def running(command: list[str], env: dict[str, str], ready_url: str) -> Iterator[None]:
-    """Run `command` (its output discarded) until the block ends; returns once `ready_url`
-    answers."""
-    process = subprocess.Popen(
-        command,
-        env={**os.environ, **env},
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def running(
+    command: list[str], env: dict[str, str], ready_url: str, log: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `command` until the block ends; returns once `ready_url` answers. Its output is
+    discarded, or written to the file `log`: never to a pipe, which a benchmark draining it
+    would slow down whenever the benchmark fell behind."""
+    with open(log or os.devnull, "wb") as out:
+        process = subprocess.Popen(
+            command, env={**os.environ, **env}, cwd=ROOT, stdout=out, stderr=out
+        )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -81,7 +81,7 @@ def running(command: list[str], env: dict[str, str], ready_url: str) -> Iterator
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{command} did not start") from None
                 time.sleep(0.2)
-        yield
+        yield process
     finally:
         process.terminate()
         process.wait(timeout=60)

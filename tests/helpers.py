@@ -5,13 +5,17 @@ Constants and test doubles that need no app are in fixtures.py."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import pytest
 import respx
 from pydantic import SecretStr
 
@@ -173,3 +177,13 @@ async def connect_account(client: httpx.AsyncClient) -> httpx.Response:
     """Authorize the TikTok account of `TikTokAccounts`; returns the service's /callback answer."""
     state = await start_authorization(client, flow="tiktok_account", return_to=f"{FRONTEND}/ok")
     return await client.get("/callback", params={"code": "tt-code", "state": state})
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, within: float) -> float:
+    """Poll `check` until it holds; returns how long that took. Fails after `within` s."""
+    started = time.monotonic()
+    while not await check():
+        if time.monotonic() - started > within:
+            pytest.fail(f"not within {within:.0f} s: {what}")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started

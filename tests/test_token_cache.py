@@ -6,10 +6,10 @@ bound and fail-closed switch."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,6 +21,7 @@ import respx
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
+from tests import helpers
 from tests.fixtures import (
     APP_ID,
     APP_SECRET,
@@ -63,14 +64,7 @@ def clock() -> FakeClock:
     return FakeClock(datetime.now(UTC))
 
 
-async def until(check: Callable[[], Awaitable[bool]], what: str, within: float = BOUND) -> float:
-    """Poll `check` until it holds; returns how long that took. Fails after `within` s."""
-    started = time.monotonic()
-    while not await check():
-        if time.monotonic() - started > within:
-            pytest.fail(f"not within {within:.0f} s: {what}")
-        await asyncio.sleep(0.02)
-    return time.monotonic() - started
+until = functools.partial(helpers.until, within=BOUND)
 
 
 class Replica:

@@ -65,6 +65,12 @@ def configure(
 ) -> logging.Handler:
     """Send every record to `stream` (stderr) in `format`: the service's own loggers from
     `level`, libraries (alembic, uvicorn, asyncpg, ...) from WARNING. Returns the handler."""
+    # Neither format shows the caller's file and line, thread or process, so the records skip
+    # finding them (the logging HOWTO's "Optimization"): a tenth of the token read's time.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(json_formatter() if format == "json" else text_formatter())
     for added in filters:

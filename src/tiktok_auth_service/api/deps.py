@@ -32,7 +32,14 @@ def service_of(request: Request) -> Service:
 
 def api_key_of(request: Request) -> str | None:
     """The key from `Authorization: Bearer <key>`, or None."""
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    return api_key_from(request.headers.get("authorization"))
+
+
+def api_key_from(authorization: str | bytes | None) -> str | None:
+    """The key of an Authorization header's value (`Bearer <key>`), or None."""
+    if isinstance(authorization, bytes):
+        authorization = authorization.decode("latin-1")
+    scheme, _, key = (authorization or "").partition(" ")
     return key.strip() or None if scheme.lower() == "bearer" else None
 
 

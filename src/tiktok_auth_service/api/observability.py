@@ -29,8 +29,12 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # punctuation included: ids from other systems are rarely UUIDs); otherwise one is made.
 _ACCEPTABLE_REQUEST_ID = re.compile(r"[\x20-\x7e]{1,128}")
 
-# Probes and scrapes come every few seconds: their lines are DEBUG, every other one INFO.
+# Probes and scrapes come every few seconds: their lines are DEBUG. So are the token reads
+# that answered 200, which come thousands a second: the audit already records each of them
+# (with this request id), and their line was a third of the hot path's time. Every other
+# line is INFO, a failed token read's included.
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+AUDITED_READS = frozenset({"/tokens/{advertiser_id}", "/tokens/accounts/{open_id}"})
 
 # Where a route leaves the caller it identified, for the access log.
 _CALLER = "tiktok_auth_service.caller"
@@ -62,9 +66,57 @@ def caller_of(request: Request) -> Caller:
     return caller
 
 
+def request_id_for(header: bytes | None) -> str | None:
+    """The id of a request whose X-Request-ID header is `header`: the caller's when acceptable,
+    a new one when there is none, None when it is unacceptable (CorrelationIdMiddleware then
+    makes one and logs why). For the hot path, which answers before that middleware."""
+    if header is None:
+        return new_request_id()
+    value = header.decode("latin-1")
+    return value if acceptable_request_id(value) else None
+
+
+def observe(metrics: Metrics, scope: Scope, status: int, elapsed: float) -> None:
+    """What an HTTP request leaves behind once answered: one counter increment, one histogram
+    observation and one access-log line."""
+    route = scope.get("route")
+    template = getattr(route, "path", None) or UNMATCHED_ROUTE
+    method = scope["method"]
+    metrics.http_request(method, template, status, elapsed)
+    quiet = template in QUIET_ROUTES or (
+        status == 200 and method == "GET" and template in AUDITED_READS
+    )
+    level = logging.DEBUG if quiet else logging.INFO
+    if access_log.isEnabledFor(level):
+        caller = scope.get(_CALLER)
+        name = caller.name if caller is not None else None
+        client = scope.get("client")
+        duration_ms = round(elapsed * 1000, 2)
+        access_log.log(
+            level,
+            "%s %s %d %.1fms%s",
+            method,
+            template,
+            status,
+            duration_ms,
+            f" key={name}" if name else "",
+            extra={
+                "event": "request",
+                "method": method,
+                "route": template,
+                # Without the query string, which may carry TikTok's auth code.
+                "path": scope["path"],
+                "status": status,
+                "duration_ms": duration_ms,
+                "api_key_name": name,
+                "client": client[0] if client else None,
+            },
+        )
+
+
 class ObservedRequests:
-    """Pure ASGI middleware (no task or body buffering on the way): after each HTTP request,
-    one counter increment, one histogram observation and one access-log line."""
+    """Pure ASGI middleware (no task or body buffering on the way): `observe` after each HTTP
+    request."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -79,7 +131,7 @@ class ObservedRequests:
         # sends a 500).
         status = 500
 
-        async def observe(message: Message) -> None:
+        async def observed(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -88,36 +140,6 @@ class ObservedRequests:
         # The audit records the request id with each token access (set here, read there).
         audit_request_id.set(correlation_id.get())
         try:
-            await self.app(scope, receive, observe)
+            await self.app(scope, receive, observed)
         finally:
-            elapsed = time.perf_counter() - started
-            route = scope.get("route")
-            template = getattr(route, "path", None) or UNMATCHED_ROUTE
-            method = scope["method"]
-            self.metrics.http_request(method, template, status, elapsed)
-            level = logging.DEBUG if template in QUIET_ROUTES else logging.INFO
-            if access_log.isEnabledFor(level):
-                caller = scope.get(_CALLER)
-                name = caller.name if caller is not None else None
-                client = scope.get("client")
-                duration_ms = round(elapsed * 1000, 2)
-                access_log.log(
-                    level,
-                    "%s %s %d %.1fms%s",
-                    method,
-                    template,
-                    status,
-                    duration_ms,
-                    f" key={name}" if name else "",
-                    extra={
-                        "event": "request",
-                        "method": method,
-                        "route": template,
-                        # Without the query string, which may carry TikTok's auth code.
-                        "path": scope["path"],
-                        "status": status,
-                        "duration_ms": duration_ms,
-                        "api_key_name": name,
-                        "client": client[0] if client else None,
-                    },
-                )
+            observe(self.metrics, scope, status, time.perf_counter() - started)

@@ -59,7 +59,9 @@ def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return [(name.lower().encode(), value.encode()) for name, value in headers.items()]
 
 
-_RAW_PAGE, _RAW_DOCS = _raw(PAGE_HEADERS), _raw(DOCS_HEADERS)
+# As ASGI header lines; RAW_PAGE_HEADERS also for the hot path, which answers before this
+# middleware.
+RAW_PAGE_HEADERS, _RAW_DOCS = _raw(PAGE_HEADERS), _raw(DOCS_HEADERS)
 
 
 class SecurityHeaders:
@@ -75,7 +77,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = _RAW_DOCS if _is_docs(scope["path"]) else _RAW_PAGE
+        extra = _RAW_DOCS if _is_docs(scope["path"]) else RAW_PAGE_HEADERS
 
         async def add_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

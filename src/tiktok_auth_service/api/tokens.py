@@ -4,18 +4,29 @@ by `CachedTokenReads` when it can be, else by its route with one query; serialis
 from __future__ import annotations
 
 import re
+import time
 from typing import Annotated
 
 import orjson
+from asgi_correlation_id import correlation_id
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tiktok_auth_service import errors
-from tiktok_auth_service.api.deps import API_KEY_SECURITY, api_key_of, app_service, service_of
-from tiktok_auth_service.api.observability import caller_of
+from tiktok_auth_service.api.deps import (
+    API_KEY_SECURITY,
+    api_key_from,
+    api_key_of,
+    app_service,
+    service_of,
+)
+from tiktok_auth_service.api.observability import caller_of, observe, request_id_for
 from tiktok_auth_service.api.problems import problem_responses
+from tiktok_auth_service.api.security import RAW_PAGE_HEADERS
+from tiktok_auth_service.audit import request_id as audit_request_id
+from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.revocation import AccountRevocation, Revocation
 from tiktok_auth_service.tokens import AccountToken, AdvertiserToken
 
@@ -159,31 +170,63 @@ async def revoke_advertiser_token(advertiser_id: AdvertiserId, request: Request)
 
 
 class CachedTokenReads:
-    """The hot path. A GET /tokens/{advertiser_id} that the token cache can answer whole is
-    answered here, inside the request id and the access log (both as for every request) but
-    before routing, the exception handlers and the route: those cost more than the read itself
-    (profile in bench/hot_path.py). Everything else, a miss or any error included, goes on to
-    the route, which answers as it always does; the body and headers are the same either way,
-    and the read is counted and audited once, by whichever answered."""
+    """The hot path: a GET /tokens/{advertiser_id} that the token cache can answer whole.
 
-    def __init__(self, app: ASGIApp) -> None:
+    The outermost middleware, so a hit skips every layer below it: the request id, observation
+    and security-header middlewares, routing, the exception handlers and the route, whose
+    wrapping cost several times the read itself (profile in bench/hot_path.py). What those
+    layers give every answer it gives itself, from the same pieces: the request id
+    (`request_id_for`), the security headers (`RAW_PAGE_HEADERS`), the metrics and access-log
+    line (`observe`). Body and headers are the same as the route's; the read is counted and
+    audited once, by whichever answered. Anything else goes on down the stack: a miss, any
+    error the read would answer, an unacceptable X-Request-ID (its middleware logs why)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
-            match = _ADVERTISER_TOKEN_PATH.fullmatch(scope["path"])
-            if match is not None:
-                request = Request(scope)
-                token = app_service(request.app).tokens.cached_advertiser_token(
-                    api_key_of(request), match[1], caller_of(request)
-                )
-                if token is not None:
-                    scope["route"] = _ADVERTISER_TOKEN_ROUTE  # for the access log
-                    await _json(token)(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["method"] != "GET" or not await self._hit(scope, send):
+            await self.app(scope, receive, send)
+
+    async def _hit(self, scope: Scope, send: Send) -> bool:
+        match = _ADVERTISER_TOKEN_PATH.fullmatch(scope["path"])
+        if match is None:
+            return False
+        started = time.perf_counter()
+        authorization = request_id = None
+        for name, value in scope["headers"]:  # the first of each, as Starlette's Headers
+            if name == b"authorization" and authorization is None:
+                authorization = value
+            elif name == b"x-request-id" and request_id is None:
+                request_id = value
+        id_value = request_id_for(request_id)
+        if id_value is None:
+            return False
+        # What CorrelationIdMiddleware and ObservedRequests set for the logs and the audit.
+        correlation_id.set(id_value)
+        audit_request_id.set(id_value)
+        request = Request(scope)
+        token = app_service(request.app).tokens.cached_advertiser_token(
+            api_key_from(authorization), match[1], caller_of(request)
+        )
+        if token is None:
+            return False
+        body = orjson.dumps(token)
+        headers = [
+            (b"content-length", str(len(body)).encode()),
+            *_JSON_HEADERS,
+            *RAW_PAGE_HEADERS,
+            (b"x-request-id", id_value.encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        scope["route"] = _ADVERTISER_TOKEN_ROUTE  # for the access log and metrics
+        observe(self.metrics, scope, 200, time.perf_counter() - started)
+        return True
 
 
+_JSON_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
 _ADVERTISER_TOKEN_PATH = re.compile(f"{router.prefix}/({ADVERTISER_ID})")
 _ADVERTISER_TOKEN_ROUTE: BaseRoute = next(
     route for route in router.routes if getattr(route, "endpoint", None) is get_advertiser_token
