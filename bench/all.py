@@ -21,8 +21,8 @@ import hot_path
 import refresh_storm
 import sweeps
 
-SWEEP_QPS = 100
-SWEEP_GRANTS = 3_000
+SWEEP_QPS = 200
+SWEEP_GRANTS = 6_000
 
 
 def main() -> None:

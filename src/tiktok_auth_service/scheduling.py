@@ -47,7 +47,9 @@ class Pacer:
     `catch_up` are a second plus `jitter`.
     """
 
-    guard = 1.03
+    # 5 % under the budget: room for 40 ms of jitter between a start and its arrival at TikTok
+    # (on a loaded 2-core machine 20 ms was not enough: bench/sweeps.py saw 101 in a second).
+    guard = 1.05
     catch_up = 0.01
     jitter = guard - 1 - catch_up
 
