@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import time
-import uuid
 
 from asgi_correlation_id import correlation_id
 from fastapi import Request
@@ -45,7 +45,9 @@ def acceptable_request_id(value: str) -> bool:
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """32 random hex digits, like a UUID's hex but without building one (a token read's
+    microsecond)."""
+    return secrets.token_hex(16)
 
 
 def current_request_id() -> str | None:
