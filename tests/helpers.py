@@ -6,7 +6,10 @@ Constants and test doubles that need no app are in fixtures.py."""
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import socket
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -187,3 +190,28 @@ async def until(check: Callable[[], Awaitable[bool]], what: str, within: float) 
             pytest.fail(f"not within {within:.0f} s: {what}")
         await asyncio.sleep(0.02)
     return time.monotonic() - started
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def spawn_serve(port: int, workers: int, env: dict[str, str]) -> asyncio.subprocess.Process:
+    """A real `serve --workers N` on `port`, in this test run's environment (less its metrics
+    directory and log format) with the settings `env`; its stderr is piped for the caller to
+    read, starting with the start-up lines it waits for."""
+    inherited = {
+        k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR", "LOG_FORMAT")
+    }
+    command = ["serve", "--workers", str(workers), "--port", str(port)]
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tiktok_auth_service",
+        *command,
+        env={**inherited, **env},
+        stderr=asyncio.subprocess.PIPE,
+    )

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
-import socket
-import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -36,7 +33,9 @@ from tests.fixtures import (
 from tests.helpers import (
     TikTokAccounts,
     envelope,
+    free_port,
     new_token,
+    spawn_serve,
     store_account_grant,
     store_advertiser_grant,
 )
@@ -102,9 +101,7 @@ async def listen_url(migrated: str) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def replica(migrated: str, listen_url: str, canaries: Canaries) -> AsyncIterator[Replica]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {
         "TIKTOK_APP_ID": APP_ID,
         "TIKTOK_APP_SECRET": APP_SECRET,
@@ -116,18 +113,7 @@ async def replica(migrated: str, listen_url: str, canaries: Canaries) -> AsyncIt
         "WORKER_ENABLED": "false",
         "LOG_FORMAT": "text",
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tiktok_auth_service",
-        "serve",
-        "--workers",
-        "1",
-        "--port",
-        str(port),
-        env={**_inherited(), **env},
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await spawn_serve(port, 1, env)
     assert process.stderr is not None
     output: list[bytes] = []
     while b"Application startup complete" not in (line := await process.stderr.readline()):
@@ -145,10 +131,6 @@ async def replica(migrated: str, listen_url: str, canaries: Canaries) -> AsyncIt
         await drain
     text = b"".join(output).decode()
     assert not [secret for secret in canaries.values if secret in text]
-
-
-def _inherited() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
 
 
 async def _drain(stream: asyncio.StreamReader, into: list[bytes]) -> None:

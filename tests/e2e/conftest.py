@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,9 +14,10 @@ import httpx
 import pytest
 
 from tests.fixtures import KEYS, Canaries
+from tests.helpers import free_port, spawn_serve
 from tests.openapi_check import OpenApiCheck
 from tests.secret_scan import SecretScan
-from tiktok_auth_dev.stack import Stack, bind_socket, run_stack
+from tiktok_auth_dev.stack import Stack, run_stack
 from tiktok_auth_service.api.deps import app_service
 from tiktok_auth_service.authorization import Origin
 from tiktok_auth_service.models import Flow
@@ -250,21 +249,12 @@ async def start_serve(
     metrics files in `metrics_dir`: a killed process cannot remove a directory of its own;
     `env`: more settings). Returns once every server process has started: the process, its
     URL and what it wrote to stderr so far (the caller reads the rest)."""
-    probe = bind_socket("127.0.0.1", 0)
-    port = probe.getsockname()[1]
-    probe.close()
+    port = free_port()
     settings = stack.settings
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tiktok_auth_service",
-        "serve",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        env={
-            **os.environ,
+    process = await spawn_serve(
+        port,
+        workers,
+        {
             "TIKTOK_APP_ID": settings.tiktok_app_id,
             "TIKTOK_APP_SECRET": settings.tiktok_app_secret.get_secret_value(),
             "TIKTOK_REDIRECT_URI": settings.tiktok_redirect_uri,
@@ -276,7 +266,6 @@ async def start_serve(
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
             **env,
         },
-        stderr=asyncio.subprocess.PIPE,
     )
     assert process.stderr is not None
     lines = []

@@ -5,10 +5,7 @@ a refresh that a read left running lands, and the process exits 0."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +15,7 @@ import httpx
 
 from tests.e2e.conftest import EmulatorAdmin, issued_tokens
 from tests.fixtures import KEYS, Canaries, bearer
+from tests.helpers import free_port, spawn_serve
 from tiktok_auth_dev.stack import bind_socket, serving
 from tiktok_auth_service.authorization import Origin
 from tiktok_auth_service.config import Settings
@@ -30,13 +28,6 @@ REFRESH = "tt_user/oauth2/refresh_token/"
 ADVERTISERS = ["7100000000000000001", "7100000000000000002"]
 OPEN_ID = "-000emulatoropenid0001"
 SECRET = "emulator-secret"  # the emulator's well-known dev credential
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Stderr:
@@ -168,24 +159,8 @@ async def test_sigterm_answers_requests_in_flight_then_exits_0(
         await admin.fault(LIST, *[{"hang": True}] * len(ADVERTISERS))
         await admin.fault(REFRESH, {"hang": True})
 
-        inherited = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("PROMETHEUS_MULTIPROC_DIR", "LOG_FORMAT")
-        }
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tiktok_auth_service",
-            "serve",
-            # One process: the supervisor of several keeps the socket open until it exits.
-            "--workers",
-            "1",
-            "--port",
-            str(port),
-            env={**inherited, **env, "TMPDIR": str(tmp_path)},
-            stderr=asyncio.subprocess.PIPE,
-        )
+        # One process: the supervisor of several keeps the socket open until it exits.
+        process = await spawn_serve(port, 1, {**env, "TMPDIR": str(tmp_path)})
         assert process.stderr is not None
         stderr = Stderr(process.stderr)
         try:
