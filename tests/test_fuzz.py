@@ -29,9 +29,9 @@ from schemathesis.checks import (
 )
 
 from tests.fixtures import Canaries
+from tests.helpers import free_port
 from tests.secret_scan import SecretScan
 from tests.test_cli import CLI_APP_SECRET, cli_env, run_cli
-from tiktok_auth_dev.stack import bind_socket
 
 # A real `serve` process, fuzzed: among the long runs (`-m "not slow"` leaves it out).
 pytestmark = pytest.mark.slow
@@ -49,9 +49,7 @@ CHECKS = [
 def start_serve_process(database_url: str, log: IO[bytes]) -> tuple[subprocess.Popen[bytes], str]:
     """`tiktok-auth-service serve` on a free loopback port, logging at DEBUG to `log`;
     returns once /healthz answers."""
-    probe = bind_socket("127.0.0.1", 0)
-    port = probe.getsockname()[1]
-    probe.close()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "tiktok_auth_service", "serve", "--port", str(port)],
         env={**cli_env(database_url), "WORKER_ENABLED": "false", "LOG_LEVEL": "DEBUG"},
