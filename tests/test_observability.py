@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -29,7 +28,9 @@ from tests.helpers import (
     TikTokAccounts,
     connect_account,
     envelope,
+    free_port,
     new_token,
+    spawn_serve,
     start_authorization,
     store_advertiser_grant,
 )
@@ -339,18 +340,10 @@ class TestMultiprocess:
 async def test_serve_logs_json_lines_and_removes_its_metrics_directory_on_sigterm(
     migrated: str, tmp_path: Path, canaries: Canaries
 ) -> None:
-    """The real command: JSON lines on stderr, its own metrics directory (under TMPDIR) while
-    it runs, none left after SIGTERM."""
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
+    """The real command with two processes: JSON lines on stderr, its own metrics directory
+    (under TMPDIR) while it runs, none left after SIGTERM."""
+    port = free_port()
     env = {
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("PROMETHEUS_MULTIPROC_DIR", "LOG_FORMAT")
-        },
         "TMPDIR": str(tmp_path),
         "TIKTOK_APP_ID": "app",
         "TIKTOK_APP_SECRET": APP_SECRET,
@@ -359,16 +352,7 @@ async def test_serve_logs_json_lines_and_removes_its_metrics_directory_on_sigter
         "TOKEN_ENCRYPTION_KEYS": KEYS,
         "WORKER_ENABLED": "false",
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tiktok_auth_service",
-        "serve",
-        "--port",
-        str(port),
-        env=env,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await spawn_serve(port, 2, env)
     assert process.stderr is not None
     lines = []
     while b"Application startup complete" not in (line := await process.stderr.readline()):
