@@ -226,7 +226,11 @@ class CachedTokenReads:
         return True
 
 
-_JSON_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+# What `_json` answers with besides the length, as ASGI header lines.
+_JSON_HEADERS = [
+    (b"content-type", b"application/json"),
+    *[(name.lower().encode(), value.encode()) for name, value in NO_STORE.items()],
+]
 _ADVERTISER_TOKEN_PATH = re.compile(f"{router.prefix}/({ADVERTISER_ID})")
 _ADVERTISER_TOKEN_ROUTE: BaseRoute = next(
     route for route in router.routes if getattr(route, "endpoint", None) is get_advertiser_token
