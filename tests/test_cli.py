@@ -90,6 +90,34 @@ async def test_invalid_advertiser_id_is_refused(migrated: str, pg: asyncpg.Conne
     assert await pg.fetchval("SELECT count(*) FROM api_client") == 0
 
 
+async def test_tiktok_open_ids_are_taken_as_they_are(migrated: str, pg: asyncpg.Connection) -> None:
+    # TikTok's open ids begin with "-": still the option's value, not an option of its own.
+    result = run_cli(
+        migrated, "api-keys", "create", "x", "--account", "-000openid0001", "--account", "-0002"
+    )
+    assert result.returncode == 0, result.stderr
+    stored = await pg.fetchval("SELECT allowed_open_ids FROM api_client")
+    assert stored == ["-0002", "-000openid0001"]
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("7100000000000000003", "looks like an advertiser id"),
+        ("has space", "not an open id"),
+        ("x" * 129, "not an open id"),
+        ("", "not an open id"),
+    ],
+)
+async def test_invalid_open_ids_are_refused(
+    migrated: str, pg: asyncpg.Connection, value: str, why: str
+) -> None:
+    result = run_cli(migrated, "api-keys", "create", "x", f"--account={value}")
+    assert result.returncode == 1, result.stderr
+    assert why in result.stderr
+    assert await pg.fetchval("SELECT count(*) FROM api_client") == 0
+
+
 def test_migrate_against_an_unreachable_database_is_one_line() -> None:
     result = run_cli("postgresql+asyncpg://nobody@127.0.0.1:9/none", "migrate")
     assert result.returncode == 1

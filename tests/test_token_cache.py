@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -297,7 +298,7 @@ def _row(grant_id: uuid.UUID | None = None, name: str = "k") -> TokenRow:
         grant = GrantRow(
             grant_id, "active", "k1", b"sealed", None, None, None, None, 0, None, None, None, []
         )
-    return TokenRow(CallerRow(True, frozenset(), name), grant)
+    return TokenRow(CallerRow(True, frozenset(), frozenset(), name), grant)
 
 
 @pytest.fixture
@@ -347,3 +348,103 @@ class TestTheCache:
         cache.remember("advertiser", b"h", "1", _row(uuid.uuid4()), cache.generation)
         cache.set_live(True)
         assert cache.lookup("advertiser", b"h", "1") is None
+
+
+DIGITS = "7100000000000000003"  # an advertiser id, and also what a key may name as an open id
+ACCOUNT, OTHER_ACCOUNT = OPEN_ID, "-000openid0002"
+# Per restricted key, reads whose answers must not depend on what was read before: the
+# cached permission is the one the database answers for that kind of subject.
+_READS_BY_KEY: dict[str, tuple[list[str], list[str], list[tuple[str, int]]]] = {
+    # (advertisers, accounts, [(path, status)])
+    "mixed": (
+        [ADVERTISER],
+        [ACCOUNT],
+        [
+            (ADVERTISER, 200),
+            (f"accounts/{ACCOUNT}", 200),
+            (DIGITS, 403),
+            (f"accounts/{OTHER_ACCOUNT}", 403),
+        ],
+    ),
+    "digits-account": (
+        [],
+        [DIGITS],
+        [
+            (DIGITS, 403),
+            ("accounts/no-such-123", 403),
+            (f"accounts/{DIGITS}", 404),
+            (ADVERTISER, 403),
+        ],
+    ),
+    "account-only": (
+        [],
+        [ACCOUNT],
+        [(ADVERTISER, 403), (f"accounts/{ACCOUNT}", 200), (OTHER, 403)],
+    ),
+}
+
+
+class TestPermissionsByKind:
+    """A key's advertiser list answers advertiser reads and its account list account reads,
+    whatever order the reads came in and whichever of them filled the cache (each read is
+    made twice: once from the database, once from the cache)."""
+
+    @pytest.fixture
+    async def connected(self, service: Service, clock: FakeClock, canaries: Canaries) -> None:
+        tokens = [new_token() for _ in range(2)]
+        canaries.add(*tokens)
+        await store_advertiser_grant(service, tokens[0], [ADVERTISER, OTHER])
+        await store_advertiser_grant(service, tokens[1], [DIGITS])
+        for open_id in (ACCOUNT, OTHER_ACCOUNT):
+            await store_account_grant(service, open_id, clock.now() + timedelta(hours=20))
+
+    async def _orders(
+        self,
+        service: Service,
+        canaries: Canaries,
+        read: Callable[[str, str], Awaitable[httpx.Response]],
+    ) -> list[str]:
+        """Every order of every key's reads, each with a fresh key; the mismatches."""
+        wrong = []
+        for name, (advertisers, accounts, reads) in _READS_BY_KEY.items():
+            for number, order in enumerate(itertools.permutations(reads)):
+                created = await service.api_keys.create(f"{name}-{number}", advertisers, accounts)
+                key = created.key.get_secret_value()
+                canaries.add(key)
+                for path, status in order:
+                    for attempt in ("cold", "warm"):
+                        got = (await read(key, path)).status_code
+                        if got != status:
+                            wrong.append(f"{name} {order}: {path} ({attempt}) gave {got}")
+        return wrong
+
+    async def test_the_audited_leak_is_closed(
+        self, connected: None, client: httpx.AsyncClient, service: Service, api_key: str
+    ) -> None:
+        await until(lambda: _true(service.tokens.cache.live), "the cache on")
+        created = await service.api_keys.create("narrow", [], [DIGITS])
+        narrow = bearer(created.key.get_secret_value())
+        assert (await client.get(f"/tokens/{DIGITS}", headers=bearer(api_key))).status_code == 200
+        assert (await client.get(f"/tokens/{DIGITS}", headers=narrow)).status_code == 403
+        assert (await client.get("/tokens/accounts/no-such-123", headers=narrow)).status_code == 403
+        answer = await client.get(f"/tokens/{DIGITS}", headers=narrow)
+        assert answer.status_code == 403, "a key restricted to an account read an advertiser"
+
+    async def test_every_order_in_this_process(
+        self, connected: None, client: httpx.AsyncClient, service: Service, canaries: Canaries
+    ) -> None:
+        await until(lambda: _true(service.tokens.cache.live), "the cache on")
+
+        async def read(key: str, path: str) -> httpx.Response:
+            return await client.get(f"/tokens/{path}", headers=bearer(key))
+
+        assert await self._orders(service, canaries, read) == []
+
+    async def test_every_order_in_another_process(
+        self, connected: None, replica: Replica, service: Service, canaries: Canaries
+    ) -> None:
+        assert await self._orders(service, canaries, replica.token) == []
+
+
+async def _true(value: bool) -> bool:
+    return value

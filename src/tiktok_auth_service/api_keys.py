@@ -16,7 +16,11 @@ from tiktok_auth_service.db import Database
 from tiktok_auth_service.models import ApiClient
 from tiktok_auth_service.repository import Repository
 
-ADVERTISER_ID = re.compile(r"^[0-9]{1,32}$")
+# What the token routes accept as a subject (their path patterns are these).
+ADVERTISER_ID = "[0-9]{1,32}"
+OPEN_ID = r"[\x21-\x7e]{1,128}"
+_ADVERTISER_ID = re.compile(ADVERTISER_ID)
+_OPEN_ID = re.compile(OPEN_ID)
 API_KEY_PREFIX = "tas_"
 
 
@@ -37,12 +41,22 @@ class ApiKeys:
         """Create a caller; the key is returned once and only its hash is stored.
 
         Without advertiser ids or open ids the key may read every token; with any, only those.
-        Raises InvalidRequest for a malformed advertiser id or a name already taken.
+        Raises InvalidRequest for a malformed advertiser id or open id, or a name already
+        taken.
         """
         open_ids = open_ids or []
         for advertiser_id in advertiser_ids:
-            if not ADVERTISER_ID.match(advertiser_id):
+            if not _ADVERTISER_ID.fullmatch(advertiser_id):
                 raise errors.InvalidRequest(f"{advertiser_id!r} is not an advertiser id")
+        for open_id in open_ids:
+            if not _OPEN_ID.fullmatch(open_id):
+                raise errors.InvalidRequest(f"{open_id[:140]!r} is not an open id")
+            # TikTok's open ids are never all digits (they begin with "-"); an advertiser id
+            # given here would restrict the key to nothing it can ever read.
+            if _ADVERTISER_ID.fullmatch(open_id):
+                raise errors.InvalidRequest(
+                    f"{open_id!r} looks like an advertiser id, not an open id: use --advertiser"
+                )
         key = API_KEY_PREFIX + secrets.token_urlsafe(32)
         client = ApiClient(
             id=uuid.uuid4(),

@@ -299,8 +299,23 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each option's default (argparse's own formatter, named once)."""
 
 
+def _attach_values(argv: list[str], options: tuple[str, ...]) -> list[str]:
+    """`--account -000abc` as `--account=-000abc`: TikTok's open ids begin with "-", which
+    argparse would otherwise take for an option of its own."""
+    joined: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if word in options:
+            value = next(words, None)
+            joined.append(word if value is None else f"{word}={value}")
+        else:
+            joined.append(word)
+    return joined
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(_attach_values(argv, ("--account",)))
     if args.command in ("dev", "emulator"):
         # Development tools: configured by flags (and EMULATOR_* variables), not by Settings;
         # only LOG_LEVEL and LOG_FORMAT (default text) are read, from the environment.

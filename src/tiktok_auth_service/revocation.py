@@ -144,7 +144,7 @@ class Revoker:
                     for row in await repo.advertisers_of_grants(list(grants) or [serving.id])
                 }
             )
-            if not access.caller.unrestricted and not set(ended_ids) <= access.caller.allowed:
+            if not access.caller.unrestricted and not set(ended_ids) <= access.caller.advertisers:
                 raise errors.Forbidden(
                     "A token that works for this advertiser also serves advertisers outside "
                     "this key's list; revoking it needs a key allowed for all of them."

@@ -166,7 +166,9 @@ class TokenService:
         if row is None:
             return None
         try:
-            token = self._advertiser_answer(advertiser_id, authorized(row, advertiser_id, caller))
+            token = self._advertiser_answer(
+                advertiser_id, authorized(row, "advertiser", advertiser_id, caller)
+            )
         except errors.ServiceError:
             return None
         self._read("advertiser", advertiser_id, caller, "served")
@@ -345,15 +347,15 @@ async def authorize_read(
             raise errors.Unauthenticated()
         if cache is not None:
             cache.remember(kind, key_hash, subject, row, generation)
-    return authorized(row, subject, caller)
+    return authorized(row, kind, subject, caller)
 
 
-def authorized(row: TokenRow, subject: str, caller: Caller | None) -> TokenRow:
+def authorized(row: TokenRow, kind: SubjectKind, subject: str, caller: Caller | None) -> TokenRow:
     """401, 403 and 404 in that order: a restricted key learns nothing about subjects outside
-    its list. `caller` learns the key's name as soon as the key is known."""
+    its list for that kind. `caller` learns the key's name as soon as the key is known."""
     if caller is not None:
         caller.name = row.caller.name
-    if not row.caller.unrestricted and subject not in row.caller.allowed:
+    if not row.caller.may_read(kind, subject):
         raise errors.Forbidden()
     if row.grant is None:
         raise errors.NotConnected(f"{subject} is not connected.")

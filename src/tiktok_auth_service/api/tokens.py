@@ -25,6 +25,7 @@ from tiktok_auth_service.api.deps import (
 from tiktok_auth_service.api.observability import caller_of, observe, request_id_for
 from tiktok_auth_service.api.problems import problem_responses
 from tiktok_auth_service.api.security import RAW_PAGE_HEADERS
+from tiktok_auth_service.api_keys import ADVERTISER_ID, OPEN_ID
 from tiktok_auth_service.audit import request_id as audit_request_id
 from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.revocation import AccountRevocation, Revocation
@@ -32,7 +33,6 @@ from tiktok_auth_service.tokens import AccountToken, AdvertiserToken
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
 
-ADVERTISER_ID = r"[0-9]{1,32}"
 AdvertiserId = Annotated[
     str,
     Path(
@@ -43,7 +43,7 @@ AdvertiserId = Annotated[
 ]
 OpenId = Annotated[
     str,
-    Path(pattern=r"^[\x21-\x7e]{1,128}$", description="The TikTok account's open_id."),
+    Path(pattern=f"^{OPEN_ID}$", description="The TikTok account's open_id."),
 ]
 NO_STORE = {"Cache-Control": "no-store"}
 

@@ -21,8 +21,18 @@ class CallerRow:
     """Who is asking: an active API key's permissions and name."""
 
     unrestricted: bool
-    allowed: frozenset[str]  # the advertiser ids or open ids the key is restricted to
+    # What a restricted key may read, each list for its own kind of subject: an open id may
+    # be a string of digits, so the two lists never stand in for each other.
+    advertisers: frozenset[str]
+    accounts: frozenset[str]
     name: str  # for the access log and the audit; never the key
+
+    def may_read(self, kind: str, subject: str) -> bool:
+        """Whether this key may read `subject`, an advertiser id or (kind `account`) an open
+        id."""
+        return self.unrestricted or subject in (
+            self.accounts if kind == "account" else self.advertisers
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +70,12 @@ _GRANT_COLUMNS = """g.id, {status}, g.key_id, g.access_token_enc, g.expires_at,
 
 # One round trip answers authentication, authorization and the lookup: no row means the key
 # is unknown or revoked; a row with NULL grant means the subject is not connected. An
-# advertiser TikTok no longer lists for its grant reads as needing re-authorization.
+# advertiser TikTok no longer lists for its grant reads as needing re-authorization. Both
+# reads answer the key's whole permission (both lists), so the cache can keep one caller
+# record per key whichever read filled it.
+_CALLER_COLUMNS = "c.unrestricted, c.allowed_advertiser_ids, c.allowed_open_ids, c.name"
 _READ_ADVERTISER_GRANT_SQL = f"""
-SELECT c.unrestricted, c.allowed_advertiser_ids, c.name,
+SELECT {_CALLER_COLUMNS},
        {
     _GRANT_COLUMNS.format(
         status="CASE WHEN a.status = 'removed' THEN 'reauthorization_required' ELSE g.status END"
@@ -74,7 +87,7 @@ LEFT JOIN oauth_grant AS g ON g.id = a.grant_id
 WHERE c.key_hash = $1 AND c.revoked_at IS NULL
 """  # noqa: S608  (constant text; every value is a bind parameter)
 _READ_ACCOUNT_GRANT_SQL = f"""
-SELECT c.unrestricted, c.allowed_open_ids, c.name, {_GRANT_COLUMNS.format(status="g.status")}
+SELECT {_CALLER_COLUMNS}, {_GRANT_COLUMNS.format(status="g.status")}
 FROM api_client AS c
 LEFT JOIN oauth_grant AS g ON g.open_id = $2
 WHERE c.key_hash = $1 AND c.revoked_at IS NULL
@@ -87,11 +100,11 @@ async def _read_token(db: Database, sql: str, key_hash: bytes, subject: str) -> 
     if row is None:
         return None
     values = list(row.values())
-    caller = CallerRow(values[0], frozenset(values[1]), values[2])
-    if values[3] is None:
+    caller = CallerRow(values[0], frozenset(values[1]), frozenset(values[2]), values[3])
+    if values[4] is None:
         return TokenRow(caller, None)
     values[-1] = orjson.loads(values[-1])
-    return TokenRow(caller, GrantRow(*values[3:]))
+    return TokenRow(caller, GrantRow(*values[4:]))
 
 
 GrantReader = Callable[[Database, bytes, str], Awaitable[TokenRow | None]]
