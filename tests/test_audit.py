@@ -14,6 +14,7 @@ import respx
 from tests.fixtures import TIKTOK_API, Canaries, FakeClock, bearer
 from tests.helpers import envelope, new_token, store_advertiser_grant
 from tests.test_cli import run_cli
+from tiktok_auth_service.audit import ANONYMOUS_PER_FLUSH
 from tiktok_auth_service.service import Service
 
 A, B = "7100000000000000001", "7100000000000000002"
@@ -128,3 +129,36 @@ async def test_the_audit_command_prints_newest_first_and_filters(
     assert len(run_cli(migrated, "audit", "--subject", A).stdout.splitlines()) == 2
     bad = run_cli(migrated, "audit", "--since", "yesterday")
     assert bad.returncode == 2 and "not an ISO 8601 time" in bad.stderr
+
+
+class TestAnonymousTraffic:
+    async def test_requests_without_a_valid_key_write_a_bounded_number_of_rows(
+        self,
+        client: httpx.AsyncClient,
+        service: Service,
+        api_key: str,
+        pg: asyncpg.Connection,
+    ) -> None:
+        for n in range(200):
+            subject = str(7100000000000000000 + n)  # attacker-chosen, all different
+            answer = await client.get(f"/tokens/{subject}", headers=bearer(f"tas_random{n}"))
+            assert answer.status_code == 401
+        for _ in range(3):  # what authenticated callers do is still recorded, every time
+            assert (await client.get(f"/tokens/{A}", headers=bearer(api_key))).status_code == 404
+        await service.audit.flush()
+        anonymous = await pg.fetchval("SELECT count(*) FROM token_access WHERE caller IS NULL")
+        assert anonymous == ANONYMOUS_PER_FLUSH
+        assert await pg.fetchval("SELECT count(*) FROM token_access WHERE caller IS NOT NULL") == 3
+        metrics = (await service.render_metrics()).decode()
+        unrecorded = f"tiktok_auth_audit_anonymous_unrecorded_total {200 - ANONYMOUS_PER_FLUSH}.0"
+        assert unrecorded in metrics
+
+    async def test_each_flush_takes_a_few_more(
+        self, client: httpx.AsyncClient, service: Service, pg: asyncpg.Connection
+    ) -> None:
+        for _ in range(2):
+            for _ in range(ANONYMOUS_PER_FLUSH + 5):
+                assert (await client.get(f"/tokens/{A}")).status_code == 401
+            await service.audit.flush()
+        anonymous = await pg.fetchval("SELECT count(*) FROM token_access WHERE caller IS NULL")
+        assert anonymous == 2 * ANONYMOUS_PER_FLUSH

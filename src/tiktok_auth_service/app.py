@@ -19,6 +19,7 @@ from fastapi_offline import FastAPIOffline
 from tiktok_auth_service import __version__
 from tiktok_auth_service.api import browser, connections, health, problems, tokens
 from tiktok_auth_service.api.deps import attach_service
+from tiktok_auth_service.api.limits import BodyLimit
 from tiktok_auth_service.api.observability import (
     REQUEST_ID_HEADER,
     ObservedRequests,
@@ -137,8 +138,9 @@ def create_app(
     _complete_openapi(app)
     problems.install(app)
     # Added innermost first: the request id is known before the request is observed and
-    # logged; every response gets the security headers. The hot path, outermost, gives its
-    # answers all three itself.
+    # logged; every response gets the security headers (a refused body's 413 too). The hot
+    # path, outermost, gives its answers all three itself.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(ObservedRequests, metrics=metrics)
     app.add_middleware(

@@ -6,6 +6,11 @@ background task writes the buffer to PostgreSQL with COPY every FLUSH_SECONDS (a
 shutdown). What a crash can lose: the records of the last FLUSH_SECONDS at most. While the
 database is unreachable records wait in the buffer, up to MAX_BUFFERED; beyond that the oldest
 are dropped, and the number dropped is logged.
+
+Requests without a valid API key are recorded too, but only ANONYMOUS_PER_FLUSH of them per
+flush (a second): anyone can send those, with subjects of their choosing, and each row is kept
+for the retention period. The rest are counted (`tiktok_auth_audit_anonymous_unrecorded_total`)
+and their number is logged once per flush.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ from datetime import datetime, timedelta
 
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.db import Database, lost_connection
+from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.repository import AccessRecord, delete_access_before, write_access
 
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 1.0
 MAX_BUFFERED = 100_000
+ANONYMOUS_PER_FLUSH = 10
 
 # The request being served, set by the API layer, recorded with each entry.
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -36,12 +43,22 @@ class AuditLog:
     db: Database
     clock: Clock
     retention: timedelta
+    metrics: Metrics
     _buffer: deque[AccessRecord] = field(default_factory=deque)
     _dropped: int = 0
+    _anonymous: int = 0  # taken since the last flush
+    _unrecorded: int = 0  # anonymous ones counted instead since the last flush
 
     def record(self, action: str, subject: str, caller: str | None, outcome: str) -> None:
-        """One `action` (read, check, revoke) on `subject` by the key named `caller` ended in
-        `outcome` (`served`, `refreshed`, or the problem code). Costs an append."""
+        """One `action` (read, check, revoke) on `subject` by the key named `caller` (None: no
+        valid key) ended in `outcome` (`served`, `refreshed`, or the problem code). Costs an
+        append."""
+        if caller is None:
+            if self._anonymous >= ANONYMOUS_PER_FLUSH:
+                self._unrecorded += 1
+                self.metrics.audit_anonymous_unrecorded.inc()
+                return
+            self._anonymous += 1
         if len(self._buffer) >= MAX_BUFFERED:
             self._buffer.popleft()
             self._dropped += 1
@@ -55,6 +72,14 @@ class AuditLog:
         if self._dropped:
             log.warning("audit buffer full: %d oldest records dropped", self._dropped)
             self._dropped = 0
+        if self._unrecorded:
+            log.warning(
+                "audit: %d more requests without a valid API key were counted, not recorded",
+                self._unrecorded,
+                extra={"event": "audit_anonymous_unrecorded", "count": self._unrecorded},
+            )
+            self._unrecorded = 0
+        self._anonymous = 0
         batch = list(self._buffer)
         if not batch:
             return 0

@@ -91,6 +91,8 @@ class Settings(LoggingSettings):
     return_to_allowed_origins: Annotated[list[str], NoDecode] = []
     state_ttl_seconds: int = Field(default=600, gt=0)
     connect_sessions_required: bool = True
+    # The largest request body taken (the largest today is a connect session's JSON).
+    max_body_bytes: int = Field(default=65_536, ge=1024)
 
     refresh_leeway_seconds: int = Field(default=300, ge=0)
     refresh_wait_seconds: float = Field(default=2.0, ge=0)

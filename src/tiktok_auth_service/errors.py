@@ -35,6 +35,14 @@ class ValidationFailed(ServiceError):
     title = "The request is invalid"
 
 
+class PayloadTooLarge(ServiceError):
+    """The request body is over MAX_BODY_BYTES (refused before it is read)."""
+
+    code = "payload_too_large"
+    status = 413
+    title = "The request body is too large"
+
+
 class ReturnToNotAllowed(ServiceError):
     code = "return_to_not_allowed"
     status = 400

@@ -151,6 +151,12 @@ class Metrics:
             multiprocess_mode="mostrecent",
             registry=registry,
         )
+        self.audit_anonymous_unrecorded = Counter(
+            "tiktok_auth_audit_anonymous_unrecorded",
+            "Requests without a valid API key counted instead of recorded in the audit (past "
+            "its per-second share for them).",
+            registry=registry,
+        )
         self.token_cache_live = Gauge(
             "tiktok_auth_token_cache_live",
             "1 while the token cache of every live server process is on (its notification "

@@ -136,7 +136,7 @@ async def open_service(
             sealer = TokenSealer(settings.encryption_keys)
             refresher = AccountRefresher(settings, db, tiktok, sealer, clock, metrics)
             liveness = LivenessChecker(settings, db, tiktok, sealer, clock, metrics)
-            audit = AuditLog(db, clock, timedelta(days=settings.audit_retention_days))
+            audit = AuditLog(db, clock, timedelta(days=settings.audit_retention_days), metrics)
             revoker = Revoker(settings, db, tiktok, sealer, audit, clock)
             cache = TokenCache()
             listen_url = settings.token_cache_listen_url

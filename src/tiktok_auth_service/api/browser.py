@@ -53,6 +53,7 @@ class ConnectSessionRequest(BaseModel):
         errors.ReturnToNotAllowed,
         errors.Unauthenticated,
         errors.Forbidden,
+        errors.PayloadTooLarge,
         errors.ValidationFailed,
         errors.DatabaseUnavailable,
     ),
