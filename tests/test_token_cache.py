@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import secrets
+import tracemalloc
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -40,13 +42,16 @@ from tests.helpers import (
     store_account_grant,
     store_advertiser_grant,
 )
-from tiktok_auth_service.models import Grant
+from tiktok_auth_service.crypto import digest
+from tiktok_auth_service.models import ApiClient, Grant
 from tiktok_auth_service.repository import CallerRow, GrantRow, TokenRow
 from tiktok_auth_service.service import Service
 from tiktok_auth_service.token_cache import (
     APPLICATION_NAME,
     HEARTBEAT_SECONDS,
     HEARTBEAT_TIMEOUT_SECONDS,
+    ROW_BYTES,
+    SUBJECT_BYTES,
     TokenCache,
 )
 
@@ -292,18 +297,35 @@ async def _not(value: Awaitable[bool]) -> bool:
     return not await value
 
 
+def _grant(grant_id: uuid.UUID, status: str = "active") -> GrantRow:
+    """A row shaped like the ones reads fetch, made anew as each read makes it (new objects,
+    equal values for one grant): a sealed token of a real one's size, the times, ten scopes,
+    the labels."""
+    return GrantRow(
+        grant_id,
+        status,
+        "k1",
+        grant_id.bytes * 5 + b"tag.",
+        None,
+        None,
+        datetime.fromtimestamp(1_790_000_000, UTC),
+        None,
+        0,
+        datetime.fromtimestamp(1_790_000_100, UTC),
+        "reporting-service",
+        "customer-" + grant_id.hex,
+        list(range(1, 11)),
+    )
+
+
 def _row(grant_id: uuid.UUID | None = None, name: str = "k") -> TokenRow:
-    grant = None
-    if grant_id is not None:
-        grant = GrantRow(
-            grant_id, "active", "k1", b"sealed", None, None, None, None, 0, None, None, None, []
-        )
+    grant = None if grant_id is None else _grant(grant_id)
     return TokenRow(CallerRow(True, frozenset(), frozenset(), name), grant)
 
 
 @pytest.fixture
 def cache() -> Iterator[TokenCache]:
-    cache = TokenCache(max_subjects=3)
+    cache = TokenCache(max_bytes=3 * (SUBJECT_BYTES + ROW_BYTES))
     cache.set_live(True)
     yield cache
 
@@ -332,14 +354,56 @@ class TestTheCache:
         cache.notified(f"c:{b'h'.hex()}")
         assert cache.lookup("advertiser", b"h", ADVERTISER) is None
 
-    def test_it_starts_over_when_full_or_puzzled(self, cache: TokenCache) -> None:
+    def test_when_full_the_least_recently_read_make_room(self, cache: TokenCache) -> None:
         for subject in ("1", "2", "3"):
             cache.remember("advertiser", b"h", subject, _row(uuid.uuid4()), cache.generation)
+        assert cache.lookup("advertiser", b"h", "1") is not None  # 2 is now the oldest read
         cache.remember("advertiser", b"h", "4", _row(uuid.uuid4()), cache.generation)
-        assert cache.lookup("advertiser", b"h", "1") is None
-        assert cache.lookup("advertiser", b"h", "4") is not None
+        assert [cache.lookup("advertiser", b"h", s) is not None for s in "1234"] == [
+            True,
+            False,
+            True,
+            True,
+        ]
+        assert cache.bytes == 3 * (SUBJECT_BYTES + ROW_BYTES) == cache.max_bytes
+
+    def test_subjects_of_one_grant_share_its_row(self, cache: TokenCache) -> None:
+        grant = uuid.uuid4()
+        for n in range(10):  # ten subjects fit in the room of three with rows of their own
+            cache.remember("advertiser", b"h", str(n), _row(grant), cache.generation)
+        assert len(cache) == 10
+        assert cache.bytes == 10 * SUBJECT_BYTES + ROW_BYTES
+        cache.notified(f"g:{grant}:")
+        assert len(cache) == 0 and cache.bytes == 0
+
+    def test_it_starts_over_when_puzzled(self, cache: TokenCache) -> None:
+        cache.remember("advertiser", b"h", "4", _row(uuid.uuid4()), cache.generation)
         cache.notified("x:something new")
         assert cache.lookup("advertiser", b"h", "4") is None
+        assert cache.bytes == 0
+
+    @pytest.mark.parametrize("per_grant", [1, 1000])
+    def test_what_it_counts_covers_what_it_takes(self, per_grant: int) -> None:
+        """SUBJECT_BYTES and ROW_BYTES are at least what CPython really allocates for a
+        subject and a row kept, measured over 20,000 subjects (advertiser ids of 19 digits),
+        each in a grant of its own or a thousand to a grant."""
+        subjects = 20_000
+        cache = TokenCache(max_bytes=1 << 30)
+        cache.set_live(True)
+        assert cache.generation == 1
+        caller = CallerRow(True, frozenset(), frozenset(), "reporting")
+        grants = [uuid.uuid4() for _ in range(subjects // per_grant)]
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for n in range(subjects):  # each read's id and row made here, as a read makes them
+                row = TokenRow(caller, _grant(grants[n // per_grant]))
+                cache.remember("advertiser", b"h", str(7100000000000000000 + n), row, 1)
+            taken = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert len(cache) == subjects
+        assert taken <= cache.bytes, f"{taken / subjects:.0f} bytes a subject taken"
 
     def test_off_it_neither_answers_nor_keeps(self, cache: TokenCache) -> None:
         cache.remember("advertiser", b"h", "1", _row(uuid.uuid4()), cache.generation)
@@ -408,8 +472,7 @@ class TestPermissionsByKind:
         wrong = []
         for name, (advertisers, accounts, reads) in _READS_BY_KEY.items():
             for number, order in enumerate(itertools.permutations(reads)):
-                created = await service.api_keys.create(f"{name}-{number}", advertisers, accounts)
-                key = created.key.get_secret_value()
+                key = await _stored_key(service, f"{name}-{number}", advertisers, accounts)
                 canaries.add(key)
                 for path, status in order:
                     for attempt in ("cold", "warm"):
@@ -422,8 +485,7 @@ class TestPermissionsByKind:
         self, connected: None, client: httpx.AsyncClient, service: Service, api_key: str
     ) -> None:
         await until(lambda: _true(service.tokens.cache.live), "the cache on")
-        created = await service.api_keys.create("narrow", [], [DIGITS])
-        narrow = bearer(created.key.get_secret_value())
+        narrow = bearer(await _stored_key(service, "narrow", [], [DIGITS]))
         assert (await client.get(f"/tokens/{DIGITS}", headers=bearer(api_key))).status_code == 200
         assert (await client.get(f"/tokens/{DIGITS}", headers=narrow)).status_code == 403
         assert (await client.get("/tokens/accounts/no-such-123", headers=narrow)).status_code == 403
@@ -448,3 +510,24 @@ class TestPermissionsByKind:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def _stored_key(
+    service: Service, name: str, advertisers: list[str], accounts: list[str]
+) -> str:
+    """A key stored as `api-keys create` stores one, but without its checks: keys made
+    before open ids were validated can list an advertiser id as an account."""
+    key = f"tas_{secrets.token_urlsafe(32)}"
+    async with service.db.session() as session, session.begin():
+        session.add(
+            ApiClient(
+                id=uuid.uuid4(),
+                name=name,
+                key_hash=digest(key),
+                unrestricted=False,
+                allowed_advertiser_ids=advertisers,
+                allowed_open_ids=accounts,
+                created_at=datetime.now(UTC),
+            )
+        )
+    return key

@@ -86,6 +86,8 @@ class Settings(LoggingSettings):
     # give a direct URL here, or the cache stays off and every read asks the database.
     database_listen_url: SecretStr | None = None
     token_cache_enabled: bool = True
+    # The memory each server process's token cache may take (token_cache.py counts it).
+    token_cache_max_mb: int = Field(default=512, ge=1)
 
     token_encryption_keys: SecretStr
     return_to_allowed_origins: Annotated[list[str], NoDecode] = []
