@@ -107,6 +107,7 @@ def create_app(
             background = [asyncio.create_task(service.audit.run(stop))]
             if settings.worker_enabled:
                 background.append(asyncio.create_task(service.worker.run(stop)))
+                background.append(asyncio.create_task(service.webhooks.run(stop)))
             if service.cache_listener is not None:
                 background.append(asyncio.create_task(service.cache_listener.run(stop)))
             if metrics.multiprocess_dir:

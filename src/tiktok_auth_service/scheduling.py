@@ -1,6 +1,7 @@
 """Background work: the worker claims grants that need TikTok and handles them, paced to one
-upstream budget (`WORKER_QPS`) shared by every kind of call; then it delivers webhooks and
-prunes the audit.
+upstream budget (`WORKER_QPS`) shared by every kind of call; then it prunes the audit.
+Webhooks are delivered beside it (webhooks.WebhookSender), so a slow receiver delays none of
+this.
 
 Three kinds of work, most urgent first: account tokens due for refresh, orphaned grants to
 revoke, advertiser tokens due for a liveness check. Grants are claimed in small batches with
@@ -29,7 +30,6 @@ from tiktok_auth_service.models import Grant
 from tiktok_auth_service.refresh import AccountRefresher
 from tiktok_auth_service.repository import Claim, Repository
 from tiktok_auth_service.revocation import Revoker
-from tiktok_auth_service.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,6 @@ class Worker:
     liveness: LivenessChecker
     revoker: Revoker
     audit: AuditLog
-    webhooks: WebhookSender
     pacer: Pacer
     clock: Clock
     metrics: Metrics
@@ -106,8 +105,7 @@ class Worker:
             )
 
     async def drain(self, stop: asyncio.Event | None = None) -> int:
-        """Handle every grant that is due now (or until `stop`), then deliver the webhooks
-        due; returns how many grants it handled."""
+        """Handle every grant that is due now (or until `stop`); returns how many."""
         handled = 0
         while stop is None or not stop.is_set():
             for kind in Claim:
@@ -115,8 +113,6 @@ class Worker:
                 if grants:
                     break
             else:
-                while await self.webhooks.deliver_due() and (stop is None or not stop.is_set()):
-                    pass
                 return handled
             async with asyncio.TaskGroup() as group:
                 for grant in grants:

@@ -57,6 +57,7 @@ class Service:
     api_keys: ApiKeys
     key_rotation: KeyRotation
     worker: Worker
+    webhooks: WebhookSender
     metrics: Metrics
     # Run by the app's lifespan; None when the cache is off (see Settings.token_cache_listen_url).
     cache_listener: CacheListener | None
@@ -118,7 +119,7 @@ async def open_service(
         async with (
             http_client(settings.tiktok_timeout_seconds, user_agent) as http,
             # Receivers get their own client: a slow receiver must not hold TikTok's connections.
-            http_client(settings.tiktok_timeout_seconds, user_agent) as webhook_http,
+            http_client(settings.webhook_timeout_seconds, user_agent) as webhook_http,
         ):
             tiktok = TikTokClient(
                 http,
@@ -166,13 +167,13 @@ async def open_service(
                     liveness,
                     revoker,
                     audit,
-                    WebhookSender(settings, db, webhook_http, clock, metrics),
                     # Whole calls a second each, so that the processes' one-second windows
                     # add up to no more than the budget (below one a second, on average).
                     Pacer(settings.worker_qps // processes or settings.worker_qps / processes),
                     clock,
                     metrics,
                 ),
+                webhooks=WebhookSender(settings, db, webhook_http, clock, metrics),
                 metrics=metrics,
                 cache_listener=CacheListener(cache, listen_url, metrics) if listen_url else None,
             )
