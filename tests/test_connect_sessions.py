@@ -114,6 +114,20 @@ class TestAuthorizeNeedsALink:
         revoked = await client.post("/connect-sessions", json={}, headers=bearer(api_key))
         assert revoked.status_code == 401
 
+    async def test_without_a_valid_key_return_to_is_not_checked(
+        self, client: httpx.AsyncClient, pg: asyncpg.Connection
+    ) -> None:
+        # The allowed origins are nobody's business but the keys' holders: a caller without
+        # a valid key learns nothing about them from the answer.
+        for headers in ({}, bearer("tas_" + "x" * 43)):
+            for return_to in ("https://evil.example/", f"{FRONTEND}/ok"):
+                response = await client.post(
+                    "/connect-sessions", json={"return_to": return_to}, headers=headers
+                )
+                assert response.status_code == 401, response.text
+                assert response.json()["code"] == "unauthenticated"
+        assert await pg.fetchval("SELECT count(*) FROM connect_session") == 0
+
     async def test_a_link_whose_key_was_revoked_meanwhile_connects_nothing(
         self,
         client: httpx.AsyncClient,

@@ -129,8 +129,8 @@ class Authorization:
         """A single-use link for one person to connect, valid for STATE_TTL_SECONDS.
 
         A restricted key may open links only for a flow whose subjects it may read.
-        Raises Unauthenticated, Forbidden, ReturnToNotAllowed."""
-        self.check_return_to(return_to)
+        Raises Unauthenticated, Forbidden, ReturnToNotAllowed: the key is checked first, so
+        nobody without one learns which origins `return_to` may name."""
         if not api_key:
             raise errors.Unauthenticated()
         secret = secrets.token_urlsafe(32)
@@ -143,6 +143,7 @@ class Authorization:
                 raise errors.Unauthenticated()
             if caller is not None:
                 caller.name = client.name
+            self.check_return_to(return_to)
             allowed = (
                 client.allowed_advertiser_ids
                 if flow == Flow.ADVERTISER
