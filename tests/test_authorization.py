@@ -22,6 +22,7 @@ from tests.fixtures import (
     FakeClock,
 )
 from tests.helpers import envelope, new_token, query_of, start_authorization
+from tiktok_auth_service.authorization import binding_id
 from tiktok_auth_service.authorization import service as authorization_service
 from tiktok_auth_service.crypto import digest, same_secret
 from tiktok_auth_service.models import Flow
@@ -87,7 +88,7 @@ class TestAuthorize:
         assert len(query["state"]) >= 43  # 256 bits, base64url
         cookie = response.headers["set-cookie"]
         # __Host-: only this exact host can set it, so a sibling subdomain cannot plant one.
-        assert cookie.startswith("__Host-tas_binding=")
+        assert cookie.startswith(f"__Host-tas_binding.{binding_id(query['state'])}=")
         for attribute in ("httponly", "samesite=lax", "secure", "path=/"):
             assert attribute in cookie.lower()
         assert "domain=" not in cookie.lower()
@@ -325,12 +326,49 @@ class TestCallback:
         state = await start_authorization(client)
         forgeries = ["x" * 43, "b" * 20_000]
         for forged in forgeries:
-            client.cookies.set("__Host-tas_binding", forged)
+            client.cookies.set(f"__Host-tas_binding.{binding_id(state)}", forged)
             response = await client.get("/callback", params={"auth_code": "c", "state": state})
             assert response.status_code == 400
             assert "another browser" in response.json()["detail"]
         assert not exchange.called
         assert compared == [digest(forged) for forged in forgeries]
+
+    async def test_a_planted_binding_cookie_is_not_adopted(
+        self, client: httpx.AsyncClient, tiktok: respx.MockRouter
+    ) -> None:
+        # Over plain http a sibling host can set cookies for this one: whatever the browser
+        # already has, the binding of a new authorization is minted here, fresh.
+        exchange = tiktok.post("/oauth2/access_token/")
+        planted = "p" * 43
+        for name in ("__Host-tas_binding", "tas_binding"):
+            client.cookies.set(name, planted, domain="broker.example")
+        response = await client.get("/authorize")
+        assert response.status_code == 302
+        [set_cookie] = response.headers.get_list("set-cookie")
+        name, _, rest = set_cookie.partition("=")
+        minted = rest.split(";")[0]
+        assert len(minted) >= 43 and minted != planted
+        state = query_of(response.headers["location"])["state"]
+        client.cookies.clear()
+        for cookie in (f"{name}={planted}", f"__Host-tas_binding={planted}"):
+            callback = await client.get(
+                "/callback", params={"auth_code": "c", "state": state}, headers={"cookie": cookie}
+            )
+            assert callback.status_code == 400
+            assert "another browser" in callback.json()["detail"]
+        assert not exchange.called
+
+    async def test_two_authorizations_in_one_browser_both_complete(
+        self, client: httpx.AsyncClient, tiktok: respx.MockRouter, canaries: Canaries
+    ) -> None:
+        grant_token(tiktok, canaries)
+        first = await start_authorization(client)
+        second = await start_authorization(client)
+        for state in (second, first):
+            response = await client.get("/callback", params={"auth_code": "c", "state": state})
+            assert response.status_code == 200, response.text
+        # Each callback dropped its own binding cookie.
+        assert [cookie.name for cookie in client.cookies.jar] == []
 
     async def test_outcome_keys_in_return_to_are_replaced_not_repeated(
         self, client: httpx.AsyncClient, tiktok: respx.MockRouter

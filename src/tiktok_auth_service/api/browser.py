@@ -14,7 +14,12 @@ from tiktok_auth_service import errors
 from tiktok_auth_service.api.deps import API_KEY_SECURITY, ServiceDep, api_key_of
 from tiktok_auth_service.api.observability import caller_of
 from tiktok_auth_service.api.problems import html_page, problem_responses
-from tiktok_auth_service.authorization import AuthorizationResult, CallbackParams, ConnectLink
+from tiktok_auth_service.authorization import (
+    AuthorizationResult,
+    CallbackParams,
+    ConnectLink,
+    binding_id,
+)
 from tiktok_auth_service.models import Flow
 from tiktok_auth_service.service import Service
 
@@ -70,11 +75,13 @@ async def create_connect_session(
     )
 
 
-def binding_cookie(service: Service) -> str:
-    """The browser-binding cookie's name. Over HTTPS it carries the `__Host-` prefix, which
-    browsers accept only from this exact host (Secure, Path=/, no Domain), so a sibling
-    subdomain cannot plant a binding of its own."""
-    return "__Host-tas_binding" if service.settings.secure_cookies else "tas_binding"
+def binding_cookie(service: Service, state: str) -> str:
+    """The name of the browser-binding cookie of the authorization carrying `state` (one per
+    authorization). Over HTTPS it carries the `__Host-` prefix, which browsers accept only
+    from this exact host (Secure, Path=/, no Domain), so a sibling subdomain cannot plant a
+    binding of its own."""
+    prefix = "__Host-tas_binding" if service.settings.secure_cookies else "tas_binding"
+    return f"{prefix}.{binding_id(state)}"
 
 
 @router.get(
@@ -117,12 +124,11 @@ async def authorize(
     ] = None,
 ) -> Response:
     """Start an authorization: redirect the browser to TikTok's consent page."""
-    cookie = binding_cookie(service)
-    start = await service.authorization.start(flow, return_to, request.cookies.get(cookie), session)
+    start = await service.authorization.start(flow, return_to, session)
     response = RedirectResponse(start.url, status_code=302)
     response.headers["Cache-Control"] = "no-store"
     response.set_cookie(
-        cookie,
+        binding_cookie(service, start.state),
         start.browser_binding,
         max_age=service.settings.state_ttl_seconds,
         httponly=True,
@@ -173,13 +179,24 @@ async def callback(
     """Where TikTok returns the browser. Validates the state before TikTok is ever called."""
     result = await service.authorization.complete(
         CallbackParams(state, auth_code, code, error, error_description),
-        request.cookies.get(binding_cookie(service)),
+        request.cookies.get(binding_cookie(service, state)) if state else None,
     )
     if result.return_to:
-        return _redirect_back(result)
-    if result.error:
+        response = _redirect_back(result)
+    elif result.error:
         raise result.error
-    return _result_page(result)
+    else:
+        response = _result_page(result)
+    assert state is not None  # complete() refuses a callback without one
+    # The state is spent: its binding is of no more use to the browser.
+    response.delete_cookie(
+        binding_cookie(service, state),
+        path="/",
+        secure=service.settings.secure_cookies,
+        httponly=True,
+        samesite="lax",
+    )
+    return response
 
 
 def _redirect_back(result: AuthorizationResult) -> Response:

@@ -7,6 +7,7 @@ from .service import (
     AuthorizationStart,
     CallbackParams,
     ConnectLink,
+    binding_id,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "Connected",
     "ConsentFlow",
     "Origin",
+    "binding_id",
 ]

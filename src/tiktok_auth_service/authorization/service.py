@@ -59,8 +59,19 @@ STATE_RETENTION = timedelta(days=1)
 
 @dataclass(frozen=True)
 class AuthorizationStart:
+    """TikTok's consent URL, and the browser binding to set as the cookie named for `state`
+    (see `binding_id`)."""
+
     url: str
+    state: str
     browser_binding: str
+
+
+def binding_id(state: str) -> str:
+    """What names the binding cookie of the authorization carrying `state`: one cookie per
+    authorization, so two tabs of one browser can each finish their own. Derived from the
+    state's digest, so it reveals nothing of the state."""
+    return digest(state)[:8].hex()
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,14 +178,13 @@ class Authorization:
         return ConnectLink(url=url, expires_at=expires_at)
 
     async def start(
-        self,
-        flow: Flow,
-        return_to: str | None,
-        browser_binding: str | None,
-        session: str | None = None,
+        self, flow: Flow, return_to: str | None, session: str | None = None
     ) -> AuthorizationStart:
-        """Create a single-use state bound to this browser and build TikTok's consent URL.
-        With a connect `session`, its flow and return_to apply and the session is spent.
+        """Create a single-use state bound to a fresh browser binding and build TikTok's
+        consent URL. With a connect `session`, its flow and return_to apply and the session
+        is spent. The binding is always minted here, never taken from the browser: a cookie
+        planted by a sibling host (possible over plain http) would otherwise bind the new
+        state to a value somebody else knows.
 
         Raises SessionRequired (no session while CONNECT_SESSIONS_REQUIRED), InvalidSession,
         ReturnToNotAllowed."""
@@ -182,8 +192,7 @@ class Authorization:
             raise errors.SessionRequired()
         if session is None:
             self.check_return_to(return_to)
-        if not browser_binding or len(browser_binding) < 32:
-            browser_binding = secrets.token_urlsafe(32)
+        browser_binding = secrets.token_urlsafe(32)
         state = secrets.token_urlsafe(32)
         now = self.clock.now()
         async with self.db.session() as db_session, db_session.begin():
@@ -206,7 +215,7 @@ class Authorization:
             else:
                 await repo.delete_expired_states(before=now - STATE_RETENTION)
             await repo.add(row)
-        return AuthorizationStart(self.flows[row.flow].consent_url(state), browser_binding)
+        return AuthorizationStart(self.flows[row.flow].consent_url(state), state, browser_binding)
 
     async def complete(
         self, params: CallbackParams, browser_binding: str | None
