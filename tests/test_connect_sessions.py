@@ -146,6 +146,26 @@ class TestAuthorizeNeedsALink:
         assert not exchange.called
         assert await pg.fetchval("SELECT count(*) FROM oauth_grant") == 0
 
+    async def test_its_state_is_kept_a_day_past_expiry_then_dropped(
+        self,
+        client: httpx.AsyncClient,
+        api_key: str,
+        clock: FakeClock,
+        pg: asyncpg.Connection,
+        tiktok: respx.MockRouter,
+    ) -> None:
+        exchange = tiktok.post("/oauth2/access_token/")
+        start = await client.get(await open_link(client, api_key))
+        state = query_of(start.headers["location"])["state"]
+        clock.advance(minutes=11)
+        late = await client.get("/callback", params={"auth_code": "c", "state": state})
+        assert late.json()["code"] == "invalid_state"
+        assert "has expired" in late.json()["detail"]
+        clock.advance(days=1)
+        await open_link(client, api_key)
+        assert await pg.fetchval("SELECT count(*) FROM oauth_state") == 0
+        assert not exchange.called
+
     @pytest.mark.parametrize("bad", HOSTILE_RETURN_TO)
     async def test_a_link_cannot_send_the_browser_elsewhere(
         self, client: httpx.AsyncClient, api_key: str, pg: asyncpg.Connection, bad: str

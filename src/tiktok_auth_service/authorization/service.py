@@ -52,8 +52,9 @@ def _failure_fields(event: str, flow: Flow, exc: TikTokError) -> dict[str, Any]:
     }
 
 
-# States are kept a day past expiry so a late callback still gets "expired" rather than
-# "unknown", then dropped.
+# States a connect session opened are kept a day past expiry so a late callback still gets
+# "expired" rather than "unknown", then dropped. Anonymous states (CONNECT_SESSIONS_REQUIRED
+# off), which anyone can create, are dropped as soon as they expire.
 STATE_RETENTION = timedelta(days=1)
 
 
@@ -213,6 +214,7 @@ class Authorization:
                 row.flow, row.return_to = opened.flow, opened.return_to
                 row.api_client_id, row.end_user = opened.api_client_id, opened.end_user
             else:
+                await repo.delete_expired_anonymous_states(now)
                 await repo.delete_expired_states(before=now - STATE_RETENTION)
             await repo.add(row)
         return AuthorizationStart(self.flows[row.flow].consent_url(state), state, browser_binding)
@@ -319,7 +321,9 @@ class Authorization:
             repo = Repository(session)
             row = await repo.lock_state(digest(state))
             if row is None:
-                raise errors.InvalidState("This authorization link is unknown.")
+                raise errors.InvalidState(
+                    "This authorization link is unknown or has expired; start again."
+                )
             if row.used_at is not None:
                 raise errors.InvalidState("This authorization link was already used.")
             if row.expires_at <= now:

@@ -61,6 +61,16 @@ class Repository(WorkQueries):
             deleted += int(result.rowcount)  # type: ignore[attr-defined]
         return deleted
 
+    async def delete_expired_anonymous_states(self, now: datetime) -> int:
+        """Drop the expired states no connect session opened (CONNECT_SESSIONS_REQUIRED
+        off): anyone may create those, so none is kept past its expiry."""
+        result = await self.session.execute(
+            sa.delete(OAuthState).where(
+                col(OAuthState.api_client_id).is_(None), col(OAuthState.expires_at) <= now
+            )
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
     # -- Grants and advertisers ----------------------------------------------------------
 
     async def assign_advertisers(
