@@ -21,7 +21,14 @@ from tests.fixtures import (
     Canaries,
     FakeClock,
 )
-from tests.helpers import envelope, new_token, query_of, start_authorization
+from tests.helpers import (
+    envelope,
+    new_token,
+    query_of,
+    start_authorization,
+    start_through,
+    the_form,
+)
 from tiktok_auth_service.authorization import binding_id
 from tiktok_auth_service.authorization import service as authorization_service
 from tiktok_auth_service.crypto import digest, same_secret
@@ -78,8 +85,8 @@ class TestAuthorize:
     async def test_redirects_to_tiktok_with_state_and_cookie(
         self, client: httpx.AsyncClient
     ) -> None:
-        response = await client.get("/authorize")
-        assert response.status_code == 302
+        response = await start_through(client, "/authorize")
+        assert response.status_code == 303
         location = response.headers["location"]
         assert location.startswith(TIKTOK_AUTH + "?")
         query = query_of(location)
@@ -92,6 +99,32 @@ class TestAuthorize:
         for attribute in ("httponly", "samesite=lax", "secure", "path=/"):
             assert attribute in cookie.lower()
         assert "domain=" not in cookie.lower()
+
+    async def test_opening_authorize_writes_nothing_until_the_person_continues(
+        self, client: httpx.AsyncClient, pg: asyncpg.Connection
+    ) -> None:
+        return_to = f"{FRONTEND}/done?x=1"
+        await client.head("/authorize", params={"return_to": return_to})
+        for _ in range(20):
+            page = await client.get("/authorize", params={"return_to": return_to})
+            assert page.status_code == 200
+        assert await pg.fetchval("SELECT count(*) FROM oauth_state") == 0
+        assert "set-cookie" not in page.headers
+        assert page.headers["content-type"].startswith("text/html")
+        method, action, fields = the_form(page)
+        assert (method, action) == ("post", "https://broker.example/authorize")
+        assert fields == {"flow": "advertiser", "return_to": return_to}
+        started = await client.post(action, data=fields)
+        assert started.status_code == 303
+        assert started.headers["cache-control"] == "no-store"
+        assert await pg.fetchval("SELECT return_to FROM oauth_state") == return_to
+
+    async def test_a_form_with_an_unknown_flow_is_refused(self, client: httpx.AsyncClient) -> None:
+        answer = await client.post("/authorize", data={"flow": "everything"})
+        assert answer.status_code == 422
+        assert answer.json()["code"] == "validation_error"
+        hostile = await client.post("/authorize", data={"return_to": "https://evil.example/"})
+        assert hostile.json()["code"] == "return_to_not_allowed"
 
     async def test_state_is_stored_hashed(
         self, client: httpx.AsyncClient, pg: asyncpg.Connection
@@ -342,8 +375,8 @@ class TestCallback:
         planted = "p" * 43
         for name in ("__Host-tas_binding", "tas_binding"):
             client.cookies.set(name, planted, domain="broker.example")
-        response = await client.get("/authorize")
-        assert response.status_code == 302
+        response = await start_through(client, "/authorize")
+        assert response.status_code == 303
         [set_cookie] = response.headers.get_list("set-cookie")
         name, _, rest = set_cookie.partition("=")
         minted = rest.split(";")[0]

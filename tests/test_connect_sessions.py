@@ -20,7 +20,15 @@ from tests.fixtures import (
     bearer,
     make_settings,
 )
-from tests.helpers import envelope, new_token, query_of, store_advertiser_grant
+from tests.helpers import (
+    continue_to_tiktok,
+    envelope,
+    new_token,
+    query_of,
+    start_through,
+    store_advertiser_grant,
+    the_form,
+)
 from tests.test_authorization import HOSTILE_RETURN_TO
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.service import Service
@@ -59,9 +67,9 @@ async def open_link(client: httpx.AsyncClient, key: str, **body: str) -> str:
 
 
 async def connect_through(client: httpx.AsyncClient, link: str) -> httpx.Response:
-    """Follow a connect link to TikTok and come back with TikTok's code."""
-    start = await client.get(link)
-    assert start.status_code == 302, start.text
+    """Follow a connect link to TikTok (through its page) and come back with TikTok's code."""
+    start = await start_through(client, link)
+    assert start.status_code == 303, start.text
     state = query_of(start.headers["location"])["state"]
     return await client.get("/callback", params={"auth_code": "the-code", "state": state})
 
@@ -84,17 +92,22 @@ class TestAuthorizeNeedsALink:
     ) -> None:
         link = await open_link(client, api_key)
         assert link.startswith("https://broker.example/authorize?session=")
-        first = await client.get(link)
-        assert first.status_code == 302
+        first = await start_through(client, link)
+        assert first.status_code == 303
         assert first.headers["location"].startswith(TIKTOK_AUTH + "?")
         again = await client.get(link)
         assert again.status_code == 400
         assert again.json()["code"] == "invalid_session"
         late = await open_link(client, api_key)
+        page = await client.get(late)
         clock.advance(seconds=601)
         assert (await client.get(late)).json()["code"] == "invalid_session"
+        # A page opened in time does not make the link outlive its expiry.
+        assert (await continue_to_tiktok(client, page)).json()["code"] == "invalid_session"
         forged = await client.get("/authorize", params={"session": "x" * 43})
         assert forged.json()["code"] == "invalid_session"
+        posted = await client.post("/authorize", data={"session": "x" * 43})
+        assert posted.json()["code"] == "invalid_session"
 
     async def test_opening_a_link_needs_a_valid_key_and_an_allowed_return_to(
         self, client: httpx.AsyncClient, api_key: str, service: Service
@@ -155,7 +168,7 @@ class TestAuthorizeNeedsALink:
         tiktok: respx.MockRouter,
     ) -> None:
         exchange = tiktok.post("/oauth2/access_token/")
-        start = await client.get(await open_link(client, api_key))
+        start = await start_through(client, await open_link(client, api_key))
         state = query_of(start.headers["location"])["state"]
         clock.advance(minutes=11)
         late = await client.get("/callback", params={"auth_code": "c", "state": state})
@@ -181,10 +194,63 @@ class TestAuthorizeNeedsALink:
         self, client: httpx.AsyncClient, api_key: str
     ) -> None:
         link = await open_link(client, api_key, flow="tiktok_account", return_to=f"{FRONTEND}/a")
-        # Query parameters of the link's URL cannot change what the caller opened.
-        start = await client.get(link + "&flow=advertiser&return_to=https://evil.example/")
+        # Parameters added to the link's URL or to its form cannot change what the caller
+        # opened.
+        page = await client.get(link + "&flow=advertiser&return_to=https://evil.example/")
+        assert page.status_code == 200
+        assert "TikTok account" in page.text
+        _, action, fields = the_form(page)
+        assert fields == {"session": query_of(link)["session"]}
+        extra = {"flow": "advertiser", "return_to": "https://evil.example/"}
+        start = await client.post(action, data={**fields, **extra})
         consent = query_of(start.headers["location"])
         assert consent["response_type"] == "code"  # TikTok's Login Kit: the account flow
+
+
+class TestLinkPreviews:
+    """A chat app's preview bot fetches the link before the person clicks it."""
+
+    @pytest.mark.parametrize(
+        "agent",
+        [
+            "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+            "TelegramBot (like TwitterBot)",
+        ],
+    )
+    async def test_a_preview_spends_nothing_and_the_person_still_connects(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        canaries: Canaries,
+        api_key: str,
+        pg: asyncpg.Connection,
+        agent: str,
+    ) -> None:
+        tiktok_grants(tiktok, canaries, [A])
+        link = await open_link(client, api_key, return_to=f"{FRONTEND}/done")
+        preview = {"user-agent": agent}
+        await client.head(link, headers=preview)
+        await client.get(link, headers=preview)
+        # Neither spent the link, started an authorization nor handed out a binding.
+        assert await pg.fetchval("SELECT used_at FROM connect_session") is None
+        assert await pg.fetchval("SELECT count(*) FROM oauth_state") == 0
+        assert list(client.cookies.jar) == []
+        answer = await connect_through(client, link)
+        assert query_of(answer.headers["location"])["status"] == "connected"
+
+    async def test_the_page_continues_only_once(
+        self, client: httpx.AsyncClient, api_key: str
+    ) -> None:
+        link = await open_link(client, api_key)
+        page = await client.get(link)
+        assert (await start_through(client, link)).status_code == 303
+        again = await client.get(link)
+        assert again.status_code == 400
+        assert again.json()["code"] == "invalid_session"
+        _, action, fields = the_form(page)
+        replayed = await client.post(action, data=fields)
+        assert replayed.status_code == 400
+        assert replayed.json()["code"] == "invalid_session"
 
 
 class TestWhoConnected:

@@ -85,7 +85,7 @@ async def test_replayed_code_with_a_fresh_state_is_refused_by_tiktok(
         callback = await browser.approve_at_tiktok()
         code = httpx.URL(callback).params["auth_code"]
         assert (await browser.http.get(callback)).status_code == 200
-        start = await browser.http.get(await browser.connect_link())
+        start = await browser.start(await browser.connect_link())
         fresh = httpx.URL(start.headers["location"])
         replay = await browser.http.get(
             "/callback", params={"auth_code": code, "state": fresh.params["state"]}

@@ -8,12 +8,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from tiktok_auth_service import errors
 from tiktok_auth_service.api.deps import API_KEY_SECURITY, ServiceDep, api_key_of
 from tiktok_auth_service.api.observability import caller_of
 from tiktok_auth_service.api.problems import html_page, problem_responses
+from tiktok_auth_service.api.security import form_page_policy
 from tiktok_auth_service.authorization import (
     AuthorizationResult,
     CallbackParams,
@@ -84,25 +85,35 @@ def binding_cookie(service: Service, state: str) -> str:
     return f"{prefix}.{binding_id(state)}"
 
 
+_START_ERRORS = (
+    errors.ReturnToNotAllowed,
+    errors.InvalidSession,
+    errors.SessionRequired,
+    errors.ValidationFailed,
+    errors.DatabaseUnavailable,
+)
+_FLOW_TITLES = {
+    Flow.ADVERTISER: "Connect your TikTok ad accounts",
+    Flow.TIKTOK_ACCOUNT: "Connect your TikTok account",
+}
+# The fields of the page's form, which POST /authorize reads.
+_FORM_FIELDS = ("session", "flow", "return_to")
+
+
 @router.get(
     "/authorize",
-    summary="Send the browser to TikTok's consent page",
-    status_code=302,
-    response_class=RedirectResponse,
+    summary="Show the page that continues to TikTok's consent page",
+    response_class=HTMLResponse,
     responses={
-        302: {"description": "Redirect to TikTok's consent page."},
-        **problem_responses(
-            errors.ReturnToNotAllowed,
-            errors.InvalidSession,
-            errors.SessionRequired,
-            errors.ValidationFailed,
-            errors.DatabaseUnavailable,
-            html=True,
-        ),
+        200: {
+            "description": "A page whose button (a plain form, no script) continues to "
+            "TikTok: opening the link spends nothing, so a link preview cannot use it up.",
+            "content": {"text/html": {"schema": {"type": "string"}}},
+        },
+        **problem_responses(*_START_ERRORS, html=True),
     },
 )
 async def authorize(
-    request: Request,
     service: ServiceDep,
     session: Annotated[
         str | None,
@@ -123,9 +134,78 @@ async def authorize(
         ),
     ] = None,
 ) -> Response:
-    """Start an authorization: redirect the browser to TikTok's consent page."""
-    start = await service.authorization.start(flow, return_to, session)
-    response = RedirectResponse(start.url, status_code=302)
+    """Check the link and show a page whose button continues to TikTok (POST /authorize).
+    Writes nothing: the link is spent only when the person continues."""
+    preview = await service.authorization.preview(flow, return_to, session)
+    if session is not None:
+        fields = {"session": session}
+    else:
+        fields = {"flow": str(flow), **({"return_to": return_to} if return_to else {})}
+    action = service.settings.public_url("authorize")
+    inputs = "".join(
+        f'<input type=hidden name={name} value="{html.escape(value)}">'
+        for name, value in fields.items()
+    )
+    page = html_page(
+        _FLOW_TITLES[preview.flow],
+        "<p>You will continue to TikTok, where you choose what to share with this service.</p>"
+        f'<form method=post action="{html.escape(action)}">{inputs}'
+        "<button type=submit>Continue to TikTok</button></form>",
+    )
+    page.headers["Content-Security-Policy"] = form_page_policy(
+        _origin(action), preview.consent_origin
+    )
+    return page
+
+
+@router.post(
+    "/authorize",
+    summary="Continue to TikTok's consent page",
+    status_code=303,
+    response_class=RedirectResponse,
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "session": {
+                                "type": "string",
+                                "description": "The link's session, from POST /connect-sessions.",
+                            },
+                            "flow": {
+                                "type": "string",
+                                "enum": [str(f) for f in Flow],
+                                "description": "Without a session only.",
+                            },
+                            "return_to": {
+                                "type": "string",
+                                "description": "Without a session only; on an allowed origin.",
+                            },
+                        },
+                    }
+                }
+            },
+        }
+    },
+    responses={
+        303: {"description": "Redirect to TikTok's consent page."},
+        **problem_responses(*_START_ERRORS, html=True),
+    },
+)
+async def start_authorization(request: Request, service: ServiceDep) -> Response:
+    """Start the authorization the page of GET /authorize offered (its form posts here): a
+    single-use state bound to this browser by a cookie minted now, and the connect link
+    spent. Redirects to TikTok's consent page."""
+    fields = await _form(request)
+    try:
+        flow = Flow(fields.get("flow", Flow.ADVERTISER))
+    except ValueError:
+        raise errors.ValidationFailed("flow: must be advertiser or tiktok_account") from None
+    start = await service.authorization.start(flow, fields.get("return_to"), fields.get("session"))
+    response = RedirectResponse(start.url, status_code=303)
     response.headers["Cache-Control"] = "no-store"
     response.set_cookie(
         binding_cookie(service, start.state),
@@ -137,6 +217,27 @@ async def authorize(
         path="/",
     )
     return response
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The page's form fields from an `application/x-www-form-urlencoded` body (the first of
+    each; others ignored). Parsed here: FastAPI's form support needs python-multipart, for
+    three short fields."""
+    body = (await request.body()).decode("utf-8", "replace")
+    try:
+        pairs = parse_qsl(body, max_num_fields=len(_FORM_FIELDS) * 4)
+    except ValueError:
+        raise errors.ValidationFailed("The form has too many fields.") from None
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        if name in _FORM_FIELDS:
+            fields.setdefault(name, value)
+    return fields
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 @router.get(

@@ -7,6 +7,7 @@ from .service import (
     AuthorizationStart,
     CallbackParams,
     ConnectLink,
+    ConsentPreview,
     binding_id,
 )
 
@@ -20,6 +21,7 @@ __all__ = [
     "ConnectLink",
     "Connected",
     "ConsentFlow",
+    "ConsentPreview",
     "Origin",
     "binding_id",
 ]

@@ -75,6 +75,15 @@ def binding_id(state: str) -> str:
     return digest(state)[:8].hex()
 
 
+@dataclass(frozen=True)
+class ConsentPreview:
+    """What the page of GET /authorize offers: the flow the person would continue with, and
+    the origin of its TikTok consent page (where the page's form is redirected to)."""
+
+    flow: Flow
+    consent_origin: str
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectLink:
     """The answer of POST /connect-sessions."""
@@ -177,6 +186,28 @@ class Authorization:
             )
         url = f"{self.settings.public_url('authorize')}?{urlencode({'session': secret})}"
         return ConnectLink(url=url, expires_at=expires_at)
+
+    async def preview(
+        self, flow: Flow, return_to: str | None, session: str | None = None
+    ) -> ConsentPreview:
+        """Check what GET /authorize would start, writing nothing: a link-preview bot (or a
+        HEAD) fetching the link spends nothing, and the person continues from the page with
+        `start`. With a connect `session`, its flow applies.
+
+        Raises SessionRequired, InvalidSession, ReturnToNotAllowed."""
+        if session is None:
+            if self.settings.connect_sessions_required:
+                raise errors.SessionRequired()
+            self.check_return_to(return_to)
+        else:
+            async with self.db.session() as db_session, db_session.begin():
+                opened = await Repository(db_session).connect_session(digest(session))
+            now = self.clock.now()
+            if opened is None or opened.used_at is not None or opened.expires_at <= now:
+                raise errors.InvalidSession()
+            flow = opened.flow
+        consent = urlsplit(self.flows[flow].consent_url(""))
+        return ConsentPreview(flow, f"{consent.scheme}://{consent.netloc}")
 
     async def start(
         self, flow: Flow, return_to: str | None, session: str | None = None

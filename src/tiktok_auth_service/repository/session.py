@@ -37,6 +37,12 @@ class Repository(WorkQueries):
         self.session.add(row)
         await self.session.flush()
 
+    async def connect_session(self, session_hash: bytes) -> ConnectSession | None:
+        result = await self.session.execute(
+            sa.select(ConnectSession).where(col(ConnectSession.session_hash) == session_hash)
+        )
+        return result.scalar_one_or_none()
+
     async def lock_connect_session(self, session_hash: bytes) -> ConnectSession | None:
         result = await self.session.execute(
             sa.select(ConnectSession)
