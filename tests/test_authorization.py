@@ -413,6 +413,24 @@ class TestCallback:
             f"{FRONTEND}/done?keep=1&status=error&error=authorization_denied"
         )
 
+    @pytest.mark.parametrize("connected", [True, False])
+    async def test_a_fragment_in_return_to_never_reaches_the_redirect(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        canaries: Canaries,
+        connected: bool,
+    ) -> None:
+        # A page reading its outcome from location.hash must not be fed a made-up one.
+        grant_token(tiktok, canaries)
+        forged = "#status=connected&advertiser_ids=999"
+        state = await start_authorization(client, return_to=f"{FRONTEND}/done?keep=1{forged}")
+        params = {"auth_code": "c"} if connected else {"error": "access_denied"}
+        response = await client.get("/callback", params={**params, "state": state})
+        location = response.headers["location"]
+        assert "#" not in location and "999" not in location
+        assert location.startswith(f"{FRONTEND}/done?keep=1&status=")
+
     async def test_the_error_parameter_cannot_forge_log_lines(
         self,
         client: httpx.AsyncClient,

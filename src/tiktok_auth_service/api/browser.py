@@ -315,7 +315,10 @@ def _redirect_back(result: AuthorizationResult) -> Response:
         if key not in OUTCOME_KEYS
     ]
     query = urlencode([*kept, *outcome.items()])
-    response = RedirectResponse(urlunsplit(parts._replace(query=query)), status_code=302)
+    # No fragment: a page reading its outcome from location.hash could be handed one made up
+    # by whoever chose return_to.
+    back = urlunsplit(parts._replace(query=query, fragment=""))
+    response = RedirectResponse(back, status_code=302)
     response.headers["Cache-Control"] = "no-store"
     return response
 
