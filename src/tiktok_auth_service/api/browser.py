@@ -6,7 +6,7 @@ import html
 from typing import Annotated
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -19,6 +19,7 @@ from tiktok_auth_service.authorization import (
     AuthorizationResult,
     CallbackParams,
     ConnectLink,
+    ConnectOutcome,
     binding_id,
 )
 from tiktok_auth_service.models import Flow
@@ -28,7 +29,7 @@ router = APIRouter(tags=["connecting accounts"])
 
 # The keys /callback appends to return_to; a caller-supplied copy is dropped first, so the
 # outcome cannot be pre-seeded (most parsers take the first `status`).
-OUTCOME_KEYS = frozenset({"status", "advertiser_ids", "open_id", "error"})
+OUTCOME_KEYS = frozenset({"status", "advertiser_ids", "open_id", "error", "session_id"})
 
 
 class ConnectSessionRequest(BaseModel):
@@ -74,6 +75,32 @@ async def create_connect_session(
     return await service.authorization.open_session(
         api_key_of(request), body.flow, body.return_to, body.end_user, caller_of(request)
     )
+
+
+@router.get(
+    "/connect-sessions/{session_id}",
+    summary="Confirm what came of a connect session",
+    response_model=ConnectOutcome,
+    openapi_extra=API_KEY_SECURITY,
+    responses=problem_responses(
+        errors.Unauthenticated, errors.ConnectSessionNotFound, errors.DatabaseUnavailable
+    ),
+)
+async def get_connect_session(
+    session_id: Annotated[
+        str, Path(description="The `id` from POST /connect-sessions (the redirect's `session_id`).")
+    ],
+    request: Request,
+    response: Response,
+    service: ServiceDep,
+) -> ConnectOutcome:
+    """What came of a connect session this key opened: `pending`, `connected` (with what was
+    connected), `denied`, `failed` (with the error code) or `expired`. Confirm the outcome
+    here, server side, rather than trusting the redirect's query string, which anyone can
+    write. Another key's session is 404, like an unknown one. Kept for 30 days after the
+    session's `expires_at`."""
+    response.headers["Cache-Control"] = "no-store"
+    return await service.authorization.outcome(api_key_of(request), session_id, caller_of(request))
 
 
 def binding_cookie(service: Service, state: str) -> str:
@@ -252,7 +279,8 @@ def _origin(url: str) -> str:
         302: {
             "description": "Back to return_to with `status=connected&advertiser_ids=a,b` "
             "(advertiser flow), `status=connected&open_id=...` (TikTok-account flow) "
-            "or `status=error&error=<code>`."
+            "or `status=error&error=<code>`, and, for a connect link, `session_id=<id>`: "
+            "confirm the outcome with GET /connect-sessions/{session_id}, not from this query."
         },
         **problem_responses(
             errors.InvalidState,
@@ -308,6 +336,8 @@ def _redirect_back(result: AuthorizationResult) -> Response:
         outcome = {"status": "connected", "open_id": result.open_id}
     else:
         outcome = {"status": "connected", "advertiser_ids": ",".join(result.advertiser_ids)}
+    if result.session_id is not None:
+        outcome["session_id"] = str(result.session_id)
     parts = urlsplit(result.return_to)
     kept = [
         (key, value)

@@ -7,6 +7,7 @@ from .service import (
     AuthorizationStart,
     CallbackParams,
     ConnectLink,
+    ConnectOutcome,
     ConsentPreview,
     binding_id,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "AuthorizationStart",
     "CallbackParams",
     "ConnectLink",
+    "ConnectOutcome",
     "Connected",
     "ConsentFlow",
     "ConsentPreview",

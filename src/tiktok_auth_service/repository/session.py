@@ -23,6 +23,7 @@ from tiktok_auth_service.models import (
     Grant,
     GrantStatus,
     OAuthState,
+    SessionStatus,
 )
 from tiktok_auth_service.repository.work import WorkQueries
 
@@ -57,12 +58,56 @@ class Repository(WorkQueries):
         )
         return result.scalar_one_or_none()
 
-    async def delete_expired_states(self, before: datetime) -> int:
-        """Drop OAuth states and connect sessions that expired before `before`."""
+    async def connect_session_by_id(self, session_id: uuid.UUID) -> ConnectSession | None:
+        result = await self.session.execute(
+            sa.select(ConnectSession).where(col(ConnectSession.id) == session_id)
+        )
+        return result.scalar_one_or_none()
+
+    async def extend_connect_session(self, session_id: uuid.UUID, until: datetime) -> None:
+        """Keep a pending session from being called expired before `until`."""
+        await self.session.execute(
+            sa.update(ConnectSession)
+            .where(
+                col(ConnectSession.id) == session_id,
+                col(ConnectSession.status) == SessionStatus.PENDING,
+            )
+            .values(expires_at=sa.func.greatest(col(ConnectSession.expires_at), until))
+        )
+
+    async def settle_connect_session(
+        self,
+        session_id: uuid.UUID,
+        now: datetime,
+        status: SessionStatus,
+        *,
+        advertiser_ids: Sequence[str] = (),
+        open_id: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record what came of a pending session; the first outcome stays."""
+        await self.session.execute(
+            sa.update(ConnectSession)
+            .where(
+                col(ConnectSession.id) == session_id,
+                col(ConnectSession.status) == SessionStatus.PENDING,
+            )
+            .values(
+                status=status,
+                advertiser_ids=list(advertiser_ids),
+                open_id=open_id,
+                error=error,
+                completed_at=now,
+            )
+        )
+
+    async def delete_expired_states(self, before: datetime, sessions_before: datetime) -> int:
+        """Drop the OAuth states that expired before `before` and the connect sessions (with
+        their outcomes) that expired before `sessions_before`."""
         deleted = 0
-        for table in (OAuthState, ConnectSession):
+        for table, cutoff in ((OAuthState, before), (ConnectSession, sessions_before)):
             result = await self.session.execute(
-                sa.delete(table).where(col(table.expires_at) < before)
+                sa.delete(table).where(col(table.expires_at) < cutoff)
             )
             deleted += int(result.rowcount)  # type: ignore[attr-defined]
         return deleted
