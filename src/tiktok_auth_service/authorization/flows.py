@@ -175,12 +175,15 @@ class AdvertiserFlow:
         async with self.db.session() as session, session.begin():
             repo = Repository(session)
             await repo.add(grant)
-            await repo.assign_advertisers(grant.id, serve, now)
+            moved = await repo.assign_advertisers(grant.id, serve, now)
             await origin.settle(repo, now, serve, None)
             # Any live grant that covered these advertisers may have lost its last one to this
             # grant, or to a racing authorization that committed first.
             previous = await repo.live_grants_covering_any(granted, besides=grant.id)
             if serve:
+                # The last to authorize wins; the event names whom each advertiser left.
+                had = await repo.end_users_of_grants(moved.values())
+                taken = {a: had[g] for a, g in moved.items() if had[g] != grant.end_user}
                 emit(
                     repo,
                     self.settings,
@@ -188,6 +191,7 @@ class AdvertiserFlow:
                     "connection.created",
                     grant,
                     served_advertiser_ids=serve,
+                    **({"previous_end_users": taken} if taken else {}),
                 )
             orphans = []
             for orphan_id in await repo.orphan_grants_serving_nobody(previous, now):
@@ -278,6 +282,7 @@ class AccountFlow:
                 await origin.settle(repo, now, [], None)
             return Connected(orphans=[grant.id])
         orphans: list[uuid.UUID] = []
+        replaced: Grant | None = None
         async with self.db.session() as session, session.begin():
             repo = Repository(session)
             while not await repo.insert_grant_unless_account_exists(grant):
@@ -291,10 +296,25 @@ class AccountFlow:
                 old.version += 1
                 await session.flush()
                 orphans.append(old.id)
+                replaced = old
             await origin.settle(repo, now, [], issued.open_id)
-            # One connection per account: authorizing it again updates that connection.
+            # One connection per account: authorizing it again updates that connection; the
+            # last to authorize wins, and the event names whom it was taken from.
             event = "connection.updated" if orphans else "connection.created"
-            emit(repo, self.settings, now, event, grant, reauthorized=bool(orphans))
+            taken = (
+                {"previous_end_user": replaced.end_user}
+                if replaced is not None and replaced.end_user != grant.end_user
+                else {}
+            )
+            emit(
+                repo,
+                self.settings,
+                now,
+                event,
+                grant,
+                reauthorized=bool(orphans),
+                **taken,
+            )
         log.info(
             "account grant stored: grant=%s replaced=%d request_id=%s",
             grant.id,

@@ -126,13 +126,14 @@ class Repository(WorkQueries):
 
     async def assign_advertisers(
         self, grant_id: uuid.UUID, advertiser_ids: Iterable[str], now: datetime
-    ) -> None:
-        """Point each advertiser at `grant_id` (re-authorizing moves it to the newest grant).
-        Sorted, so racing authorizations lock the rows in one order; a racing insert of the
-        same advertiser waits here for the other transaction to end."""
+    ) -> dict[str, uuid.UUID]:
+        """Point each advertiser at `grant_id` (re-authorizing moves it to the newest grant);
+        returns the other grant each one pointed at before. Sorted, so racing authorizations
+        lock the rows in one order; a racing insert of the same advertiser waits here for the
+        other transaction to end, and then counts as what it pointed at before."""
         ids = sorted(set(advertiser_ids))
         if not ids:
-            return
+            return {}
         rows = [
             {
                 "advertiser_id": advertiser_id,
@@ -144,16 +145,29 @@ class Repository(WorkQueries):
             for advertiser_id in ids
         ]
         statement = insert(Advertiser).values(rows)
-        await self.session.execute(
+        # RETURNING shows only the new row, so the conflict locks the existing one unchanged
+        # (showing the grant it points at) and a second statement moves it.
+        locked = await self.session.execute(
             statement.on_conflict_do_update(
                 index_elements=["advertiser_id"],
-                set_={
-                    "grant_id": statement.excluded.grant_id,
-                    "status": AdvertiserStatus.ACTIVE,
-                    "updated_at": now,
-                },
-            )
+                set_={"grant_id": col(Advertiser.grant_id)},
+            ).returning(col(Advertiser.advertiser_id), col(Advertiser.grant_id))
         )
+        before = {row.advertiser_id: row.grant_id for row in locked if row.grant_id != grant_id}
+        await self.session.execute(
+            sa.update(Advertiser)
+            .where(col(Advertiser.advertiser_id).in_(ids))
+            .values(grant_id=grant_id, status=AdvertiserStatus.ACTIVE, updated_at=now)
+        )
+        return before
+
+    async def end_users_of_grants(
+        self, grant_ids: Iterable[uuid.UUID]
+    ) -> dict[uuid.UUID, str | None]:
+        result = await self.session.execute(
+            sa.select(col(Grant.id), col(Grant.end_user)).where(col(Grant.id).in_(set(grant_ids)))
+        )
+        return {row.id: row.end_user for row in result}
 
     async def set_advertiser_names(
         self, grant_id: uuid.UUID, names: Mapping[str, str], now: datetime
