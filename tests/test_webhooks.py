@@ -29,7 +29,9 @@ from tests.helpers import (
     connect_account,
     envelope,
     new_token,
+    query_of,
     start_authorization,
+    start_through,
     until,
 )
 from tiktok_auth_dev.stack import bind_socket, serving
@@ -37,7 +39,7 @@ from tiktok_auth_service.config import Settings
 from tiktok_auth_service.service import Service
 
 SECRET = "whsec_" + base64.b64encode(b"webhook-signing-key-0123456789").decode()
-A, B = "7100000000000000001", "7100000000000000002"
+A, B, C = "7100000000000000001", "7100000000000000002", "7100000000000000003"
 
 
 @dataclass
@@ -434,3 +436,76 @@ class TestConcurrency:
         assert [n for subject, n in holding.arrived if subject == "a"] == [0, 1]
         statuses = await pg.fetch("SELECT DISTINCT status FROM webhook_delivery")
         assert [row["status"] for row in statuses] == ["delivered"]
+
+
+async def connect_as(
+    client: httpx.AsyncClient, api_key: str, end_user: str, flow: str = "advertiser"
+) -> None:
+    """Connect through a link opened for `end_user`."""
+    opened = await client.post(
+        "/connect-sessions", json={"flow": flow, "end_user": end_user}, headers=bearer(api_key)
+    )
+    start = await start_through(client, opened.json()["url"])
+    state = query_of(start.headers["location"])["state"]
+    answer = await client.get("/callback", params={"auth_code": "c", "code": "c", "state": state})
+    assert answer.is_success, answer.text
+
+
+class TestTheLastToAuthorizeWins:
+    """Connecting an advertiser or account another end_user had moves it to the newest grant;
+    the event says who had it before."""
+
+    async def test_advertisers_taken_from_another_end_user_name_them(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        service: Service,
+        receiver: Receiver,
+        api_key: str,
+        canaries: Canaries,
+    ) -> None:
+        await connect_as(client, api_key, "user-1")  # TikTok grants A and B
+        token = new_token()
+        canaries.add(token)
+        tiktok.post("/oauth2/access_token/").respond(
+            json=envelope({"access_token": token, "advertiser_ids": [B, C], "scope": [4]})
+        )
+        await connect_as(client, api_key, "user-2")
+        await connect_as(client, api_key, "user-2")  # the same person again
+        await service.worker.drain()
+        created = [e["data"] for e in receiver.verified() if e["type"] == "connection.created"]
+        assert len(created) == 3
+        assert "previous_end_users" not in created[0]
+        # B was user-1's; C was nobody's, so it is not listed.
+        assert created[1]["end_user"] == "user-2"
+        assert created[1]["previous_end_users"] == {B: "user-1"}
+        assert "previous_end_users" not in created[2]
+        served = await client.get(f"/tokens/{B}", headers=bearer(api_key))
+        assert (served.json()["access_token"], served.json()["end_user"]) == (token, "user-2")
+
+    async def test_an_account_taken_from_another_end_user_names_them(
+        self,
+        client: httpx.AsyncClient,
+        service: Service,
+        receiver: Receiver,
+        canaries: Canaries,
+        clock: FakeClock,
+        api_key: str,
+    ) -> None:
+        with respx.mock(base_url=TIKTOK_API, assert_all_called=False) as mock:
+            mock.route(host="127.0.0.1").pass_through()
+            TikTokAccounts(mock, canaries, clock)
+            await connect_as(client, api_key, "user-1", flow="tiktok_account")
+            await connect_as(client, api_key, "user-1", flow="tiktok_account")
+            await connect_as(client, api_key, "user-2", flow="tiktok_account")
+            await service.worker.drain()
+        events = [(e["type"], e["data"]) for e in receiver.verified()]
+        assert [kind for kind, _ in events] == [
+            "connection.created",
+            "connection.updated",
+            "connection.updated",
+        ]
+        assert "previous_end_user" not in events[0][1]
+        assert "previous_end_user" not in events[1][1]
+        assert events[2][1]["end_user"] == "user-2"
+        assert events[2][1]["previous_end_user"] == "user-1"

@@ -116,6 +116,15 @@ class NotConnected(ServiceError):
     title = "No authorization is stored for this subject"
 
 
+class ConnectSessionNotFound(ServiceError):
+    """No connect session of this id was opened with this API key (or it is past its
+    retention): another key's sessions are answered the same, so none can be probed."""
+
+    code = "connect_session_not_found"
+    status = 404
+    title = "No connect session of this id was opened with this API key"
+
+
 class ReauthorizationRequired(ServiceError):
     code = "reauthorization_required"
     status = 409

@@ -23,6 +23,7 @@ from tiktok_auth_service.models import (
     Grant,
     GrantStatus,
     OAuthState,
+    SessionStatus,
 )
 from tiktok_auth_service.repository.work import WorkQueries
 
@@ -36,6 +37,12 @@ class Repository(WorkQueries):
     async def add(self, row: ConnectSession | OAuthState | Grant | ApiClient) -> None:
         self.session.add(row)
         await self.session.flush()
+
+    async def connect_session(self, session_hash: bytes) -> ConnectSession | None:
+        result = await self.session.execute(
+            sa.select(ConnectSession).where(col(ConnectSession.session_hash) == session_hash)
+        )
+        return result.scalar_one_or_none()
 
     async def lock_connect_session(self, session_hash: bytes) -> ConnectSession | None:
         result = await self.session.execute(
@@ -51,27 +58,82 @@ class Repository(WorkQueries):
         )
         return result.scalar_one_or_none()
 
-    async def delete_expired_states(self, before: datetime) -> int:
-        """Drop OAuth states and connect sessions that expired before `before`."""
+    async def connect_session_by_id(self, session_id: uuid.UUID) -> ConnectSession | None:
+        result = await self.session.execute(
+            sa.select(ConnectSession).where(col(ConnectSession.id) == session_id)
+        )
+        return result.scalar_one_or_none()
+
+    async def extend_connect_session(self, session_id: uuid.UUID, until: datetime) -> None:
+        """Keep a pending session from being called expired before `until`."""
+        await self.session.execute(
+            sa.update(ConnectSession)
+            .where(
+                col(ConnectSession.id) == session_id,
+                col(ConnectSession.status) == SessionStatus.PENDING,
+            )
+            .values(expires_at=sa.func.greatest(col(ConnectSession.expires_at), until))
+        )
+
+    async def settle_connect_session(
+        self,
+        session_id: uuid.UUID,
+        now: datetime,
+        status: SessionStatus,
+        *,
+        advertiser_ids: Sequence[str] = (),
+        open_id: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record what came of a pending session; the first outcome stays."""
+        await self.session.execute(
+            sa.update(ConnectSession)
+            .where(
+                col(ConnectSession.id) == session_id,
+                col(ConnectSession.status) == SessionStatus.PENDING,
+            )
+            .values(
+                status=status,
+                advertiser_ids=list(advertiser_ids),
+                open_id=open_id,
+                error=error,
+                completed_at=now,
+            )
+        )
+
+    async def delete_expired_states(self, before: datetime, sessions_before: datetime) -> int:
+        """Drop the OAuth states that expired before `before` and the connect sessions (with
+        their outcomes) that expired before `sessions_before`."""
         deleted = 0
-        for table in (OAuthState, ConnectSession):
+        for table, cutoff in ((OAuthState, before), (ConnectSession, sessions_before)):
             result = await self.session.execute(
-                sa.delete(table).where(col(table.expires_at) < before)
+                sa.delete(table).where(col(table.expires_at) < cutoff)
             )
             deleted += int(result.rowcount)  # type: ignore[attr-defined]
         return deleted
+
+    async def delete_expired_anonymous_states(self, now: datetime) -> int:
+        """Drop the expired states no connect session opened (CONNECT_SESSIONS_REQUIRED
+        off): anyone may create those, so none is kept past its expiry."""
+        result = await self.session.execute(
+            sa.delete(OAuthState).where(
+                col(OAuthState.api_client_id).is_(None), col(OAuthState.expires_at) <= now
+            )
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
     # -- Grants and advertisers ----------------------------------------------------------
 
     async def assign_advertisers(
         self, grant_id: uuid.UUID, advertiser_ids: Iterable[str], now: datetime
-    ) -> None:
-        """Point each advertiser at `grant_id` (re-authorizing moves it to the newest grant).
-        Sorted, so racing authorizations lock the rows in one order; a racing insert of the
-        same advertiser waits here for the other transaction to end."""
+    ) -> dict[str, uuid.UUID]:
+        """Point each advertiser at `grant_id` (re-authorizing moves it to the newest grant);
+        returns the other grant each one pointed at before. Sorted, so racing authorizations
+        lock the rows in one order; a racing insert of the same advertiser waits here for the
+        other transaction to end, and then counts as what it pointed at before."""
         ids = sorted(set(advertiser_ids))
         if not ids:
-            return
+            return {}
         rows = [
             {
                 "advertiser_id": advertiser_id,
@@ -83,16 +145,29 @@ class Repository(WorkQueries):
             for advertiser_id in ids
         ]
         statement = insert(Advertiser).values(rows)
-        await self.session.execute(
+        # RETURNING shows only the new row, so the conflict locks the existing one unchanged
+        # (showing the grant it points at) and a second statement moves it.
+        locked = await self.session.execute(
             statement.on_conflict_do_update(
                 index_elements=["advertiser_id"],
-                set_={
-                    "grant_id": statement.excluded.grant_id,
-                    "status": AdvertiserStatus.ACTIVE,
-                    "updated_at": now,
-                },
-            )
+                set_={"grant_id": col(Advertiser.grant_id)},
+            ).returning(col(Advertiser.advertiser_id), col(Advertiser.grant_id))
         )
+        before = {row.advertiser_id: row.grant_id for row in locked if row.grant_id != grant_id}
+        await self.session.execute(
+            sa.update(Advertiser)
+            .where(col(Advertiser.advertiser_id).in_(ids))
+            .values(grant_id=grant_id, status=AdvertiserStatus.ACTIVE, updated_at=now)
+        )
+        return before
+
+    async def end_users_of_grants(
+        self, grant_ids: Iterable[uuid.UUID]
+    ) -> dict[uuid.UUID, str | None]:
+        result = await self.session.execute(
+            sa.select(col(Grant.id), col(Grant.end_user)).where(col(Grant.id).in_(set(grant_ids)))
+        )
+        return {row.id: row.end_user for row in result}
 
     async def set_advertiser_names(
         self, grant_id: uuid.UUID, names: Mapping[str, str], now: datetime
