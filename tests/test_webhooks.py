@@ -472,7 +472,7 @@ class TestTheLastToAuthorizeWins:
         )
         await connect_as(client, api_key, "user-2")
         await connect_as(client, api_key, "user-2")  # the same person again
-        await service.worker.drain()
+        await service.webhooks.drain()
         created = [e["data"] for e in receiver.verified() if e["type"] == "connection.created"]
         assert len(created) == 3
         assert "previous_end_users" not in created[0]
@@ -498,7 +498,7 @@ class TestTheLastToAuthorizeWins:
             await connect_as(client, api_key, "user-1", flow="tiktok_account")
             await connect_as(client, api_key, "user-1", flow="tiktok_account")
             await connect_as(client, api_key, "user-2", flow="tiktok_account")
-            await service.worker.drain()
+            await service.webhooks.drain()
         events = [(e["type"], e["data"]) for e in receiver.verified()]
         assert [kind for kind, _ in events] == [
             "connection.created",
