@@ -240,10 +240,16 @@ def free_port() -> int:
         return port
 
 
-async def spawn_serve(port: int, workers: int, env: dict[str, str]) -> asyncio.subprocess.Process:
+async def spawn_serve(
+    port: int,
+    workers: int,
+    env: dict[str, str],
+    preexec_fn: Callable[[], None] | None = None,
+) -> asyncio.subprocess.Process:
     """A real `serve --workers N` on `port`, in this test run's environment (less its metrics
     directory and log format) with the settings `env`; its stderr is piped for the caller to
-    read, starting with the start-up lines it waits for."""
+    read, starting with the start-up lines it waits for. `preexec_fn` runs in the child before
+    `serve` starts (a resource limit, say)."""
     inherited = {
         k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR", "LOG_FORMAT")
     }
@@ -255,4 +261,5 @@ async def spawn_serve(port: int, workers: int, env: dict[str, str]) -> asyncio.s
         *command,
         env={**inherited, **env},
         stderr=asyncio.subprocess.PIPE,
+        preexec_fn=preexec_fn,
     )

@@ -122,7 +122,7 @@ async def replica(migrated: str, listen_url: str, canaries: Canaries) -> AsyncIt
     process = await spawn_serve(port, 1, env)
     assert process.stderr is not None
     output: list[bytes] = []
-    while b"Application startup complete" not in (line := await process.stderr.readline()):
+    while b"started: process" not in (line := await process.stderr.readline()):
         assert line, b"serve exited during start-up:\n" + b"".join(output)
         output.append(line)
     drain = asyncio.create_task(_drain(process.stderr, output))

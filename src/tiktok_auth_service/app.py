@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -32,6 +34,8 @@ from tiktok_auth_service.config import Settings
 from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.pacing import Pacer
 from tiktok_auth_service.service import Service, open_service
+
+log = logging.getLogger(__name__)
 
 # In multiprocess mode each server process records its pool connections this often (the
 # process answering a scrape records its own at that moment).
@@ -116,6 +120,7 @@ def create_app(
                 background.append(asyncio.create_task(service.cache_listener.run(stop)))
             if metrics.multiprocess_dir:
                 background.append(asyncio.create_task(_sample_pools(service, stop)))
+            log.info("started: process %d serves requests", os.getpid())
             try:
                 yield
             finally:
@@ -125,6 +130,7 @@ def create_app(
                 # the refresh it stopped waiting for in flight.
                 await service.tokens.refresher.finish_flights()
                 metrics.process_exited()
+        log.info("stopped: process %d has shut down", os.getpid())
 
     # FastAPIOffline serves Swagger UI and ReDoc from files in the package, not a CDN, so
     # /docs works on machines without internet access.

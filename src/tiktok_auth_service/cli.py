@@ -9,19 +9,16 @@ import logging
 import math
 import os
 import shutil
-import signal
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from tiktok_auth_service import __version__, commands, errors
 from tiktok_auth_service.config import (
     ConfigError,
     LoggingSettings,
-    Settings,
     load_dev_logging_settings,
     load_settings,
 )
@@ -30,11 +27,9 @@ log = logging.getLogger(__name__)
 
 # prometheus-client's own variable (read when the library is first imported).
 MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
-# How many server processes `serve` started, for each of them to read.
-PROCESSES_VARIABLE = "TIKTOK_AUTH_SERVE_PROCESSES"
 
 
-def _configure_logging(settings: LoggingSettings, *, request_ids: bool = False) -> None:
+def configure_logging(settings: LoggingSettings, *, request_ids: bool = False) -> None:
     """Our own loggers at LOG_LEVEL, libraries (alembic, uvicorn, ...) only when they warn, in
     LOG_FORMAT; `request_ids`: records logged while serving a request carry its id."""
     from tiktok_auth_service import logs
@@ -73,12 +68,6 @@ def metrics_directory() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _stop_on_signal(signum: int, frame: object) -> None:
-    # A stop that was asked for: by the time uvicorn raises the signal again, every request
-    # in flight has been answered and the app has shut down, so it ends like any clean exit.
-    raise SystemExit(0)
-
-
 def available_cpus() -> int:
     """The CPUs this process may use: its CPU affinity, capped by the cgroup's CPU quota (a
     container's `--cpus`), rounded up; what `serve` runs one process per by default."""
@@ -104,89 +93,6 @@ def _cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
     if quota in ("max", "-1") or int(period) <= 0:
         return None
     return int(quota) / int(period)
-
-
-def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
-    """Run the HTTP service in `workers` processes. Call inside `metrics_directory()`, after
-    configuring logging."""
-    import uvicorn
-
-    # uvicorn's access log is off: request URLs of /callback carry TikTok's single-use auth
-    # code (the app writes its own, without query strings). log_config=None: uvicorn's lines
-    # go through our handler, in LOG_FORMAT. On a signal uvicorn stops accepting connections
-    # and waits for the requests in flight; a request still running after a lease's length
-    # (one TikTok call with its retries, and 30 s) is cancelled, so the stop is bounded.
-    options: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "access_log": False,
-        "log_config": None,
-        "log_level": settings.log_level.lower(),
-        "timeout_graceful_shutdown": math.ceil(settings.lease_seconds),
-    }
-    if workers > 1:
-        _serve_processes(workers, options)
-        return
-    from tiktok_auth_service.app import create_app
-
-    # Once shut down, uvicorn raises the SIGTERM or SIGINT that stopped it again, with the
-    # handlers it found: as SystemExit here, so that `metrics_directory` and other cleanups
-    # still run (the default SIGTERM action would end the process on the spot).
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _stop_on_signal)
-    uvicorn.run(create_app(settings, freeze_after_startup=True), **options)
-
-
-def _serve_processes(workers: int, options: dict[str, Any]) -> None:
-    """uvicorn's supervisor: it binds the socket, starts `workers` server processes that
-    accept on it (`server_process_app` builds each one's app) and replaces one that dies.
-    This process only supervises, and ends as the single-process `serve` would: 0 when a
-    signal stopped it, or uvicorn's start-up failure status when a server process could
-    not start (a wrong setting, the database unreachable). The number of processes stays
-    fixed (uvicorn's SIGTTIN and SIGTTOU are ignored), since each paces its TikTok calls at
-    its share of the budget."""
-    import uvicorn
-    from uvicorn.config import STARTUP_FAILURE
-    from uvicorn.supervisors import Multiprocess
-
-    class Supervisor(Multiprocess):
-        stopped_by: int | None = None
-
-        def handle_ttin(self) -> None:
-            log.warning("SIGTTIN ignored: %d processes share WORKER_QPS", workers)
-
-        handle_ttou = handle_ttin
-
-        def handle_int(self) -> None:
-            self.stopped_by = signal.SIGINT
-            super().handle_int()
-
-        def handle_term(self) -> None:
-            self.stopped_by = signal.SIGTERM
-            super().handle_term()
-
-    os.environ[PROCESSES_VARIABLE] = str(workers)
-    config = uvicorn.Config(
-        "tiktok_auth_service.cli:server_process_app", factory=True, workers=workers, **options
-    )
-    supervisor = Supervisor(config, sockets=[config.bind_socket()])
-    supervisor.run()
-    if supervisor.stopped_by is not None:
-        raise SystemExit(0)
-    raise SystemExit(STARTUP_FAILURE)
-
-
-def server_process_app() -> Callable[..., Awaitable[None]]:
-    """The app of one of `serve --workers N`'s processes (uvicorn calls this in each). The
-    settings come from the same environment the supervisor checked them in; the worker's
-    upstream budget (WORKER_QPS) is split between the N processes."""
-    from tiktok_auth_service.app import create_app
-
-    settings = load_settings()
-    _configure_logging(settings, request_ids=True)
-    return create_app(
-        settings, freeze_after_startup=True, processes=int(os.environ[PROCESSES_VARIABLE])
-    )
 
 
 def _since(text: str) -> datetime:
@@ -324,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             return 2
-        _configure_logging(dev_logging, request_ids=args.command == "dev")
+        configure_logging(dev_logging, request_ids=args.command == "dev")
         try:
             if args.command == "dev":
                 from tiktok_auth_dev import stack
@@ -358,10 +264,12 @@ def main(argv: list[str] | None = None) -> int:
             # them prometheus-client.
             shared = args.workers > 1 or MULTIPROC_DIR_VARIABLE in os.environ
             with metrics_directory() if shared else contextlib.nullcontext():
-                _configure_logging(settings, request_ids=True)
+                configure_logging(settings, request_ids=True)
+                from tiktok_auth_service.server import serve
+
                 serve(settings, args.host, args.port, args.workers)
             return 0
-        _configure_logging(settings)
+        configure_logging(settings)
         if args.command == "migrate":
             from tiktok_auth_service.db import migrate
 
@@ -380,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
             return commands.audit(settings, args)
         elif args.command == "rotate-keys":
             return commands.rotate_keys(settings, args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     except errors.ServiceError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
         return 1

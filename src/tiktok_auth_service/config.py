@@ -95,6 +95,14 @@ class Settings(LoggingSettings):
     connect_sessions_required: bool = True
     # The largest request body taken (the largest today is a connect session's JSON).
     max_body_bytes: int = Field(default=65_536, ge=1024)
+    # `serve` closes a connection that has not sent a whole request head this long after it
+    # opened or after its last answer (granian's HTTP/1 header read timeout, at most 60 s).
+    header_read_timeout_seconds: int = Field(default=10, ge=1, le=60)
+    # The connections one server process holds at once; lowered to fit its open file limit.
+    max_connections: int = Field(default=10_000, ge=1)
+    # Peers whose X-Forwarded-For and X-Forwarded-Proto are believed: comma-separated
+    # addresses or networks, or "*" (the proxy in front; uvicorn's variable and default).
+    forwarded_allow_ips: str = "127.0.0.1"
 
     refresh_leeway_seconds: int = Field(default=300, ge=0)
     refresh_wait_seconds: float = Field(default=2.0, ge=0)

@@ -279,5 +279,5 @@ async def start_serve(
         line = await process.stderr.readline()
         assert line, "serve exited during start-up"
         lines.append(line)
-        started += b"Application startup complete" in line
+        started += b"started: process" in line
     return process, f"http://127.0.0.1:{port}", lines

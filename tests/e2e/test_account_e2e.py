@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import signal
 from collections import Counter
 from collections.abc import Callable
@@ -127,7 +128,11 @@ async def test_killing_the_refreshing_process_leaves_a_clean_state(
                 http.get(f"{replica_url}/tokens/accounts/{OPEN_ID}", headers=auth)
             )
             await admin.wait_hanging(1)  # the replica is inside its refresh, holding the lease
+            # The supervisor (which would replace its process), then the process refreshing.
+            tree = f"/proc/{replica.pid}/task/{replica.pid}/children"
+            (child,) = Path(tree).read_text().split()  # noqa: ASYNC240 - a small /proc file
             replica.send_signal(signal.SIGKILL)
+            os.kill(int(child), signal.SIGKILL)
             await replica.wait()
             with pytest.raises(httpx.TransportError):
                 await read

@@ -159,12 +159,12 @@ async def test_sigterm_answers_requests_in_flight_then_exits_0(
         await admin.fault(LIST, *[{"hang": True}] * len(ADVERTISERS))
         await admin.fault(REFRESH, {"hang": True})
 
-        # One process: the supervisor of several keeps the socket open until it exits.
+        # One server process: refused connections are what SIGTERM does to its socket.
         process = await spawn_serve(port, 1, {**env, "TMPDIR": str(tmp_path)})
         assert process.stderr is not None
         stderr = Stderr(process.stderr)
         try:
-            await stderr.wait_for("Application startup complete")
+            await stderr.wait_for("started: process")
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
                 checks = [
                     asyncio.create_task(http.post(f"/tokens/{adv}/check", headers=bearer(key)))
@@ -210,5 +210,5 @@ async def test_sigterm_answers_requests_in_flight_then_exits_0(
         assert [call["code"] for call in await admin.calls(REFRESH)] == [0]
         await issued_tokens(admin, canaries)
     text = "".join(stderr.lines)
-    assert "Application shutdown complete" in text
+    assert "has shut down" in text
     assert not [value for value in canaries.values if value in text]

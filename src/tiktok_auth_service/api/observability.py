@@ -1,8 +1,8 @@
 """What every request leaves behind: a request id, one access-log line and its metrics.
 
-uvicorn's own access log stays off: it prints the request line with its query string, and
-/callback's query carries TikTok's single-use authorization code. This log writes the route
-template (`/tokens/{advertiser_id}`) and the path without the query string, never a header
+The HTTP server's own access log stays off (granian's in `serve`, uvicorn's in `dev`): it
+prints the request line with its query string, and /callback's query carries TikTok's
+single-use authorization code. This log writes the route template (`/tokens/{advertiser_id}`) and the path without the query string, never a header
 but X-Request-ID, and the caller's API key by name only.
 """
 
