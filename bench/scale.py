@@ -1,7 +1,7 @@
 """Agency scale: an advertiser callback with many advertisers already stored.
 
     uv run python bench/scale.py [--sizes 0,100000,1000000] [--grant 1000] [--large 5000]
-                                 [--repeats 3] [--quick]
+                                 [--repeats 3] [--due 10000,100000] [--quick]
 
 Starts an embedded PostgreSQL, a TikTok emulator and `serve --workers 1` (worker off), all on
 loopback. At each of `--sizes` it first seeds the database up to that many stored advertisers
@@ -13,14 +13,21 @@ service's sealer, as the service stores them; then ANALYZE, as autovacuum would 
 Then it connects, through the real browser flow against the emulator (/authorize, the consent
 form, /callback), `--repeats` grants of `--grant` new advertisers, one re-authorization of the
 last of them (which replaces and revokes it), and one grant of `--large` advertisers, timing
-each /callback request. The table shows each against the same callback with nothing stored.
+each /callback request. The table shows each against the same callback with nothing stored,
+and the time of GET /connections (100 a page, median of 5): the first page, a page nine tenths
+of the way in, and the first page of a key restricted to 100 advertisers spread over the table.
 
-Last, at the largest size, it runs one callback, one re-authorization, one liveness check that
-syncs a changed advertiser list (POST /tokens/{id}/check) and one DELETE /tokens/{id} in this
-process, and prints the EXPLAIN (ANALYZE, BUFFERS) of every statement each of them sent: each
-statement is explained just before it runs, inside a savepoint rolled back afterwards, so the
-plan is of the data the statement really met. `--quick` runs a small version, to check that
-the bench works.
+Then, at the largest size, it runs in this process one callback, one re-authorization, one
+grant of `--large` advertisers, one liveness check of that grant after a tenth of its
+advertisers changed at TikTok (half withdrawn, as many added: POST /tokens/{id}/check), and
+one DELETE /tokens/{id}, and prints the EXPLAIN (ANALYZE, BUFFERS) of every statement each of
+them sent: each statement is explained just before it runs, inside a savepoint rolled back
+afterwards, so the plan is of the data the statement really met. For the check it also counts
+the rows written (their xmin is the check's), table by table. The plans of the three
+GET /connections pages follow.
+
+Last, the worker's claim (bench/sweeps.py's, timed and explained) with 10,000 and then 100,000
+grants due on top of it all. `--quick` runs a small version, to check that the bench works.
 """
 
 from __future__ import annotations
@@ -45,15 +52,20 @@ from typing import Any
 import asyncpg
 import httpx
 import sqlalchemy as sa
+import sweeps
 from pydantic import SecretStr
 from running import emulator_app, free_port, running, service_env, settings_of
 
 from tiktok_auth_dev.embedded_postgres import embedded_postgres
 from tiktok_auth_service.api.deps import app_service
+from tiktok_auth_service.api_keys import ApiKeys
 from tiktok_auth_service.app import create_app
-from tiktok_auth_service.crypto import TokenSealer
-from tiktok_auth_service.db import migrate
+from tiktok_auth_service.clock import SystemClock
+from tiktok_auth_service.connections import encode_cursor
+from tiktok_auth_service.crypto import TokenSealer, digest
+from tiktok_auth_service.db import Database, migrate
 from tiktok_auth_service.models import Flow, Grant, GrantStatus
+from tiktok_auth_service.repository.reads import _LIST_CONNECTIONS_SQL
 
 GRANT_COLUMNS = (
     "id",
@@ -224,6 +236,75 @@ class Row:
     callbacks: list[tuple[int, float]]
     reauthorization: tuple[int, float]
     large: tuple[int, float]
+    pages: Pages
+
+
+@dataclass
+class Pages:
+    """Seconds for GET /connections pages (None: no such page at this size)."""
+
+    first: float
+    deep: float | None
+    restricted: float | None
+
+
+@dataclass
+class Keys:
+    """An unrestricted API key, and one restricted to 100 advertisers spread over the table."""
+
+    unrestricted: str
+    restricted: str | None
+
+
+def deep_cursor(stored: int) -> str | None:
+    """The cursor of a page nine tenths of the way through the stored advertisers."""
+    return encode_cursor("advertiser", stored_id(stored * 9 // 10)) if stored else None
+
+
+async def make_keys(api_keys: ApiKeys, name: str, stored: int) -> Keys:
+    unrestricted = await api_keys.create(name, [])
+    spread = [stored_id(n * stored // 100) for n in range(100)] if stored else []
+    restricted = await api_keys.create(f"{name}-restricted", spread) if spread else None
+    return Keys(
+        unrestricted.key.get_secret_value(),
+        restricted.key.get_secret_value() if restricted else None,
+    )
+
+
+async def stored_keys(database_url: str, stored: int) -> Keys:
+    db = await Database.connect(database_url)
+    try:
+        return await make_keys(ApiKeys(db, SystemClock()), f"bench-scale-{stored}", stored)
+    finally:
+        await db.close()
+
+
+async def page_seconds(
+    http: httpx.AsyncClient, key: str | None, cursor: str | None
+) -> float | None:
+    """The median of 5 GET /connections of 100 items after `cursor`."""
+    if key is None:
+        return None
+    params = {"limit": "100", **({"next": cursor} if cursor else {})}
+    took = []
+    for _ in range(5):
+        started = time.perf_counter()
+        answer = await http.get(
+            "/connections", params=params, headers={"authorization": f"Bearer {key}"}
+        )
+        took.append(time.perf_counter() - started)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["items"], answer.text
+    return statistics.median(took)
+
+
+async def pages(http: httpx.AsyncClient, keys: Keys, stored: int) -> Pages:
+    deep = deep_cursor(stored)
+    return Pages(
+        first=await page_seconds(http, keys.unrestricted, None) or 0.0,
+        deep=await page_seconds(http, keys.unrestricted, deep) if deep else None,
+        restricted=await page_seconds(http, keys.restricted, None),
+    )
 
 
 def seconds(result: tuple[int, float]) -> str:
@@ -231,11 +312,16 @@ def seconds(result: tuple[int, float]) -> str:
     return f"{took:6.2f} s" if status == 200 else f"{took:6.2f} s ({status})"
 
 
+def milliseconds(took: float | None) -> str:
+    return "-" if took is None else f"{took * 1000:.1f} ms"
+
+
 def print_table(rows: list[Row], grant: int, large: int) -> None:
     base = statistics.median(took for _, took in rows[0].callbacks)
     print(
         f"\n{'stored':>10} {'grants':>7}  {f'callback {grant:,}':>22}  {'x empty':>7}"
         f"  {f're-auth {grant:,}':>16}  {f'callback {large:,}':>16}"
+        f"  {'page 1':>9} {'page 9/10':>9} {'restricted':>10}"
     )
     for row in rows:
         median = statistics.median(took for _, took in row.callbacks)
@@ -245,9 +331,13 @@ def print_table(rows: list[Row], grant: int, large: int) -> None:
         print(
             f"{row.stored:>10,} {row.grants:>7,}  {median:6.2f} s (max {worst:5.2f}){failed:>4}"
             f"  {median / base:6.1f}x  {seconds(row.reauthorization):>16}"
-            f"  {seconds(row.large):>16}"
+            f"  {seconds(row.large):>16}  {milliseconds(row.pages.first):>9}"
+            f" {milliseconds(row.pages.deep):>9} {milliseconds(row.pages.restricted):>10}"
         )
-    print(f"(median of {len(rows[0].callbacks)} callbacks; a status other than 200 is shown)")
+    print(
+        f"(median of {len(rows[0].callbacks)} callbacks; a status other than 200 is shown;"
+        " pages of GET /connections, median of 5)"
+    )
 
 
 @dataclass
@@ -322,47 +412,123 @@ class Plans:
 
 
 async def explain_paths(
-    env: dict[str, str], service_url: str, emulator_url: str, ids: Ids, grant: int, plans: Plans
+    env: dict[str, str],
+    service_url: str,
+    emulator_url: str,
+    ids: Ids,
+    args: argparse.Namespace,
+    plans: Plans,
 ) -> None:
-    """Callback, re-authorization, a syncing liveness check and DELETE, in this process."""
+    """Callback, re-authorization, a large grant, its syncing liveness check and DELETE, in
+    this process; then the plans of the listing's pages."""
     settings = settings_of({**env, "DATABASE_TIMEOUT_SECONDS": "900"})
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         service = app_service(app)
-        key = (await service.api_keys.create("bench-scale", [])).key.get_secret_value()
-        auth = {"authorization": f"Bearer {key}"}
+        keys = await make_keys(service.api_keys, "bench-scale-explained", args.sizes[-1])
+        auth = {"authorization": f"Bearer {keys.unrestricted}"}
         sa.event.listen(
             service.db.engine.sync_engine, "before_cursor_execute", plans.before_cursor_execute
         )
         transport = httpx.ASGITransport(app=app)
         async with browser(service_url, emulator_url, transport=transport) as b:
-            connected = ids.take(grant)
+            connected = ids.take(args.grant)
             for phase in ("callback", "re-authorization"):
                 b.around_callback = functools.partial(
-                    plans.recording, f"GET /callback: {phase} of {grant:,} advertisers"
+                    plans.recording, f"GET /callback: {phase} of {args.grant:,} advertisers"
                 )
                 status, took = await b.connect(connected)
                 print(f"{phase} (explained, in this process): {status} in {took:.2f} s")
-            admin = b.emulator
-            (added,) = ids.take(1)
-            token = await _access_token(service, connected[0])
-            changed = [
-                await admin.post(
+            large = ids.take(args.large)
+            b.around_callback = functools.partial(
+                plans.recording, f"GET /callback: a grant of {args.large:,} advertisers"
+            )
+            status, took = await b.connect(large)
+            print(
+                f"a grant of {args.large:,} (explained, in this process): {status} in {took:.2f} s"
+            )
+            token = await _access_token(service, large[0])
+            changed = len(large) // 20
+            for withdrawn in large[:changed]:
+                answer = await b.emulator.post(
+                    f"{emulator_url}/_emulator/advertisers/cancel",
+                    json={"access_token": token, "advertiser_id": withdrawn},
+                )
+                assert answer.status_code == 200, answer.text
+            for added in ids.take(changed):
+                answer = await b.emulator.post(
                     f"{emulator_url}/_emulator/advertisers/grant",
                     json={"access_token": token, "advertiser_id": added},
-                ),
-                await admin.post(
-                    f"{emulator_url}/_emulator/advertisers/cancel",
-                    json={"app_id": settings.tiktok_app_id, "advertiser_id": connected[-1]},
-                ),
-            ]
-            assert all(r.status_code == 200 for r in changed), [r.text for r in changed]
-            with plans.recording("POST /tokens/{advertiser_id}/check: a liveness check, +1 -1"):
-                check = await b.service.post(f"/tokens/{connected[0]}/check", headers=auth)
+                )
+                assert answer.status_code == 200, answer.text
+            since, before = await row_counts(service.db)
+            with plans.recording(
+                f"POST /tokens/{{advertiser_id}}/check: {args.large:,} advertisers,"
+                f" {changed:,} withdrawn and {changed:,} added at TikTok"
+            ):
+                check = await b.service.post(f"/tokens/{large[-1]}/check", headers=auth)
             print(f"check: {check.status_code}")
+            await print_rows_written(service.db, since, before)
             with plans.recording("DELETE /tokens/{advertiser_id}"):
                 deleted = await b.service.delete(f"/tokens/{connected[0]}", headers=auth)
             print(f"DELETE: {deleted.status_code}")
+        await explain_listing(service.db, keys, args.sizes[-1])
+
+
+# The tables a liveness check writes to.
+WRITTEN_TABLES = ("oauth_grant", "advertiser")
+
+
+async def row_counts(db: Database) -> tuple[int, dict[str, int]]:
+    """A transaction id older than any that follows, and each table's row count."""
+    async with db.pool.acquire() as connection:
+        since: int = await connection.fetchval("SELECT txid_current()")
+        counts = {
+            table: await connection.fetchval(f"SELECT count(*) FROM {table}")  # noqa: S608
+            for table in WRITTEN_TABLES
+        }
+    return since, counts
+
+
+async def print_rows_written(db: Database, since: int, before: dict[str, int]) -> None:
+    """Rows inserted or updated since the transaction `since` (a row's xmin is the transaction
+    that wrote its version; nothing else writes to these tables meanwhile)."""
+    print("rows written by the check:")
+    async with db.pool.acquire() as connection:
+        for table in WRITTEN_TABLES:
+            written = await connection.fetchval(
+                f"SELECT count(*) FROM {table} WHERE xmin::text::bigint > $1",  # noqa: S608
+                since % 2**32,
+            )
+            after = await connection.fetchval(f"SELECT count(*) FROM {table}")  # noqa: S608
+            print(
+                f"  {table}: {written:,} written ({before[table]:,} rows before, {after:,} after)"
+            )
+
+
+async def explain_listing(db: Database, keys: Keys, stored: int) -> None:
+    """The plans of GET /connections' query for the pages the table times."""
+    deep = ("advertiser", stored_id(stored * 9 // 10)) if stored else None
+    listed = [
+        ("first page", keys.unrestricted, ("", "")),
+        ("a page nine tenths in", keys.unrestricted, deep),
+        ("first page of a key restricted to 100 advertisers", keys.restricted, ("", "")),
+    ]
+    async with db.pool.acquire() as connection:
+        for title, key, after in listed:
+            if key is None or after is None:
+                continue
+            plan = await connection.fetch(
+                f"EXPLAIN (ANALYZE, BUFFERS) {_LIST_CONNECTIONS_SQL}",
+                digest(key),
+                None,
+                None,
+                *after,
+                101,
+            )
+            print(f"\n===== GET /connections, {title}")
+            for (line,) in plan:
+                print(f"   {line}")
 
 
 async def _access_token(service: Any, advertiser_id: str) -> str:
@@ -392,10 +558,12 @@ async def measure(
             callbacks.append(await b.connect(connected))
         reauthorization = await b.connect(connected)
         large = await b.connect(ids.take(args.large))
-        row = Row(size, grants, callbacks, reauthorization, large)
+        listed = await pages(b.service, await stored_keys(database_url, size), size)
+        row = Row(size, grants, callbacks, reauthorization, large, listed)
         print(
             f"  callbacks {[seconds(c) for c in callbacks]}, re-auth {seconds(reauthorization)},"
-            f" {args.large:,}: {seconds(large)}",
+            f" {args.large:,}: {seconds(large)}; pages {milliseconds(listed.first)},"
+            f" {milliseconds(listed.deep)}, restricted {milliseconds(listed.restricted)}",
             flush=True,
         )
         rows.append(row)
@@ -420,16 +588,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grant", type=int, default=1000)
     parser.add_argument("--large", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--due", default="10000,100000", help="grants due for the claim")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
-        args.sizes, args.large, args.repeats = "0,10000", 2000, 1
+        args.sizes, args.large, args.repeats, args.due = "0,10000", 2000, 1, "1000,10000"
     args.sizes = [int(size) for size in args.sizes.split(",")]
+    args.due = [int(size) for size in args.due.split(",")]
     emulator_port, service_port = free_port(), free_port()
     emulator_url = f"http://127.0.0.1:{emulator_port}"
     service_url = f"http://127.0.0.1:{service_port}"
     # Enough of the emulator's advertisers for every authorization the bench makes.
-    needed = len(args.sizes) * (args.repeats * args.grant + args.large) + args.grant + 1
+    needed = (len(args.sizes) + 1) * (args.repeats * args.grant + args.large) + args.large
     with embedded_postgres() as database_url:
         asyncio.run(migrate(database_url))
         env = service_env(
@@ -454,8 +624,15 @@ def main(argv: list[str] | None = None) -> None:
                 )
             print_table(rows, args.grant, args.large)
             plans = Plans()
-            asyncio.run(explain_paths(env, service_url, emulator_url, ids, args.grant, plans))
+            asyncio.run(explain_paths(env, service_url, emulator_url, ids, args, plans))
         plans.print()
+        print("\nThe worker's claim (bench/sweeps.py's), with grants due on top of all the above:")
+        due = 0
+        for size in args.due:
+            asyncio.run(sweeps.seed(database_url, sealer, due, size))
+            due = size
+            print(f"{size:,} grants due:")
+            asyncio.run(sweeps.claims(database_url, batch=64, repeats=20))
 
 
 if __name__ == "__main__":
