@@ -5,7 +5,7 @@
 
 Starts an embedded PostgreSQL, a TikTok emulator and `serve --workers 1` (worker off), all on
 loopback. At each of `--sizes` it first seeds the database up to that many stored advertisers
-through SQL (COPY, then one INSERT ... SELECT unnest): live grants of 100-1,000 advertisers
+through SQL (COPY, then INSERT ... SELECT unnest): live grants of 100-1,000 advertisers
 each, plus revoked grants that once covered 10-100 of them, until there are a hundred times
 fewer grants than advertisers (10,000 grants at 1,000,000). Tokens are sealed with the
 service's sealer, as the service stores them; then ANALYZE, as autovacuum would have by then.
@@ -174,8 +174,15 @@ async def seed(database_url: str, sealer: TokenSealer, first: int, last: int) ->
             " FROM oauth_grant AS g, unnest(g.advertiser_ids) AS a WHERE g.id = ANY($1)",
             live,
         )
+        # What the triggers would have written: each grant's advertiser list as rows.
+        await connection.execute(
+            "INSERT INTO grant_coverage (advertiser_id, grant_id)"
+            " SELECT DISTINCT a, g.id FROM oauth_grant AS g, unnest(g.advertiser_ids) AS a"
+            " WHERE g.id = ANY($1)",
+            [row[0] for row in rows],
+        )
         await connection.execute("RESET session_replication_role")
-        await connection.execute("ANALYZE oauth_grant; ANALYZE advertiser")
+        await connection.execute("ANALYZE oauth_grant; ANALYZE advertiser; ANALYZE grant_coverage")
         total: int = await connection.fetchval("SELECT count(*) FROM oauth_grant")
         return total
     finally:
@@ -480,7 +487,7 @@ async def explain_paths(
 
 
 # The tables a liveness check writes to.
-WRITTEN_TABLES = ("oauth_grant", "advertiser")
+WRITTEN_TABLES = ("oauth_grant", "advertiser", "grant_coverage")
 
 
 async def row_counts(db: Database) -> tuple[int, dict[str, int]]:

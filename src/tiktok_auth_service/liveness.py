@@ -191,13 +191,15 @@ class LivenessChecker:
             if client is not None and not client.unrestricted:
                 allowed = set(client.allowed_advertiser_ids)
                 advertiser_ids = [a for a in advertiser_ids if a in allowed]
-        taken = set()
-        for row in await repo.lock_advertisers(advertiser_ids):
-            other = await repo.lock_grant(row.grant_id)
-            if (
-                other is not None
-                and other.status == GrantStatus.ACTIVE
-                and row.status == AdvertiserStatus.ACTIVE
-            ):
-                taken.add(row.advertiser_id)
+        rows = await repo.lock_advertisers(advertiser_ids)
+        live = {
+            grant.id
+            for grant in await repo.lock_grants(row.grant_id for row in rows)
+            if grant.status == GrantStatus.ACTIVE
+        }
+        taken = {
+            row.advertiser_id
+            for row in rows
+            if row.grant_id in live and row.status == AdvertiserStatus.ACTIVE
+        }
         return [a for a in advertiser_ids if a not in taken]
