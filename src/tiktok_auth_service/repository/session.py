@@ -36,14 +36,22 @@ def _texts(values: Iterable[str]) -> sa.BindParameter[Any]:
 
 
 def _covering(advertiser_ids: Iterable[str]) -> sa.ColumnElement[bool]:
-    """The grant is one of those whose token covers any of these advertisers: the grant ids
-    are looked up in `grant_coverage` once, as an array (`= ANY(ARRAY(...))`), then fetched by
-    primary key; as `IN (subquery)` the planner may hash-join them with a scan of the grants."""
-    covering = (
+    """The grant is one of those whose token covers any of these advertisers.
+
+    Each advertiser is looked up in `grant_coverage` on its own (a lateral subquery; OFFSET 0
+    keeps the planner from merging it into a join it could run as a scan of the whole table,
+    which it prefers past a few thousand advertisers); the grant ids found are collected into
+    an array once (`= ANY(ARRAY(...))`) and fetched by primary key, where `IN (subquery)` could
+    again be hash-joined with a scan of the grants."""
+    given = sa.func.unnest(_texts(advertiser_ids)).table_valued("advertiser_id")
+    given = given.render_derived("given")
+    found = (
         sa.select(col(GrantCoverage.grant_id))
-        .where(col(GrantCoverage.advertiser_id) == sa.any_(_texts(advertiser_ids)))
-        .distinct()
+        .where(col(GrantCoverage.advertiser_id) == given.c.advertiser_id)
+        .offset(0)
+        .lateral("found")
     )
+    covering = sa.select(found.c.grant_id).select_from(given.join(found, sa.true())).distinct()
     return col(Grant.id) == sa.any_(sa.func.array(covering.scalar_subquery()))
 
 
