@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -46,10 +47,50 @@ def query_of(url: str) -> dict[str, str]:
     return {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()}
 
 
+class _Forms(HTMLParser):
+    """The forms of a page: (method, action, {name: value} of its inputs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[tuple[str, str, dict[str, str]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {name: value or "" for name, value in attrs}
+        if tag == "form":
+            self.forms.append((values.get("method", "get"), values.get("action", ""), {}))
+        elif tag == "input" and self.forms and "name" in values:
+            self.forms[-1][2][values["name"]] = values.get("value", "")
+
+
+def the_form(page: httpx.Response) -> tuple[str, str, dict[str, str]]:
+    """The one form of a page of the service: (method, action, fields)."""
+    parser = _Forms()
+    parser.feed(page.text)
+    [form] = parser.forms
+    return form
+
+
+async def continue_to_tiktok(client: httpx.AsyncClient, page: httpx.Response) -> httpx.Response:
+    """Click the button of /authorize's page, as a browser submits its form; returns the
+    service's answer (a redirect to TikTok's consent page, unless refused)."""
+    assert page.status_code == 200, page.text
+    method, action, fields = the_form(page)
+    assert method == "post"
+    return await client.post(action, data=fields)
+
+
+async def start_through(client: httpx.AsyncClient, url: str, **params: str) -> httpx.Response:
+    """Open /authorize (`url`, with `params`) and continue to TikTok from its page."""
+    # (httpx's `params=` replaces a query string the URL already has.)
+    page = await client.get(url, params=params) if params else await client.get(url)
+    return await continue_to_tiktok(client, page)
+
+
 async def start_authorization(client: httpx.AsyncClient, **params: str) -> str:
-    """GET /authorize and return the state TikTok would echo back."""
-    response = await client.get("/authorize", params=params)
-    assert response.status_code == 302, response.text
+    """Open /authorize, continue to TikTok from its page, and return the state TikTok would
+    echo back."""
+    response = await start_through(client, "/authorize", **params)
+    assert response.status_code == 303, response.text
     return query_of(response.headers["location"])["state"]
 
 

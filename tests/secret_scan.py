@@ -9,13 +9,14 @@ appear in:
 * a log record: its message, its structured fields, its traceback;
 * an exception the app raised out to a test client;
 * a response of the service, unless that response carries it by design: the state in the
-  /authorize redirect to TikTok, the connect session in the link POST /connect-sessions
-  opens, the `access_token` of a token answer;
+  POST /authorize redirect to TikTok, the connect session in the link POST /connect-sessions
+  opens (and in the form of the GET /authorize page it leads to), the `access_token` of a
+  token answer;
 * a metric label (the service's /metrics text, rendered when a test's app stops).
 
-States, auth codes, sessions and API keys are learned from the requests and responses that
-carry them, so no test has to register them. `SCANNED` counts what the whole session scanned,
-for the summary line at its end.
+States, auth codes, sessions and API keys are learned from the requests (query strings and
+form bodies) and responses that carry them, so no test has to register them. `SCANNED` counts
+what the whole session scanned, for the summary line at its end.
 """
 
 from __future__ import annotations
@@ -120,6 +121,9 @@ class SecretScan(logging.Handler):
     def response(self, response: httpx.Response) -> None:
         request = response.request
         learned = [request.url.params.get(name) for name in SECRET_PARAMS]
+        if request.headers.get("content-type") == "application/x-www-form-urlencoded":
+            form = httpx.QueryParams(request.content.decode(errors="replace"))
+            learned.extend(form.get(name) for name in SECRET_PARAMS)
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer":
             learned.append(key.strip())
@@ -158,9 +162,13 @@ def _carried_by_design(response: httpx.Response) -> set[str]:
     """The secrets this response carries by design (and that the scan learns from it)."""
     request, status = response.request, response.status_code
     path = request.url.path
-    if path == "/authorize" and status == 302:
+    if path == "/authorize" and request.method == "POST" and status == 303:
         state = httpx.URL(response.headers["location"]).params.get("state")
         return {state} if state else set()
+    if path == "/authorize" and request.method == "GET" and status == 200:
+        # The page's form carries the link's session on to POST /authorize.
+        session = request.url.params.get("session")
+        return {session} if session else set()
     if path == "/connect-sessions" and status == 201:
         session = httpx.URL(response.json()["url"]).params.get("session")
         return {session} if session else set()

@@ -22,7 +22,7 @@ from tests.fixtures import (
     FakeClock,
     bearer,
 )
-from tests.helpers import TikTokAccounts, connect_account, query_of
+from tests.helpers import TikTokAccounts, connect_account, query_of, start_through
 from tiktok_auth_service.service import Service
 
 
@@ -34,7 +34,7 @@ def tiktok(canaries: Canaries, clock: FakeClock) -> Iterator[TikTokAccounts]:
 
 class TestAccountAuthorization:
     async def test_consent_url_uses_login_kit_parameters(self, client: httpx.AsyncClient) -> None:
-        response = await client.get("/authorize", params={"flow": "tiktok_account"})
+        response = await start_through(client, "/authorize", flow="tiktok_account")
         location = response.headers["location"]
         assert location.startswith("https://www.tiktok.com/v2/auth/authorize/?")
         query = query_of(location)

@@ -4,6 +4,7 @@ covered as soon as it exists): a missing, malformed, unknown or revoked key is 4
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +19,8 @@ from tests.helpers import new_token, store_account_grant, store_advertiser_grant
 from tiktok_auth_service.service import Service
 
 A = "7100000000000000001"
-PATH_VALUES = {"advertiser_id": A, "open_id": OPEN_ID}
+SESSION_ID = str(uuid.uuid4())
+PATH_VALUES = {"advertiser_id": A, "open_id": OPEN_ID, "session_id": SESSION_ID}
 
 
 def keyed_operations(app: FastAPI) -> list[tuple[str, str]]:
@@ -46,6 +48,7 @@ def test_the_keyed_operations_are_the_ones_we_expect(app: FastAPI) -> None:
             ("DELETE", f"/tokens/accounts/{OPEN_ID}"),
             ("DELETE", f"/tokens/{A}"),
             ("GET", "/connections"),
+            ("GET", f"/connect-sessions/{SESSION_ID}"),
             ("GET", f"/tokens/accounts/{OPEN_ID}"),
             ("GET", f"/tokens/{A}"),
             ("POST", "/connect-sessions"),

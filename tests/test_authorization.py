@@ -21,7 +21,15 @@ from tests.fixtures import (
     Canaries,
     FakeClock,
 )
-from tests.helpers import envelope, new_token, query_of, start_authorization
+from tests.helpers import (
+    envelope,
+    new_token,
+    query_of,
+    start_authorization,
+    start_through,
+    the_form,
+)
+from tiktok_auth_service.authorization import binding_id
 from tiktok_auth_service.authorization import service as authorization_service
 from tiktok_auth_service.crypto import digest, same_secret
 from tiktok_auth_service.models import Flow
@@ -77,8 +85,8 @@ class TestAuthorize:
     async def test_redirects_to_tiktok_with_state_and_cookie(
         self, client: httpx.AsyncClient
     ) -> None:
-        response = await client.get("/authorize")
-        assert response.status_code == 302
+        response = await start_through(client, "/authorize")
+        assert response.status_code == 303
         location = response.headers["location"]
         assert location.startswith(TIKTOK_AUTH + "?")
         query = query_of(location)
@@ -87,10 +95,36 @@ class TestAuthorize:
         assert len(query["state"]) >= 43  # 256 bits, base64url
         cookie = response.headers["set-cookie"]
         # __Host-: only this exact host can set it, so a sibling subdomain cannot plant one.
-        assert cookie.startswith("__Host-tas_binding=")
+        assert cookie.startswith(f"__Host-tas_binding.{binding_id(query['state'])}=")
         for attribute in ("httponly", "samesite=lax", "secure", "path=/"):
             assert attribute in cookie.lower()
         assert "domain=" not in cookie.lower()
+
+    async def test_opening_authorize_writes_nothing_until_the_person_continues(
+        self, client: httpx.AsyncClient, pg: asyncpg.Connection
+    ) -> None:
+        return_to = f"{FRONTEND}/done?x=1"
+        await client.head("/authorize", params={"return_to": return_to})
+        for _ in range(20):
+            page = await client.get("/authorize", params={"return_to": return_to})
+            assert page.status_code == 200
+        assert await pg.fetchval("SELECT count(*) FROM oauth_state") == 0
+        assert "set-cookie" not in page.headers
+        assert page.headers["content-type"].startswith("text/html")
+        method, action, fields = the_form(page)
+        assert (method, action) == ("post", "https://broker.example/authorize")
+        assert fields == {"flow": "advertiser", "return_to": return_to}
+        started = await client.post(action, data=fields)
+        assert started.status_code == 303
+        assert started.headers["cache-control"] == "no-store"
+        assert await pg.fetchval("SELECT return_to FROM oauth_state") == return_to
+
+    async def test_a_form_with_an_unknown_flow_is_refused(self, client: httpx.AsyncClient) -> None:
+        answer = await client.post("/authorize", data={"flow": "everything"})
+        assert answer.status_code == 422
+        assert answer.json()["code"] == "validation_error"
+        hostile = await client.post("/authorize", data={"return_to": "https://evil.example/"})
+        assert hostile.json()["code"] == "return_to_not_allowed"
 
     async def test_state_is_stored_hashed(
         self, client: httpx.AsyncClient, pg: asyncpg.Connection
@@ -325,12 +359,49 @@ class TestCallback:
         state = await start_authorization(client)
         forgeries = ["x" * 43, "b" * 20_000]
         for forged in forgeries:
-            client.cookies.set("__Host-tas_binding", forged)
+            client.cookies.set(f"__Host-tas_binding.{binding_id(state)}", forged)
             response = await client.get("/callback", params={"auth_code": "c", "state": state})
             assert response.status_code == 400
             assert "another browser" in response.json()["detail"]
         assert not exchange.called
         assert compared == [digest(forged) for forged in forgeries]
+
+    async def test_a_planted_binding_cookie_is_not_adopted(
+        self, client: httpx.AsyncClient, tiktok: respx.MockRouter
+    ) -> None:
+        # Over plain http a sibling host can set cookies for this one: whatever the browser
+        # already has, the binding of a new authorization is minted here, fresh.
+        exchange = tiktok.post("/oauth2/access_token/")
+        planted = "p" * 43
+        for name in ("__Host-tas_binding", "tas_binding"):
+            client.cookies.set(name, planted, domain="broker.example")
+        response = await start_through(client, "/authorize")
+        assert response.status_code == 303
+        [set_cookie] = response.headers.get_list("set-cookie")
+        name, _, rest = set_cookie.partition("=")
+        minted = rest.split(";")[0]
+        assert len(minted) >= 43 and minted != planted
+        state = query_of(response.headers["location"])["state"]
+        client.cookies.clear()
+        for cookie in (f"{name}={planted}", f"__Host-tas_binding={planted}"):
+            callback = await client.get(
+                "/callback", params={"auth_code": "c", "state": state}, headers={"cookie": cookie}
+            )
+            assert callback.status_code == 400
+            assert "another browser" in callback.json()["detail"]
+        assert not exchange.called
+
+    async def test_two_authorizations_in_one_browser_both_complete(
+        self, client: httpx.AsyncClient, tiktok: respx.MockRouter, canaries: Canaries
+    ) -> None:
+        grant_token(tiktok, canaries)
+        first = await start_authorization(client)
+        second = await start_authorization(client)
+        for state in (second, first):
+            response = await client.get("/callback", params={"auth_code": "c", "state": state})
+            assert response.status_code == 200, response.text
+        # Each callback dropped its own binding cookie.
+        assert [cookie.name for cookie in client.cookies.jar] == []
 
     async def test_outcome_keys_in_return_to_are_replaced_not_repeated(
         self, client: httpx.AsyncClient, tiktok: respx.MockRouter
@@ -341,6 +412,24 @@ class TestCallback:
         assert response.headers["location"] == (
             f"{FRONTEND}/done?keep=1&status=error&error=authorization_denied"
         )
+
+    @pytest.mark.parametrize("connected", [True, False])
+    async def test_a_fragment_in_return_to_never_reaches_the_redirect(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        canaries: Canaries,
+        connected: bool,
+    ) -> None:
+        # A page reading its outcome from location.hash must not be fed a made-up one.
+        grant_token(tiktok, canaries)
+        forged = "#status=connected&advertiser_ids=999"
+        state = await start_authorization(client, return_to=f"{FRONTEND}/done?keep=1{forged}")
+        params = {"auth_code": "c"} if connected else {"error": "access_denied"}
+        response = await client.get("/callback", params={**params, "state": state})
+        location = response.headers["location"]
+        assert "#" not in location and "999" not in location
+        assert location.startswith(f"{FRONTEND}/done?keep=1&status=")
 
     async def test_the_error_parameter_cannot_forge_log_lines(
         self,
@@ -510,12 +599,18 @@ class TestCallback:
         ] != newer
 
 
-async def test_states_are_dropped_a_day_after_expiry(
+async def test_anonymous_states_are_dropped_once_they_expire(
     client: httpx.AsyncClient, clock: FakeClock, pg: asyncpg.Connection
 ) -> None:
+    # Without connect sessions anyone may start authorizations: what they leave behind must
+    # not outlive STATE_TTL_SECONDS.
+    for _ in range(30):
+        await start_authorization(client)
+    assert await pg.fetchval("SELECT count(*) FROM oauth_state") == 30
     old = await start_authorization(client)
-    clock.advance(days=1, minutes=11)
+    clock.advance(seconds=601)
     await start_authorization(client)
     assert await pg.fetchval("SELECT count(*) FROM oauth_state") == 1
     response = await client.get("/callback", params={"auth_code": "c", "state": old})
     assert response.json()["code"] == "invalid_state"
+    assert "expired" in response.json()["detail"]

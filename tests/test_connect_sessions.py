@@ -4,7 +4,10 @@ with POST /connect-sessions (CONNECT_SESSIONS_REQUIRED, the default). TikTok fak
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 import httpx
@@ -13,6 +16,7 @@ import respx
 
 from tests.fixtures import (
     FRONTEND,
+    OPEN_ID,
     TIKTOK_API,
     TIKTOK_AUTH,
     Canaries,
@@ -20,7 +24,16 @@ from tests.fixtures import (
     bearer,
     make_settings,
 )
-from tests.helpers import envelope, new_token, query_of, store_advertiser_grant
+from tests.helpers import (
+    TikTokAccounts,
+    continue_to_tiktok,
+    envelope,
+    new_token,
+    query_of,
+    start_through,
+    store_advertiser_grant,
+    the_form,
+)
 from tests.test_authorization import HOSTILE_RETURN_TO
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.service import Service
@@ -59,9 +72,9 @@ async def open_link(client: httpx.AsyncClient, key: str, **body: str) -> str:
 
 
 async def connect_through(client: httpx.AsyncClient, link: str) -> httpx.Response:
-    """Follow a connect link to TikTok and come back with TikTok's code."""
-    start = await client.get(link)
-    assert start.status_code == 302, start.text
+    """Follow a connect link to TikTok (through its page) and come back with TikTok's code."""
+    start = await start_through(client, link)
+    assert start.status_code == 303, start.text
     state = query_of(start.headers["location"])["state"]
     return await client.get("/callback", params={"auth_code": "the-code", "state": state})
 
@@ -84,17 +97,22 @@ class TestAuthorizeNeedsALink:
     ) -> None:
         link = await open_link(client, api_key)
         assert link.startswith("https://broker.example/authorize?session=")
-        first = await client.get(link)
-        assert first.status_code == 302
+        first = await start_through(client, link)
+        assert first.status_code == 303
         assert first.headers["location"].startswith(TIKTOK_AUTH + "?")
         again = await client.get(link)
         assert again.status_code == 400
         assert again.json()["code"] == "invalid_session"
         late = await open_link(client, api_key)
+        page = await client.get(late)
         clock.advance(seconds=601)
         assert (await client.get(late)).json()["code"] == "invalid_session"
+        # A page opened in time does not make the link outlive its expiry.
+        assert (await continue_to_tiktok(client, page)).json()["code"] == "invalid_session"
         forged = await client.get("/authorize", params={"session": "x" * 43})
         assert forged.json()["code"] == "invalid_session"
+        posted = await client.post("/authorize", data={"session": "x" * 43})
+        assert posted.json()["code"] == "invalid_session"
 
     async def test_opening_a_link_needs_a_valid_key_and_an_allowed_return_to(
         self, client: httpx.AsyncClient, api_key: str, service: Service
@@ -114,6 +132,20 @@ class TestAuthorizeNeedsALink:
         revoked = await client.post("/connect-sessions", json={}, headers=bearer(api_key))
         assert revoked.status_code == 401
 
+    async def test_without_a_valid_key_return_to_is_not_checked(
+        self, client: httpx.AsyncClient, pg: asyncpg.Connection
+    ) -> None:
+        # The allowed origins are nobody's business but the keys' holders: a caller without
+        # a valid key learns nothing about them from the answer.
+        for headers in ({}, bearer("tas_" + "x" * 43)):
+            for return_to in ("https://evil.example/", f"{FRONTEND}/ok"):
+                response = await client.post(
+                    "/connect-sessions", json={"return_to": return_to}, headers=headers
+                )
+                assert response.status_code == 401, response.text
+                assert response.json()["code"] == "unauthenticated"
+        assert await pg.fetchval("SELECT count(*) FROM connect_session") == 0
+
     async def test_a_link_whose_key_was_revoked_meanwhile_connects_nothing(
         self,
         client: httpx.AsyncClient,
@@ -132,6 +164,26 @@ class TestAuthorizeNeedsALink:
         assert not exchange.called
         assert await pg.fetchval("SELECT count(*) FROM oauth_grant") == 0
 
+    async def test_its_state_is_kept_a_day_past_expiry_then_dropped(
+        self,
+        client: httpx.AsyncClient,
+        api_key: str,
+        clock: FakeClock,
+        pg: asyncpg.Connection,
+        tiktok: respx.MockRouter,
+    ) -> None:
+        exchange = tiktok.post("/oauth2/access_token/")
+        start = await start_through(client, await open_link(client, api_key))
+        state = query_of(start.headers["location"])["state"]
+        clock.advance(minutes=11)
+        late = await client.get("/callback", params={"auth_code": "c", "state": state})
+        assert late.json()["code"] == "invalid_state"
+        assert "has expired" in late.json()["detail"]
+        clock.advance(days=1)
+        await open_link(client, api_key)
+        assert await pg.fetchval("SELECT count(*) FROM oauth_state") == 0
+        assert not exchange.called
+
     @pytest.mark.parametrize("bad", HOSTILE_RETURN_TO)
     async def test_a_link_cannot_send_the_browser_elsewhere(
         self, client: httpx.AsyncClient, api_key: str, pg: asyncpg.Connection, bad: str
@@ -147,10 +199,63 @@ class TestAuthorizeNeedsALink:
         self, client: httpx.AsyncClient, api_key: str
     ) -> None:
         link = await open_link(client, api_key, flow="tiktok_account", return_to=f"{FRONTEND}/a")
-        # Query parameters of the link's URL cannot change what the caller opened.
-        start = await client.get(link + "&flow=advertiser&return_to=https://evil.example/")
+        # Parameters added to the link's URL or to its form cannot change what the caller
+        # opened.
+        page = await client.get(link + "&flow=advertiser&return_to=https://evil.example/")
+        assert page.status_code == 200
+        assert "TikTok account" in page.text
+        _, action, fields = the_form(page)
+        assert fields == {"session": query_of(link)["session"]}
+        extra = {"flow": "advertiser", "return_to": "https://evil.example/"}
+        start = await client.post(action, data={**fields, **extra})
         consent = query_of(start.headers["location"])
         assert consent["response_type"] == "code"  # TikTok's Login Kit: the account flow
+
+
+class TestLinkPreviews:
+    """A chat app's preview bot fetches the link before the person clicks it."""
+
+    @pytest.mark.parametrize(
+        "agent",
+        [
+            "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+            "TelegramBot (like TwitterBot)",
+        ],
+    )
+    async def test_a_preview_spends_nothing_and_the_person_still_connects(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        canaries: Canaries,
+        api_key: str,
+        pg: asyncpg.Connection,
+        agent: str,
+    ) -> None:
+        tiktok_grants(tiktok, canaries, [A])
+        link = await open_link(client, api_key, return_to=f"{FRONTEND}/done")
+        preview = {"user-agent": agent}
+        await client.head(link, headers=preview)
+        await client.get(link, headers=preview)
+        # Neither spent the link, started an authorization nor handed out a binding.
+        assert await pg.fetchval("SELECT used_at FROM connect_session") is None
+        assert await pg.fetchval("SELECT count(*) FROM oauth_state") == 0
+        assert list(client.cookies.jar) == []
+        answer = await connect_through(client, link)
+        assert query_of(answer.headers["location"])["status"] == "connected"
+
+    async def test_the_page_continues_only_once(
+        self, client: httpx.AsyncClient, api_key: str
+    ) -> None:
+        link = await open_link(client, api_key)
+        page = await client.get(link)
+        assert (await start_through(client, link)).status_code == 303
+        again = await client.get(link)
+        assert again.status_code == 400
+        assert again.json()["code"] == "invalid_session"
+        _, action, fields = the_form(page)
+        replayed = await client.post(action, data=fields)
+        assert replayed.status_code == 400
+        assert replayed.json()["code"] == "invalid_session"
 
 
 class TestWhoConnected:
@@ -164,9 +269,11 @@ class TestWhoConnected:
         token = tiktok_grants(tiktok, canaries, [A])
         link = await open_link(client, api_key, return_to=f"{FRONTEND}/done", end_user="user-42")
         answer = await connect_through(client, link)
-        assert query_of(answer.headers["location"]) == {
+        back = query_of(answer.headers["location"])
+        assert back == {
             "status": "connected",
             "advertiser_ids": A,
+            "session_id": back["session_id"],
         }
         served = (await client.get(f"/tokens/{A}", headers=bearer(api_key))).json()
         assert served["access_token"] == token
@@ -256,3 +363,266 @@ class TestRestrictedKeys:
         assert json.loads(revoke.calls.last.request.content)["access_token"] == token
         assert await pg.fetchval("SELECT status FROM oauth_grant") == "revoked"
         assert await pg.fetchval("SELECT count(*) FROM advertiser") == 0
+
+
+async def open_session(client: httpx.AsyncClient, key: str, **body: str) -> dict[str, Any]:
+    response = await client.post("/connect-sessions", json=body, headers=bearer(key))
+    assert response.status_code == 201, response.text
+    opened: dict[str, Any] = response.json()
+    return opened
+
+
+async def outcome(client: httpx.AsyncClient, key: str, session_id: str) -> dict[str, Any]:
+    response = await client.get(f"/connect-sessions/{session_id}", headers=bearer(key))
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+class TestVerifiableOutcome:
+    """The query string of the redirect back is the browser's word; GET /connect-sessions/{id}
+    with the key that opened the session is the service's."""
+
+    async def test_a_session_has_an_id_apart_from_its_link_and_starts_pending(
+        self, client: httpx.AsyncClient, api_key: str, clock: FakeClock
+    ) -> None:
+        opened = await open_session(client, api_key, end_user="user-42")
+        session_id = opened["id"]
+        assert str(uuid.UUID(session_id)) == session_id
+        assert session_id not in opened["url"]
+        assert query_of(opened["url"])["session"] != session_id
+        answer = await outcome(client, api_key, session_id)
+        assert answer == {
+            "id": session_id,
+            "status": "pending",
+            "flow": "advertiser",
+            "advertiser_ids": [],
+            "open_id": None,
+            "error": None,
+            "end_user": "user-42",
+            "created_at": answer["created_at"],
+            "expires_at": opened["expires_at"],
+            "started_at": None,
+            "completed_at": None,
+        }
+        assert datetime.fromisoformat(answer["created_at"]) == clock.now()
+
+    async def test_connected_the_redirect_names_the_session_and_the_service_confirms_it(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        canaries: Canaries,
+        api_key: str,
+        clock: FakeClock,
+    ) -> None:
+        tiktok_grants(tiktok, canaries, [A, B])
+        opened = await open_session(
+            client, api_key, return_to=f"{FRONTEND}/done?session_id=forged", end_user="user-42"
+        )
+        answer = await connect_through(client, opened["url"])
+        back = query_of(answer.headers["location"])
+        assert back == {
+            "status": "connected",
+            "advertiser_ids": f"{A},{B}",
+            "session_id": opened["id"],
+        }
+        confirmed = await outcome(client, api_key, opened["id"])
+        assert confirmed["status"] == "connected"
+        assert (confirmed["advertiser_ids"], confirmed["open_id"]) == ([A, B], None)
+        assert (confirmed["end_user"], confirmed["error"]) == ("user-42", None)
+        assert confirmed["started_at"] == confirmed["completed_at"]
+        assert datetime.fromisoformat(confirmed["completed_at"]) == clock.now()
+
+    async def test_an_account_connected_is_confirmed_with_its_open_id(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        canaries: Canaries,
+        api_key: str,
+        clock: FakeClock,
+    ) -> None:
+        TikTokAccounts(tiktok, canaries, clock)
+        opened = await open_session(
+            client, api_key, flow="tiktok_account", return_to=f"{FRONTEND}/done"
+        )
+        start = await start_through(client, opened["url"])
+        state = query_of(start.headers["location"])["state"]
+        answer = await client.get("/callback", params={"code": "tt-code", "state": state})
+        assert query_of(answer.headers["location"]) == {
+            "status": "connected",
+            "open_id": OPEN_ID,
+            "session_id": opened["id"],
+        }
+        confirmed = await outcome(client, api_key, opened["id"])
+        assert (confirmed["status"], confirmed["flow"]) == ("connected", "tiktok_account")
+        assert (confirmed["open_id"], confirmed["advertiser_ids"]) == (OPEN_ID, [])
+
+    async def test_denied_at_tiktok(
+        self, client: httpx.AsyncClient, tiktok: respx.MockRouter, api_key: str
+    ) -> None:
+        exchange = tiktok.post("/oauth2/access_token/")
+        opened = await open_session(client, api_key, return_to=f"{FRONTEND}/done")
+        start = await start_through(client, opened["url"])
+        state = query_of(start.headers["location"])["state"]
+        answer = await client.get("/callback", params={"error": "access_denied", "state": state})
+        assert query_of(answer.headers["location"]) == {
+            "status": "error",
+            "error": "authorization_denied",
+            "session_id": opened["id"],
+        }
+        confirmed = await outcome(client, api_key, opened["id"])
+        assert (confirmed["status"], confirmed["error"]) == ("denied", "authorization_denied")
+        assert confirmed["advertiser_ids"] == [] and confirmed["completed_at"] is not None
+        assert not exchange.called
+
+    async def test_failed_when_tiktok_refuses_the_code(
+        self, client: httpx.AsyncClient, tiktok: respx.MockRouter, api_key: str
+    ) -> None:
+        tiktok.post("/oauth2/access_token/").respond(
+            json=envelope(code=40110, message="auth_code is invalid")
+        )
+        opened = await open_session(client, api_key, return_to=f"{FRONTEND}/done")
+        answer = await connect_through(client, opened["url"])
+        assert query_of(answer.headers["location"])["session_id"] == opened["id"]
+        confirmed = await outcome(client, api_key, opened["id"])
+        assert (confirmed["status"], confirmed["error"]) == ("failed", "authorization_failed")
+
+    async def test_failed_when_the_key_may_serve_nothing_granted(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        service: Service,
+        canaries: Canaries,
+    ) -> None:
+        key = (await service.api_keys.create("shop-a", [A])).key.get_secret_value()
+        canaries.add(key)
+        tiktok_grants(tiktok, canaries, [B])
+        tiktok.post("/oauth2/revoke_token/").respond(json=envelope())
+        opened = await open_session(client, key)
+        assert (await connect_through(client, opened["url"])).status_code == 403
+        confirmed = await outcome(client, key, opened["id"])
+        assert (confirmed["status"], confirmed["error"]) == ("failed", "forbidden")
+        assert confirmed["advertiser_ids"] == []
+
+    async def test_a_replayed_callback_leaves_the_outcome_alone(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        canaries: Canaries,
+        api_key: str,
+    ) -> None:
+        tiktok_grants(tiktok, canaries, [A])
+        opened = await open_session(client, api_key, return_to=f"{FRONTEND}/done")
+        start = await start_through(client, opened["url"])
+        state = query_of(start.headers["location"])["state"]
+        assert (
+            await client.get("/callback", params={"auth_code": "c", "state": state})
+        ).is_redirect
+        replay = await client.get("/callback", params={"error": "access_denied", "state": state})
+        assert replay.json()["code"] == "invalid_state"
+        confirmed = await outcome(client, api_key, opened["id"])
+        assert (confirmed["status"], confirmed["advertiser_ids"]) == ("connected", [A])
+
+    async def test_expired_when_the_link_was_never_used(
+        self, client: httpx.AsyncClient, api_key: str, clock: FakeClock
+    ) -> None:
+        opened = await open_session(client, api_key)
+        clock.advance(seconds=599)
+        assert (await outcome(client, api_key, opened["id"]))["status"] == "pending"
+        clock.advance(seconds=1)
+        assert (await outcome(client, api_key, opened["id"]))["status"] == "expired"
+
+    async def test_expired_when_the_authorization_it_started_never_came_back(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        api_key: str,
+        clock: FakeClock,
+    ) -> None:
+        exchange = tiktok.post("/oauth2/access_token/")
+        opened = await open_session(client, api_key, return_to=f"{FRONTEND}/done")
+        clock.advance(seconds=300)
+        start = await start_through(client, opened["url"])
+        state = query_of(start.headers["location"])["state"]
+        clock.advance(seconds=400)  # past the link's expiry, not the state's
+        pending = await outcome(client, api_key, opened["id"])
+        assert pending["status"] == "pending"
+        assert datetime.fromisoformat(pending["started_at"]) == clock.now() - timedelta(seconds=400)
+        assert datetime.fromisoformat(pending["expires_at"]) == clock.now() + timedelta(seconds=200)
+        clock.advance(seconds=200)
+        assert (await outcome(client, api_key, opened["id"]))["status"] == "expired"
+        late = await client.get("/callback", params={"auth_code": "c", "state": state})
+        assert late.json()["code"] == "invalid_state"
+        assert (await outcome(client, api_key, opened["id"]))["status"] == "expired"
+        assert not exchange.called
+
+    async def test_only_the_key_that_opened_it_may_read_it(
+        self, client: httpx.AsyncClient, api_key: str, service: Service, canaries: Canaries
+    ) -> None:
+        opened = await open_session(client, api_key)
+        other = (await service.api_keys.create("billing", [])).key.get_secret_value()
+        canaries.add(other)
+        url = f"/connect-sessions/{opened['id']}"
+        elsewhere = await client.get(url, headers=bearer(other))
+        unknown = await client.get(f"/connect-sessions/{uuid.uuid4()}", headers=bearer(other))
+        # Another key cannot tell a session of someone else's from one that does not exist.
+        assert elsewhere.status_code == unknown.status_code == 404
+        assert elsewhere.json() == unknown.json()
+        assert elsewhere.json()["code"] == "connect_session_not_found"
+        assert elsewhere.headers["content-type"] == "application/problem+json"
+        for headers in ({}, bearer("tas_" + "x" * 43)):
+            refused = await client.get(url, headers=headers)
+            assert refused.status_code == 401
+            assert refused.json()["code"] == "unauthenticated"
+        await service.api_keys.revoke("reporting")
+        assert (await client.get(url, headers=bearer(api_key))).status_code == 401
+
+    @pytest.mark.parametrize("made_up", ["not-a-uuid", "0" * 40, "%00", "1' OR '1'='1"])
+    async def test_an_id_that_is_not_one_is_unknown(
+        self, client: httpx.AsyncClient, api_key: str, made_up: str
+    ) -> None:
+        response = await client.get(f"/connect-sessions/{made_up}", headers=bearer(api_key))
+        assert response.status_code == 404
+        assert response.json()["code"] == "connect_session_not_found"
+
+    async def test_a_hand_made_redirect_cannot_be_confirmed(
+        self, client: httpx.AsyncClient, api_key: str
+    ) -> None:
+        # What a product does with the redirect: ask the service, server side, with its key.
+        async def confirm(redirect: str) -> httpx.Response:
+            claimed = query_of(redirect)["session_id"]
+            return await client.get(f"/connect-sessions/{claimed}", headers=bearer(api_key))
+
+        forged = f"{FRONTEND}/done?status=connected&advertiser_ids=999&session_id="
+        made_up = await confirm(forged + str(uuid.uuid4()))
+        assert made_up.status_code == 404
+        # A real session's id, on a redirect the service never made: still pending.
+        pending = await open_session(client, api_key, return_to=f"{FRONTEND}/done")
+        answer = await confirm(forged + pending["id"])
+        assert (answer.json()["status"], answer.json()["advertiser_ids"]) == ("pending", [])
+
+    async def test_the_outcome_outlives_the_state_and_is_kept_thirty_days(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        canaries: Canaries,
+        api_key: str,
+        clock: FakeClock,
+        pg: asyncpg.Connection,
+    ) -> None:
+        tiktok_grants(tiktok, canaries, [A])
+        opened = await open_session(client, api_key, return_to=f"{FRONTEND}/done")
+        await connect_through(client, opened["url"])
+        clock.advance(days=2)
+        await open_session(client, api_key)  # opening a link drops what has expired
+        assert await pg.fetchval("SELECT count(*) FROM oauth_state") == 0
+        confirmed = await outcome(client, api_key, opened["id"])
+        assert (confirmed["status"], confirmed["advertiser_ids"]) == ("connected", [A])
+        clock.advance(days=28)
+        await open_session(client, api_key)
+        assert (await outcome(client, api_key, opened["id"]))["status"] == "connected"
+        clock.advance(minutes=11)
+        await open_session(client, api_key)
+        gone = await client.get(f"/connect-sessions/{opened['id']}", headers=bearer(api_key))
+        assert gone.status_code == 404

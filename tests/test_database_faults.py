@@ -31,6 +31,7 @@ from tests.helpers import new_token, store_account_grant, store_advertiser_grant
 from tests.openapi_check import OpenApiCheck
 from tiktok_auth_dev.stack import run_stack
 from tiktok_auth_service.api.deps import app_service
+from tiktok_auth_service.models import Flow
 
 DATABASE_TIMEOUT = 1.0
 # A request that finds the database unresponsive waits on it at most three times, each bounded
@@ -53,8 +54,9 @@ LATENCY = DATABASE_TIMEOUT / 20
 
 ADVERTISERS = ["7100000000000000101", "7100000000000000102"]
 ACCOUNT = "-000faults0001"
-# Path parameters: GET reads a stored grant; the other methods (which would end a grant or
-# ask TikTok) name a subject that is not connected and answer 404 once the database says so.
+# Path parameters: GET reads a stored grant (and a connect session opened at the start); the
+# other methods (which would end a grant or ask TikTok) name a subject that is not connected
+# and answer 404 once the database says so.
 STORED = {"advertiser_id": ADVERTISERS[0], "open_id": ACCOUNT}
 NOT_CONNECTED = {"advertiser_id": "7100000000000000999", "open_id": "-000faults9999"}
 
@@ -76,14 +78,14 @@ class Operation:
         return {"accept": "text/html"} if self.browser else bearer(key)
 
 
-def operations(spec: dict[str, Any]) -> list[Operation]:
+def operations(spec: dict[str, Any], stored: dict[str, str]) -> list[Operation]:
     """Every operation of the OpenAPI document with its path filled in, so a new route is
     put under load without a change here (a new path parameter needs a value above); those
     that answer browsers with HTML pages are asked once more as a browser."""
     found = []
     for template, methods in spec["paths"].items():
         for method, operation in methods.items():
-            values = STORED if method == "get" else NOT_CONNECTED
+            values = stored if method == "get" else NOT_CONNECTED
             path = template
             for parameter in operation.get("parameters", []):
                 if parameter["in"] == "path":
@@ -203,6 +205,8 @@ async def running() -> AsyncIterator[Running]:
         token = new_token()
         await store_advertiser_grant(service, token, ADVERTISERS)
         await store_account_grant(service, ACCOUNT, datetime.now(UTC) + timedelta(hours=23))
+        link = await service.authorization.open_session(key, Flow.ADVERTISER, None, None)
+        stored = {**STORED, "session_id": str(link.id)}
         spec = stack.service.openapi()
         async with httpx.AsyncClient(
             base_url=stack.service_url,
@@ -212,11 +216,12 @@ async def running() -> AsyncIterator[Running]:
             limits=httpx.Limits(max_connections=CLIENTS * 2, keepalive_expiry=2),
             event_hooks={"response": [OpenApiCheck(spec).on_response]},
         ) as http:
-            running = Running(database, proxy, http, key, [token], operations(spec))
+            running = Running(database, proxy, http, key, [token], operations(spec, stored))
             answers = await running.round()
             running.normal = {answer.operation.name: answer.status for answer in answers}
             running.served = running.tokens_served(answers)
             assert running.served["GET /tokens/{advertiser_id}"] == token
+            assert running.normal["GET /connect-sessions/{session_id}"] == 200
             running.tokens.extend(running.served.values())
             yield running
 

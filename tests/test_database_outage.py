@@ -31,7 +31,7 @@ async def test_requests_during_an_outage_get_503(clock: FakeClock) -> None:
         token = await http.get(
             "/tokens/7100000000000000001", headers={"authorization": f"Bearer {key}"}
         )
-        authorize = await http.get("/authorize")
+        authorize = await http.post("/authorize")
         for response in (ready, token, authorize):
             assert response.status_code == 503, response.text
             assert response.json()["code"] == "database_unavailable"

@@ -197,8 +197,13 @@ def test_connect_session_request() -> None:
         "value": "{{session}}",
         "description": "From `create_connect_session`.",
     }
-    # Postman shows the 302 instead of following it to the consent page.
-    assert authorize["protocolProfileBehavior"]["followRedirects"] is False
+    # The page's button: the link's session as a form field, as the browser sends it.
+    (start,) = [i for i, _ in _all_requests() if i["name"] == "start_authorization"]
+    body = start["request"]["body"]
+    assert body["mode"] == "urlencoded"
+    assert [(f["key"], f["value"]) for f in body["urlencoded"]] == [("session", "{{session}}")]
+    # Postman shows the 303 instead of following it to the consent page.
+    assert start["protocolProfileBehavior"]["followRedirects"] is False
 
 
 def _scripts(item: dict[str, Any]) -> list[str]:
@@ -245,6 +250,7 @@ def test_collection_covers_the_api() -> None:
     assert {
         "create_connect_session",
         "authorize",
+        "start_authorization",
         "get_advertiser_token",
         "check_advertiser_token",
         "revoke_advertiser_token",

@@ -1,4 +1,5 @@
-"""Repository queries against the real PostgreSQL: the worker's SKIP LOCKED claims and leases."""
+"""Repository queries against the real PostgreSQL: the worker's SKIP LOCKED claims and leases,
+and advertisers moving between grants (what each one left, racing inserts included)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from tests.helpers import store_account_grant, store_advertiser_grant
+from tests.helpers import store_account_grant, store_advertiser_grant, until
 from tiktok_auth_service.repository import Claim, Repository
 from tiktok_auth_service.service import Service
 
@@ -91,3 +92,46 @@ class TestClaim:
             assert await claim(repo, Claim.REFRESH, limit=5) == [account]
             assert await claim(repo, Claim.CHECK, limit=5) == [advertiser]
             assert await claim(repo, Claim.REVOKE, limit=5) == [orphan]
+
+
+class TestAssignAdvertisers:
+    async def test_it_answers_the_grant_each_advertiser_left(
+        self, service: Service, pg: asyncpg.Connection
+    ) -> None:
+        A, B = "7100000000000000001", "7100000000000000002"
+        first = await store_advertiser_grant(service, "t1", [A])
+        second = await store_advertiser_grant(service, "t2", [])
+        async with service.db.session() as session, session.begin():
+            left = await Repository(session).assign_advertisers(second, [B, A], NOW)
+        assert left == {A: first}
+        rows = await pg.fetch("SELECT grant_id, status FROM advertiser ORDER BY advertiser_id")
+        assert [(r["grant_id"], r["status"]) for r in rows] == [(second, "active")] * 2
+
+    async def test_a_racing_first_insert_counts_as_the_grant_it_left(
+        self, service: Service, pg: asyncpg.Connection
+    ) -> None:
+        A = "7100000000000000001"
+        first = await store_advertiser_grant(service, "t1", [])
+        second = await store_advertiser_grant(service, "t2", [])
+        async with service.db.session() as one:
+            await one.begin()
+            # A did not exist: the first authorization inserts it, and has not committed yet.
+            assert await Repository(one).assign_advertisers(first, [A], NOW) == {}
+
+            async def racing() -> dict[str, uuid.UUID]:
+                async with service.db.session() as two, two.begin():
+                    return await Repository(two).assign_advertisers(second, [A], NOW)
+
+            task = asyncio.create_task(racing())
+
+            async def waiting() -> bool:
+                locked = await pg.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO advertiser%'"
+                )
+                return bool(locked)
+
+            await until(waiting, "the racing insert waits for the first", within=10)
+            await one.commit()
+        assert await asyncio.wait_for(task, timeout=10) == {A: first}
+        assert await pg.fetchval("SELECT grant_id FROM advertiser") == second

@@ -17,9 +17,10 @@ import respx
 
 from tests.fixtures import TIKTOK_API, Canaries, FakeClock, make_settings
 from tests.helpers import TikTokAccounts, connect_account, store_account_grant
+from tiktok_auth_service import errors
 from tiktok_auth_service.models import Grant
+from tiktok_auth_service.pacing import Pacer
 from tiktok_auth_service.refresh import AccountRefresher
-from tiktok_auth_service.scheduling import Pacer
 from tiktok_auth_service.service import Service
 
 
@@ -169,3 +170,20 @@ class TestPacer:
         assert self.busiest_second(starts) <= 50
         gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
         assert min(gaps) >= Pacer.guard / 50 - Pacer.catch_up
+
+    async def test_a_wait_past_its_bound_is_refused_at_once_and_takes_no_slot(self) -> None:
+        clock = {"now": 100.0}
+        slept: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            slept.append(seconds)
+            clock["now"] += seconds
+
+        pacer = Pacer(2, now=lambda: clock["now"], sleep=sleep)
+        await pacer.wait(within=0.1)  # idle: at once
+        with pytest.raises(errors.RateLimited) as refused:
+            await pacer.wait(within=0.1)  # the next slot is half a second away
+        assert refused.value.retry_after == 1
+        assert slept == []
+        await pacer.wait(within=1)  # the refusal took no slot: this one gets the next
+        assert slept == [pytest.approx(Pacer.guard / 2 - Pacer.catch_up)]

@@ -89,9 +89,9 @@ class TestResponses:
         state = "S" * 43
         scan.response(
             answer(
-                "GET",
+                "POST",
                 "/authorize",
-                302,
+                303,
                 headers={"location": f"https://tiktok.test/?state={state}"},
             )
         )

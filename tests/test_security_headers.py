@@ -118,14 +118,14 @@ async def test_api_answers_carry_them_and_secrets_are_never_cached(
         await client.get(f"/tokens/accounts/{OPEN_ID}", headers=key),
         await client.post(f"/tokens/{A}/check", headers=key),
         await client.post("/connect-sessions", json={"return_to": f"{FRONTEND}/x"}, headers=key),
-        await client.get("/authorize", params={"return_to": f"{FRONTEND}/x"}),
+        await client.post("/authorize", data={"return_to": f"{FRONTEND}/x"}),
         await client.get("/connections", headers=key),
         await client.delete(f"/tokens/{A}", headers=key),
         await client.get(f"/tokens/{A}", headers=key),  # 409 problem
         await client.get(f"/tokens/{A}"),  # 401 problem
     ]
     assert [answer.status_code for answer in secret_answers] == [
-        *(200, 200, 200, 201, 302, 200, 200, 409, 401)
+        *(200, 200, 200, 201, 303, 200, 200, 409, 401)
     ]
     for answer in secret_answers:
         assert_guarded(answer)
@@ -138,6 +138,26 @@ async def test_api_answers_carry_them_and_secrets_are_never_cached(
     ):
         assert_guarded(other)
         assert "default-src 'none'" in other.headers["content-security-policy"]
+
+
+async def test_the_authorize_page_may_post_its_form_here_and_go_on_to_tiktok_only(
+    client: httpx.AsyncClient,
+) -> None:
+    page = await client.get("/authorize", params={"flow": "tiktok_account"})
+    assert page.status_code == 200
+    assert_guarded(page)
+    policy = dict(
+        directive.strip().split(" ", 1)
+        for directive in page.headers["content-security-policy"].split(";")
+    )
+    # One policy, this page's own: the form posts to the service, which redirects the browser
+    # to TikTok's consent page (browsers check a form's redirects against form-action too).
+    assert len(page.headers.get_list("content-security-policy")) == 1
+    assert policy["form-action"] == "https://broker.example https://www.tiktok.com"
+    assert policy["default-src"] == policy["base-uri"] == "'none'"
+    assert "script" not in page.headers["content-security-policy"]
+    assert "<script" not in page.text
+    assert page.headers["cache-control"] == "no-store"
 
 
 @pytest.mark.parametrize(

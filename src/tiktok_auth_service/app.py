@@ -30,6 +30,7 @@ from tiktok_auth_service.api.security import SecurityHeaders
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.metrics import Metrics
+from tiktok_auth_service.pacing import Pacer
 from tiktok_auth_service.service import Service, open_service
 
 # In multiprocess mode each server process records its pool connections this often (the
@@ -87,18 +88,21 @@ def create_app(
     freeze_after_startup: bool = False,
     metrics: Metrics | None = None,
     processes: int = 1,
+    pacer: Pacer | None = None,
 ) -> FastAPI:
     """The service. `freeze_after_startup` (for the one app of a server process) moves
     everything alive after start-up out of the cyclic garbage collector's reach: those objects
     live as long as the process, and scanning them showed up as latency spikes on the token
     read in bench/hot_path.py. `metrics` defaults to this process's (`Metrics.for_process`).
     `processes`: how many server processes run with these settings (`serve --workers`); the
-    background worker's TikTok budget is split between them."""
+    background worker's TikTok budget is split between them. `pacer`: see `open_service`."""
     metrics = metrics or Metrics.for_process()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_service(settings, clock, metrics, processes=processes) as service:
+        async with open_service(
+            settings, clock, metrics, processes=processes, pacer=pacer
+        ) as service:
             attach_service(app, service)
             if freeze_after_startup:
                 gc.collect()
@@ -107,6 +111,7 @@ def create_app(
             background = [asyncio.create_task(service.audit.run(stop))]
             if settings.worker_enabled:
                 background.append(asyncio.create_task(service.worker.run(stop)))
+                background.append(asyncio.create_task(service.webhooks.run(stop)))
             if service.cache_listener is not None:
                 background.append(asyncio.create_task(service.cache_listener.run(stop)))
             if metrics.multiprocess_dir:

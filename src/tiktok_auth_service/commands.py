@@ -134,7 +134,7 @@ def worker(settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await service.worker.run(stop)
+        await asyncio.gather(service.worker.run(stop), service.webhooks.run(stop))
         return 0
 
     return _run_with_service(settings, use)

@@ -109,6 +109,9 @@ class Settings(LoggingSettings):
     webhook_url: Annotated[list[str], NoDecode] = []
     webhook_secret: SecretStr | None = None
     webhook_retry_base_seconds: float = Field(default=5.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    # At most the connections the receivers' HTTP client keeps (tiktok.http_client).
+    webhook_concurrency: int = Field(default=4, ge=1, le=50)
 
     @model_validator(mode="after")
     def _webhooks_are_signed(self) -> Settings:
@@ -220,6 +223,12 @@ class Settings(LoggingSettings):
         """How long one process may own a TikTok conversation about a grant: one call with
         its retries, plus time to write the answer back through a database blip."""
         return self.tiktok_call_seconds + 30.0
+
+    @property
+    def webhook_lease_seconds(self) -> float:
+        """How long one process owns a webhook delivery: its deadline, plus time to record
+        the outcome through a database blip."""
+        return self.webhook_timeout_seconds + 30.0
 
     def public_url(self, path: str) -> str:
         """A URL of this service, next to the public `/callback` (TIKTOK_REDIRECT_URI)."""

@@ -14,6 +14,8 @@ class ServiceError(Exception):
     title: ClassVar[str] = "Internal error"
     # The scheme a 401 asks for (RFC 9110: a 401 names one in WWW-Authenticate).
     www_authenticate: ClassVar[str | None] = None
+    # Whether every answer of this kind carries Retry-After (declared so in the OpenAPI).
+    retry_after_always: ClassVar[bool] = False
 
     def __init__(self, detail: str | None = None, *, retry_after: int | None = None) -> None:
         self.detail = detail or self.title
@@ -114,10 +116,29 @@ class NotConnected(ServiceError):
     title = "No authorization is stored for this subject"
 
 
+class ConnectSessionNotFound(ServiceError):
+    """No connect session of this id was opened with this API key (or it is past its
+    retention): another key's sessions are answered the same, so none can be probed."""
+
+    code = "connect_session_not_found"
+    status = 404
+    title = "No connect session of this id was opened with this API key"
+
+
 class ReauthorizationRequired(ServiceError):
     code = "reauthorization_required"
     status = 409
     title = "The authorization was revoked or expired; the user must authorize again"
+
+
+class RateLimited(ServiceError):
+    """No slot in this process's share of the TikTok call budget (WORKER_QPS) comes soon
+    enough; always says when to come back."""
+
+    code = "rate_limited"
+    status = 429
+    title = "TikTok's call budget is spent for now; try again later"
+    retry_after_always = True
 
 
 class UpstreamUnavailable(ServiceError):

@@ -8,9 +8,10 @@ no row lock or connection is held while TikTok answers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from pydantic import SecretStr
@@ -22,7 +23,8 @@ from tiktok_auth_service.crypto import TokenSealer
 from tiktok_auth_service.db import Database
 from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.models import AdvertiserStatus, Grant, GrantStatus
-from tiktok_auth_service.refresh import RETRY_AFTER_SECONDS, failure_backoff
+from tiktok_auth_service.pacing import Pacer
+from tiktok_auth_service.refresh import LEASE_POLL_SECONDS, RETRY_AFTER_SECONDS, failure_backoff
 from tiktok_auth_service.repository import Repository
 from tiktok_auth_service.tiktok import AdvertiserInfo, TikTokClient, TikTokError
 from tiktok_auth_service.webhooks import emit
@@ -34,6 +36,11 @@ log = logging.getLogger(__name__)
 # configuration, and taking it for a verdict would kill every grant in one sweep.
 _DEAD_TOKEN_CODES = frozenset({40104, 40105})
 
+# How long an on-demand check may wait for its slot in the TikTok call budget before it is
+# answered 429. The worker alone queues about a second of calls at most (a batch is at most a
+# second's worth of the budget), so only checks crowding the budget are refused.
+CHECK_SLOT_SECONDS = 2.0
+
 
 @dataclass(eq=False)
 class LivenessChecker:
@@ -43,27 +50,73 @@ class LivenessChecker:
     sealer: TokenSealer
     clock: Clock
     metrics: Metrics
+    pacer: Pacer
+    _inflight: dict[uuid.UUID, asyncio.Task[None]] = field(default_factory=dict)
 
     @property
     def interval(self) -> timedelta:
         return timedelta(seconds=self.settings.liveness_interval_seconds)
 
     async def check_now(self, grant_id: uuid.UUID) -> None:
-        """Check one grant at once (a consumer just saw TikTok refuse its token).
+        """Check one grant at once (a consumer just saw TikTok refuse its token), in the TikTok
+        call budget the worker spends. Concurrent checks of one grant in this process share
+        one; a check that finds one under way elsewhere (another replica, or the worker)
+        waits for its verdict instead of asking TikTok again.
 
-        Raises ReauthorizationRequired if the token is dead, UpstreamUnavailable if TikTok
-        could not say, or another check of this grant is under way."""
-        now = self.clock.now()
-        async with self.db.session() as session, session.begin():
-            grant = await Repository(session).lock_grant(grant_id)
-            if grant is None or grant.status != GrantStatus.ACTIVE:
-                raise errors.ReauthorizationRequired()
-            if grant.lease_until is not None and grant.lease_until > now:
-                raise errors.UpstreamUnavailable(
-                    "A check of this token is already under way; retry shortly.", retry_after=5
-                )
-            grant.lease_until = now + timedelta(seconds=self.settings.lease_seconds)
-            grant.version += 1
+        Raises ReauthorizationRequired if the token is dead, RateLimited if the budget has
+        no slot within CHECK_SLOT_SECONDS, UpstreamUnavailable if TikTok could not say."""
+        flight = self._inflight.get(grant_id)
+        if flight is None or flight.done():
+            flight = asyncio.create_task(self._check_now(grant_id))
+            self._inflight[grant_id] = flight
+            flight.add_done_callback(lambda done: self._land(grant_id, done))
+        else:
+            log.debug(
+                "grant %s: a check of it is under way here; sharing its verdict",
+                grant_id,
+                extra={"event": "liveness_check_shared", "grant_id": str(grant_id)},
+            )
+        # Shielded: a caller that goes away must not cancel the check others await.
+        await asyncio.shield(flight)
+
+    def _land(self, grant_id: uuid.UUID, flight: asyncio.Task[None]) -> None:
+        if self._inflight.get(grant_id) is flight:
+            del self._inflight[grant_id]
+
+    async def _check_now(self, grant_id: uuid.UUID) -> None:
+        """Take a slot, then the lease, then ask TikTok. While another holds the lease, wait
+        for it to end: a verdict it recorded meanwhile answers this check too."""
+        first_look = True
+        seen: datetime | None = None
+        slotted = waiting = False
+        while True:
+            now = self.clock.now()
+            async with self.db.session() as session, session.begin():
+                grant = await Repository(session).lock_grant(grant_id)
+                if grant is None or grant.status != GrantStatus.ACTIVE:
+                    raise errors.ReauthorizationRequired()
+                if first_look:
+                    first_look, seen = False, grant.last_checked_at
+                elif grant.last_checked_at != seen:
+                    return  # a check that ended after this one began found the token alive
+                busy = grant.lease_until is not None and grant.lease_until > now
+                if slotted and not busy:
+                    grant.lease_until = now + timedelta(seconds=self.settings.lease_seconds)
+                    grant.version += 1
+                    break
+            if busy:
+                if not waiting:
+                    waiting = True
+                    log.debug(
+                        "grant %s: a check of it is under way elsewhere; waiting for its verdict",
+                        grant_id,
+                        extra=grant.log_fields("liveness_check_waiting"),
+                    )
+                await asyncio.sleep(LEASE_POLL_SECONDS)  # the holder's answer lands in the row
+            else:
+                # Before the lease: a check refused here leaves the grant free for others.
+                await self.pacer.wait(within=CHECK_SLOT_SECONDS)
+                slotted = True
         if not await self.check_leased(grant):
             raise errors.UpstreamUnavailable(
                 "TikTok could not confirm the token; retry shortly.",

@@ -23,6 +23,17 @@ class GrantStatus(enum.StrEnum):
     REVOKED = "revoked"
 
 
+class SessionStatus(enum.StrEnum):
+    """What came of a connect session. `expired` is never stored: a session still `pending`
+    past its `expires_at` is expired."""
+
+    PENDING = "pending"
+    CONNECTED = "connected"
+    DENIED = "denied"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+
 class AdvertiserStatus(enum.StrEnum):
     ACTIVE = "active"
     # TikTok no longer lists this advertiser for the grant's token (the advertiser withdrew).
@@ -191,11 +202,20 @@ class GrantCoverage(SQLModel, table=True):
 
 
 class ConnectSession(SQLModel, table=True):
-    """A single-use link an API caller opened for one person to connect their accounts."""
+    """A single-use link an API caller opened for one person to connect their accounts, and
+    what came of it."""
 
     __tablename__ = "connect_session"
+    __table_args__ = (
+        sa.UniqueConstraint("id", name="uq_connect_session_id"),
+        sa.CheckConstraint(
+            "status IN ('pending', 'connected', 'denied', 'failed')", name="session_status_known"
+        ),
+    )
 
     session_hash: bytes = Field(sa_column=sa.Column(sa.LargeBinary, primary_key=True))
+    # The public id (the link's secret is only ever stored as `session_hash`).
+    id: uuid.UUID = Field(sa_column=sa.Column(sa.Uuid, nullable=False))
     flow: Flow = Field(sa_column=sa.Column(_TextEnum(Flow), nullable=False))
     return_to: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     end_user: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
@@ -205,8 +225,25 @@ class ConnectSession(SQLModel, table=True):
         )
     )
     created_at: datetime = _tz(False)
+    # While `pending`: when it becomes `expired`. Moved on when the link starts an
+    # authorization (to that state's expiry) and when TikTok sends the browser back (past
+    # the code exchange), so an outcome still on its way is never called expired.
     expires_at: datetime = _tz(False, index=True)
     used_at: datetime | None = _tz(True)
+    status: SessionStatus = Field(
+        default=SessionStatus.PENDING,
+        sa_column=sa.Column(
+            _TextEnum(SessionStatus), nullable=False, server_default=SessionStatus.PENDING
+        ),
+    )
+    advertiser_ids: list[str] = Field(
+        default_factory=list,
+        sa_column=sa.Column(pg.ARRAY(sa.Text), nullable=False, server_default="{}"),
+    )
+    open_id: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    # The stable code of a `denied` or `failed` outcome (errors.py).
+    error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    completed_at: datetime | None = _tz(True)
 
 
 class OAuthState(SQLModel, table=True):
@@ -229,6 +266,17 @@ class OAuthState(SQLModel, table=True):
         ),
     )
     end_user: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    # The connect session this authorization came from, whose outcome it settles. Indexed,
+    # so dropping old sessions finds their states without scanning.
+    connect_session_id: uuid.UUID | None = Field(
+        default=None,
+        sa_column=sa.Column(
+            sa.Uuid,
+            sa.ForeignKey("connect_session.id", ondelete="CASCADE"),
+            nullable=True,
+            index=True,
+        ),
+    )
 
 
 class ApiClient(SQLModel, table=True):

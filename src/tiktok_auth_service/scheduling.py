@@ -1,6 +1,7 @@
 """Background work: the worker claims grants that need TikTok and handles them, paced to one
-upstream budget (`WORKER_QPS`) shared by every kind of call; then it delivers webhooks and
-prunes the audit.
+upstream budget (`WORKER_QPS`) shared by every kind of call; then it prunes the audit.
+Webhooks are delivered beside it (webhooks.WebhookSender), so a slow receiver delays none of
+this.
 
 Three kinds of work, most urgent first: account tokens due for refresh, orphaned grants to
 revoke, advertiser tokens due for a liveness check. Grants are claimed in small batches with
@@ -13,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -26,54 +25,12 @@ from tiktok_auth_service.db import Database
 from tiktok_auth_service.liveness import LivenessChecker
 from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.models import Grant
+from tiktok_auth_service.pacing import Pacer
 from tiktok_auth_service.refresh import AccountRefresher
 from tiktok_auth_service.repository import Claim, Repository
 from tiktok_auth_service.revocation import Revoker
-from tiktok_auth_service.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
-
-
-class Pacer:
-    """Starts calls on a grid `1/per_second` apart (plus a small guard), never more than
-    `per_second` in any one-second window however the event loop wakes the waiters, with
-    room for calls to reach TikTok up to `jitter` seconds later than their neighbours.
-
-    A waiter woken late does not move the grid: on a busy loop every wake-up is a little late,
-    and measuring each interval from the start that really happened let those delays add up
-    to a pace 20% under the budget (bench/sweeps.py). Nor may a start come more than
-    `catch_up` sooner than a full interval after the one before, so the i-th start after any
-    start comes at least i intervals less `catch_up` after it: `per_second` intervals less
-    `catch_up` are a second plus `jitter`.
-    """
-
-    # 5 % under the budget: room for 40 ms of jitter between a start and its arrival at TikTok
-    # (on a loaded 2-core machine 20 ms was not enough: bench/sweeps.py saw 101 in a second).
-    guard = 1.05
-    catch_up = 0.01
-    jitter = guard - 1 - catch_up
-
-    def __init__(
-        self,
-        per_second: float,
-        *,
-        now: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self.per_second = per_second
-        self.interval = self.guard / per_second
-        self._now = now
-        self._sleep = sleep
-        self._next = 0.0
-        self._turn = asyncio.Lock()
-
-    async def wait(self) -> None:
-        async with self._turn:
-            delay = self._next - self._now()
-            if delay > 0:
-                await self._sleep(delay)  # pacing TikTok calls, the point of this class
-            started = self._now()
-            self._next = max(self._next + self.interval, started + self.interval - self.catch_up)
 
 
 @dataclass(eq=False)
@@ -87,7 +44,6 @@ class Worker:
     liveness: LivenessChecker
     revoker: Revoker
     audit: AuditLog
-    webhooks: WebhookSender
     pacer: Pacer
     clock: Clock
     metrics: Metrics
@@ -106,8 +62,7 @@ class Worker:
             )
 
     async def drain(self, stop: asyncio.Event | None = None) -> int:
-        """Handle every grant that is due now (or until `stop`), then deliver the webhooks
-        due; returns how many grants it handled."""
+        """Handle every grant that is due now (or until `stop`); returns how many."""
         handled = 0
         while stop is None or not stop.is_set():
             for kind in Claim:
@@ -115,8 +70,6 @@ class Worker:
                 if grants:
                     break
             else:
-                while await self.webhooks.deliver_due() and (stop is None or not stop.is_set()):
-                    pass
                 return handled
             async with asyncio.TaskGroup() as group:
                 for grant in grants:

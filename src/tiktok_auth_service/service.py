@@ -30,10 +30,11 @@ from tiktok_auth_service.key_rotation import KeyRotation
 from tiktok_auth_service.liveness import LivenessChecker
 from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.models import Flow, GrantStatus
+from tiktok_auth_service.pacing import Pacer
 from tiktok_auth_service.refresh import AccountRefresher
 from tiktok_auth_service.repository import database_answers, grant_counts
 from tiktok_auth_service.revocation import Revoker
-from tiktok_auth_service.scheduling import Pacer, Worker
+from tiktok_auth_service.scheduling import Worker
 from tiktok_auth_service.tiktok import RetryPolicy, TikTokClient, http_client
 from tiktok_auth_service.token_cache import CacheListener, TokenCache
 from tiktok_auth_service.tokens import TokenService
@@ -57,6 +58,7 @@ class Service:
     api_keys: ApiKeys
     key_rotation: KeyRotation
     worker: Worker
+    webhooks: WebhookSender
     metrics: Metrics
     # Run by the app's lifespan; None when the cache is off (see Settings.token_cache_listen_url).
     cache_listener: CacheListener | None
@@ -98,10 +100,12 @@ async def open_service(
     metrics: Metrics | None = None,
     *,
     processes: int = 1,
+    pacer: Pacer | None = None,
 ) -> AsyncIterator[Service]:
     """Open the database and the TikTok client, build every use case over them, and close
     both on exit. `metrics` defaults to this process's (`Metrics.for_process`). `processes`
-    server processes share WORKER_QPS: this one's worker paces at its share."""
+    server processes share WORKER_QPS: this one's `pacer` (the worker's calls and on-demand
+    checks) paces at its share unless one is given (tests give one on a fake clock)."""
     # httpx logs every request URL at INFO, and advertiser/get carries the app secret in its
     # query string (TikTok's design), so that logger must stay quiet.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -118,7 +122,7 @@ async def open_service(
         async with (
             http_client(settings.tiktok_timeout_seconds, user_agent) as http,
             # Receivers get their own client: a slow receiver must not hold TikTok's connections.
-            http_client(settings.tiktok_timeout_seconds, user_agent) as webhook_http,
+            http_client(settings.webhook_timeout_seconds, user_agent) as webhook_http,
         ):
             tiktok = TikTokClient(
                 http,
@@ -134,8 +138,13 @@ async def open_service(
                 metrics=metrics,
             )
             sealer = TokenSealer(settings.encryption_keys)
+            # Whole calls a second each, so that the processes' one-second windows add up to
+            # no more than the budget (below one a second, on average).
+            pacer = pacer or Pacer(
+                settings.worker_qps // processes or settings.worker_qps / processes
+            )
             refresher = AccountRefresher(settings, db, tiktok, sealer, clock, metrics)
-            liveness = LivenessChecker(settings, db, tiktok, sealer, clock, metrics)
+            liveness = LivenessChecker(settings, db, tiktok, sealer, clock, metrics, pacer)
             audit = AuditLog(db, clock, timedelta(days=settings.audit_retention_days), metrics)
             revoker = Revoker(settings, db, tiktok, sealer, audit, clock)
             cache = TokenCache(settings.token_cache_max_mb * 2**20)
@@ -166,13 +175,11 @@ async def open_service(
                     liveness,
                     revoker,
                     audit,
-                    WebhookSender(settings, db, webhook_http, clock, metrics),
-                    # Whole calls a second each, so that the processes' one-second windows
-                    # add up to no more than the budget (below one a second, on average).
-                    Pacer(settings.worker_qps // processes or settings.worker_qps / processes),
+                    pacer,
                     clock,
                     metrics,
                 ),
+                webhooks=WebhookSender(settings, db, webhook_http, clock, metrics),
                 metrics=metrics,
                 cache_listener=CacheListener(cache, listen_url, metrics) if listen_url else None,
             )

@@ -2,14 +2,19 @@
 an outbox.
 
 `emit` adds the event to the outbox in the caller's transaction, so an event exists exactly
-when the change that causes it was committed. The worker delivers it at least once to every
+when the change that causes it was committed. `WebhookSender` delivers it at least once to every
 WEBHOOK_URL, in order per subject and receiver (a later event waits until the earlier one is
-delivered or given up), retrying network errors and non-2xx answers with exponential backoff
-from WEBHOOK_RETRY_BASE_SECONDS for up to a day, then marking it failed.
+delivered or given up), retrying network errors, non-2xx answers and attempts cut off at
+WEBHOOK_TIMEOUT_SECONDS with exponential backoff from WEBHOOK_RETRY_BASE_SECONDS for up to a
+day, then marking it failed. It runs beside the worker, not inside its pass: a receiver that
+answers slowly holds one of WEBHOOK_CONCURRENCY delivery slots until its deadline, and delays
+no refresh, check or revocation.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
 from dataclasses import dataclass
@@ -32,6 +37,9 @@ log = logging.getLogger(__name__)
 
 GIVE_UP_AFTER = timedelta(hours=24)
 BACKOFF_CAP = timedelta(hours=1)
+# Only the status of a receiver's answer counts. A body this small is read whole, so that the
+# connection can carry the next delivery; a larger one is not worth reading.
+ANSWER_BYTES = 4096
 
 
 def emit(
@@ -74,7 +82,7 @@ def emit(
 
 @dataclass(eq=False)
 class WebhookSender:
-    """Delivers what the outbox holds (run by the worker)."""
+    """Delivers what the outbox holds, in a loop of its own started beside the worker."""
 
     settings: Settings
     db: Database
@@ -82,24 +90,64 @@ class WebhookSender:
     clock: Clock
     metrics: Metrics
 
-    async def deliver_due(self, limit: int = 20) -> int:
-        """Deliver the deliveries due now (each the oldest pending of its subject and
-        receiver); returns how many were attempted."""
+    async def run(self, stop: asyncio.Event) -> None:
+        """Drain, then wait for the next poll (WORKER_POLL_SECONDS) or `stop`, until `stop` is
+        set. Deliveries under way then are finished, each within its deadline."""
+        while not stop.is_set():
+            try:
+                await self.drain(stop)
+            except Exception:
+                log.exception("webhook delivery failed; trying again at the next poll")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.settings.worker_poll_seconds)
+
+    async def drain(self, stop: asyncio.Event | None = None) -> int:
+        """Deliver what is due, up to WEBHOOK_CONCURRENCY at once, claiming more whenever one
+        ends (it may have let the next event of its subject go), until none is due or `stop`
+        is set and none is under way; returns how many attempts were made."""
         if self.settings.webhook_secret is None:
             return 0
+        signer = Webhook(self.settings.webhook_secret.get_secret_value())
+        attempted = 0
+        under_way: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                free = self.settings.webhook_concurrency - len(under_way)
+                if free and (stop is None or not stop.is_set()):
+                    for delivery in await self._claim(free):
+                        under_way.add(asyncio.create_task(self._deliver(signer, delivery)))
+                        attempted += 1
+                if not under_way:
+                    return attempted
+                _, under_way = await asyncio.wait(under_way, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # A failed claim leaves the attempts under way to finish and record their outcome.
+            await asyncio.gather(*under_way)
+
+    async def _claim(self, limit: int) -> list[WebhookDelivery]:
+        """Lease up to `limit` due deliveries, each the oldest pending one of its subject and
+        receiver (so one subject's events never go out concurrently)."""
         now = self.clock.now()
         async with self.db.session() as session, session.begin():
             repo = Repository(session)
             due = await repo.claim_deliveries(
-                now, now + timedelta(seconds=self.settings.lease_seconds), limit
+                now, now + timedelta(seconds=self.settings.webhook_lease_seconds), limit
             )
             self.metrics.webhook_outbox_backlog.set(await repo.outbox_backlog())
-        signer = Webhook(self.settings.webhook_secret.get_secret_value())
-        for delivery in due:
-            await self._deliver(signer, delivery)
-        return len(due)
+        return due
 
     async def _deliver(self, signer: Webhook, delivery: WebhookDelivery) -> None:
+        # Never raises: the other deliveries under way go on. Unrecorded, the attempt is made
+        # again once its lease runs out.
+        try:
+            error = await self._post(signer, delivery)
+            await self._record(delivery, error)
+        except Exception:
+            log.exception("webhook %s: its attempt was not recorded", delivery.event_id)
+
+    async def _post(self, signer: Webhook, delivery: WebhookDelivery) -> str | None:
+        """Send the delivery; None when the receiver answered 2xx within the deadline, else
+        what went wrong."""
         # Real time, not the service clock: receivers check the signature's timestamp against
         # their own clock to refuse replays.
         sent_at = datetime.now(UTC)
@@ -110,12 +158,26 @@ class WebhookSender:
             "content-type": "application/json",
         }
         try:
-            response = await self.http.post(
-                delivery.url, content=delivery.payload.encode(), headers=headers
-            )
-            error = None if response.is_success else f"HTTP {response.status_code}"
+            # One deadline for the whole exchange: httpx's own timeouts start again with every
+            # byte, so a receiver dripping its answer would never reach them.
+            async with (
+                asyncio.timeout(self.settings.webhook_timeout_seconds),
+                self.http.stream(
+                    "POST", delivery.url, content=delivery.payload.encode(), headers=headers
+                ) as response,
+            ):
+                read = 0
+                async for chunk in response.aiter_raw():
+                    read += len(chunk)
+                    if read >= ANSWER_BYTES:
+                        break
+        except TimeoutError:
+            return "timeout"
         except httpx.HTTPError as exc:
-            error = type(exc).__name__
+            return type(exc).__name__
+        return None if response.is_success else f"HTTP {response.status_code}"
+
+    async def _record(self, delivery: WebhookDelivery, error: str | None) -> None:
         now = self.clock.now()
         async with self.db.session() as session, session.begin():
             row = await session.get(WebhookDelivery, delivery.seq, with_for_update=True)

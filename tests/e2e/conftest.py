@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.fixtures import KEYS, Canaries
-from tests.helpers import free_port, spawn_serve
+from tests.helpers import free_port, spawn_serve, start_through
 from tests.openapi_check import OpenApiCheck
 from tests.secret_scan import SecretScan
 from tiktok_auth_dev.stack import Stack, run_stack
@@ -129,6 +129,11 @@ class Browser:
         url: str = opened.json()["url"]
         return url
 
+    async def start(self, link: str) -> httpx.Response:
+        """Open a connect link and click *Continue to TikTok* on its page; the service's
+        answer, not followed (a redirect to TikTok's consent page, unless refused)."""
+        return await start_through(self.http, link)
+
     async def approve_at_tiktok(
         self, decision: str = "approve", hook: dict[str, str] | None = None, **params: str
     ) -> str:
@@ -137,8 +142,8 @@ class Browser:
 
         `hook` adds emulator test-hook parameters (e.g. `emulator_open_id`) to the consent step.
         """
-        start = await self.http.get(await self.connect_link(**params))
-        assert start.status_code == 302, start.text
+        start = await self.start(await self.connect_link(**params))
+        assert start.status_code == 303, start.text
         extra = httpx.QueryParams({"emulator_decision": decision, **(hook or {})})
         consent = await self.http.get(f"{start.headers['location']}&{extra}")
         assert consent.status_code == 302, consent.text

@@ -49,9 +49,16 @@ async def test_denial_reaches_the_frontend_and_tiktok_is_not_called(
     async with start_stack() as (stack, browser, admin):
         result = await browser.consent("deny", return_to=f"{stack.service_url}/app")
         assert result.status_code == 302
-        assert result.headers["location"] == (
-            f"{stack.service_url}/app?status=error&error=authorization_denied"
+        location = httpx.URL(result.headers["location"])
+        assert str(location.copy_with(query=None)) == f"{stack.service_url}/app"
+        back = dict(location.params)
+        assert (back["status"], back["error"]) == ("error", "authorization_denied")
+        # The product confirms it with the service, with the key that opened the link.
+        confirmed = await browser.http.get(
+            f"/connect-sessions/{back['session_id']}",
+            headers={"authorization": f"Bearer {browser.api_key}"},
         )
+        assert confirmed.json()["status"] == "denied"
         assert await admin.calls("oauth2/access_token/") == []
 
 
@@ -85,7 +92,7 @@ async def test_replayed_code_with_a_fresh_state_is_refused_by_tiktok(
         callback = await browser.approve_at_tiktok()
         code = httpx.URL(callback).params["auth_code"]
         assert (await browser.http.get(callback)).status_code == 200
-        start = await browser.http.get(await browser.connect_link())
+        start = await browser.start(await browser.connect_link())
         fresh = httpx.URL(start.headers["location"])
         replay = await browser.http.get(
             "/callback", params={"auth_code": code, "state": fresh.params["state"]}

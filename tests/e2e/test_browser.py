@@ -20,6 +20,7 @@ from tests.fixtures import Canaries
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ADVERTISERS = ["7100000000000000001", "7100000000000000002", "7100000000000000003"]
+PREVIEW_BOT = "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)"
 
 
 @pytest.fixture(scope="session")
@@ -74,9 +75,16 @@ def output_dir(request: pytest.FixtureRequest) -> Path:
     return folder
 
 
-async def open_consent_page(page: Page, link: str, emulator_url: str) -> None:
-    """A connect link in the browser, landing on the emulator's advertiser consent page."""
+async def open_consent_page(
+    page: Page, link: str, emulator_url: str, output_dir: Path | None = None
+) -> None:
+    """A connect link in the browser: its page, then *Continue to TikTok*, landing on the
+    emulator's advertiser consent page."""
     await page.goto(link)
+    assert await page.title() == "Connect your TikTok ad accounts"
+    if output_dir is not None:
+        await page.screenshot(path=output_dir / "continue.png", full_page=True)
+    await page.get_by_role("button", name="Continue to TikTok").click()
     await page.wait_for_url(f"{emulator_url}/portal/auth?**")
     assert await page.title() == "Authorize app"
     assert await page.inner_text("h1") == "Authorize app"
@@ -91,7 +99,13 @@ async def test_approve_in_a_real_browser_then_the_token_is_served(
 ) -> None:
     async with start_stack() as (stack, browser, admin):
         key = await api_key(stack, canaries)
-        await open_consent_page(page, await browser.connect_link(), stack.emulator_url)
+        link = await browser.connect_link()
+        # A chat app's preview bot fetches the link first: no cookies, HEAD then GET.
+        async with httpx.AsyncClient() as bot:
+            await bot.head(link, headers={"user-agent": PREVIEW_BOT})
+            preview = await bot.get(link, headers={"user-agent": PREVIEW_BOT})
+        assert preview.status_code == 200
+        await open_consent_page(page, link, stack.emulator_url, output_dir)
         await page.screenshot(path=output_dir / "consent.png", full_page=True)
 
         await page.click("#approve")
@@ -156,5 +170,5 @@ async def test_docs_render_offline_with_every_operation(
         await page.screenshot(path=output_dir / "redoc.png")
     outside = [url for url in requested if httpx.URL(url).host != "127.0.0.1"]
     assert outside == []
-    assert count == len(stack.service.openapi()["paths"]) + 2  # two paths have two methods
+    assert count == sum(len(methods) for methods in stack.service.openapi()["paths"].values())
     assert "/tokens/{advertiser_id}" in [text.replace("\u200b", "") for text in summaries]

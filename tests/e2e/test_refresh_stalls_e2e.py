@@ -80,7 +80,7 @@ async def test_reads_and_authorize_stay_fast_while_tiktok_hangs(
             reads = await asyncio.gather(*(read(open_id) for open_id in open_ids))
             await admin.wait_hanging(len(open_ids))  # every refresh is still stuck at TikTok
             started = time.monotonic()
-            authorize = await browser.http.get(await browser.connect_link())
+            authorize = await browser.start(await browser.connect_link())
             authorize_seconds = time.monotonic() - started
         await admin.release()
         await leases_released(pg, time.monotonic() + 30)
@@ -90,7 +90,7 @@ async def test_reads_and_authorize_stay_fast_while_tiktok_hangs(
         # Each read was answered with the stored, still valid token, not TikTok's answer.
         assert {r.json()["open_id"]: r.json()["access_token"] for r, _ in reads} == stored
         slowest = max(seconds for _, seconds in reads)
-        assert authorize.status_code == 302, authorize.text
+        assert authorize.status_code == 303, authorize.text
         calls = await admin.calls(REFRESH)
         await issued_tokens(admin, canaries)
         assert len(calls) == len(open_ids)  # one refresh per grant, no retry storm

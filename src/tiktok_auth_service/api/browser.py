@@ -6,15 +6,22 @@ import html
 from typing import Annotated
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from tiktok_auth_service import errors
 from tiktok_auth_service.api.deps import API_KEY_SECURITY, ServiceDep, api_key_of
 from tiktok_auth_service.api.observability import caller_of
 from tiktok_auth_service.api.problems import html_page, problem_responses
-from tiktok_auth_service.authorization import AuthorizationResult, CallbackParams, ConnectLink
+from tiktok_auth_service.api.security import form_page_policy
+from tiktok_auth_service.authorization import (
+    AuthorizationResult,
+    CallbackParams,
+    ConnectLink,
+    ConnectOutcome,
+    binding_id,
+)
 from tiktok_auth_service.models import Flow
 from tiktok_auth_service.service import Service
 
@@ -22,7 +29,7 @@ router = APIRouter(tags=["connecting accounts"])
 
 # The keys /callback appends to return_to; a caller-supplied copy is dropped first, so the
 # outcome cannot be pre-seeded (most parsers take the first `status`).
-OUTCOME_KEYS = frozenset({"status", "advertiser_ids", "open_id", "error"})
+OUTCOME_KEYS = frozenset({"status", "advertiser_ids", "open_id", "error", "session_id"})
 
 
 class ConnectSessionRequest(BaseModel):
@@ -70,32 +77,70 @@ async def create_connect_session(
     )
 
 
-def binding_cookie(service: Service) -> str:
-    """The browser-binding cookie's name. Over HTTPS it carries the `__Host-` prefix, which
-    browsers accept only from this exact host (Secure, Path=/, no Domain), so a sibling
-    subdomain cannot plant a binding of its own."""
-    return "__Host-tas_binding" if service.settings.secure_cookies else "tas_binding"
+@router.get(
+    "/connect-sessions/{session_id}",
+    summary="Confirm what came of a connect session",
+    response_model=ConnectOutcome,
+    openapi_extra=API_KEY_SECURITY,
+    responses=problem_responses(
+        errors.Unauthenticated, errors.ConnectSessionNotFound, errors.DatabaseUnavailable
+    ),
+)
+async def get_connect_session(
+    session_id: Annotated[
+        str, Path(description="The `id` from POST /connect-sessions (the redirect's `session_id`).")
+    ],
+    request: Request,
+    response: Response,
+    service: ServiceDep,
+) -> ConnectOutcome:
+    """What came of a connect session this key opened: `pending`, `connected` (with what was
+    connected), `denied`, `failed` (with the error code) or `expired`. Confirm the outcome
+    here, server side, rather than trusting the redirect's query string, which anyone can
+    write. Another key's session is 404, like an unknown one. Kept for 30 days after the
+    session's `expires_at`."""
+    response.headers["Cache-Control"] = "no-store"
+    return await service.authorization.outcome(api_key_of(request), session_id, caller_of(request))
+
+
+def binding_cookie(service: Service, state: str) -> str:
+    """The name of the browser-binding cookie of the authorization carrying `state` (one per
+    authorization). Over HTTPS it carries the `__Host-` prefix, which browsers accept only
+    from this exact host (Secure, Path=/, no Domain), so a sibling subdomain cannot plant a
+    binding of its own."""
+    prefix = "__Host-tas_binding" if service.settings.secure_cookies else "tas_binding"
+    return f"{prefix}.{binding_id(state)}"
+
+
+_START_ERRORS = (
+    errors.ReturnToNotAllowed,
+    errors.InvalidSession,
+    errors.SessionRequired,
+    errors.ValidationFailed,
+    errors.DatabaseUnavailable,
+)
+_FLOW_TITLES = {
+    Flow.ADVERTISER: "Connect your TikTok ad accounts",
+    Flow.TIKTOK_ACCOUNT: "Connect your TikTok account",
+}
+# The fields of the page's form, which POST /authorize reads.
+_FORM_FIELDS = ("session", "flow", "return_to")
 
 
 @router.get(
     "/authorize",
-    summary="Send the browser to TikTok's consent page",
-    status_code=302,
-    response_class=RedirectResponse,
+    summary="Show the page that continues to TikTok's consent page",
+    response_class=HTMLResponse,
     responses={
-        302: {"description": "Redirect to TikTok's consent page."},
-        **problem_responses(
-            errors.ReturnToNotAllowed,
-            errors.InvalidSession,
-            errors.SessionRequired,
-            errors.ValidationFailed,
-            errors.DatabaseUnavailable,
-            html=True,
-        ),
+        200: {
+            "description": "A page whose button (a plain form, no script) continues to "
+            "TikTok: opening the link spends nothing, so a link preview cannot use it up.",
+            "content": {"text/html": {"schema": {"type": "string"}}},
+        },
+        **problem_responses(*_START_ERRORS, html=True),
     },
 )
 async def authorize(
-    request: Request,
     service: ServiceDep,
     session: Annotated[
         str | None,
@@ -116,13 +161,81 @@ async def authorize(
         ),
     ] = None,
 ) -> Response:
-    """Start an authorization: redirect the browser to TikTok's consent page."""
-    cookie = binding_cookie(service)
-    start = await service.authorization.start(flow, return_to, request.cookies.get(cookie), session)
-    response = RedirectResponse(start.url, status_code=302)
+    """Check the link and show a page whose button continues to TikTok (POST /authorize).
+    Writes nothing: the link is spent only when the person continues."""
+    preview = await service.authorization.preview(flow, return_to, session)
+    if session is not None:
+        fields = {"session": session}
+    else:
+        fields = {"flow": str(flow), **({"return_to": return_to} if return_to else {})}
+    action = service.settings.public_url("authorize")
+    inputs = "".join(
+        f'<input type=hidden name={name} value="{html.escape(value)}">'
+        for name, value in fields.items()
+    )
+    page = html_page(
+        _FLOW_TITLES[preview.flow],
+        "<p>You will continue to TikTok, where you choose what to share with this service.</p>"
+        f'<form method=post action="{html.escape(action)}">{inputs}'
+        "<button type=submit>Continue to TikTok</button></form>",
+    )
+    page.headers["Content-Security-Policy"] = form_page_policy(
+        _origin(action), preview.consent_origin
+    )
+    return page
+
+
+@router.post(
+    "/authorize",
+    summary="Continue to TikTok's consent page",
+    status_code=303,
+    response_class=RedirectResponse,
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "session": {
+                                "type": "string",
+                                "description": "The link's session, from POST /connect-sessions.",
+                            },
+                            "flow": {
+                                "type": "string",
+                                "enum": [str(f) for f in Flow],
+                                "description": "Without a session only.",
+                            },
+                            "return_to": {
+                                "type": "string",
+                                "description": "Without a session only; on an allowed origin.",
+                            },
+                        },
+                    }
+                }
+            },
+        }
+    },
+    responses={
+        303: {"description": "Redirect to TikTok's consent page."},
+        **problem_responses(*_START_ERRORS, html=True),
+    },
+)
+async def start_authorization(request: Request, service: ServiceDep) -> Response:
+    """Start the authorization the page of GET /authorize offered (its form posts here): a
+    single-use state bound to this browser by a cookie minted now, and the connect link
+    spent. Redirects to TikTok's consent page."""
+    fields = await _form(request)
+    try:
+        flow = Flow(fields.get("flow", Flow.ADVERTISER))
+    except ValueError:
+        raise errors.ValidationFailed("flow: must be advertiser or tiktok_account") from None
+    start = await service.authorization.start(flow, fields.get("return_to"), fields.get("session"))
+    response = RedirectResponse(start.url, status_code=303)
     response.headers["Cache-Control"] = "no-store"
     response.set_cookie(
-        cookie,
+        binding_cookie(service, start.state),
         start.browser_binding,
         max_age=service.settings.state_ttl_seconds,
         httponly=True,
@@ -131,6 +244,27 @@ async def authorize(
         path="/",
     )
     return response
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The page's form fields from an `application/x-www-form-urlencoded` body (the first of
+    each; others ignored). Parsed here: FastAPI's form support needs python-multipart, for
+    three short fields."""
+    body = (await request.body()).decode("utf-8", "replace")
+    try:
+        pairs = parse_qsl(body, max_num_fields=len(_FORM_FIELDS) * 4)
+    except ValueError:
+        raise errors.ValidationFailed("The form has too many fields.") from None
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        if name in _FORM_FIELDS:
+            fields.setdefault(name, value)
+    return fields
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 @router.get(
@@ -145,7 +279,8 @@ async def authorize(
         302: {
             "description": "Back to return_to with `status=connected&advertiser_ids=a,b` "
             "(advertiser flow), `status=connected&open_id=...` (TikTok-account flow) "
-            "or `status=error&error=<code>`."
+            "or `status=error&error=<code>`, and, for a connect link, `session_id=<id>`: "
+            "confirm the outcome with GET /connect-sessions/{session_id}, not from this query."
         },
         **problem_responses(
             errors.InvalidState,
@@ -173,13 +308,24 @@ async def callback(
     """Where TikTok returns the browser. Validates the state before TikTok is ever called."""
     result = await service.authorization.complete(
         CallbackParams(state, auth_code, code, error, error_description),
-        request.cookies.get(binding_cookie(service)),
+        request.cookies.get(binding_cookie(service, state)) if state else None,
     )
     if result.return_to:
-        return _redirect_back(result)
-    if result.error:
+        response = _redirect_back(result)
+    elif result.error:
         raise result.error
-    return _result_page(result)
+    else:
+        response = _result_page(result)
+    assert state is not None  # complete() refuses a callback without one
+    # The state is spent: its binding is of no more use to the browser.
+    response.delete_cookie(
+        binding_cookie(service, state),
+        path="/",
+        secure=service.settings.secure_cookies,
+        httponly=True,
+        samesite="lax",
+    )
+    return response
 
 
 def _redirect_back(result: AuthorizationResult) -> Response:
@@ -190,6 +336,8 @@ def _redirect_back(result: AuthorizationResult) -> Response:
         outcome = {"status": "connected", "open_id": result.open_id}
     else:
         outcome = {"status": "connected", "advertiser_ids": ",".join(result.advertiser_ids)}
+    if result.session_id is not None:
+        outcome["session_id"] = str(result.session_id)
     parts = urlsplit(result.return_to)
     kept = [
         (key, value)
@@ -197,7 +345,10 @@ def _redirect_back(result: AuthorizationResult) -> Response:
         if key not in OUTCOME_KEYS
     ]
     query = urlencode([*kept, *outcome.items()])
-    response = RedirectResponse(urlunsplit(parts._replace(query=query)), status_code=302)
+    # No fragment: a page reading its outcome from location.hash could be handed one made up
+    # by whoever chose return_to.
+    back = urlunsplit(parts._replace(query=query, fragment=""))
+    response = RedirectResponse(back, status_code=302)
     response.headers["Cache-Control"] = "no-store"
     return response
 

@@ -56,11 +56,14 @@ def problem_responses(
             filter(None, [str(entry["description"]), f"`{error.code}`: {error.title}"])
         )
         if error.www_authenticate:
-            entry["headers"] = {
-                "WWW-Authenticate": {
-                    "description": f"`{error.www_authenticate}`",
-                    "schema": {"type": "string"},
-                }
+            entry.setdefault("headers", {})["WWW-Authenticate"] = {
+                "description": f"`{error.www_authenticate}`",
+                "schema": {"type": "string"},
+            }
+        if error.retry_after_always:
+            entry.setdefault("headers", {})["Retry-After"] = {
+                "description": "Seconds to wait before asking again.",
+                "schema": {"type": "integer", "minimum": 1},
             }
     return out
 

@@ -5,7 +5,10 @@ MIME sniffing, and sending a Referer: the browser leg's URLs carry a connect ses
 state and code, and the Referer of a page would hand them to whatever it loads or links.
 
 The service's own pages (results and errors for browsers) load nothing: their Content Security
-Policy allows only the one inline stylesheet below, by its hash. The interactive docs (Swagger
+Policy allows only the one inline stylesheet below, by its hash. The one page with a form
+(/authorize's "Continue to TikTok") sets its own policy, `form_page_policy`, which lets that
+form post to the service and be redirected to TikTok's consent page, nowhere else; a response
+that sets its own policy keeps it. The interactive docs (Swagger
 UI, ReDoc, served from the package by FastAPIOffline) run their own inline script and styles and
 fetch /openapi.json, so their paths get a policy that allows that, from this origin only.
 """
@@ -24,10 +27,19 @@ PAGE_STYLE = (
 )
 _STYLE_HASH = base64.b64encode(hashlib.sha256(PAGE_STYLE.encode()).digest()).decode()
 
-PAGE_POLICY = (
+_PAGE_POLICY = (
     f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; "
-    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    "frame-ancestors 'none'; base-uri 'none'; form-action {form_action}"
 )
+PAGE_POLICY = _PAGE_POLICY.format(form_action="'none'")
+
+
+def form_page_policy(*origins: str) -> str:
+    """The policy of a page whose form posts to, and is redirected to, these origins only
+    (browsers check a form's redirects against form-action too)."""
+    return _PAGE_POLICY.format(form_action=" ".join(origins))
+
+
 DOCS_POLICY = (
     "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; worker-src 'self' blob:; object-src 'none'; "
@@ -61,7 +73,8 @@ def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
 
 # As ASGI header lines; RAW_PAGE_HEADERS also for the hot path, which answers before this
 # middleware.
-RAW_PAGE_HEADERS, _RAW_DOCS = _raw(PAGE_HEADERS), _raw(DOCS_HEADERS)
+RAW_PAGE_HEADERS, _RAW_DOCS, _RAW_COMMON = _raw(PAGE_HEADERS), _raw(DOCS_HEADERS), _raw(_COMMON)
+_CSP = b"content-security-policy"
 
 
 class SecurityHeaders:
@@ -81,7 +94,9 @@ class SecurityHeaders:
 
         async def add_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *extra]
+                headers = message.get("headers", ())
+                own_policy = any(name == _CSP for name, _ in headers)
+                message["headers"] = [*headers, *(_RAW_COMMON if own_policy else extra)]
             await send(message)
 
         await self.app(scope, receive, add_headers)

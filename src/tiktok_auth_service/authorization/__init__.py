@@ -7,6 +7,9 @@ from .service import (
     AuthorizationStart,
     CallbackParams,
     ConnectLink,
+    ConnectOutcome,
+    ConsentPreview,
+    binding_id,
 )
 
 __all__ = [
@@ -17,7 +20,10 @@ __all__ = [
     "AuthorizationStart",
     "CallbackParams",
     "ConnectLink",
+    "ConnectOutcome",
     "Connected",
     "ConsentFlow",
+    "ConsentPreview",
     "Origin",
+    "binding_id",
 ]

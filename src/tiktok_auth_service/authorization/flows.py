@@ -10,11 +10,12 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlencode
 
+from tiktok_auth_service import errors
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer, same_secret
 from tiktok_auth_service.db import Database
-from tiktok_auth_service.models import ApiClient, Flow, Grant, GrantStatus
+from tiktok_auth_service.models import ApiClient, Flow, Grant, GrantStatus, SessionStatus
 from tiktok_auth_service.refresh import write_account_tokens
 from tiktok_auth_service.repository import Repository
 from tiktok_auth_service.tiktok import (
@@ -33,10 +34,11 @@ IssuedT = TypeVar("IssuedT")
 @dataclass(frozen=True)
 class Origin:
     """Who asked for this authorization: the API key that opened the connect session (None
-    when sessions are not required) and its `end_user` label."""
+    when sessions are not required), its `end_user` label, and the session's id."""
 
     client: ApiClient | None = None
     end_user: str | None = None
+    session_id: uuid.UUID | None = None
 
     def may_serve(self, flow: Flow, subjects: list[str]) -> list[str]:
         """The subjects a grant of this origin may serve: a restricted key's own only, so a
@@ -54,6 +56,27 @@ class Origin:
         grant.api_client_id = self.client.id if self.client else None
         grant.connected_by = self.client.name if self.client else None
         grant.end_user = self.end_user
+
+    async def settle(
+        self, repo: Repository, now: datetime, advertiser_ids: list[str], open_id: str | None
+    ) -> None:
+        """Record on the connect session what its authorization connected, in the
+        transaction that stores the grant: `connected` is never said of a grant that was not
+        stored, nor a stored one left unsaid. Connecting nothing the key may serve fails."""
+        if self.session_id is None:
+            return
+        if advertiser_ids or open_id is not None:
+            await repo.settle_connect_session(
+                self.session_id,
+                now,
+                SessionStatus.CONNECTED,
+                advertiser_ids=advertiser_ids,
+                open_id=open_id,
+            )
+        else:
+            await repo.settle_connect_session(
+                self.session_id, now, SessionStatus.FAILED, error=errors.Forbidden.code
+            )
 
 
 @dataclass(frozen=True)
@@ -152,11 +175,15 @@ class AdvertiserFlow:
         async with self.db.session() as session, session.begin():
             repo = Repository(session)
             await repo.add(grant)
-            await repo.assign_advertisers(grant.id, serve, now)
+            moved = await repo.assign_advertisers(grant.id, serve, now)
+            await origin.settle(repo, now, serve, None)
             # Any live grant that covered these advertisers may have lost its last one to this
             # grant, or to a racing authorization that committed first.
             previous = await repo.live_grants_covering_any(granted, besides=grant.id)
             if serve:
+                # The last to authorize wins; the event names whom each advertiser left.
+                had = await repo.end_users_of_grants(moved.values())
+                taken = {a: had[g] for a, g in moved.items() if had[g] != grant.end_user}
                 emit(
                     repo,
                     self.settings,
@@ -164,6 +191,7 @@ class AdvertiserFlow:
                     "connection.created",
                     grant,
                     served_advertiser_ids=serve,
+                    **({"previous_end_users": taken} if taken else {}),
                 )
             orphans = []
             for orphan_id in await repo.orphan_grants_serving_nobody(previous, now):
@@ -249,9 +277,12 @@ class AccountFlow:
             grant.open_id = None
             grant.orphaned_at = now
             async with self.db.session() as session, session.begin():
-                await Repository(session).add(grant)
+                repo = Repository(session)
+                await repo.add(grant)
+                await origin.settle(repo, now, [], None)
             return Connected(orphans=[grant.id])
         orphans: list[uuid.UUID] = []
+        replaced: Grant | None = None
         async with self.db.session() as session, session.begin():
             repo = Repository(session)
             while not await repo.insert_grant_unless_account_exists(grant):
@@ -265,9 +296,25 @@ class AccountFlow:
                 old.version += 1
                 await session.flush()
                 orphans.append(old.id)
-            # One connection per account: authorizing it again updates that connection.
+                replaced = old
+            await origin.settle(repo, now, [], issued.open_id)
+            # One connection per account: authorizing it again updates that connection; the
+            # last to authorize wins, and the event names whom it was taken from.
             event = "connection.updated" if orphans else "connection.created"
-            emit(repo, self.settings, now, event, grant, reauthorized=bool(orphans))
+            taken = (
+                {"previous_end_user": replaced.end_user}
+                if replaced is not None and replaced.end_user != grant.end_user
+                else {}
+            )
+            emit(
+                repo,
+                self.settings,
+                now,
+                event,
+                grant,
+                reauthorized=bool(orphans),
+                **taken,
+            )
         log.info(
             "account grant stored: grant=%s replaced=%d request_id=%s",
             grant.id,

@@ -25,7 +25,13 @@ from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import digest, same_secret
 from tiktok_auth_service.db import CONNECTION_ERRORS, Database
-from tiktok_auth_service.models import ConnectSession, Flow, OAuthState
+from tiktok_auth_service.models import (
+    ApiClient,
+    ConnectSession,
+    Flow,
+    OAuthState,
+    SessionStatus,
+)
 from tiktok_auth_service.refresh import RETRY_AFTER_SECONDS
 from tiktok_auth_service.repository import Repository
 from tiktok_auth_service.revocation import Revoker
@@ -52,23 +58,133 @@ def _failure_fields(event: str, flow: Flow, exc: TikTokError) -> dict[str, Any]:
     }
 
 
-# States are kept a day past expiry so a late callback still gets "expired" rather than
-# "unknown", then dropped.
+# States a connect session opened are kept a day past expiry so a late callback still gets
+# "expired" rather than "unknown", then dropped. Anonymous states (CONNECT_SESSIONS_REQUIRED
+# off), which anyone can create, are dropped as soon as they expire. Connect sessions keep
+# their outcome for GET /connect-sessions/{session_id} for 30 days past their expiry.
 STATE_RETENTION = timedelta(days=1)
+SESSION_RETENTION = timedelta(days=30)
 
 
 @dataclass(frozen=True)
 class AuthorizationStart:
+    """TikTok's consent URL, and the browser binding to set as the cookie named for `state`
+    (see `binding_id`)."""
+
     url: str
+    state: str
     browser_binding: str
+
+
+async def _client(repo: Repository, api_key: str | None, caller: Caller | None) -> ApiClient:
+    """The caller's API client, named on `caller` for the access log. Raises Unauthenticated."""
+    client = await repo.api_client_by_key_hash(digest(api_key)) if api_key else None
+    if client is None:
+        raise errors.Unauthenticated()
+    if caller is not None:
+        caller.name = client.name
+    return client
+
+
+async def _drop_expired(repo: Repository, now: datetime) -> None:
+    await repo.delete_expired_states(now - STATE_RETENTION, now - SESSION_RETENTION)
+
+
+def binding_id(state: str) -> str:
+    """What names the binding cookie of the authorization carrying `state`: one cookie per
+    authorization, so two tabs of one browser can each finish their own. Derived from the
+    state's digest, so it reveals nothing of the state."""
+    return digest(state)[:8].hex()
+
+
+@dataclass(frozen=True)
+class ConsentPreview:
+    """What the page of GET /authorize offers: the flow the person would continue with, and
+    the origin of its TikTok consent page (where the page's form is redirected to)."""
+
+    flow: Flow
+    consent_origin: str
+
+
+_SESSION_ID = (
+    "The session's id (not a secret, and it opens nothing): the redirect back to `return_to` "
+    "carries it as `session_id`; GET /connect-sessions/{session_id} with this key says what "
+    "came of it."
+)
 
 
 @dataclass(frozen=True, slots=True)
 class ConnectLink:
     """The answer of POST /connect-sessions."""
 
+    id: Annotated[uuid.UUID, Field(description=_SESSION_ID)]
     url: Annotated[str, Field(description="Send the person's browser here; it works once.")]
     expires_at: Annotated[datetime, Field(description="The link stops working then.")]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectOutcome:
+    """The answer of GET /connect-sessions/{session_id}: what came of a connect session, as
+    this service recorded it (not as a browser's query string claims)."""
+
+    id: Annotated[uuid.UUID, Field(description=_SESSION_ID)]
+    status: Annotated[
+        SessionStatus,
+        Field(
+            description="`pending` (nothing came of it yet), `connected`, `denied` (the person "
+            "declined at TikTok), `failed` (see `error`), or `expired` (still pending at "
+            "`expires_at`: the link was not used, or the authorization did not come back)."
+        ),
+    ]
+    flow: Flow
+    advertiser_ids: Annotated[
+        list[str],
+        Field(description="`connected`, advertiser flow: the advertisers now served; else []."),
+    ]
+    open_id: Annotated[
+        str | None, Field(description="`connected`, TikTok-account flow: the account; else null.")
+    ]
+    error: Annotated[
+        str | None,
+        Field(
+            description="`denied` or `failed`: the stable code the redirect carried as "
+            "`error` (`authorization_denied`, `authorization_failed`, `forbidden`, "
+            "`app_credentials_rejected`, `upstream_unavailable`); else null."
+        ),
+    ]
+    end_user: Annotated[str | None, Field(description="Your label from POST /connect-sessions.")]
+    created_at: datetime
+    expires_at: Annotated[
+        datetime,
+        Field(
+            description="A session still pending then is `expired`. It moves on when the "
+            "person continues to TikTok, and again when TikTok sends them back."
+        ),
+    ]
+    started_at: Annotated[
+        datetime | None, Field(description="When the person continued to TikTok.")
+    ]
+    completed_at: Annotated[datetime | None, Field(description="When the outcome was recorded.")]
+
+    @classmethod
+    def of(cls, row: ConnectSession, now: datetime) -> ConnectOutcome:
+        """The outcome of `row` as of `now` (a pending session past its expiry: expired)."""
+        status = row.status
+        if status == SessionStatus.PENDING and row.expires_at <= now:
+            status = SessionStatus.EXPIRED
+        return cls(
+            id=row.id,
+            status=status,
+            flow=row.flow,
+            advertiser_ids=list(row.advertiser_ids),
+            open_id=row.open_id,
+            error=row.error,
+            end_user=row.end_user,
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            started_at=row.used_at,
+            completed_at=row.completed_at,
+        )
 
 
 @dataclass(frozen=True)
@@ -89,6 +205,8 @@ class AuthorizationResult:
     advertiser_ids: list[str] = field(default_factory=list)
     open_id: str | None = None
     error: errors.ServiceError | None = None
+    # The connect session this authorization came from (None without one).
+    session_id: uuid.UUID | None = None
 
 
 @dataclass(eq=False)
@@ -129,20 +247,15 @@ class Authorization:
         """A single-use link for one person to connect, valid for STATE_TTL_SECONDS.
 
         A restricted key may open links only for a flow whose subjects it may read.
-        Raises Unauthenticated, Forbidden, ReturnToNotAllowed."""
-        self.check_return_to(return_to)
-        if not api_key:
-            raise errors.Unauthenticated()
+        Raises Unauthenticated, Forbidden, ReturnToNotAllowed: the key is checked first, so
+        nobody without one learns which origins `return_to` may name."""
         secret = secrets.token_urlsafe(32)
         now = self.clock.now()
         expires_at = now + timedelta(seconds=self.settings.state_ttl_seconds)
         async with self.db.session() as session, session.begin():
             repo = Repository(session)
-            client = await repo.api_client_by_key_hash(digest(api_key))
-            if client is None:
-                raise errors.Unauthenticated()
-            if caller is not None:
-                caller.name = client.name
+            client = await _client(repo, api_key, caller)
+            self.check_return_to(return_to)
             allowed = (
                 client.allowed_advertiser_ids
                 if flow == Flow.ADVERTISER
@@ -150,30 +263,70 @@ class Authorization:
             )
             if not client.unrestricted and not allowed:
                 raise errors.Forbidden(f"This API key may not connect {flow} subjects.")
-            await repo.delete_expired_states(before=now - STATE_RETENTION)
-            await repo.add(
-                ConnectSession(
-                    session_hash=digest(secret),
-                    flow=flow,
-                    return_to=return_to,
-                    end_user=end_user,
-                    api_client_id=client.id,
-                    created_at=now,
-                    expires_at=expires_at,
-                )
+            await _drop_expired(repo, now)
+            opened = ConnectSession(
+                id=uuid.uuid4(),
+                session_hash=digest(secret),
+                flow=flow,
+                return_to=return_to,
+                end_user=end_user,
+                api_client_id=client.id,
+                created_at=now,
+                expires_at=expires_at,
             )
+            await repo.add(opened)
         url = f"{self.settings.public_url('authorize')}?{urlencode({'session': secret})}"
-        return ConnectLink(url=url, expires_at=expires_at)
+        return ConnectLink(id=opened.id, url=url, expires_at=expires_at)
+
+    async def outcome(
+        self, api_key: str | None, session_id: str, caller: Caller | None = None
+    ) -> ConnectOutcome:
+        """What came of the connect session `session_id`, for the key that opened it.
+
+        Raises Unauthenticated, ConnectSessionNotFound (also for another key's session and
+        for an id that is not one, so ids cannot be probed)."""
+        async with self.db.session() as session, session.begin():
+            repo = Repository(session)
+            client = await _client(repo, api_key, caller)
+            try:
+                wanted = uuid.UUID(session_id)
+            except ValueError:
+                raise errors.ConnectSessionNotFound() from None
+            row = await repo.connect_session_by_id(wanted)
+        if row is None or row.api_client_id != client.id:
+            raise errors.ConnectSessionNotFound()
+        return ConnectOutcome.of(row, self.clock.now())
+
+    async def preview(
+        self, flow: Flow, return_to: str | None, session: str | None = None
+    ) -> ConsentPreview:
+        """Check what GET /authorize would start, writing nothing: a link-preview bot (or a
+        HEAD) fetching the link spends nothing, and the person continues from the page with
+        `start`. With a connect `session`, its flow applies.
+
+        Raises SessionRequired, InvalidSession, ReturnToNotAllowed."""
+        if session is None:
+            if self.settings.connect_sessions_required:
+                raise errors.SessionRequired()
+            self.check_return_to(return_to)
+        else:
+            async with self.db.session() as db_session, db_session.begin():
+                opened = await Repository(db_session).connect_session(digest(session))
+            now = self.clock.now()
+            if opened is None or opened.used_at is not None or opened.expires_at <= now:
+                raise errors.InvalidSession()
+            flow = opened.flow
+        consent = urlsplit(self.flows[flow].consent_url(""))
+        return ConsentPreview(flow, f"{consent.scheme}://{consent.netloc}")
 
     async def start(
-        self,
-        flow: Flow,
-        return_to: str | None,
-        browser_binding: str | None,
-        session: str | None = None,
+        self, flow: Flow, return_to: str | None, session: str | None = None
     ) -> AuthorizationStart:
-        """Create a single-use state bound to this browser and build TikTok's consent URL.
-        With a connect `session`, its flow and return_to apply and the session is spent.
+        """Create a single-use state bound to a fresh browser binding and build TikTok's
+        consent URL. With a connect `session`, its flow and return_to apply and the session
+        is spent. The binding is always minted here, never taken from the browser: a cookie
+        planted by a sibling host (possible over plain http) would otherwise bind the new
+        state to a value somebody else knows.
 
         Raises SessionRequired (no session while CONNECT_SESSIONS_REQUIRED), InvalidSession,
         ReturnToNotAllowed."""
@@ -181,8 +334,7 @@ class Authorization:
             raise errors.SessionRequired()
         if session is None:
             self.check_return_to(return_to)
-        if not browser_binding or len(browser_binding) < 32:
-            browser_binding = secrets.token_urlsafe(32)
+        browser_binding = secrets.token_urlsafe(32)
         state = secrets.token_urlsafe(32)
         now = self.clock.now()
         async with self.db.session() as db_session, db_session.begin():
@@ -200,12 +352,16 @@ class Authorization:
                 if opened is None or opened.used_at is not None or opened.expires_at <= now:
                     raise errors.InvalidSession()
                 opened.used_at = now
+                # Pending for as long as the authorization it starts may come back.
+                opened.expires_at = row.expires_at
                 row.flow, row.return_to = opened.flow, opened.return_to
                 row.api_client_id, row.end_user = opened.api_client_id, opened.end_user
+                row.connect_session_id = opened.id
             else:
-                await repo.delete_expired_states(before=now - STATE_RETENTION)
+                await repo.delete_expired_anonymous_states(now)
+                await _drop_expired(repo, now)
             await repo.add(row)
-        return AuthorizationStart(self.flows[row.flow].consent_url(state), browser_binding)
+        return AuthorizationStart(self.flows[row.flow].consent_url(state), state, browser_binding)
 
     async def complete(
         self, params: CallbackParams, browser_binding: str | None
@@ -219,16 +375,29 @@ class Authorization:
         """
         state, origin = await self._consume_state(params.state, browser_binding)
         flow = self.flows[state.flow]
+        session_id = state.connect_session_id
 
-        def failed(error: errors.ServiceError) -> AuthorizationResult:
-            return AuthorizationResult(state.flow, state.return_to, error=error)
+        async def failed(error: errors.ServiceError) -> AuthorizationResult:
+            if session_id is not None:
+                status = (
+                    SessionStatus.DENIED
+                    if isinstance(error, errors.AuthorizationDenied)
+                    else SessionStatus.FAILED
+                )
+                async with self.db.session() as session, session.begin():
+                    await Repository(session).settle_connect_session(
+                        session_id, self.clock.now(), status, error=error.code
+                    )
+            return AuthorizationResult(
+                state.flow, state.return_to, error=error, session_id=session_id
+            )
 
         code = params.auth_code or params.code
         if params.error or not code:
             reason = params.error_description or params.error or "no authorization code"
             # %r: the parameter is the browser's text and must not forge log lines.
             log.info("authorization not granted at TikTok: %r", (params.error or "no code")[:100])
-            return failed(errors.AuthorizationDenied(f"TikTok: {reason[:300]}"))
+            return await failed(errors.AuthorizationDenied(f"TikTok: {reason[:300]}"))
         try:
             issued = await flow.exchange(code)
         except InvalidAuthCode as exc:
@@ -238,7 +407,9 @@ class Authorization:
                 exc.request_id,
                 extra=_failure_fields("code_refused", state.flow, exc),
             )
-            return failed(errors.AuthorizationFailed(f"TikTok refused the code ({exc.code})."))
+            return await failed(
+                errors.AuthorizationFailed(f"TikTok refused the code ({exc.code}).")
+            )
         except (TikTokAuthError, TikTokRequestError) as exc:
             log.error(
                 "code exchange refused: code=%s request_id=%s",
@@ -246,7 +417,9 @@ class Authorization:
                 exc.request_id,
                 extra=_failure_fields("app_credentials_rejected", state.flow, exc),
             )
-            return failed(errors.AppCredentialsRejected(f"TikTok refused our app ({exc.code})."))
+            return await failed(
+                errors.AppCredentialsRejected(f"TikTok refused our app ({exc.code}).")
+            )
         except TikTokError as exc:
             log.warning(
                 "code exchange failed: code=%s request_id=%s",
@@ -254,7 +427,7 @@ class Authorization:
                 exc.request_id,
                 extra=_failure_fields("code_exchange_failed", state.flow, exc),
             )
-            return failed(
+            return await failed(
                 errors.UpstreamUnavailable(
                     "TikTok could not complete the authorization; please try again.",
                     retry_after=RETRY_AFTER_SECONDS,
@@ -269,13 +442,21 @@ class Authorization:
             raise
         await self._revoke_orphans(connected.orphans)
         if connected.nothing:
-            return failed(
-                errors.Forbidden(
+            # The flow recorded this outcome with the grant it stored.
+            return AuthorizationResult(
+                state.flow,
+                state.return_to,
+                error=errors.Forbidden(
                     "The API key that opened this link may not connect what was granted."
-                )
+                ),
+                session_id=session_id,
             )
         return AuthorizationResult(
-            state.flow, state.return_to, connected.advertiser_ids, connected.open_id
+            state.flow,
+            state.return_to,
+            connected.advertiser_ids,
+            connected.open_id,
+            session_id=session_id,
         )
 
     async def _discard(self, flow: ConsentFlow[Any], issued: Any) -> None:
@@ -309,7 +490,9 @@ class Authorization:
             repo = Repository(session)
             row = await repo.lock_state(digest(state))
             if row is None:
-                raise errors.InvalidState("This authorization link is unknown.")
+                raise errors.InvalidState(
+                    "This authorization link is unknown or has expired; start again."
+                )
             if row.used_at is not None:
                 raise errors.InvalidState("This authorization link was already used.")
             if row.expires_at <= now:
@@ -324,4 +507,8 @@ class Authorization:
                 client = await repo.api_client(row.api_client_id)
                 if client is None or client.revoked_at is not None:
                     raise errors.InvalidState("The API key that opened this link was revoked.")
-        return row, Origin(client, row.end_user)
+            if row.connect_session_id is not None:
+                # Not expired while the code is exchanged and what TikTok issued stored.
+                until = now + timedelta(seconds=self.settings.lease_seconds)
+                await repo.extend_connect_session(row.connect_session_id, until)
+        return row, Origin(client, row.end_user, row.connect_session_id)

@@ -25,6 +25,7 @@ from tiktok_auth_service.models import (
     GrantCoverage,
     GrantStatus,
     OAuthState,
+    SessionStatus,
 )
 from tiktok_auth_service.repository.work import WorkQueries
 
@@ -65,6 +66,12 @@ class Repository(WorkQueries):
         self.session.add(row)
         await self.session.flush()
 
+    async def connect_session(self, session_hash: bytes) -> ConnectSession | None:
+        result = await self.session.execute(
+            sa.select(ConnectSession).where(col(ConnectSession.session_hash) == session_hash)
+        )
+        return result.scalar_one_or_none()
+
     async def lock_connect_session(self, session_hash: bytes) -> ConnectSession | None:
         result = await self.session.execute(
             sa.select(ConnectSession)
@@ -79,27 +86,83 @@ class Repository(WorkQueries):
         )
         return result.scalar_one_or_none()
 
-    async def delete_expired_states(self, before: datetime) -> int:
-        """Drop OAuth states and connect sessions that expired before `before`."""
+    async def connect_session_by_id(self, session_id: uuid.UUID) -> ConnectSession | None:
+        result = await self.session.execute(
+            sa.select(ConnectSession).where(col(ConnectSession.id) == session_id)
+        )
+        return result.scalar_one_or_none()
+
+    async def extend_connect_session(self, session_id: uuid.UUID, until: datetime) -> None:
+        """Keep a pending session from being called expired before `until`."""
+        await self.session.execute(
+            sa.update(ConnectSession)
+            .where(
+                col(ConnectSession.id) == session_id,
+                col(ConnectSession.status) == SessionStatus.PENDING,
+            )
+            .values(expires_at=sa.func.greatest(col(ConnectSession.expires_at), until))
+        )
+
+    async def settle_connect_session(
+        self,
+        session_id: uuid.UUID,
+        now: datetime,
+        status: SessionStatus,
+        *,
+        advertiser_ids: Sequence[str] = (),
+        open_id: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record what came of a pending session; the first outcome stays."""
+        await self.session.execute(
+            sa.update(ConnectSession)
+            .where(
+                col(ConnectSession.id) == session_id,
+                col(ConnectSession.status) == SessionStatus.PENDING,
+            )
+            .values(
+                status=status,
+                advertiser_ids=list(advertiser_ids),
+                open_id=open_id,
+                error=error,
+                completed_at=now,
+            )
+        )
+
+    async def delete_expired_states(self, before: datetime, sessions_before: datetime) -> int:
+        """Drop the OAuth states that expired before `before` and the connect sessions (with
+        their outcomes) that expired before `sessions_before`."""
         deleted = 0
-        for table in (OAuthState, ConnectSession):
+        for table, cutoff in ((OAuthState, before), (ConnectSession, sessions_before)):
             result = await self.session.execute(
-                sa.delete(table).where(col(table.expires_at) < before)
+                sa.delete(table).where(col(table.expires_at) < cutoff)
             )
             deleted += int(result.rowcount)  # type: ignore[attr-defined]
         return deleted
+
+    async def delete_expired_anonymous_states(self, now: datetime) -> int:
+        """Drop the expired states no connect session opened (CONNECT_SESSIONS_REQUIRED
+        off): anyone may create those, so none is kept past its expiry."""
+        result = await self.session.execute(
+            sa.delete(OAuthState).where(
+                col(OAuthState.api_client_id).is_(None), col(OAuthState.expires_at) <= now
+            )
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
     # -- Grants and advertisers ----------------------------------------------------------
 
     async def assign_advertisers(
         self, grant_id: uuid.UUID, advertiser_ids: Iterable[str], now: datetime
-    ) -> None:
+    ) -> dict[str, uuid.UUID]:
         """Point each advertiser at `grant_id` (re-authorizing moves it to the newest grant),
-        in one statement. In id order, so racing authorizations lock the rows in one order; a
-        racing insert of the same advertiser waits here for the other transaction to end."""
+        in two statements; returns the other grant each one pointed at before. In id order, so
+        racing authorizations lock the rows in one order; a racing insert of the same
+        advertiser waits here for the other transaction to end, and then counts as what it
+        pointed at before."""
         ids = sorted(set(advertiser_ids))
         if not ids:
-            return
+            return {}
         given = sa.func.unnest(_texts(ids)).table_valued("advertiser_id").render_derived("given")
         rows = sa.select(
             given.c.advertiser_id,
@@ -111,16 +174,29 @@ class Repository(WorkQueries):
         statement = insert(Advertiser).from_select(
             ["advertiser_id", "grant_id", "status", "created_at", "updated_at"], rows
         )
-        await self.session.execute(
+        # RETURNING shows only the new row, so the conflict locks the existing one unchanged
+        # (showing the grant it points at) and a second statement moves it.
+        locked = await self.session.execute(
             statement.on_conflict_do_update(
                 index_elements=["advertiser_id"],
-                set_={
-                    "grant_id": statement.excluded.grant_id,
-                    "status": AdvertiserStatus.ACTIVE,
-                    "updated_at": now,
-                },
-            )
+                set_={"grant_id": col(Advertiser.grant_id)},
+            ).returning(col(Advertiser.advertiser_id), col(Advertiser.grant_id))
         )
+        before = {row.advertiser_id: row.grant_id for row in locked if row.grant_id != grant_id}
+        await self.session.execute(
+            sa.update(Advertiser)
+            .where(col(Advertiser.advertiser_id) == sa.any_(_texts(ids)))
+            .values(grant_id=grant_id, status=AdvertiserStatus.ACTIVE, updated_at=now)
+        )
+        return before
+
+    async def end_users_of_grants(
+        self, grant_ids: Iterable[uuid.UUID]
+    ) -> dict[uuid.UUID, str | None]:
+        result = await self.session.execute(
+            sa.select(col(Grant.id), col(Grant.end_user)).where(col(Grant.id).in_(set(grant_ids)))
+        )
+        return {row.id: row.end_user for row in result}
 
     async def set_advertiser_names(
         self, grant_id: uuid.UUID, names: Mapping[str, str], now: datetime
