@@ -204,6 +204,8 @@ class LivenessChecker:
             grant.updated_at = now
         rows = await repo.advertisers_of_grants([grant.id])
         served = {row.advertiser_id for row in rows}
+        # Read before the status updates below, which the session's rows follow.
+        active = {r.advertiser_id for r in rows if r.status == AdvertiserStatus.ACTIVE}
         gone = [r.advertiser_id for r in rows if r.advertiser_id not in listed_ids]
         back = [
             r.advertiser_id
@@ -227,7 +229,6 @@ class LivenessChecker:
         await repo.set_advertiser_names(
             grant.id, {info.advertiser_id: info.advertiser_name for info in listed}, now
         )
-        active = {r.advertiser_id for r in rows if r.status == AdvertiserStatus.ACTIVE}
         if not (active - set(gone)) | set(back) | set(new):
             grant.orphaned_at = now  # serves nobody now: its token is revoked by the worker
         return sorted({*new, *back}), sorted(set(gone) & active)
