@@ -207,6 +207,70 @@ class TestPagination:
             assert seen == expected, (limit, params)  # no duplicates, no gaps, stable order
             assert pages == -(-len(expected) // limit)  # and no empty last page
 
+    async def test_restricted_and_filtered_pages_cover_exactly_what_the_key_may_see(
+        self,
+        client: httpx.AsyncClient,
+        service: Service,
+        pg: asyncpg.Connection,
+        canaries: Canaries,
+    ) -> None:
+        """Small pages across the boundary of the two flows, with each filter, for a key
+        restricted to some subjects: every page is cut after the filters apply."""
+        advertisers = [f"7400000000000{n:06d}" for n in range(30)]
+        now = datetime.now(UTC)
+        for start in range(0, 30, 6):
+            status = GrantStatus.REVOKED if start == 12 else GrantStatus.ACTIVE
+            grant = await store_advertiser_grant(
+                service, uuid.uuid4().hex, advertisers[start : start + 6], status=status
+            )
+            async with service.db.session() as session, session.begin():
+                await Repository(session).set_advertiser_status(
+                    grant, [advertisers[start]], AdvertiserStatus.REMOVED, now
+                )
+        accounts = [f"-000filter{n:02d}" for n in range(8)]
+        for open_id in accounts:
+            await store_account_grant(service, open_id, now + timedelta(hours=24))
+        allowed_advertisers = [*advertisers[::2], "7400000000000999999"]
+        allowed_accounts = accounts[1::2]
+        created = await service.api_keys.create("filtered", allowed_advertisers, allowed_accounts)
+        key = created.key.get_secret_value()
+        canaries.add(key)
+
+        def status_of(n: int) -> str:
+            if n % 6 == 0:
+                return "reauthorization_required"
+            return "revoked" if 12 <= n < 18 else "active"
+
+        visible = [("advertiser", a, status_of(n)) for n, a in enumerate(advertisers)]
+        visible = [v for v in visible if v[1] in allowed_advertisers]
+        visible += [("tiktok_account", o, "active") for o in allowed_accounts]
+        for limit, params in (
+            (3, {}),
+            (2, {"status": "active"}),
+            (4, {"status": "revoked"}),
+            (1, {"flow": "tiktok_account"}),
+            (5, {"flow": "advertiser", "status": "reauthorization_required"}),
+        ):
+            expected = [
+                (flow, subject)
+                for flow, subject, status in visible
+                if params.get("flow") in (None, flow) and params.get("status") in (None, status)
+            ]
+            seen: list[tuple[str, str]] = []
+            cursor = None
+            while True:
+                query: dict[str, Any] = {"limit": limit, **params}
+                if cursor is not None:
+                    query["next"] = cursor
+                response = await client.get("/connections", params=query, headers=bearer(key))
+                assert response.status_code == 200, response.text
+                body = response.json()
+                seen += [(i["flow"], i["subject_id"]) for i in body["items"]]
+                cursor = body["next"]
+                if cursor is None:
+                    break
+            assert seen == expected, (limit, params)
+
     async def test_the_default_page_is_a_hundred(
         self, client: httpx.AsyncClient, service: Service, api_key: str, pg: asyncpg.Connection
     ) -> None:

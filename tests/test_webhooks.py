@@ -509,3 +509,49 @@ class TestTheLastToAuthorizeWins:
         assert "previous_end_user" not in events[1][1]
         assert events[2][1]["end_user"] == "user-2"
         assert events[2][1]["previous_end_user"] == "user-1"
+
+
+class TestAdvertiserListSync:
+    """A check that finds TikTok listing other advertisers than the grant serves announces
+    the difference once, as connection.updated."""
+
+    async def test_an_advertiser_gone_at_tiktok_is_announced_as_removed(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        service: Service,
+        receiver: Receiver,
+        api_key: str,
+    ) -> None:
+        await connect(client)
+        tiktok.get("/oauth2/advertiser/get/").respond(
+            json=envelope({"list": [{"advertiser_id": B, "advertiser_name": "B"}]})
+        )
+        assert (await client.post(f"/tokens/{B}/check", headers=bearer(api_key))).is_success
+        assert (await client.post(f"/tokens/{B}/check", headers=bearer(api_key))).is_success
+        await service.webhooks.drain()
+        events = [(e["type"], e["data"]) for e in receiver.verified()]
+        assert [kind for kind, _ in events] == ["connection.created", "connection.updated"]
+        assert events[1][1]["removed_advertiser_ids"] == [A]
+        assert events[1][1]["added_advertiser_ids"] == []
+
+    async def test_an_advertiser_new_at_tiktok_is_announced_as_added(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        service: Service,
+        receiver: Receiver,
+        api_key: str,
+    ) -> None:
+        await connect(client)
+        listed = [A, B, C]
+        tiktok.get("/oauth2/advertiser/get/").respond(
+            json=envelope({"list": [{"advertiser_id": a, "advertiser_name": a} for a in listed]})
+        )
+        assert (await client.post(f"/tokens/{A}/check", headers=bearer(api_key))).is_success
+        await service.webhooks.drain()
+        events = [(e["type"], e["data"]) for e in receiver.verified()]
+        assert [kind for kind, _ in events] == ["connection.created", "connection.updated"]
+        assert events[1][1]["added_advertiser_ids"] == [C]
+        assert events[1][1]["removed_advertiser_ids"] == []
+        assert (await client.get(f"/tokens/{C}", headers=bearer(api_key))).status_code == 200

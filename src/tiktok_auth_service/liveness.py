@@ -204,6 +204,8 @@ class LivenessChecker:
             grant.updated_at = now
         rows = await repo.advertisers_of_grants([grant.id])
         served = {row.advertiser_id for row in rows}
+        # Read before the status updates below, which the session's rows follow.
+        active = {r.advertiser_id for r in rows if r.status == AdvertiserStatus.ACTIVE}
         gone = [r.advertiser_id for r in rows if r.advertiser_id not in listed_ids]
         back = [
             r.advertiser_id
@@ -227,7 +229,6 @@ class LivenessChecker:
         await repo.set_advertiser_names(
             grant.id, {info.advertiser_id: info.advertiser_name for info in listed}, now
         )
-        active = {r.advertiser_id for r in rows if r.status == AdvertiserStatus.ACTIVE}
         if not (active - set(gone)) | set(back) | set(new):
             grant.orphaned_at = now  # serves nobody now: its token is revoked by the worker
         return sorted({*new, *back}), sorted(set(gone) & active)
@@ -244,13 +245,15 @@ class LivenessChecker:
             if client is not None and not client.unrestricted:
                 allowed = set(client.allowed_advertiser_ids)
                 advertiser_ids = [a for a in advertiser_ids if a in allowed]
-        taken = set()
-        for row in await repo.lock_advertisers(advertiser_ids):
-            other = await repo.lock_grant(row.grant_id)
-            if (
-                other is not None
-                and other.status == GrantStatus.ACTIVE
-                and row.status == AdvertiserStatus.ACTIVE
-            ):
-                taken.add(row.advertiser_id)
+        rows = await repo.lock_advertisers(advertiser_ids)
+        live = {
+            grant.id
+            for grant in await repo.lock_grants(row.grant_id for row in rows)
+            if grant.status == GrantStatus.ACTIVE
+        }
+        taken = {
+            row.advertiser_id
+            for row in rows
+            if row.grant_id in live and row.status == AdvertiserStatus.ACTIVE
+        }
         return [a for a in advertiser_ids if a not in taken]

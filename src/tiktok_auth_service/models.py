@@ -94,8 +94,6 @@ class Grant(SQLModel, table=True):
             "orphaned_at",
             postgresql_where=sa.text("orphaned_at IS NOT NULL AND status = 'active'"),
         ),
-        # DELETE finds every live token TikTok would still accept for an advertiser.
-        sa.Index("ix_oauth_grant_advertiser_ids", "advertiser_ids", postgresql_using="gin"),
     )
 
     id: uuid.UUID = Field(primary_key=True)
@@ -117,7 +115,7 @@ class Grant(SQLModel, table=True):
     refresh_failed_at: datetime | None = _tz(True)
     # The advertisers TikTok says this token covers (advertiser flow). Rows in `advertiser`
     # say which grant *serves* an advertiser; a newer grant may serve one this token still
-    # covers, which is why revoking an advertiser looks here.
+    # covers, which is why revoking an advertiser looks here (through `grant_coverage`).
     advertiser_ids: list[str] = Field(
         default_factory=list,
         sa_column=sa.Column(pg.ARRAY(sa.Text), nullable=False, server_default="{}"),
@@ -181,6 +179,26 @@ class Advertiser(SQLModel, table=True):
     )
     created_at: datetime = _tz(False)
     updated_at: datetime = _tz(False)
+
+
+class GrantCoverage(SQLModel, table=True):
+    """One advertiser a grant's token covers: `Grant.advertiser_ids` as rows, written by
+    triggers (migration 0006) in the transaction that writes the list, never by the service.
+
+    It answers "which grants cover any of these advertisers" with an index lookup per
+    advertiser. An array overlap cannot: the planner takes a thousand ids to match nearly
+    every row, walks the grants, and compares two thousand-element arrays per grant (tens of
+    milliseconds each)."""
+
+    __tablename__ = "grant_coverage"
+    __table_args__ = (sa.Index("ix_grant_coverage_grant_id", "grant_id"),)
+
+    advertiser_id: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
+    grant_id: uuid.UUID = Field(
+        sa_column=sa.Column(
+            sa.Uuid, sa.ForeignKey("oauth_grant.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
 
 
 class ConnectSession(SQLModel, table=True):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm
@@ -21,11 +22,38 @@ from tiktok_auth_service.models import (
     ConnectSession,
     Flow,
     Grant,
+    GrantCoverage,
     GrantStatus,
     OAuthState,
     SessionStatus,
 )
 from tiktok_auth_service.repository.work import WorkQueries
+
+
+def _texts(values: Iterable[str]) -> sa.BindParameter[Any]:
+    """One bind parameter holding a text[]: a statement over thousands of advertisers stays one
+    statement, under PostgreSQL's 32,767 parameters."""
+    return sa.literal(list(values), pg.ARRAY(sa.Text))
+
+
+def _covering(advertiser_ids: Iterable[str]) -> sa.ColumnElement[bool]:
+    """The grant is one of those whose token covers any of these advertisers.
+
+    Each advertiser is looked up in `grant_coverage` on its own (a lateral subquery; OFFSET 0
+    keeps the planner from merging it into a join it could run as a scan of the whole table,
+    which it prefers past a few thousand advertisers); the grant ids found are collected into
+    an array once (`= ANY(ARRAY(...))`) and fetched by primary key, where `IN (subquery)` could
+    again be hash-joined with a scan of the grants."""
+    given = sa.func.unnest(_texts(advertiser_ids)).table_valued("advertiser_id")
+    given = given.render_derived("given")
+    found = (
+        sa.select(col(GrantCoverage.grant_id))
+        .where(col(GrantCoverage.advertiser_id) == given.c.advertiser_id)
+        .offset(0)
+        .lateral("found")
+    )
+    covering = sa.select(found.c.grant_id).select_from(given.join(found, sa.true())).distinct()
+    return col(Grant.id) == sa.any_(sa.func.array(covering.scalar_subquery()))
 
 
 class Repository(WorkQueries):
@@ -127,24 +155,25 @@ class Repository(WorkQueries):
     async def assign_advertisers(
         self, grant_id: uuid.UUID, advertiser_ids: Iterable[str], now: datetime
     ) -> dict[str, uuid.UUID]:
-        """Point each advertiser at `grant_id` (re-authorizing moves it to the newest grant);
-        returns the other grant each one pointed at before. Sorted, so racing authorizations
-        lock the rows in one order; a racing insert of the same advertiser waits here for the
-        other transaction to end, and then counts as what it pointed at before."""
+        """Point each advertiser at `grant_id` (re-authorizing moves it to the newest grant),
+        in two statements; returns the other grant each one pointed at before. In id order, so
+        racing authorizations lock the rows in one order; a racing insert of the same
+        advertiser waits here for the other transaction to end, and then counts as what it
+        pointed at before."""
         ids = sorted(set(advertiser_ids))
         if not ids:
             return {}
-        rows = [
-            {
-                "advertiser_id": advertiser_id,
-                "grant_id": grant_id,
-                "status": AdvertiserStatus.ACTIVE,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for advertiser_id in ids
-        ]
-        statement = insert(Advertiser).values(rows)
+        given = sa.func.unnest(_texts(ids)).table_valued("advertiser_id").render_derived("given")
+        rows = sa.select(
+            given.c.advertiser_id,
+            sa.literal(grant_id, sa.Uuid),
+            sa.literal(str(AdvertiserStatus.ACTIVE), sa.Text),
+            sa.literal(now, sa.DateTime(timezone=True)),
+            sa.literal(now, sa.DateTime(timezone=True)),
+        ).order_by(given.c.advertiser_id)
+        statement = insert(Advertiser).from_select(
+            ["advertiser_id", "grant_id", "status", "created_at", "updated_at"], rows
+        )
         # RETURNING shows only the new row, so the conflict locks the existing one unchanged
         # (showing the grant it points at) and a second statement moves it.
         locked = await self.session.execute(
@@ -156,7 +185,7 @@ class Repository(WorkQueries):
         before = {row.advertiser_id: row.grant_id for row in locked if row.grant_id != grant_id}
         await self.session.execute(
             sa.update(Advertiser)
-            .where(col(Advertiser.advertiser_id).in_(ids))
+            .where(col(Advertiser.advertiser_id) == sa.any_(_texts(ids)))
             .values(grant_id=grant_id, status=AdvertiserStatus.ACTIVE, updated_at=now)
         )
         return before
@@ -172,16 +201,24 @@ class Repository(WorkQueries):
     async def set_advertiser_names(
         self, grant_id: uuid.UUID, names: Mapping[str, str], now: datetime
     ) -> None:
-        for advertiser_id, name in names.items():
-            await self.session.execute(
-                sa.update(Advertiser)
-                .where(
-                    col(Advertiser.advertiser_id) == advertiser_id,
-                    col(Advertiser.grant_id) == grant_id,
-                    sa.or_(col(Advertiser.name).is_(None), col(Advertiser.name) != name),
-                )
-                .values(name=name, updated_at=now)
+        """Name the advertisers this grant serves, in one statement; a row whose name is
+        already so is not rewritten (nor announced: the token caches ignore names)."""
+        if not names:
+            return
+        given = (
+            sa.func.unnest(_texts(names), _texts(names.values()))
+            .table_valued("advertiser_id", "name")
+            .render_derived("given")
+        )
+        await self.session.execute(
+            sa.update(Advertiser)
+            .where(
+                col(Advertiser.advertiser_id) == given.c.advertiser_id,
+                col(Advertiser.grant_id) == grant_id,
+                col(Advertiser.name).is_distinct_from(given.c.name),
             )
+            .values(name=given.c.name, updated_at=now)
+        )
 
     async def advertisers_of_grants(
         self, grant_ids: Sequence[uuid.UUID], status: AdvertiserStatus | None = None
@@ -196,7 +233,7 @@ class Repository(WorkQueries):
     async def lock_advertisers(self, advertiser_ids: Sequence[str]) -> list[Advertiser]:
         result = await self.session.execute(
             sa.select(Advertiser)
-            .where(col(Advertiser.advertiser_id).in_(advertiser_ids))
+            .where(col(Advertiser.advertiser_id) == sa.any_(_texts(advertiser_ids)))
             .with_for_update()
         )
         return list(result.scalars())
@@ -213,7 +250,7 @@ class Repository(WorkQueries):
             await self.session.execute(
                 sa.update(Advertiser)
                 .where(
-                    col(Advertiser.advertiser_id).in_(advertiser_ids),
+                    col(Advertiser.advertiser_id) == sa.any_(_texts(advertiser_ids)),
                     col(Advertiser.grant_id) == grant_id,
                 )
                 .values(status=status, updated_at=now)
@@ -225,6 +262,16 @@ class Repository(WorkQueries):
         )
         return result.scalar_one_or_none()
 
+    async def lock_grants(self, grant_ids: Iterable[uuid.UUID]) -> list[Grant]:
+        """These grants (those that exist), locked in id order."""
+        ids = sorted(set(grant_ids))
+        if not ids:
+            return []
+        result = await self.session.execute(
+            sa.select(Grant).where(col(Grant.id).in_(ids)).order_by(col(Grant.id)).with_for_update()
+        )
+        return list(result.scalars())
+
     async def lock_grant_of_advertiser(self, advertiser_id: str) -> Grant | None:
         result = await self.session.execute(
             sa.select(Grant)
@@ -235,10 +282,13 @@ class Repository(WorkQueries):
         return result.scalar_one_or_none()
 
     async def lock_live_grants_covering(self, advertiser_id: str) -> list[Grant]:
-        """Every active grant whose token TikTok would still accept for this advertiser."""
+        """Every active grant whose token TikTok would still accept for this advertiser.
+        The list itself is asked too: a row locked after waiting is judged on its newest
+        version, which a sync may have changed meanwhile."""
         result = await self.session.execute(
             sa.select(Grant)
             .where(
+                _covering([advertiser_id]),
                 col(Grant.status) == GrantStatus.ACTIVE,
                 col(Grant.advertiser_ids).contains([advertiser_id]),
             )
@@ -254,13 +304,11 @@ class Repository(WorkQueries):
         lists overlap `advertiser_ids`."""
         result = await self.session.execute(
             sa.select(col(Grant.id)).where(
+                _covering(advertiser_ids),
                 col(Grant.id) != besides,
                 col(Grant.flow) == Flow.ADVERTISER,
                 col(Grant.status) == GrantStatus.ACTIVE,
                 col(Grant.orphaned_at).is_(None),
-                sa.type_coerce(col(Grant.advertiser_ids), pg.ARRAY(sa.Text)).overlap(
-                    list(advertiser_ids)
-                ),
             )
         )
         return list(result.scalars())
@@ -269,12 +317,10 @@ class Repository(WorkQueries):
         """Other active, serving grants whose TikTok advertiser lists overlap `grant`'s."""
         result = await self.session.execute(
             sa.select(Grant).where(
+                _covering(grant.advertiser_ids),
                 col(Grant.id) != grant.id,
                 col(Grant.status) == GrantStatus.ACTIVE,
                 col(Grant.orphaned_at).is_(None),
-                sa.type_coerce(col(Grant.advertiser_ids), pg.ARRAY(sa.Text)).overlap(
-                    grant.advertiser_ids
-                ),
             )
         )
         return list(result.scalars())
