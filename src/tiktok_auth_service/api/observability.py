@@ -2,8 +2,9 @@
 
 The HTTP server's own access log stays off (granian's in `serve`, uvicorn's in `dev`): it
 prints the request line with its query string, and /callback's query carries TikTok's
-single-use authorization code. This log writes the route template (`/tokens/{advertiser_id}`) and the path without the query string, never a header
-but X-Request-ID, and the caller's API key by name only.
+single-use authorization code. This log writes the route template (`/tokens/{advertiser_id}`)
+and the path without the query string, never a header but X-Request-ID, and the caller's API
+key by name only.
 """
 
 from __future__ import annotations
