@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import itertools
 import secrets
 import tracemalloc
@@ -85,6 +86,17 @@ class Replica:
     async def cache_live(self) -> bool:
         metrics = (await self.http.get("/metrics")).text
         return "tiktok_auth_token_cache_live 1.0" in metrics
+
+
+async def _notifications_handled(replica: Replica, service: Service, canaries: Canaries) -> None:
+    """Return once B has handled every notification sent so far: PostgreSQL delivers them in
+    commit order, so once B refuses a key revoked now, it has handled the earlier ones too."""
+    name = f"marker-{new_token()[:8]}"
+    key = (await service.api_keys.create(name, [])).key.get_secret_value()
+    canaries.add(key)
+    assert (await replica.token(key)).status_code == 200  # B now holds the key
+    assert await service.api_keys.revoke(name)
+    await until(lambda: _status(replica.token(key), 401), "B refusing the revoked marker key")
 
 
 @pytest.fixture
@@ -178,6 +190,7 @@ class TestAcrossProcesses:
         old, new = new_token(), new_token()
         canaries.add(old, new)
         grant_id = await store_advertiser_grant(service, old, [ADVERTISER])
+        await _notifications_handled(replica, service, canaries)
         assert _served(old)(await replica.token(api_key))
         await _reseal_without_notifying(service, pg, grant_id, new)
         # Nothing told B: it still answers from its cache (a database read would see `new`).
@@ -404,6 +417,31 @@ class TestTheCache:
             tracemalloc.stop()
         assert len(cache) == subjects
         assert taken <= cache.bytes, f"{taken / subjects:.0f} bytes a subject taken"
+
+    @pytest.mark.parametrize("per_grant", [1, 1000])
+    def test_a_full_garbage_collection_walks_no_cached_subject(self, per_grant: int) -> None:
+        """What the cache keeps per subject is invisible to the garbage collector: a full
+        collection (which pauses every request of the process) walks the references of each
+        tracked object, and at a million cached subjects walking them took 100 ms."""
+        subjects = 20_000
+        cache = TokenCache(max_bytes=1 << 30)
+        cache.set_live(True)
+        caller = CallerRow(True, frozenset(), frozenset(), "reporting")
+        grants = [uuid.uuid4() for _ in range(subjects // per_grant)]
+        gc.collect()
+        tracked_before = {id(o) for o in gc.get_objects()}
+        for n in range(subjects):
+            row = TokenRow(caller, _grant(grants[n // per_grant]))
+            cache.remember("advertiser", b"h", str(7100000000000000000 + n), row, 1)
+        gc.collect()  # as a full collection would: it untracks what it may
+        walked = sum(
+            len(gc.get_referents(o))
+            for o in gc.get_objects()
+            if id(o) not in tracked_before and o is not tracked_before
+        )
+        assert len(cache) == subjects
+        # A grant's row and the entry naming it are walked, once per grant, not per subject.
+        assert walked <= 40 * len(grants), f"{walked} references walked for {subjects} subjects"
 
     def test_off_it_neither_answers_nor_keeps(self, cache: TokenCache) -> None:
         cache.remember("advertiser", b"h", "1", _row(uuid.uuid4()), cache.generation)
