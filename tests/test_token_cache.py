@@ -44,6 +44,7 @@ from tests.helpers import (
     store_advertiser_grant,
 )
 from tiktok_auth_service.crypto import digest
+from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.models import ApiClient, Grant
 from tiktok_auth_service.repository import CallerRow, GrantRow, TokenRow
 from tiktok_auth_service.service import Service
@@ -338,7 +339,7 @@ def _row(grant_id: uuid.UUID | None = None, name: str = "k") -> TokenRow:
 
 @pytest.fixture
 def cache() -> Iterator[TokenCache]:
-    cache = TokenCache(max_bytes=3 * (SUBJECT_BYTES + ROW_BYTES))
+    cache = TokenCache(max_bytes=3 * (SUBJECT_BYTES + ROW_BYTES), metrics=Metrics())
     cache.set_live(True)
     yield cache
 
@@ -401,7 +402,7 @@ class TestTheCache:
         subject and a row kept, measured over 20,000 subjects (advertiser ids of 19 digits),
         each in a grant of its own or a thousand to a grant."""
         subjects = 20_000
-        cache = TokenCache(max_bytes=1 << 30)
+        cache = TokenCache(max_bytes=1 << 30, metrics=Metrics())
         cache.set_live(True)
         assert cache.generation == 1
         caller = CallerRow(True, frozenset(), frozenset(), "reporting")
@@ -424,7 +425,7 @@ class TestTheCache:
         collection (which pauses every request of the process) walks the references of each
         tracked object, and at a million cached subjects walking them took 100 ms."""
         subjects = 20_000
-        cache = TokenCache(max_bytes=1 << 30)
+        cache = TokenCache(max_bytes=1 << 30, metrics=Metrics())
         cache.set_live(True)
         caller = CallerRow(True, frozenset(), frozenset(), "reporting")
         grants = [uuid.uuid4() for _ in range(subjects // per_grant)]
@@ -544,6 +545,74 @@ class TestPermissionsByKind:
         self, connected: None, replica: Replica, service: Service, canaries: Canaries
     ) -> None:
         assert await self._orders(service, canaries, replica.token) == []
+
+
+class TestNoStampede:
+    """Misses for one subject by one key, all at once (a cold cache after a restart, a subject
+    just evicted): one database query answers them all."""
+
+    READS = 20
+
+    def _misses(self, service: Service, outcome: str) -> float:
+        return float(service.metrics.token_cache_misses.labels(outcome)._value.get())
+
+    async def test_concurrent_misses_make_one_query(
+        self,
+        client: httpx.AsyncClient,
+        service: Service,
+        api_key: str,
+        pg: asyncpg.Connection,
+        canaries: Canaries,
+    ) -> None:
+        token = new_token()
+        canaries.add(token)
+        await store_advertiser_grant(service, token, [ADVERTISER])
+        await until(lambda: _true(service.tokens.cache.live), "the cache on")
+        # Hold the read's query at its first table, so that every read arrives while it runs.
+        async with pg.transaction():
+            await pg.execute("LOCK TABLE api_client IN ACCESS EXCLUSIVE MODE")
+            reads = [
+                asyncio.ensure_future(client.get(f"/tokens/{ADVERTISER}", headers=bearer(api_key)))
+                for _ in range(self.READS)
+            ]
+            await until(
+                lambda: _true(self._misses(service, "joined") == self.READS - 1),
+                "every read but one waiting for the first one's query",
+            )
+            waiting = await pg.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE '%api_client%'"
+            )
+            assert waiting == 1
+        answers = await asyncio.gather(*reads)
+        assert [a.status_code for a in answers] == [200] * self.READS
+        assert {a.json()["access_token"] for a in answers} == {token}
+        assert self._misses(service, "queried") == 1
+
+    async def test_a_miss_after_a_notification_does_not_wait_for_an_older_query(
+        self, cache: TokenCache
+    ) -> None:
+        """What a query under way fetched may predate the change a notification names."""
+        started, release = asyncio.Event(), asyncio.Event()
+        old, new = _row(uuid.uuid4()), _row(uuid.uuid4())
+
+        async def slow_old() -> TokenRow:
+            started.set()
+            await release.wait()
+            return old
+
+        async def fresh() -> TokenRow:
+            return new
+
+        first = asyncio.ensure_future(cache.fetch("advertiser", b"h", ADVERTISER, slow_old))
+        await started.wait()
+        cache.notified(f"a:{ADVERTISER}")
+        # A read that waited for the first query would wait for ever here.
+        fetched = cache.fetch("advertiser", b"h", ADVERTISER, fresh)
+        assert await asyncio.wait_for(fetched, BOUND) is new
+        release.set()
+        assert await first is old
+        assert cache.lookup("advertiser", b"h", ADVERTISER) == new  # the stale one not kept
 
 
 async def _true(value: bool) -> bool:

@@ -164,6 +164,13 @@ class Metrics:
             multiprocess_mode="livemin",
             registry=registry,
         )
+        self.token_cache_misses = Counter(
+            "tiktok_auth_token_cache_misses_total",
+            "Token reads the cache could not answer, by what they did: queried the database, "
+            "or joined a query under way for the same key and subject.",
+            ["outcome"],
+            registry=registry,
+        )
         self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._token_reads = {
             (kind, outcome): self.token_reads.labels(kind, outcome)

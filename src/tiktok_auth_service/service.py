@@ -147,7 +147,7 @@ async def open_service(
             liveness = LivenessChecker(settings, db, tiktok, sealer, clock, metrics, pacer)
             audit = AuditLog(db, clock, timedelta(days=settings.audit_retention_days), metrics)
             revoker = Revoker(settings, db, tiktok, sealer, audit, clock)
-            cache = TokenCache(settings.token_cache_max_mb * 2**20)
+            cache = TokenCache(settings.token_cache_max_mb * 2**20, metrics)
             listen_url = settings.token_cache_listen_url
             flows: list[ConsentFlow[Any]] = [
                 AdvertiserFlow(settings, db, tiktok, sealer, clock),

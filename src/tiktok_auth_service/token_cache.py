@@ -19,6 +19,9 @@ API key stop being served on every replica once PostgreSQL delivers the notifica
   that long (2 s) of stale answers.
 - No lost eviction: a read keeps what it fetched only if no notification arrived since it
   started (`generation`), since what it fetched may predate the change that notification names.
+- No stampede: while live, concurrent misses for one subject by one key make one query, the
+  others wait for its answer; one that comes after a notification queries afresh, for the
+  same reason.
 - Only sealed tokens are kept, as stored; the plaintext is made per answer and dropped with it.
 - Bounded by memory: what it keeps is counted in bytes (SUBJECT_BYTES a subject, ROW_BYTES a
   grant row, both measured by tests/test_token_cache.py) against TOKEN_CACHE_MAX_MB, and the
@@ -33,6 +36,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 
 import lru
 
@@ -71,8 +75,9 @@ class TokenCache:
     read first out. Only the event loop's thread touches it, so no lock: a lookup never
     waits."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, metrics: Metrics) -> None:
         self.max_bytes = max_bytes
+        self.metrics = metrics
         self.live = False
         # Bumped by every notification and every change of `live`.
         self.generation = 0
@@ -86,6 +91,9 @@ class TokenCache:
         self._subjects_of_grant: dict[uuid.UUID, dict[Subject, None]] = {}
         # One row per grant and status, shared by the subjects it serves.
         self._rows: dict[uuid.UUID, dict[str, GrantRow]] = {}
+        # The queries under way for misses, by (kind, key hash, subject), with the generation
+        # each started at.
+        self._queries: dict[tuple[str, bytes, str], tuple[int, asyncio.Task[TokenRow | None]]] = {}
 
     def __len__(self) -> int:
         return len(self._grants)
@@ -99,6 +107,41 @@ class TokenCache:
         if caller is None or key not in self._grants:
             return None
         return TokenRow(caller, self._grants[key])
+
+    async def fetch(
+        self,
+        kind: str,
+        key_hash: bytes,
+        subject: str,
+        query: Callable[[], Awaitable[TokenRow | None]],
+    ) -> TokenRow | None:
+        """A miss's answer: `query`'s, kept. While the cache is live, a miss for what a query
+        under way asks (same kind, key and subject, no notification since it started) waits for
+        that query instead. The query runs on even if the reads waiting for it are cancelled."""
+        name = (kind, key_hash, subject)
+        under_way = self._queries.get(name)
+        if under_way is not None and self.live and under_way[0] == self.generation:
+            self.metrics.token_cache_misses.labels("joined").inc()
+            return await asyncio.shield(under_way[1])
+        self.metrics.token_cache_misses.labels("queried").inc()
+        generation = self.generation
+
+        async def kept() -> TokenRow | None:
+            row = await query()
+            if row is not None:
+                self.remember(kind, key_hash, subject, row, generation)
+            return row
+
+        task = asyncio.ensure_future(kept())
+        self._queries[name] = (generation, task)
+        task.add_done_callback(lambda done: self._landed(name, done))
+        return await asyncio.shield(task)
+
+    def _landed(self, name: tuple[str, bytes, str], task: asyncio.Task[TokenRow | None]) -> None:
+        if self._queries.get(name, (0, None))[1] is task:
+            del self._queries[name]
+        if not task.cancelled():
+            task.exception()  # retrieved: every read that waited has been given it
 
     def remember(
         self, kind: str, key_hash: bytes, subject: str, row: TokenRow, generation: int

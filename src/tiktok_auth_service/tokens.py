@@ -339,14 +339,14 @@ async def authorize_read(
     if not api_key:
         raise errors.Unauthenticated()
     key_hash = digest(api_key)
-    row = cache.lookup(kind, key_hash, subject) if cache is not None else None
-    if row is None:
-        generation = cache.generation if cache is not None else 0
+    if cache is None:
         row = await _READERS[kind](db, key_hash, subject)
-        if row is None:
-            raise errors.Unauthenticated()
-        if cache is not None:
-            cache.remember(kind, key_hash, subject, row, generation)
+    else:
+        row = cache.lookup(kind, key_hash, subject) or await cache.fetch(
+            kind, key_hash, subject, lambda: _READERS[kind](db, key_hash, subject)
+        )
+    if row is None:
+        raise errors.Unauthenticated()
     return authorized(row, kind, subject, caller)
 
 
