@@ -9,8 +9,9 @@ table: by default 10,000 advertisers in grants of 100 and 10 API keys (seeded th
 million takes seconds). Every request asks for an advertiser with a random key, picked either
 `uniform`ly or `zipf`-like (rank r drawn as N^u for uniform u, density about 1/r: a few
 advertisers hot, as reporting jobs make them; ranks are scattered over the table). Each target
-is its own server process (uvicorn with uvloop and httptools), loaded with the same wrk
-command, rounds interleaved so that a noisy moment hits all of them:
+is its own server process (the service on `serve`'s granian, the bare baselines on uvicorn with
+uvloop and httptools), loaded with the same wrk command, rounds interleaved so that a noisy
+moment hits all of them:
 
     (a)  the service, `serve --workers 1`, GET /tokens/{advertiser_id}: key check, permission,
          decryption, read audit, request id, access log, metrics, security headers
@@ -344,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"wrk: {args.connections} connections, {args.seconds} s a round, {args.rounds} "
             f"rounds; {args.advertisers} advertisers in {grants} grants, {KEYS} keys; "
-            f"body {len(answer.content)} bytes; uvicorn with uvloop and httptools; "
+            f"body {len(answer.content)} bytes; (a) on granian, (b) and (c) on uvicorn; "
             f"TOKEN_CACHE_MAX_MB {env.get('TOKEN_CACHE_MAX_MB', 'default')}"
         )
         cold_rss = rss_mb(service[1][1])
