@@ -9,7 +9,7 @@
 The sweep is paced at SWEEP_QPS, well within what the 2-core development machine sustains
 with the emulator, PostgreSQL and two server processes sharing it, over the first SWEEP_GRANTS
 grants; at a budget the machine cannot keep up with, the sweep's length shows by how much (see
-README, Performance).
+docs/performance.md).
 `--quick` runs each with less data and shorter rounds, to check that they work.
 """
 

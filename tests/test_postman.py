@@ -229,10 +229,10 @@ def test_scripts_are_valid_javascript(tmp_path: Path) -> None:
         assert result.returncode == 0, (item["name"], result.stderr)
 
 
-def _readme_calls() -> set[tuple[str, str]]:
-    """(METHOD, path) of the README's table of calls for internal services."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("### Fetching tokens (internal services)", 1)[1].split("\n#", 1)[0]
+def _documented_calls() -> set[tuple[str, str]]:
+    """(METHOD, path) of the API guide's table of calls for internal services."""
+    guide = (ROOT / "docs" / "api.md").read_text()
+    section = guide.split("\n## Calls for internal services\n", 1)[1].split("\n#", 1)[0]
     calls = set()
     for line in section.splitlines():
         if line.startswith("| `"):
@@ -259,10 +259,10 @@ def test_collection_covers_the_api() -> None:
         "healthz",
         "readyz",
     } <= covered
-    # What the README offers internal callers, each call by method and path.
-    calls = _readme_calls()
+    # What the API guide offers internal callers, each call by method and path.
+    calls = _documented_calls()
     assert len(calls) >= 8, calls
     by_route = {(method, path): name for name, (method, path, _) in operations.items()}
     for call in calls:
-        assert call in by_route, f"the README names {call}, which /openapi.json lacks"
+        assert call in by_route, f"docs/api.md names {call}, which /openapi.json lacks"
         assert by_route[call] in covered, call

@@ -23,9 +23,9 @@ seals the same plaintexts again with the current key (`TokenSealer.reseal`). So:
   seals them with the current key itself. `updated_at` is left alone as well: nothing a
   caller can see has changed.
 
-Every process must have the new key first before rotation starts (see README, "Rotating
-encryption keys"): a process still sealing with the old key would write old-key rows again,
-which `--check` shows and a second run re-seals.
+Every process must have the new key first before rotation starts (see docs/operations.md,
+"Rotating encryption keys"): a process still sealing with the old key would write old-key rows
+again, which `--check` shows and a second run re-seals.
 """
 
 from __future__ import annotations
