@@ -106,12 +106,13 @@ class Grant(SQLModel, table=True):
             "orphaned_at",
             postgresql_where=sa.text("orphaned_at IS NOT NULL AND status = 'active'"),
         ),
-        # GET /connections?tag=key:value, as `tags @> {...}`.
+        # GET /connections?tag=key:value, as `tags @> {...}` (no pending list: migration 0007).
         sa.Index(
             "ix_oauth_grant_tags",
             "tags",
             postgresql_using="gin",
             postgresql_ops={"tags": "jsonb_path_ops"},
+            postgresql_with={"fastupdate": "off"},
         ),
     )
 
