@@ -436,6 +436,19 @@ class TestTagFilter:
         assert response.json()["code"] == "validation_error"
         assert "tag" in response.json()["detail"]
 
+    async def test_one_key_asked_with_two_values_is_a_422(
+        self, client: httpx.AsyncClient, api_key: str
+    ) -> None:
+        response = await client.get(
+            "/connections",
+            params={"tag": ["tenant:acme", "tenant:globex"]},
+            headers=bearer(api_key),
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"] == "tag: 'tenant' is asked with two values."
+        same = {"tag": ["tenant:acme", "tenant:acme"]}
+        assert (await client.get("/connections", params=same, headers=bearer(api_key))).is_success
+
 
 def failing(code: int, message: str) -> httpx.Response:
     return httpx.Response(200, json=envelope(code=code, message=message))
