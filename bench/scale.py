@@ -536,6 +536,7 @@ async def explain_listing(db: Database, keys: Keys, stored: int) -> None:
                 None,
                 *after,
                 101,
+                None,  # healthy: either
             )
             print(f"\n===== GET /connections, {title}")
             for (line,) in plan:

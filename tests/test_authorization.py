@@ -197,6 +197,7 @@ class TestCallback:
                 "last_checked_at": "2026-11-24T12:00:00+00:00",
                 "connected_by": None,
                 "end_user": None,
+                "tags": {},
             }
         names = dict(await pg.fetch("SELECT advertiser_id, name FROM advertiser"))
         assert names == {ADVERTISERS[0]: "Acme Shoes", ADVERTISERS[1]: "Acme Hats"}

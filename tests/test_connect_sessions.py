@@ -365,7 +365,7 @@ class TestRestrictedKeys:
         assert await pg.fetchval("SELECT count(*) FROM advertiser") == 0
 
 
-async def open_session(client: httpx.AsyncClient, key: str, **body: str) -> dict[str, Any]:
+async def open_session(client: httpx.AsyncClient, key: str, **body: Any) -> dict[str, Any]:
     response = await client.post("/connect-sessions", json=body, headers=bearer(key))
     assert response.status_code == 201, response.text
     opened: dict[str, Any] = response.json()
@@ -401,6 +401,7 @@ class TestVerifiableOutcome:
             "open_id": None,
             "error": None,
             "end_user": "user-42",
+            "tags": {},
             "created_at": answer["created_at"],
             "expires_at": opened["expires_at"],
             "started_at": None,
@@ -626,3 +627,104 @@ class TestVerifiableOutcome:
         await open_session(client, api_key)
         gone = await client.get(f"/connect-sessions/{opened['id']}", headers=bearer(api_key))
         assert gone.status_code == 404
+
+
+class TestTags:
+    """Tags map a connection to the caller's own tenants: given when the session is opened,
+    kept by the grant it produces, replaced by the next session's on re-authorization."""
+
+    @pytest.mark.parametrize(
+        ("tags", "complaint"),
+        [
+            ({f"k{n}": "v" for n in range(11)}, "at most 10"),
+            ({"": "v"}, "at least 1 character"),
+            ({"k" * 65: "v"}, "at most 64 characters"),
+            ({"tenant": "v" * 256}, "at most 255 characters"),
+            ({"tenant": 42}, "valid string"),
+            ({"tenant": None}, "valid string"),
+            (["tenant", "acme"], "valid dictionary"),
+            ({"tenant:id": "acme"}, "should match pattern"),
+            ({"tenant": "a\x00b"}, "should match pattern"),  # jsonb cannot hold a NUL
+            ({"ten\nant": "acme"}, "should match pattern"),
+        ],
+    )
+    async def test_tags_out_of_bounds_are_a_422_and_write_nothing(
+        self,
+        client: httpx.AsyncClient,
+        api_key: str,
+        pg: asyncpg.Connection,
+        tags: Any,
+        complaint: str,
+    ) -> None:
+        response = await client.post(
+            "/connect-sessions", json={"tags": tags}, headers=bearer(api_key)
+        )
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        problem = response.json()
+        assert problem["code"] == "validation_error"
+        assert "tags" in problem["detail"] and complaint in problem["detail"], problem["detail"]
+        assert await pg.fetchval("SELECT count(*) FROM connect_session") == 0
+
+    async def test_ten_tags_at_the_limits_are_accepted(
+        self, client: httpx.AsyncClient, api_key: str
+    ) -> None:
+        tags = {f"{n}" + "k" * 63: "v" * 255 for n in range(9)} | {"t": ""}
+        opened = await open_session(client, api_key, tags=tags)
+        assert (await outcome(client, api_key, opened["id"]))["tags"] == tags
+
+    async def test_the_grant_keeps_its_sessions_tags_until_a_new_session_replaces_them(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        canaries: Canaries,
+        api_key: str,
+    ) -> None:
+        first_tags = {"tenant": "acme", "plan": "pro"}
+        tiktok_grants(tiktok, canaries, [A, B])
+        opened = await open_session(client, api_key, tags=first_tags)
+        assert (await connect_through(client, opened["url"])).status_code == 200
+        assert (await outcome(client, api_key, opened["id"]))["tags"] == first_tags
+        for _ in range(2):  # the second read is answered by the token cache
+            served = await client.get(f"/tokens/{A}", headers=bearer(api_key))
+            assert served.json()["tags"] == first_tags
+        listed = await client.get("/connections", headers=bearer(api_key))
+        assert [item["tags"] for item in listed.json()["items"]] == [first_tags, first_tags]
+
+        tiktok_grants(tiktok, canaries, [A])
+        again = await open_session(client, api_key, tags={"tenant": "globex"})
+        assert (await connect_through(client, again["url"])).status_code == 200
+        served = await client.get(f"/tokens/{A}", headers=bearer(api_key))
+        assert served.json()["tags"] == {"tenant": "globex"}
+        listed = await client.get("/connections", headers=bearer(api_key))
+        assert [(i["subject_id"], i["tags"]) for i in listed.json()["items"]] == [
+            (A, {"tenant": "globex"}),
+            (B, first_tags),  # still served by the first grant
+        ]
+        assert (await outcome(client, api_key, opened["id"]))["tags"] == first_tags
+
+    async def test_an_accounts_token_carries_its_tags_also_when_refreshed_on_read(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        canaries: Canaries,
+        api_key: str,
+        clock: FakeClock,
+    ) -> None:
+        accounts = TikTokAccounts(tiktok, canaries, clock)
+        tags = {"tenant": "acme"}
+        opened = await open_session(
+            client,
+            api_key,
+            flow="tiktok_account",
+            tags=tags,
+        )
+        start = await start_through(client, opened["url"])
+        state = query_of(start.headers["location"])["state"]
+        await client.get("/callback", params={"code": "tt-code", "state": state})
+        url = f"/tokens/accounts/{OPEN_ID}"
+        assert (await client.get(url, headers=bearer(api_key))).json()["tags"] == tags
+        clock.advance(hours=23, minutes=58)  # inside the leeway: this read refreshes
+        refreshed = await client.get(url, headers=bearer(api_key))
+        assert accounts.refresh.call_count == 1
+        assert refreshed.json()["tags"] == tags

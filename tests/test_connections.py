@@ -12,9 +12,17 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import respx
 
-from tests.fixtures import Canaries, bearer
-from tests.helpers import new_token, store_account_grant, store_advertiser_grant
+from tests.fixtures import OPEN_ID, TIKTOK_API, Canaries, FakeClock, bearer
+from tests.helpers import (
+    TikTokAccounts,
+    connect_account,
+    envelope,
+    new_token,
+    store_account_grant,
+    store_advertiser_grant,
+)
 from tiktok_auth_service.connections import encode_cursor
 from tiktok_auth_service.models import AdvertiserStatus, GrantStatus
 from tiktok_auth_service.repository import Repository
@@ -117,6 +125,9 @@ class TestListing:
             "updated_at",
             "connected_by",
             "end_user",
+            "tags",
+            "last_failure",
+            "next_attempt_at",
         }
         tokens = await stored_tokens(service, pg)
         assert len(tokens) == 6  # two advertiser tokens, two account pairs
@@ -346,3 +357,240 @@ class TestErrors:
             assert response.status_code == 401, headers
             assert response.json()["code"] == "unauthenticated"
             assert response.headers["www-authenticate"] == "Bearer"
+
+
+def subjects_of(items: list[dict[str, Any]]) -> list[str]:
+    return [item["subject_id"] for item in items]
+
+
+class TestTagFilter:
+    @pytest.fixture
+    async def tagged(self, connected: dict[str, uuid.UUID], pg: asyncpg.Connection) -> None:
+        for grant, tags in (
+            ("serving", {"tenant": "acme", "env": "prod", "url": "https://a.example:8443/x"}),
+            ("revoked", {"tenant": "acme", "env": "staging"}),
+            ("account_1", {"tenant": "acme", "env": "prod"}),
+            ("account_2", {"tenant": "globex"}),
+        ):
+            await pg.execute(
+                "UPDATE oauth_grant SET tags = $1::jsonb WHERE id = $2",
+                json.dumps(tags),
+                connected[grant],
+            )
+
+    async def test_every_tag_given_must_match(
+        self, client: httpx.AsyncClient, api_key: str, tagged: None
+    ) -> None:
+        items = await list_all(client, api_key)
+        assert items[0]["tags"] == {
+            "tenant": "acme",
+            "env": "prod",
+            "url": "https://a.example:8443/x",
+        }
+        acme = await list_all(client, api_key, tag="tenant:acme")
+        assert subjects_of(acme) == [A1, A2, A3, A4, ACCOUNT_1]
+        both = await list_all(client, api_key, tag=["tenant:acme", "env:prod"])
+        assert subjects_of(both) == [A1, A2, A3, ACCOUNT_1]
+        assert subjects_of(await list_all(client, api_key, tag="tenant:globex")) == [ACCOUNT_2]
+        assert await list_all(client, api_key, tag=["tenant:globex", "env:prod"]) == []
+        assert await list_all(client, api_key, tag="tenant:ACME") == []  # values are exact
+        # Split at the first colon: the value may hold more.
+        by_url = await list_all(client, api_key, tag="url:https://a.example:8443/x")
+        assert subjects_of(by_url) == [A1, A2, A3]
+        active = await list_all(client, api_key, tag="env:prod", status="active", flow="advertiser")
+        assert subjects_of(active) == [A1, A2]
+
+    async def test_a_tag_filter_pages_like_any_other(
+        self, client: httpx.AsyncClient, api_key: str, tagged: None
+    ) -> None:
+        seen, cursor = [], None
+        while True:
+            params: dict[str, Any] = {"tag": "tenant:acme", "limit": 2}
+            if cursor is not None:
+                params["next"] = cursor
+            body = (await client.get("/connections", params=params, headers=bearer(api_key))).json()
+            seen += subjects_of(body["items"])
+            cursor = body["next"]
+            if cursor is None:
+                break
+        assert seen == [A1, A2, A3, A4, ACCOUNT_1]
+
+    async def test_a_restricted_key_filters_among_its_own(
+        self, client: httpx.AsyncClient, service: Service, tagged: None, canaries: Canaries
+    ) -> None:
+        created = await service.api_keys.create("partner", [A2, A4], open_ids=[ACCOUNT_2])
+        key = created.key.get_secret_value()
+        canaries.add(key)
+        assert subjects_of(await list_all(client, key, tag="tenant:acme")) == [A2, A4]
+        assert subjects_of(await list_all(client, key, tag="tenant:globex")) == [ACCOUNT_2]
+
+    @pytest.mark.parametrize(
+        "tag", ["tenant", "", ":acme", "k" * 65 + ":v", "tenant:" + "v" * 256, "tenant\x00:x"]
+    )
+    async def test_a_malformed_tag_filter_is_a_422(
+        self, client: httpx.AsyncClient, api_key: str, tag: str
+    ) -> None:
+        response = await client.get("/connections", params={"tag": tag}, headers=bearer(api_key))
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == "validation_error"
+        assert "tag" in response.json()["detail"]
+
+    async def test_one_key_asked_with_two_values_is_a_422(
+        self, client: httpx.AsyncClient, api_key: str
+    ) -> None:
+        response = await client.get(
+            "/connections",
+            params={"tag": ["tenant:acme", "tenant:globex"]},
+            headers=bearer(api_key),
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"] == "tag: 'tenant' is asked with two values."
+        same = {"tag": ["tenant:acme", "tenant:acme"]}
+        assert (await client.get("/connections", params=same, headers=bearer(api_key))).is_success
+
+
+def failing(code: int, message: str) -> httpx.Response:
+    return httpx.Response(200, json=envelope(code=code, message=message))
+
+
+def at(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+class TestHealth:
+    """Each item says what went wrong since its last success, and when the worker tries
+    again; `healthy=false` lists the connections that are not served or last failed."""
+
+    async def test_a_transient_refresh_failure_shows_until_the_refresh_succeeds(
+        self,
+        client: httpx.AsyncClient,
+        service: Service,
+        api_key: str,
+        clock: FakeClock,
+        canaries: Canaries,
+        pg: asyncpg.Connection,
+    ) -> None:
+        with respx.mock(base_url=TIKTOK_API, assert_all_called=False) as mock:
+            accounts = TikTokAccounts(mock, canaries, clock)
+            await connect_account(client)
+            [fresh] = await list_all(client, api_key)
+            assert fresh["last_failure"] is None
+            due = await pg.fetchval("SELECT refresh_due_at FROM oauth_grant")
+            assert at(fresh["next_attempt_at"]) == due
+            assert subjects_of(await list_all(client, api_key, healthy="true")) == [OPEN_ID]
+            assert await list_all(client, api_key, healthy="false") == []
+
+            busy = "Service is busy, please retry later."
+            accounts.refresh.mock(side_effect=None, return_value=failing(50002, busy))
+            clock.advance(hours=23, minutes=50)
+            assert await service.worker.drain() == 1
+            [failed] = await list_all(client, api_key)
+            first_failure = clock.now()
+            assert failed["status"] == "active"
+            assert failed["last_failure"] == {
+                "at": failed["last_failure"]["at"],
+                "tiktok_code": 50002,
+                "message": busy,
+                "attempts": 1,
+            }
+            assert at(failed["last_failure"]["at"]) == first_failure
+            assert at(failed["next_attempt_at"]) == first_failure + timedelta(seconds=30)
+            assert subjects_of(await list_all(client, api_key, healthy="false")) == [OPEN_ID]
+            assert await list_all(client, api_key, healthy="true") == []
+
+            clock.advance(seconds=31)
+            assert await service.worker.drain() == 1
+            [again] = await list_all(client, api_key)
+            assert again["last_failure"]["attempts"] == 2
+            assert at(again["last_failure"]["at"]) == clock.now()
+            assert at(again["next_attempt_at"]) == clock.now() + timedelta(seconds=60)
+
+            accounts.refresh.mock(side_effect=accounts.issue)
+            clock.advance(seconds=61)
+            assert await service.worker.drain() == 1
+            [recovered] = await list_all(client, api_key)
+            assert recovered["last_failure"] is None
+            due = await pg.fetchval("SELECT refresh_due_at FROM oauth_grant")
+            assert at(recovered["next_attempt_at"]) == due > clock.now()
+            assert await list_all(client, api_key, healthy="false") == []
+
+    async def test_a_terminal_refresh_failure_stays_with_no_next_attempt(
+        self,
+        client: httpx.AsyncClient,
+        api_key: str,
+        clock: FakeClock,
+        canaries: Canaries,
+    ) -> None:
+        with respx.mock(base_url=TIKTOK_API, assert_all_called=False) as mock:
+            accounts = TikTokAccounts(mock, canaries, clock)
+            await connect_account(client)
+            accounts.refresh.mock(
+                side_effect=None,
+                return_value=failing(40107, "The refresh_token is invalid or expired."),
+            )
+            clock.advance(hours=23, minutes=58)
+            url = f"/tokens/accounts/{OPEN_ID}"
+            assert (await client.get(url, headers=bearer(api_key))).status_code == 409
+        [dead] = await list_all(client, api_key, healthy="false")
+        assert dead["status"] == "reauthorization_required"
+        assert dead["last_failure"]["tiktok_code"] == 40107
+        assert dead["last_failure"]["message"] == "The refresh_token is invalid or expired."
+        assert dead["last_failure"]["attempts"] == 1
+        assert dead["next_attempt_at"] is None
+
+    async def test_a_failed_liveness_check_shows_on_every_advertiser_of_the_grant(
+        self,
+        client: httpx.AsyncClient,
+        service: Service,
+        api_key: str,
+        clock: FakeClock,
+        canaries: Canaries,
+    ) -> None:
+        token = new_token()
+        canaries.add(token)
+        await store_advertiser_grant(service, token, [A1, A2])
+        with respx.mock(base_url=TIKTOK_API, assert_all_called=True) as mock:
+            advertisers = mock.get("/oauth2/advertiser/get/")
+            advertisers.respond(json=envelope(code=50000, message="Internal error."))
+            check = await client.post(f"/tokens/{A1}/check", headers=bearer(api_key))
+            assert check.status_code == 503
+            items = await list_all(client, api_key)
+            failure = {"tiktok_code": 50000, "message": "Internal error.", "attempts": 1}
+            assert [item["last_failure"] for item in items] == [
+                {"at": items[0]["last_failure"]["at"], **failure}
+            ] * 2
+            assert at(items[0]["last_failure"]["at"]) == clock.now()
+            assert [at(item["next_attempt_at"]) for item in items] == [
+                clock.now() + timedelta(seconds=30)
+            ] * 2
+            assert subjects_of(await list_all(client, api_key, healthy="false")) == [A1, A2]
+
+            listed = [{"advertiser_id": a, "advertiser_name": a} for a in (A1, A2)]
+            advertisers.respond(json=envelope({"list": listed}))
+            clock.advance(seconds=5)
+            assert (await client.post(f"/tokens/{A1}/check", headers=bearer(api_key))).is_success
+        items = await list_all(client, api_key)
+        assert [item["last_failure"] for item in items] == [None, None]
+        interval = timedelta(seconds=service.settings.liveness_interval_seconds)
+        assert [at(item["next_attempt_at"]) for item in items] == [clock.now() + interval] * 2
+        assert subjects_of(await list_all(client, api_key, healthy="true")) == [A1, A2]
+
+    async def test_revoked_and_reauthorization_required_are_unhealthy(
+        self, client: httpx.AsyncClient, api_key: str, connected: dict[str, uuid.UUID]
+    ) -> None:
+        unhealthy = await list_all(client, api_key, healthy="false")
+        assert subjects_of(unhealthy) == [A3, A4]
+        # A3's grant is still checked (TikTok may list it again); A4's grant is revoked.
+        assert [item["next_attempt_at"] is None for item in unhealthy] == [False, True]
+        healthy = await list_all(client, api_key, healthy="true")
+        assert subjects_of(healthy) == [A1, A2, ACCOUNT_1, ACCOUNT_2]
+
+
+async def test_the_filters_are_documented(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    parameters = {p["name"]: p for p in spec["paths"]["/connections"]["get"]["parameters"]}
+    assert parameters["tag"]["schema"]["type"] == "array"
+    assert parameters["healthy"]["schema"]["anyOf"][0]["type"] == "boolean"
+    item = spec["components"]["schemas"]["Connection"]["properties"]
+    assert {"tags", "last_failure", "next_attempt_at"} <= set(item)

@@ -314,10 +314,27 @@ async def _not(value: Awaitable[bool]) -> bool:
     return not await value
 
 
-def _grant(grant_id: uuid.UUID, status: str = "active") -> GrantRow:
+# The tags a row of the measurements carries: none, two, or ten as long as they may be (with
+# a character past U+FFFF, which makes CPython store each of its string's characters in four
+# bytes).
+_TAGS = ("none", "two", "ten of the most")
+
+
+def _tags(kind: str, grant_id: uuid.UUID) -> dict[str, str]:
+    if kind == "two":
+        return {"tenant": "acme-" + grant_id.hex, "env": "production"}
+    if kind == "ten of the most":
+        return {
+            f"{n}{grant_id.hex}".ljust(63, "k") + "\U0001f389": "v" * 254 + "\U0001f389"
+            for n in range(10)
+        }
+    return {}
+
+
+def _grant(grant_id: uuid.UUID, status: str = "active", tags: str = "none") -> GrantRow:
     """A row shaped like the ones reads fetch, made anew as each read makes it (new objects,
     equal values for one grant): a sealed token of a real one's size, the times, ten scopes,
-    the labels."""
+    the labels, the tags."""
     return GrantRow(
         grant_id,
         status,
@@ -332,6 +349,7 @@ def _grant(grant_id: uuid.UUID, status: str = "active") -> GrantRow:
         "reporting-service",
         "customer-" + grant_id.hex,
         list(range(1, 11)),
+        _tags(tags, grant_id),
     )
 
 
@@ -399,11 +417,13 @@ class TestTheCache:
         assert cache.lookup("advertiser", b"h", "4") is None
         assert cache.bytes == 0
 
+    @pytest.mark.parametrize("tags", list(_TAGS))
     @pytest.mark.parametrize("per_grant", [1, 1000])
-    def test_what_it_counts_covers_what_it_takes(self, per_grant: int) -> None:
-        """SUBJECT_BYTES and ROW_BYTES are at least what CPython really allocates for a
+    def test_what_it_counts_covers_what_it_takes(self, per_grant: int, tags: str) -> None:
+        """SUBJECT_BYTES and `row_bytes` are at least what CPython really allocates for a
         subject and a row kept, measured over 20,000 subjects (advertiser ids of 19 digits),
-        each in a grant of its own or a thousand to a grant."""
+        each in a grant of its own or a thousand to a grant, with no tags, two, or ten of
+        the largest."""
         subjects = 20_000
         cache = TokenCache(max_bytes=1 << 30, metrics=Metrics())
         cache.set_live(True)
@@ -414,7 +434,7 @@ class TestTheCache:
         try:
             before = tracemalloc.get_traced_memory()[0]
             for n in range(subjects):  # each read's id and row made here, as a read makes them
-                row = TokenRow(caller, _grant(grants[n // per_grant]))
+                row = TokenRow(caller, _grant(grants[n // per_grant], tags=tags))
                 cache.remember("advertiser", b"h", str(7100000000000000000 + n), row, 1)
             taken = tracemalloc.get_traced_memory()[0] - before
         finally:
@@ -435,7 +455,7 @@ class TestTheCache:
         gc.collect()
         tracked_before = {id(o) for o in gc.get_objects()}
         for n in range(subjects):
-            row = TokenRow(caller, _grant(grants[n // per_grant]))
+            row = TokenRow(caller, _grant(grants[n // per_grant], tags="two"))
             cache.remember("advertiser", b"h", str(7100000000000000000 + n), row, 1)
         gc.collect()  # as a full collection would: it untracks what it may
         walked = sum(

@@ -12,7 +12,13 @@ import pytest
 import respx
 
 from tests.fixtures import APP_ID, APP_SECRET, OPEN_ID, TIKTOK_API, Canaries, bearer
-from tests.helpers import envelope, new_token, store_account_grant, store_advertiser_grant
+from tests.helpers import (
+    envelope,
+    new_token,
+    store_account_grant,
+    store_advertiser_grant,
+    until,
+)
 from tiktok_auth_service.models import GrantStatus
 from tiktok_auth_service.service import Service
 from tiktok_auth_service.tokens import AdvertiserToken
@@ -327,6 +333,7 @@ def test_token_answers_do_not_show_the_token_in_their_repr() -> None:
         scope=[4],
         status="active",
         last_checked_at=None,
+        tags={},
         connected_by=None,
         end_user=None,
     )
@@ -339,3 +346,31 @@ async def test_a_wrong_method_names_the_allowed_ones(client: httpx.AsyncClient) 
     assert answer.status_code == 405
     assert answer.headers["content-type"] == "application/problem+json"
     assert set(answer.headers["allow"].replace(" ", "").split(",")) == {"GET", "DELETE"}
+
+
+class TestTags:
+    async def test_the_answer_carries_the_grants_tags_and_follows_a_change(
+        self,
+        client: httpx.AsyncClient,
+        service: Service,
+        pg: asyncpg.Connection,
+        api_key: str,
+    ) -> None:
+        grant = await store_advertiser_grant(service, new_token(), [ADVERTISER])
+        url = f"/tokens/{ADVERTISER}"
+        assert (await client.get(url, headers=bearer(api_key))).json()["tags"] == {}
+        await pg.execute(
+            """UPDATE oauth_grant SET tags = '{"tenant": "acme"}' WHERE id = $1""", grant
+        )
+        # The cached answer is dropped once PostgreSQL announces the change.
+        await until(
+            lambda: _tags_are(client, url, api_key, {"tenant": "acme"}),
+            "the changed tags served",
+            within=5,
+        )
+
+
+async def _tags_are(
+    client: httpx.AsyncClient, url: str, api_key: str, tags: dict[str, str]
+) -> bool:
+    return bool((await client.get(url, headers=bearer(api_key))).json()["tags"] == tags)

@@ -555,3 +555,92 @@ class TestAdvertiserListSync:
         assert events[1][1]["added_advertiser_ids"] == [C]
         assert events[1][1]["removed_advertiser_ids"] == []
         assert (await client.get(f"/tokens/{C}", headers=bearer(api_key))).status_code == 200
+
+
+class TestTagsAndRecovery:
+    async def test_every_event_carries_the_connections_tags(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        service: Service,
+        receiver: Receiver,
+        api_key: str,
+    ) -> None:
+        tags = {"tenant": "acme", "plan": "pro"}
+        opened = await client.post(
+            "/connect-sessions", json={"tags": tags}, headers=bearer(api_key)
+        )
+        start = await start_through(client, opened.json()["url"])
+        state = query_of(start.headers["location"])["state"]
+        assert (await client.get("/callback", params={"auth_code": "c", "state": state})).is_success
+        tiktok.get("/oauth2/advertiser/get/").respond(
+            json=envelope({"list": [{"advertiser_id": B, "advertiser_name": "B"}]})
+        )
+        assert (await client.post(f"/tokens/{B}/check", headers=bearer(api_key))).is_success
+        tiktok.get("/oauth2/advertiser/get/").respond(json=envelope(code=40105, message="x"))
+        assert (await client.post(f"/tokens/{B}/check", headers=bearer(api_key))).status_code == 409
+        await service.webhooks.drain()
+        events = [(e["type"], e["data"]["tags"]) for e in receiver.verified()]
+        assert events == [
+            ("connection.created", tags),
+            ("connection.updated", tags),
+            ("connection.reauthorization_required", tags),
+        ]
+
+    async def test_a_refresh_that_succeeds_after_failing_is_announced_recovered(
+        self,
+        client: httpx.AsyncClient,
+        service: Service,
+        receiver: Receiver,
+        canaries: Canaries,
+        clock: FakeClock,
+    ) -> None:
+        with respx.mock(base_url=TIKTOK_API, assert_all_called=False) as mock:
+            mock.route(host="127.0.0.1").pass_through()
+            accounts = TikTokAccounts(mock, canaries, clock)
+            await connect_account(client)
+            clock.advance(hours=23, minutes=50)
+            assert await service.worker.drain() == 1  # a success after no failure: no event
+            accounts.refresh_fails(50002)
+            clock.advance(hours=23, minutes=50)
+            for _ in range(2):
+                assert await service.worker.drain() == 1
+                clock.advance(seconds=61)
+            accounts.refresh.mock(side_effect=accounts.issue)
+            assert await service.worker.drain() == 1
+            clock.advance(hours=23, minutes=50)
+            assert await service.worker.drain() == 1  # healthy again: no second event
+            await service.webhooks.drain()
+        events = [(e["type"], e["data"]) for e in receiver.verified()]
+        assert [kind for kind, _ in events] == [
+            "connection.created",
+            "refresh.failed",
+            "refresh.failed",
+            "connection.recovered",
+        ]
+        recovered = events[-1][1]
+        assert (recovered["subject"], recovered["status"]) == (OPEN_ID, "active")
+        assert recovered["failures"] == 2
+        assert recovered["tags"] == {}
+
+    async def test_a_liveness_check_that_succeeds_after_failing_is_announced_recovered(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: respx.MockRouter,
+        service: Service,
+        receiver: Receiver,
+        api_key: str,
+    ) -> None:
+        await connect(client)
+        advertisers = tiktok.get("/oauth2/advertiser/get/")
+        advertisers.respond(json=envelope(code=50000, message="Internal error."))
+        assert (await client.post(f"/tokens/{A}/check", headers=bearer(api_key))).status_code == 503
+        listed = [{"advertiser_id": a, "advertiser_name": a} for a in (A, B)]
+        advertisers.respond(json=envelope({"list": listed}))
+        for _ in range(2):
+            assert (await client.post(f"/tokens/{A}/check", headers=bearer(api_key))).is_success
+        await service.webhooks.drain()
+        events = [(e["type"], e["data"]) for e in receiver.verified()]
+        assert [kind for kind, _ in events] == ["connection.created", "connection.recovered"]
+        assert events[1][1]["advertiser_ids"] == [A, B]
+        assert events[1][1]["failures"] == 1

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, cast
 
 import orjson
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from tiktok_auth_service import errors
 from tiktok_auth_service.crypto import digest
@@ -28,6 +28,51 @@ MAX_LIMIT = 500
 
 ConnectionFlow = Literal["advertiser", "tiktok_account"]
 ConnectionStatus = Literal["active", "reauthorization_required", "revoked"]
+
+# Tags: at most MAX_TAGS, keys of 1-64 characters without a colon (a filter is `key:value`),
+# values of at most 255; printable, since PostgreSQL's jsonb cannot hold a NUL.
+MAX_TAGS = 10
+_PRINTABLE = r"\x00-\x1f\x7f"
+TagKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=f"^[^:{_PRINTABLE}]*$")
+]
+TagValue = Annotated[str, StringConstraints(max_length=255, pattern=f"^[^{_PRINTABLE}]*$")]
+# What `GET /connections?tag=` takes: one key and its value, split at the first colon.
+TagFilter = Annotated[
+    str, StringConstraints(pattern=f"^[^:{_PRINTABLE}]{{1,64}}:[^{_PRINTABLE}]{{0,255}}$")
+]
+TAGS_DESCRIPTION = (
+    "Your labels for the connection (e.g. your tenant's id): at most 10, keys of 1-64 "
+    "characters without a colon, values of at most 255."
+)
+Tags = Annotated[dict[str, str], Field(description=TAGS_DESCRIPTION)]
+
+
+def tag_filter(filters: list[str]) -> dict[str, str]:
+    """The tags `key:value` filters ask for, as one object. Raises ValidationFailed for one key
+    asked with two values (a connection has one value per key)."""
+    wanted: dict[str, str] = {}
+    for item in filters:
+        key, _, value = item.partition(":")
+        if wanted.setdefault(key, value) != value:
+            raise errors.ValidationFailed(f"tag: {key!r} is asked with two values.")
+    return wanted
+
+
+@dataclass(frozen=True, slots=True)
+class LastFailure:
+    """The last refresh or liveness check that failed since the connection's last success."""
+
+    at: Annotated[datetime, Field(description="When it failed.")]
+    tiktok_code: Annotated[
+        int | None,
+        Field(
+            description="TikTok's error code; null when TikTok gave none (no answer, an HTTP "
+            "error, or a failure on this side, such as a token that does not decrypt)."
+        ),
+    ]
+    message: Annotated[str, Field(description="TikTok's message as TikTok gave it (or ours).")]
+    attempts: Annotated[int, Field(description="Failed attempts in a row, this one included.")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +125,22 @@ class Connection:
     end_user: Annotated[
         str | None, Field(description="The `end_user` label given when the session was opened.")
     ]
+    tags: Tags
+    last_failure: Annotated[
+        LastFailure | None,
+        Field(
+            description="null, or the last refresh or liveness failure since the last success "
+            "(transient or terminal); a success clears it."
+        ),
+    ]
+    next_attempt_at: Annotated[
+        datetime | None,
+        Field(
+            description="When the worker next refreshes (accounts) or checks (advertisers) the "
+            "token: after a failure, when it tries again. null when it no longer will (the "
+            "grant needs re-authorization or was revoked)."
+        ),
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +186,13 @@ class Connections:
         flow: Flow | None = None,
         cursor: str | None = None,
         limit: int = DEFAULT_LIMIT,
+        healthy: bool | None = None,
+        tags: list[str] | None = None,
     ) -> ConnectionPage:
         """A page of what this key may read: everything for an unrestricted key, only its
-        listed advertisers and accounts for a restricted one.
-        Raises Unauthenticated, ValidationFailed (a bad cursor)."""
+        listed advertisers and accounts for a restricted one; `healthy` (served, and no
+        failure since the last success) or not; carrying every `key:value` of `tags`.
+        Raises Unauthenticated, ValidationFailed (a bad cursor or tag filter)."""
         if not api_key:
             raise errors.Unauthenticated()
         after = decode_cursor(cursor) if cursor is not None else None
@@ -139,6 +203,8 @@ class Connections:
             flow=None if flow is None else str(flow),
             after=after,
             limit=limit + 1,  # one more than asked: is there a next page?
+            healthy=healthy,
+            tags=tag_filter(tags or []),
         )
         if rows is None:
             raise errors.Unauthenticated()
@@ -164,4 +230,14 @@ def _connection(row: ConnectionRow) -> Connection:
         updated_at=row.updated_at,
         connected_by=row.connected_by,
         end_user=row.end_user,
+        tags=row.tags,
+        last_failure=None
+        if row.last_failure_at is None or row.last_failure_message is None
+        else LastFailure(
+            at=row.last_failure_at,
+            tiktok_code=row.last_failure_code,
+            message=row.last_failure_message,
+            attempts=row.failures,
+        ),
+        next_attempt_at=row.next_attempt_at,
     )

@@ -131,7 +131,7 @@ class LivenessChecker:
             listed = await self.tiktok.get_advertisers(SecretStr(token))
         except TikTokError as exc:
             dead = exc.code in _DEAD_TOKEN_CODES
-            await self._record(leased, None, dead)
+            await self._record(leased, None, exc, dead)
             fields = {"code": exc.outcome, "tiktok_request_id": exc.request_id}
             if dead:
                 log.warning(
@@ -155,11 +155,19 @@ class LivenessChecker:
             )
             self.metrics.liveness_check("failed")
             return False
-        await self._record(leased, listed, dead=False)
+        await self._record(leased, listed, None, dead=False)
         self.metrics.liveness_check("ok")
         return True
 
-    async def _record(self, leased: Grant, listed: list[AdvertiserInfo] | None, dead: bool) -> None:
+    async def _record(
+        self,
+        leased: Grant,
+        listed: list[AdvertiserInfo] | None,
+        error: TikTokError | None,
+        dead: bool,
+    ) -> None:
+        """Record TikTok's answer: the advertisers it `listed`, or the `error` (`dead`: the
+        token will never work again)."""
         now = self.clock.now()
         async with self.db.session() as session, session.begin():
             repo = Repository(session)
@@ -168,16 +176,17 @@ class LivenessChecker:
                 return  # revoked or replaced meanwhile: this answer is about the past
             grant.lease_until = None
             grant.version += 1
+            if error is not None:
+                grant.record_failure(now, error.code, error.message)
             if dead:
                 grant.status = GrantStatus.REAUTHORIZATION_REQUIRED
                 grant.updated_at = now
                 grant.last_checked_at = now
                 emit(repo, self.settings, now, "connection.reauthorization_required", grant)
             elif listed is None:
-                grant.failures += 1
                 grant.next_check_at = now + min(self.interval, failure_backoff(grant.failures))
             else:
-                grant.failures = 0
+                recovered = grant.record_success()
                 grant.last_checked_at = now
                 grant.next_check_at = now + self.interval
                 added, removed = await self._sync(repo, grant, listed, now)
@@ -190,6 +199,15 @@ class LivenessChecker:
                         grant,
                         added_advertiser_ids=added,
                         removed_advertiser_ids=removed,
+                    )
+                if recovered:
+                    emit(
+                        repo,
+                        self.settings,
+                        now,
+                        "connection.recovered",
+                        grant,
+                        failures=recovered,
                     )
 
     async def _sync(

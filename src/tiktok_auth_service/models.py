@@ -11,6 +11,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlmodel import Field, SQLModel
 
+# TikTok's messages are a sentence; a longer one is cut here.
+FAILURE_MESSAGE_CHARS = 500
+
 
 class Flow(enum.StrEnum):
     ADVERTISER = "advertiser"
@@ -42,6 +45,15 @@ class AdvertiserStatus(enum.StrEnum):
 
 def _tz(nullable: bool, **kwargs: Any) -> Any:
     return Field(sa_column=sa.Column(sa.DateTime(timezone=True), nullable=nullable, **kwargs))
+
+
+def _tags() -> Any:
+    """The caller's labels, string to string (bounds checked by the API): given to a connect
+    session, carried by its state to the grant it produces."""
+    return Field(
+        default_factory=dict,
+        sa_column=sa.Column(pg.JSONB, nullable=False, server_default=sa.text("'{}'")),
+    )
 
 
 class _TextEnum(sa.types.TypeDecorator[enum.StrEnum]):
@@ -94,6 +106,14 @@ class Grant(SQLModel, table=True):
             "orphaned_at",
             postgresql_where=sa.text("orphaned_at IS NOT NULL AND status = 'active'"),
         ),
+        # GET /connections?tag=key:value, as `tags @> {...}` (no pending list: migration 0007).
+        sa.Index(
+            "ix_oauth_grant_tags",
+            "tags",
+            postgresql_using="gin",
+            postgresql_ops={"tags": "jsonb_path_ops"},
+            postgresql_with={"fastupdate": "off"},
+        ),
     )
 
     id: uuid.UUID = Field(primary_key=True)
@@ -133,7 +153,8 @@ class Grant(SQLModel, table=True):
     # refresh it (never before half its lifetime, whatever TikTok's expires_in).
     refreshed_at: datetime | None = _tz(True)
     refresh_due_at: datetime | None = _tz(True)
-    # Consecutive transient failures of refresh or liveness check, for backoff.
+    # Consecutive failures of refresh or liveness check (the last one may be terminal), for
+    # backoff and as `last_failure.attempts`; of revocation, for an orphan.
     failures: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False))
     # Advertiser grants: when the liveness check is due next.
     next_check_at: datetime | None = _tz(True)
@@ -144,6 +165,32 @@ class Grant(SQLModel, table=True):
     orphaned_at: datetime | None = _tz(True)
     # When `refresh_token.expiring` was announced (once per grant).
     expiry_warned_at: datetime | None = _tz(True)
+    tags: dict[str, str] = _tags()
+    # The last refresh or liveness failure since the last success (cleared by one): when,
+    # TikTok's code (None: no answer from TikTok) and message. `failures` counts the attempts.
+    last_failure_at: datetime | None = _tz(True)
+    last_failure_code: int | None = Field(
+        default=None, sa_column=sa.Column(sa.Integer, nullable=True)
+    )
+    last_failure_message: str | None = Field(
+        default=None, sa_column=sa.Column(sa.Text, nullable=True)
+    )
+
+    def record_failure(self, now: datetime, code: int | None, message: str) -> None:
+        """Note a failed refresh or liveness check, transient or terminal: TikTok's code
+        (None: TikTok gave none) and message, never a secret (the client scrubs them)."""
+        self.failures += 1
+        self.last_failure_at = now
+        self.last_failure_code = code
+        self.last_failure_message = message[:FAILURE_MESSAGE_CHARS]
+
+    def record_success(self) -> int:
+        """Clear the failures on a refresh or check that worked; returns how many failed in a
+        row before it (0: the grant was not failing)."""
+        recovered = self.failures if self.last_failure_at is not None else 0
+        self.failures = 0
+        self.last_failure_at = self.last_failure_code = self.last_failure_message = None
+        return recovered
 
     def log_fields(self, event: str, **more: Any) -> dict[str, Any]:
         """The structured fields of a lifecycle log line about this grant: the event, the
@@ -244,6 +291,7 @@ class ConnectSession(SQLModel, table=True):
     # The stable code of a `denied` or `failed` outcome (errors.py).
     error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     completed_at: datetime | None = _tz(True)
+    tags: dict[str, str] = _tags()
 
 
 class OAuthState(SQLModel, table=True):
@@ -277,6 +325,7 @@ class OAuthState(SQLModel, table=True):
             index=True,
         ),
     )
+    tags: dict[str, str] = _tags()
 
 
 class ApiClient(SQLModel, table=True):

@@ -39,6 +39,10 @@ RETRY_AFTER_SECONDS = 30
 # How often a reader looks again while another process holds the grant's refresh lease.
 LEASE_POLL_SECONDS = 0.1
 
+# What `last_failure.message` says when the failure was found here, not told by TikTok.
+_EXPIRED = "The refresh token expired; the user must authorize again."
+_UNREADABLE = "The stored refresh token does not decrypt with TOKEN_ENCRYPTION_KEYS."
+
 
 def failure_backoff(failures: int) -> timedelta:
     """How long a grant is left alone after its `failures`-th transient failure in a row."""
@@ -64,10 +68,11 @@ def refresh_need(
 
 def write_account_tokens(
     grant: Grant, issued: IssuedAccountTokens, sealer: TokenSealer, now: datetime, ahead: timedelta
-) -> None:
+) -> int:
     """Put a fresh token pair into `grant`: sealed, both expiries, when the worker should
     refresh it next (`ahead` of expiry, but not before half its lifetime), active, version
-    bumped, lease and failures cleared."""
+    bumped, lease and failures cleared. Returns how many refreshes had failed in a row
+    before (`Grant.record_success`)."""
     sealer.seal(grant, issued.access_token, issued.refresh_token)
     lifetime = issued.expires_at - now
     grant.expires_at = issued.expires_at
@@ -78,9 +83,9 @@ def write_account_tokens(
     grant.status = GrantStatus.ACTIVE
     grant.updated_at = now
     grant.refresh_failed_at = None
-    grant.failures = 0
     grant.lease_until = None
     grant.version += 1
+    return grant.record_success()
 
 
 @dataclass(eq=False)
@@ -170,7 +175,7 @@ class AccountRefresher:
                 grant.id,
                 extra=grant.log_fields("reauthorization_required", reason="refresh_token_expired"),
             )
-            return await self._record_failure(grant, None)
+            return await self._record_failure(grant, None, reason=_EXPIRED)
         try:
             refresh_token = self.sealer.open_refresh_token(grant)
         except errors.TokenUnreadable:
@@ -180,7 +185,7 @@ class AccountRefresher:
                 extra=grant.log_fields("refresh_failed", reason="token_unreadable"),
             )
             self.metrics.refresh("unreadable")
-            await self._record_failure(grant, None, dead=False)
+            await self._record_failure(grant, None, dead=False, reason=_UNREADABLE)
             raise
         try:
             issued = await self.tiktok.refresh_account_token(refresh_token)
@@ -227,7 +232,18 @@ class AccountRefresher:
             else:
                 stale = False
                 now = self.clock.now()
-                write_account_tokens(grant, issued, self.sealer, now, self.settings.refresh_ahead)
+                recovered = write_account_tokens(
+                    grant, issued, self.sealer, now, self.settings.refresh_ahead
+                )
+                if recovered:
+                    emit(
+                        repo,
+                        self.settings,
+                        now,
+                        "connection.recovered",
+                        grant,
+                        failures=recovered,
+                    )
                 ends = grant.refresh_expires_at
                 warn = timedelta(days=self.settings.refresh_expiry_warning_days)
                 if grant.expiry_warned_at is None and ends is not None and ends - now <= warn:
@@ -268,10 +284,10 @@ class AccountRefresher:
         return grant
 
     async def _record_failure(
-        self, leased: Grant, exc: TikTokError | None, *, dead: bool = True
+        self, leased: Grant, exc: TikTokError | None, *, dead: bool = True, reason: str = ""
     ) -> Grant:
         """Release the lease and record why. `exc` None: the refresh token expired (dead) or
-        could not be read (`dead=False`)."""
+        could not be read (`dead=False`), as `reason` says."""
         now = self.clock.now()
         dead = dead and (exc is None or exc.grant_is_dead)
         async with self.db.session() as session, session.begin():
@@ -284,12 +300,12 @@ class AccountRefresher:
             grant.updated_at = now
             grant.version += 1
             code = None if exc is None else exc.code
+            grant.record_failure(now, code, reason if exc is None else exc.message)
             if dead:
                 grant.status = GrantStatus.REAUTHORIZATION_REQUIRED
                 emit(repo, self.settings, now, "connection.reauthorization_required", grant)
             else:
                 grant.refresh_failed_at = now
-                grant.failures += 1
                 grant.refresh_due_at = now + failure_backoff(grant.failures)
                 emit(
                     repo,

@@ -25,7 +25,8 @@ API key stop being served on every replica once PostgreSQL delivers the notifica
 - Only sealed tokens are kept, as stored; the plaintext is made per answer and dropped with it.
 - Bounded by memory: what it keeps is counted in bytes (SUBJECT_BYTES a subject, ROW_BYTES a
   grant row, both measured by tests/test_token_cache.py) against TOKEN_CACHE_MAX_MB, and the
-  least recently read subjects make room for new ones, one at a time. Subjects served by one
+  least recently read subjects make room for new ones, one at a time (a row's tags count
+  on top, `row_bytes`). Subjects served by one
   grant share its row, so an agency's thousand advertisers cost about a thousand subjects and
   one row. Unknown API keys are never kept, so random keys cannot fill it.
 """
@@ -55,6 +56,9 @@ RECONNECT_SECONDS = 1.0
 # (tests/test_token_cache.py fails if what is counted falls short of what is taken).
 SUBJECT_BYTES = 300
 ROW_BYTES = 1_200
+# What each tag of a row adds besides its characters, counted at four bytes each (CPython
+# stores a string with any character past U+FFFF at four bytes a character).
+TAG_BYTES = 200
 # How the listening connection shows in pg_stat_activity.
 APPLICATION_NAME = "tiktok-auth-service token cache"
 
@@ -68,6 +72,12 @@ _PREFIXES = {"advertiser": "a:", "account": "o:"}
 
 def _subject(kind: str, subject: str) -> Subject:
     return _PREFIXES[kind] + subject
+
+
+def row_bytes(grant: GrantRow) -> int:
+    """What keeping `grant` costs: ROW_BYTES, and its tags on top (up to ten of 319
+    characters)."""
+    return ROW_BYTES + sum(TAG_BYTES + 4 * (len(k) + len(v)) for k, v in grant.tags.items())
 
 
 class TokenCache:
@@ -159,8 +169,7 @@ class TokenCache:
             if shared == grant:
                 grant = shared
             else:
-                if shared is None:
-                    self.bytes += ROW_BYTES
+                self.bytes += row_bytes(grant) - (0 if shared is None else row_bytes(shared))
                 rows[grant.status] = grant
             self._subjects_of_grant.setdefault(grant.grant_id, {})[key] = None
         self._grants[key] = grant
@@ -204,7 +213,8 @@ class TokenCache:
         subjects.pop(subject, None)
         if not subjects:
             self._subjects_of_grant.pop(grant.grant_id, None)
-            self.bytes -= ROW_BYTES * len(self._rows.pop(grant.grant_id, {}))
+            rows = self._rows.pop(grant.grant_id, {})
+            self.bytes -= sum(row_bytes(row) for row in rows.values())
 
     def _empty(self) -> None:
         self._callers.clear()

@@ -47,6 +47,9 @@ _CONNECTED_BY = Annotated[
 _END_USER = Annotated[
     str | None, Field(description="The `end_user` label given when the session was opened.")
 ]
+_TAGS = Annotated[
+    dict[str, str], Field(description="The `tags` given when the session was opened.")
+]
 
 
 @dataclass(slots=True)
@@ -90,6 +93,7 @@ class AdvertiserToken:
     ]
     connected_by: _CONNECTED_BY
     end_user: _END_USER
+    tags: _TAGS
 
 
 AccountStatus = Literal["active", "refresh_expiring"]
@@ -121,6 +125,7 @@ class AccountToken:
     ]
     connected_by: _CONNECTED_BY
     end_user: _END_USER
+    tags: _TAGS
 
 
 @dataclass(eq=False)
@@ -193,6 +198,7 @@ class TokenService:
             last_checked_at=grant.last_checked_at,
             connected_by=grant.connected_by,
             end_user=grant.end_user,
+            tags=grant.tags,
         )
 
     async def check_advertiser_token(
@@ -293,6 +299,7 @@ class TokenService:
             status=self._account_status(row.refresh_expires_at, now),
             connected_by=row.connected_by,
             end_user=row.end_user,
+            tags=row.tags,
         )
 
     def _account_token(self, grant: Grant) -> AccountToken:
@@ -308,6 +315,7 @@ class TokenService:
             status=self._account_status(grant.refresh_expires_at, self.clock.now()),
             connected_by=grant.connected_by,
             end_user=grant.end_user,
+            tags=grant.tags,
         )
 
     def _account_status(self, refresh_expires_at: datetime | None, now: datetime) -> AccountStatus:

@@ -61,6 +61,7 @@ def emit(
             "advertiser_ids": list(grant.advertiser_ids),
             "connected_by": grant.connected_by,
             "end_user": grant.end_user,
+            "tags": grant.tags,
             **data,
         },
     }

@@ -22,6 +22,7 @@ from tiktok_auth_service.authorization import (
     ConnectOutcome,
     binding_id,
 )
+from tiktok_auth_service.connections import MAX_TAGS, TAGS_DESCRIPTION, TagKey, TagValue
 from tiktok_auth_service.models import Flow
 from tiktok_auth_service.service import Service
 
@@ -48,6 +49,13 @@ class ConnectSessionRequest(BaseModel):
         description="Your label for the person (e.g. their user id in your product); "
         "recorded with the grant and shown with its tokens.",
     )
+    tags: dict[TagKey, TagValue] = Field(
+        default_factory=dict,
+        max_length=MAX_TAGS,
+        description=TAGS_DESCRIPTION + " Kept by the grant this session produces (replacing "
+        "the tags of the one it re-authorizes), shown with its tokens, in GET /connections "
+        "(filter with `tag=key:value`) and in every webhook's `data`.",
+    )
 
 
 @router.post(
@@ -73,7 +81,12 @@ async def create_connect_session(
     # The link works for whoever holds it: no cache may keep a copy.
     response.headers["Cache-Control"] = "no-store"
     return await service.authorization.open_session(
-        api_key_of(request), body.flow, body.return_to, body.end_user, caller_of(request)
+        api_key_of(request),
+        body.flow,
+        body.return_to,
+        body.end_user,
+        caller_of(request),
+        tags=body.tags,
     )
 
 

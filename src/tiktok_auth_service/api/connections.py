@@ -11,7 +11,12 @@ from starlette.responses import Response
 from tiktok_auth_service import errors
 from tiktok_auth_service.api.deps import API_KEY_SECURITY, api_key_of, service_of
 from tiktok_auth_service.api.problems import problem_responses
-from tiktok_auth_service.connections import DEFAULT_LIMIT, MAX_LIMIT, ConnectionPage
+from tiktok_auth_service.connections import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    ConnectionPage,
+    TagFilter,
+)
 from tiktok_auth_service.models import Flow, GrantStatus
 
 router = APIRouter(tags=["connections"])
@@ -38,6 +43,21 @@ async def list_connections(
     flow: Annotated[
         Flow | None, Query(description="Only advertisers, or only TikTok accounts.")
     ] = None,
+    healthy: Annotated[
+        bool | None,
+        Query(
+            description="`true`: only connections served (`active`) with no failure since "
+            "their last success; `false`: only the others."
+        ),
+    ] = None,
+    tag: Annotated[
+        list[TagFilter],
+        Query(
+            description="`key:value` (split at the first colon): only connections whose tags "
+            "hold this value for this key. Repeat it for more; all must match.",
+            examples=["tenant:acme"],
+        ),
+    ] = [],  # noqa: B006  (FastAPI copies the default; a list is how it reads a repeated key)
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")] = DEFAULT_LIMIT,
     cursor: Annotated[
         str | None,
@@ -50,9 +70,15 @@ async def list_connections(
 ) -> Response:
     """The advertisers and TikTok accounts connected that this key may read (an unrestricted
     key: all; a restricted one: those it lists), with status, scopes, expiries and who
-    connected them. Never a token."""
+    connected them, their tags and health. Never a token."""
     page = await service_of(request).connections.list(
-        api_key_of(request), status=status, flow=flow, cursor=cursor, limit=limit
+        api_key_of(request),
+        status=status,
+        flow=flow,
+        cursor=cursor,
+        limit=limit,
+        healthy=healthy,
+        tags=tag,
     )
     return Response(
         orjson.dumps(page),

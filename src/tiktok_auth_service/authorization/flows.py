@@ -34,11 +34,12 @@ IssuedT = TypeVar("IssuedT")
 @dataclass(frozen=True)
 class Origin:
     """Who asked for this authorization: the API key that opened the connect session (None
-    when sessions are not required), its `end_user` label, and the session's id."""
+    when sessions are not required), its `end_user` label and tags, and the session's id."""
 
     client: ApiClient | None = None
     end_user: str | None = None
     session_id: uuid.UUID | None = None
+    tags: dict[str, str] = field(default_factory=dict)
 
     def may_serve(self, flow: Flow, subjects: list[str]) -> list[str]:
         """The subjects a grant of this origin may serve: a restricted key's own only, so a
@@ -56,6 +57,7 @@ class Origin:
         grant.api_client_id = self.client.id if self.client else None
         grant.connected_by = self.client.name if self.client else None
         grant.end_user = self.end_user
+        grant.tags = dict(self.tags)
 
     async def settle(
         self, repo: Repository, now: datetime, advertiser_ids: list[str], open_id: str | None

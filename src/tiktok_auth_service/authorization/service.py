@@ -153,6 +153,7 @@ class ConnectOutcome:
         ),
     ]
     end_user: Annotated[str | None, Field(description="Your label from POST /connect-sessions.")]
+    tags: Annotated[dict[str, str], Field(description="Your tags from POST /connect-sessions.")]
     created_at: datetime
     expires_at: Annotated[
         datetime,
@@ -180,6 +181,7 @@ class ConnectOutcome:
             open_id=row.open_id,
             error=row.error,
             end_user=row.end_user,
+            tags=row.tags,
             created_at=row.created_at,
             expires_at=row.expires_at,
             started_at=row.used_at,
@@ -243,6 +245,7 @@ class Authorization:
         return_to: str | None,
         end_user: str | None,
         caller: Caller | None = None,
+        tags: dict[str, str] | None = None,
     ) -> ConnectLink:
         """A single-use link for one person to connect, valid for STATE_TTL_SECONDS.
 
@@ -270,6 +273,7 @@ class Authorization:
                 flow=flow,
                 return_to=return_to,
                 end_user=end_user,
+                tags=tags or {},
                 api_client_id=client.id,
                 created_at=now,
                 expires_at=expires_at,
@@ -356,6 +360,7 @@ class Authorization:
                 opened.expires_at = row.expires_at
                 row.flow, row.return_to = opened.flow, opened.return_to
                 row.api_client_id, row.end_user = opened.api_client_id, opened.end_user
+                row.tags = opened.tags
                 row.connect_session_id = opened.id
             else:
                 await repo.delete_expired_anonymous_states(now)
@@ -511,4 +516,4 @@ class Authorization:
                 # Not expired while the code is exchanged and what TikTok issued stored.
                 until = now + timedelta(seconds=self.settings.lease_seconds)
                 await repo.extend_connect_session(row.connect_session_id, until)
-        return row, Origin(client, row.end_user, row.connect_session_id)
+        return row, Origin(client, row.end_user, row.connect_session_id, row.tags)

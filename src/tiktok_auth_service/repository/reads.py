@@ -52,6 +52,7 @@ class GrantRow:
     connected_by: str | None
     end_user: str | None
     scope: Any
+    tags: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,7 @@ class TokenRow:
 
 _GRANT_COLUMNS = """g.id, {status}, g.key_id, g.access_token_enc, g.expires_at,
        g.refresh_expires_at, g.refreshed_at, g.refresh_failed_at, g.failures,
-       g.last_checked_at, g.connected_by, g.end_user, g.scope"""
+       g.last_checked_at, g.connected_by, g.end_user, g.scope, g.tags"""
 
 # One round trip answers authentication, authorization and the lookup: no row means the key
 # is unknown or revoked; a row with NULL grant means the subject is not connected. An
@@ -103,6 +104,7 @@ async def _read_token(db: Database, sql: str, key_hash: bytes, subject: str) -> 
     caller = CallerRow(values[0], frozenset(values[1]), frozenset(values[2]), values[3])
     if values[4] is None:
         return TokenRow(caller, None)
+    values[-2] = orjson.loads(values[-2])
     values[-1] = orjson.loads(values[-1])
     return TokenRow(caller, GrantRow(*values[4:]))
 
@@ -153,6 +155,12 @@ class ConnectionRow:
     updated_at: datetime
     connected_by: str | None
     end_user: str | None
+    tags: dict[str, str]
+    last_failure_at: datetime | None
+    last_failure_code: int | None
+    last_failure_message: str | None
+    failures: int
+    next_attempt_at: datetime | None
 
 
 # Like the token read, one query answers who is asking and what they may see: no row means the
@@ -164,30 +172,39 @@ class ConnectionRow:
 # Each flow is read in subject order from its unique index, from the cursor on, filters
 # applied, up to a page; an unrestricted key walks the index, a restricted one looks up its
 # own subjects (`= ANY`), and the branch the key is not is switched off by a one-time filter.
-# So a page costs the same at any depth and table size. (A status filter still walks past the
-# subjects of other statuses: nothing indexes the status a read reports.)
+# So a page costs the same at any depth and table size. (A status or health filter still walks
+# past the subjects it leaves out: nothing indexes the status a read reports.) A tag filter is
+# a statement of its own, so that the planner can always take the grants' GIN index when the
+# tags are rare, rather than a plan made for "no tags given".
+#
+# Healthy: served (`active` as the read reports it) and no failure since the last success.
+# The next attempt is the worker's next refresh or check of a grant it still keeps alive.
+_ADVERTISER_STATUS = (
+    "CASE WHEN a.status = 'removed' THEN 'reauthorization_required' ELSE g.status END"
+)
+_HEALTH_COLUMNS = """g.tags, g.last_failure_at, g.last_failure_code, g.last_failure_message,
+               g.failures, CASE WHEN g.status = 'active' THEN g.{due} END AS next_attempt_at"""
 _ADVERTISER_CONNECTIONS = """
-        SELECT 'advertiser' AS flow, a.advertiser_id AS subject_id,
-               CASE WHEN a.status = 'removed' THEN 'reauthorization_required'
-                    ELSE g.status END AS status,
+        SELECT 'advertiser' AS flow, a.advertiser_id AS subject_id, {status} AS status,
                a.name, g.scope, g.expires_at, g.refresh_expires_at, g.last_checked_at,
                a.created_at, GREATEST(a.updated_at, g.updated_at) AS updated_at,
-               g.connected_by, g.end_user
+               g.connected_by, g.end_user, {health}
         FROM advertiser AS a
         JOIN oauth_grant AS g ON g.id = a.grant_id
         WHERE {mine} AND a.advertiser_id > {after}
-          AND ($2::text IS NULL OR $2 = CASE WHEN a.status = 'removed'
-                                             THEN 'reauthorization_required' ELSE g.status END)
+          AND ($2::text IS NULL OR $2 = {status})
+          AND ($7::bool IS NULL OR $7 = ({status} = 'active' AND g.last_failure_at IS NULL)){tagged}
         ORDER BY a.advertiser_id
 """
 _ACCOUNT_CONNECTIONS = """
-        SELECT 'tiktok_account' AS flow, g.open_id AS subject_id, g.status, NULL AS name,
+        SELECT 'tiktok_account' AS flow, g.open_id AS subject_id, {status}, NULL AS name,
                g.scope, g.expires_at, g.refresh_expires_at, g.last_checked_at, g.created_at,
-               g.updated_at, g.connected_by, g.end_user
+               g.updated_at, g.connected_by, g.end_user, {health}
         FROM oauth_grant AS g
         WHERE g.flow = 'tiktok_account' AND g.open_id IS NOT NULL
           AND {mine} AND g.open_id > {after}
-          AND ($2::text IS NULL OR g.status = $2)
+          AND ($2::text IS NULL OR {status} = $2)
+          AND ($7::bool IS NULL OR $7 = ({status} = 'active' AND g.last_failure_at IS NULL)){tagged}
         ORDER BY g.open_id
 """
 
@@ -198,19 +215,40 @@ def _after(flow: str) -> str:
     return f"CASE WHEN $4::text < '{flow}' THEN '' WHEN $4::text = '{flow}' THEN $5::text END"
 
 
-def _branches() -> str:
+def _branches(tagged: str) -> str:
     branches = []
-    for flow, template, allowed, subject in (
-        ("advertiser", _ADVERTISER_CONNECTIONS, "allowed_advertiser_ids", "a.advertiser_id"),
-        ("tiktok_account", _ACCOUNT_CONNECTIONS, "allowed_open_ids", "g.open_id"),
+    for flow, template, status, due, allowed, subject in (
+        (
+            "advertiser",
+            _ADVERTISER_CONNECTIONS,
+            _ADVERTISER_STATUS,
+            "next_check_at",
+            "allowed_advertiser_ids",
+            "a.advertiser_id",
+        ),
+        (
+            "tiktok_account",
+            _ACCOUNT_CONNECTIONS,
+            "g.status",
+            "refresh_due_at",
+            "allowed_open_ids",
+            "g.open_id",
+        ),
     ):
         for mine in ("c.unrestricted", f"NOT c.unrestricted AND {subject} = ANY(c.{allowed})"):
-            where = f"($3::text IS NULL OR $3 = '{flow}') AND {mine}"
-            branches.append(f"({template.format(mine=where, after=_after(flow))}  LIMIT $6)")
+            query = template.format(
+                status=status,
+                health=_HEALTH_COLUMNS.format(due=due),
+                mine=f"($3::text IS NULL OR $3 = '{flow}') AND {mine}",
+                after=_after(flow),
+                tagged=tagged,
+            )
+            branches.append(f"({query}  LIMIT $6)")
     return "\n        UNION ALL\n".join(branches)
 
 
-_LIST_CONNECTIONS_SQL = f"""
+def _list_connections_sql(tagged: str) -> str:
+    return f"""
 WITH caller AS (
     SELECT unrestricted, allowed_advertiser_ids, allowed_open_ids
     FROM api_client
@@ -221,12 +259,17 @@ FROM caller AS c
 LEFT JOIN LATERAL (
     SELECT *
     FROM (
-{_branches()}
+{_branches(tagged)}
     ) AS connection
     ORDER BY connection.flow, connection.subject_id
     LIMIT $6
 ) AS page ON true
 """  # noqa: S608  (constant text; every value is a bind parameter)
+
+
+_LIST_CONNECTIONS_SQL = _list_connections_sql("")
+# $8: the tags every connection listed must carry, as a JSON object.
+_LIST_TAGGED_CONNECTIONS_SQL = _list_connections_sql("\n          AND g.tags @> $8::jsonb")
 
 
 async def read_connections(
@@ -237,23 +280,29 @@ async def read_connections(
     flow: str | None,
     after: tuple[str, str] | None,
     limit: int,
+    healthy: bool | None = None,
+    tags: dict[str, str] | None = None,
 ) -> list[ConnectionRow] | None:
     """Up to `limit` connections this key may read after the (flow, subject_id) `after`, in
-    that order; None when the key is unknown or revoked."""
+    that order, carrying every one of `tags`; None when the key is unknown or revoked."""
     after_flow, after_subject = after or ("", "")  # sorts before every flow
+    values: list[Any] = [key_hash, status, flow, after_flow, after_subject, limit, healthy]
+    sql = _LIST_CONNECTIONS_SQL
+    if tags:
+        sql = _LIST_TAGGED_CONNECTIONS_SQL
+        values.append(orjson.dumps(tags).decode())
     async with db.acquire() as connection:
-        rows = await connection.fetch(
-            _LIST_CONNECTIONS_SQL, key_hash, status, flow, after_flow, after_subject, limit
-        )
+        rows = await connection.fetch(sql, *values)
     if not rows:
         return None
     found = []
     for row in rows:
         if row["flow"] is None:
             break  # the key may see nothing here
-        values = dict(row)
-        values["scope"] = orjson.loads(values["scope"])
-        found.append(ConnectionRow(**values))
+        fields = dict(row)
+        fields["scope"] = orjson.loads(fields["scope"])
+        fields["tags"] = orjson.loads(fields["tags"])
+        found.append(ConnectionRow(**fields))
     return found
 
 
