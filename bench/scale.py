@@ -200,8 +200,11 @@ class Browser:
 
     async def connect(self, advertiser_ids: list[str]) -> tuple[int, float]:
         """One authorization of these advertisers: the /callback's status and seconds."""
-        start = await self.service.get("/authorize", params={"flow": "advertiser"})
-        assert start.status_code == 302, start.text
+        # /authorize's page, then its button: the form it posts.
+        page = await self.service.get("/authorize", params={"flow": "advertiser"})
+        assert page.status_code == 200, page.text
+        start = await self.service.post("/authorize", data={"flow": "advertiser"})
+        assert start.status_code == 303, start.text
         # The consent form, posted: thousands of ids do not fit in a URL.
         consent = await self.emulator.post(
             start.headers["location"], data={"decision": "approve", "advertiser_id": advertiser_ids}
