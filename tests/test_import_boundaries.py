@@ -1,19 +1,23 @@
-"""Import boundaries between the packages under src/ and, inside the product, between its layers.
+"""Import boundaries between the packages under src/ and between the product and its libraries.
 
 The wheel ships only `tiktok_auth_service`, so it must not need the dev tools at import time; the
 emulator stays a stand-alone fake of TikTok; and each third-party framework stays in the layer
 that owns it. The modules are parsed, not imported, so a violation is found even in code that
-no test happens to import."""
+no test happens to import. The order of the product's own modules is import-linter's contract
+in pyproject.toml (`uv run lint-imports`); here it is only held equal to docs/design.md."""
 
 from __future__ import annotations
 
 import ast
+import re
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
 PRODUCT = "tiktok_auth_service"
 DEV_TOOLS = frozenset({"tiktok_emulator", "tiktok_auth_dev"})
 # Alembic scripts (a symlink to alembic/ in a checkout), loaded by Alembic from their files;
@@ -212,3 +216,26 @@ def test_relative_imports_resolve_against_the_package() -> None:
     assert found.target == f"{PRODUCT}.db"
     (found,) = imports("from . import deps", f"{PRODUCT}.api", is_package=True)
     assert found.target == f"{PRODUCT}.api"
+
+
+def _contract_layers() -> list[set[str]]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (contract,) = [c for c in config["contracts"] if c["type"] == "layers"]
+    assert contract["containers"] == [PRODUCT]
+    return [{name.strip() for name in layer.split("|")} for layer in contract["layers"]]
+
+
+def _documented_layers() -> list[set[str]]:
+    """The layers of docs/design.md's Layout table: its rows with a layer number, in order."""
+    text = (ROOT / "docs" / "design.md").read_text()
+    layers: dict[int, set[str]] = {}
+    for number, where in re.findall(r"^\| (\d+) \| ([^|]+) \|", text, re.MULTILINE):
+        for path in re.findall(r"`([^`]+)`", where):
+            name = path.removeprefix(f"src/{PRODUCT}/").removesuffix("/").removesuffix(".py")
+            layers.setdefault(int(number), set()).add(name)
+    assert sorted(layers) == list(range(1, len(layers) + 1)), "layer numbers run 1, 2, 3, ..."
+    return [layers[number] for number in sorted(layers)]
+
+
+def test_the_design_pages_layout_is_the_contract() -> None:
+    assert _documented_layers() == _contract_layers()

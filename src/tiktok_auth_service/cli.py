@@ -18,28 +18,15 @@ from pathlib import Path
 from tiktok_auth_service import __version__, commands, errors
 from tiktok_auth_service.config import (
     ConfigError,
-    LoggingSettings,
     load_dev_logging_settings,
     load_settings,
 )
+from tiktok_auth_service.server import configure_logging
 
 log = logging.getLogger(__name__)
 
 # prometheus-client's own variable (read when the library is first imported).
 MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
-
-
-def configure_logging(settings: LoggingSettings, *, request_ids: bool = False) -> None:
-    """Our own loggers at LOG_LEVEL, libraries (alembic, uvicorn, ...) only when they warn, in
-    LOG_FORMAT; `request_ids`: records logged while serving a request carry its id."""
-    from tiktok_auth_service import logs
-
-    filters: list[logging.Filter] = []
-    if request_ids:
-        from tiktok_auth_service.api.observability import request_id_filter
-
-        filters.append(request_id_filter())
-    logs.configure(settings.log_level, settings.log_format, filters)
 
 
 @contextlib.contextmanager

@@ -6,6 +6,9 @@ HEADER_READ_TIMEOUT_SECONDS after it opened or after its last answer is closed (
 header line at a time does not keep it), and each process accepts at most MAX_CONNECTIONS at
 once (the rest wait in the listen backlog until one closes). Its supervisor starts the
 processes, replaces one that dies and stops them all on SIGTERM or SIGINT.
+
+`configure_logging` is here, below the command line, because each of those processes sets up
+its logging itself; the command line calls it for every other command too.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import resource
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from tiktok_auth_service.config import ConfigError, Settings
+from tiktok_auth_service.config import ConfigError, LoggingSettings, Settings
 
 if TYPE_CHECKING:
     from granian.server.mp import MPServer
@@ -120,6 +123,19 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     http_server(settings, host, port, workers).serve()
 
 
+def configure_logging(settings: LoggingSettings, *, request_ids: bool = False) -> None:
+    """Our own loggers at LOG_LEVEL, libraries (alembic, uvicorn, ...) only when they warn, in
+    LOG_FORMAT; `request_ids`: records logged while serving a request carry its id."""
+    from tiktok_auth_service import logs
+
+    filters: list[logging.Filter] = []
+    if request_ids:
+        from tiktok_auth_service.api.observability import request_id_filter
+
+        filters.append(request_id_filter())
+    logs.configure(settings.log_level, settings.log_format, filters)
+
+
 def server_process_app() -> Callable[..., Awaitable[None]]:
     """The app of one of `serve`'s processes (granian calls this in each). The settings come
     from the same environment the supervisor checked them in; the worker's upstream budget
@@ -128,7 +144,6 @@ def server_process_app() -> Callable[..., Awaitable[None]]:
     from granian.utils.proxies import wrap_asgi_with_proxy_headers
 
     from tiktok_auth_service.app import create_app
-    from tiktok_auth_service.cli import configure_logging
     from tiktok_auth_service.config import load_settings
 
     settings = load_settings()
