@@ -183,9 +183,16 @@ class Repository(WorkQueries):
             ).returning(col(Advertiser.advertiser_id), col(Advertiser.grant_id))
         )
         before = {row.advertiser_id: row.grant_id for row in locked if row.grant_id != grant_id}
+        # Only the rows that existed: the ones just inserted already say so.
         await self.session.execute(
             sa.update(Advertiser)
-            .where(col(Advertiser.advertiser_id) == sa.any_(_texts(ids)))
+            .where(
+                col(Advertiser.advertiser_id) == sa.any_(_texts(ids)),
+                sa.or_(
+                    col(Advertiser.grant_id) != grant_id,
+                    col(Advertiser.status) != AdvertiserStatus.ACTIVE,
+                ),
+            )
             .values(grant_id=grant_id, status=AdvertiserStatus.ACTIVE, updated_at=now)
         )
         return before
@@ -193,8 +200,11 @@ class Repository(WorkQueries):
     async def end_users_of_grants(
         self, grant_ids: Iterable[uuid.UUID]
     ) -> dict[uuid.UUID, str | None]:
+        ids = set(grant_ids)
+        if not ids:
+            return {}
         result = await self.session.execute(
-            sa.select(col(Grant.id), col(Grant.end_user)).where(col(Grant.id).in_(set(grant_ids)))
+            sa.select(col(Grant.id), col(Grant.end_user)).where(col(Grant.id).in_(ids))
         )
         return {row.id: row.end_user for row in result}
 
