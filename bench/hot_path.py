@@ -227,7 +227,8 @@ def profile(pid: int, port: int, script: Path, seconds: float, connections: int)
     with tempfile.NamedTemporaryFile(suffix=".txt") as out:
         spy = subprocess.Popen(
             [
-                *("py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", "250"),
+                *("py-spy", "record", "--pid", str(pid), "--subprocesses", "--format", "raw"),
+                *("--rate", "250"),
                 *("--output", out.name, "--duration", str(round(seconds)), "--nonblocking"),
             ],
             stdout=subprocess.DEVNULL,
