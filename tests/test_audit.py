@@ -138,7 +138,19 @@ class TestAnonymousTraffic:
         service: Service,
         api_key: str,
         pg: asyncpg.Connection,
+        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
+        # The background flush may end a window during the loop on a slow machine: each flush
+        # (the loop's or this test's) ends one, and each window takes at most its few.
+        flushes = 0
+        flush = service.audit.flush
+
+        async def counted_flush() -> int:
+            nonlocal flushes
+            flushes += 1
+            return await flush()
+
+        monkeypatch.setattr(service.audit, "flush", counted_flush)
         for n in range(200):
             subject = str(7100000000000000000 + n)  # attacker-chosen, all different
             answer = await client.get(f"/tokens/{subject}", headers=bearer(f"tas_random{n}"))
@@ -147,10 +159,10 @@ class TestAnonymousTraffic:
             assert (await client.get(f"/tokens/{A}", headers=bearer(api_key))).status_code == 404
         await service.audit.flush()
         anonymous = await pg.fetchval("SELECT count(*) FROM token_access WHERE caller IS NULL")
-        assert anonymous == ANONYMOUS_PER_FLUSH
+        assert ANONYMOUS_PER_FLUSH <= anonymous <= ANONYMOUS_PER_FLUSH * flushes < 200
         assert await pg.fetchval("SELECT count(*) FROM token_access WHERE caller IS NOT NULL") == 3
         metrics = (await service.render_metrics()).decode()
-        unrecorded = f"tiktok_auth_audit_anonymous_unrecorded_total {200 - ANONYMOUS_PER_FLUSH}.0"
+        unrecorded = f"tiktok_auth_audit_anonymous_unrecorded_total {200 - anonymous}.0"
         assert unrecorded in metrics
 
     async def test_each_flush_takes_a_few_more(
