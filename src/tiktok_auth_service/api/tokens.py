@@ -1,5 +1,5 @@
-"""Token endpoints for internal services. GET is the hot path: answered from the token cache
-by `CachedTokenReads` when it can be, else by its route with one query; serialised once."""
+"""Token endpoints for internal services. GET is the hot path: answered by `CachedTokenReads`,
+from the token cache or with one query, and serialised once; its errors by the route."""
 
 from __future__ import annotations
 
@@ -107,6 +107,9 @@ async def get_account_token(
 )
 async def get_advertiser_token(advertiser_id: AdvertiserId, request: Request) -> Response:
     """The access token that serves this advertiser."""
+    error = request.scope.pop(_READ_ERROR, None)
+    if error is not None:  # the read ran in CachedTokenReads, and was counted there
+        raise error
     token = await service_of(request).tokens.get_advertiser_token(
         api_key_of(request), advertiser_id, caller_of(request)
     )
@@ -172,26 +175,27 @@ async def revoke_advertiser_token(advertiser_id: AdvertiserId, request: Request)
 
 
 class CachedTokenReads:
-    """The hot path: a GET /tokens/{advertiser_id} that the token cache can answer whole.
+    """The hot path: GET /tokens/{advertiser_id}, answered from the token cache or, on a miss,
+    with the one query the read makes.
 
-    The outermost middleware, so a hit skips every layer below it: the request id, observation
-    and security-header middlewares, routing, the exception handlers and the route, whose
-    wrapping cost several times the read itself (profile in bench/hot_path.py). What those
-    layers give every answer it gives itself, from the same pieces: the request id
+    The outermost middleware, so a served read skips every layer below it: the request id,
+    observation and security-header middlewares, routing, the exception handlers and the
+    route, whose wrapping cost several times the read itself (profile in bench/hot_path.py).
+    What those layers give every answer it gives itself, from the same pieces: the request id
     (`request_id_for`), the security headers (`RAW_PAGE_HEADERS`), the metrics and access-log
-    line (`observe`). Body and headers are the same as the route's; the read is counted and
-    audited once, by whichever answered. Anything else goes on down the stack: a miss, any
-    error the read would answer, an unacceptable X-Request-ID (its middleware logs why)."""
+    line (`observe`). Body and headers are the same as the route's. An error the read raises
+    goes on down the stack in the scope, for the route to raise (the read is counted and
+    audited once, here); so does an unacceptable X-Request-ID (its middleware logs why)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "GET" or not await self._hit(scope, send):
+        if scope["type"] != "http" or scope["method"] != "GET" or not await self._read(scope, send):
             await self.app(scope, receive, send)
 
-    async def _hit(self, scope: Scope, send: Send) -> bool:
+    async def _read(self, scope: Scope, send: Send) -> bool:
         match = _ADVERTISER_TOKEN_PATH.fullmatch(scope["path"])
         if match is None:
             return False
@@ -209,11 +213,18 @@ class CachedTokenReads:
         correlation_id.set(id_value)
         audit_request_id.set(id_value)
         request = Request(scope)
-        token = app_service(request.app).tokens.cached_advertiser_token(
-            api_key_from(authorization), match[1], caller_of(request)
+        tokens, api_key, caller = (
+            app_service(request.app).tokens,
+            api_key_from(authorization),
+            caller_of(request),
         )
+        token = tokens.cached_advertiser_token(api_key, match[1], caller)
         if token is None:
-            return False
+            try:
+                token = await tokens.get_advertiser_token(api_key, match[1], caller)
+            except Exception as exc:
+                scope[_READ_ERROR] = exc
+                return False
         body = orjson.dumps(token)
         headers = [
             (b"content-length", str(len(body)).encode()),
@@ -233,6 +244,7 @@ _JSON_HEADERS = [
     (b"content-type", b"application/json"),
     *[(name.lower().encode(), value.encode()) for name, value in NO_STORE.items()],
 ]
+_READ_ERROR = "tiktok_auth_service.token_read_error"  # scope key: see CachedTokenReads
 _ADVERTISER_TOKEN_PATH = re.compile(f"{router.prefix}/({ADVERTISER_ID})")
 _ADVERTISER_TOKEN_ROUTE: BaseRoute = next(
     route for route in router.routes if getattr(route, "endpoint", None) is get_advertiser_token
