@@ -10,27 +10,25 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr
 
-from tiktok_auth_service import errors
+from tiktok_auth_service import errors, lease
 from tiktok_auth_service.audit import AuditLog
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer, same_secret
 from tiktok_auth_service.db import Database
 from tiktok_auth_service.models import Flow, Grant, GrantStatus
-from tiktok_auth_service.refresh import failure_backoff, write_account_tokens
+from tiktok_auth_service.refresh import write_account_tokens
 from tiktok_auth_service.repository import Repository
 from tiktok_auth_service.tiktok import (
     AccessTokenExpired,
-    AccessTokenInvalid,
-    RefreshTokenExpired,
-    RefreshTokenInvalid,
+    Endpoint,
     TikTokClient,
     TikTokError,
+    Verdict,
 )
 from tiktok_auth_service.tokens import Caller, authorize_read, read_outcome
 from tiktok_auth_service.webhooks import emit
@@ -194,7 +192,7 @@ class Revoker:
             if grant.status == GrantStatus.REVOKED:
                 return AccountRevocation(open_id, "revoked", revoked_now=False)
             now = self.clock.now()
-            if grant.lease_until is not None and grant.lease_until > now:
+            if lease.held(grant, now):
                 raise errors.UpstreamUnavailable(
                     "A refresh of this token is in flight; retry in a few seconds.",
                     retry_after=5,
@@ -226,11 +224,10 @@ class Revoker:
                     grant is None
                     or grant.status != GrantStatus.ACTIVE
                     or grant.orphaned_at is None
-                    or (grant.lease_until is not None and grant.lease_until > now)
+                    or lease.held(grant, now)
                 ):
                     continue
-                grant.lease_until = now + timedelta(seconds=self.settings.lease_seconds)
-                grant.version += 1
+                lease.take(grant, now, self.settings.lease_seconds)
             await self.revoke_leased(grant)
 
     async def revoke_leased(self, leased: Grant) -> bool:
@@ -257,8 +254,9 @@ class Revoker:
         now = self.clock.now()
         async with self.db.session() as session, session.begin():
             repo = Repository(session)
-            grant = await repo.lock_grant(leased.id)
-            if grant is None or grant.version != version:
+            try:
+                grant = await lease.settle(repo, leased, version)
+            except lease.Superseded:
                 return revoked
             if revoked:
                 await repo.set_grant_status(grant, GrantStatus.REVOKED, now)
@@ -267,8 +265,7 @@ class Revoker:
                     # Revoking refreshed first: keep the rotated pair (sealed for this row),
                     # the only way to reach the live chain on the next try.
                     _copy_tokens(leased, grant)
-                grant.failures += 1
-                grant.lease_until = now + failure_backoff(grant.failures)
+                lease.keep_for_backoff(grant, now)
         if revoked:
             log.info(
                 "grant %s (orphaned) revoked at TikTok",
@@ -301,7 +298,9 @@ class Revoker:
                 await self.tiktok.revoke(token)
             else:
                 await self._revoke_account_chain(grant, token)
-        except (AccessTokenInvalid, RefreshTokenExpired, RefreshTokenInvalid):
+        except TikTokError as exc:
+            if exc.verdict(Endpoint.REVOKE) != Verdict.GONE:
+                raise
             log.info(
                 "grant %s was already dead at TikTok",
                 grant.id,

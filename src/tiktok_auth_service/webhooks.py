@@ -26,6 +26,7 @@ import httpx
 import orjson
 from standardwebhooks.webhooks import Webhook
 
+from tiktok_auth_service.backoff import Backoff
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import Database
@@ -190,10 +191,11 @@ class WebhookSender:
             elif now - row.created_at >= GIVE_UP_AFTER:
                 row.status, row.last_error = "failed", error
             else:
-                backoff = timedelta(
-                    seconds=self.settings.webhook_retry_base_seconds * 2 ** (row.attempts - 1)
+                backoff = Backoff(
+                    self.settings.webhook_retry_base_seconds, BACKOFF_CAP.total_seconds()
                 )
-                row.next_attempt_at, row.last_error = now + min(backoff, BACKOFF_CAP), error
+                wait = timedelta(seconds=backoff.delay(row.attempts))
+                row.next_attempt_at, row.last_error = now + wait, error
         outcome = "delivered" if error is None else row.status
         self.metrics.webhook_deliveries.labels(
             "retrying" if outcome == "pending" else outcome

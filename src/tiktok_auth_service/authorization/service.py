@@ -25,6 +25,7 @@ from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import digest, same_secret
 from tiktok_auth_service.db import CONNECTION_ERRORS, Database
+from tiktok_auth_service.lease import RETRY_AFTER_SECONDS
 from tiktok_auth_service.models import (
     ApiClient,
     ConnectSession,
@@ -32,7 +33,6 @@ from tiktok_auth_service.models import (
     OAuthState,
     SessionStatus,
 )
-from tiktok_auth_service.refresh import RETRY_AFTER_SECONDS
 from tiktok_auth_service.repository import Repository
 from tiktok_auth_service.revocation import Revoker
 from tiktok_auth_service.tiktok import (

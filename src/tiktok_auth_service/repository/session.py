@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from tiktok_auth_service import lease
 from tiktok_auth_service.models import (
     Advertiser,
     AdvertiserStatus,
@@ -381,8 +382,7 @@ class Repository(WorkQueries):
     async def set_grant_status(self, grant: Grant, status: GrantStatus, now: datetime) -> None:
         grant.status = status
         grant.updated_at = now
-        grant.lease_until = None
-        grant.version += 1
+        lease.release(grant)
         await self.session.flush()
 
     # -- Key rotation ----------------------------------------------------------------------

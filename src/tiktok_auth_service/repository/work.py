@@ -12,6 +12,7 @@ import sqlalchemy.orm
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from tiktok_auth_service import lease
 from tiktok_auth_service.models import Flow, Grant, GrantStatus, WebhookDelivery
 
 
@@ -46,7 +47,7 @@ class WorkQueries:
         result = await self.session.execute(
             sa.update(Grant)
             .where(col(Grant.id) == sa.any_(sa.func.array(claimable.scalar_subquery())))
-            .values(lease_until=lease_until, version=col(Grant.version) + 1)
+            .values(**lease.claimed(lease_until))
             .returning(Grant),
             execution_options={"synchronize_session": False},
         )
