@@ -24,7 +24,7 @@ from tiktok_auth_service.db import Database
 from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.models import AdvertiserStatus, Grant, GrantStatus
 from tiktok_auth_service.pacing import Pacer
-from tiktok_auth_service.repository import Repository
+from tiktok_auth_service.repository import Repository, transaction
 from tiktok_auth_service.tiktok import AdvertiserInfo, Endpoint, TikTokClient, TikTokError, Verdict
 from tiktok_auth_service.webhooks import emit
 
@@ -85,8 +85,8 @@ class LivenessChecker:
         slotted = waiting = False
         while True:
             now = self.clock.now()
-            async with self.db.session() as session, session.begin():
-                grant = await Repository(session).lock_grant(grant_id)
+            async with transaction(self.db) as repo:
+                grant = await repo.lock_grant(grant_id)
                 if grant is None or grant.status != GrantStatus.ACTIVE:
                     raise errors.ReauthorizationRequired()
                 if first_look:
@@ -126,26 +126,19 @@ class LivenessChecker:
         except TikTokError as exc:
             dead = exc.verdict(Endpoint.ADVERTISERS) == Verdict.DEAD
             await self._record(leased, None, exc, dead)
-            fields = {"code": exc.outcome, "tiktok_request_id": exc.request_id}
+            # TikTok's answer itself was logged by the client; these say what it meant.
             if dead:
                 log.warning(
-                    "grant %s: TikTok refused its token (code %s); re-authorization required "
-                    "request_id=%s",
+                    "grant %s: TikTok refused its token; re-authorization required",
                     leased.id,
-                    exc.outcome,
-                    exc.request_id,
-                    extra=leased.log_fields(
-                        "reauthorization_required", reason="token_refused", **fields
-                    ),
+                    extra=leased.log_fields("reauthorization_required", reason="token_refused"),
                 )
                 self.metrics.liveness_check("reauthorization_required")
                 raise errors.ReauthorizationRequired() from None
-            log.warning(
-                "grant %s: liveness check failed (code %s) request_id=%s",
+            log.info(
+                "grant %s: liveness check failed; tried again after its backoff",
                 leased.id,
-                exc.outcome,
-                exc.request_id,
-                extra=leased.log_fields("liveness_check_failed", **fields),
+                extra=leased.log_fields("liveness_check_failed"),
             )
             self.metrics.liveness_check("failed")
             return False
@@ -163,8 +156,7 @@ class LivenessChecker:
         """Record TikTok's answer: the advertisers it `listed`, or the `error` (`dead`: the
         token will never work again)."""
         now = self.clock.now()
-        async with self.db.session() as session, session.begin():
-            repo = Repository(session)
+        async with transaction(self.db) as repo:
             try:
                 grant = await lease.settle(repo, leased)
             except lease.Superseded:

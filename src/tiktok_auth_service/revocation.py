@@ -22,7 +22,7 @@ from tiktok_auth_service.crypto import TokenSealer, same_secret
 from tiktok_auth_service.db import Database
 from tiktok_auth_service.models import Flow, Grant, GrantStatus
 from tiktok_auth_service.refresh import write_account_tokens
-from tiktok_auth_service.repository import Repository
+from tiktok_auth_service.repository import transaction
 from tiktok_auth_service.tiktok import (
     AccessTokenExpired,
     Endpoint,
@@ -64,13 +64,8 @@ class AccountRevocation:
     revoked_now: _REVOKED_NOW
 
 
-def _unconfirmed(exc: TikTokError) -> errors.UpstreamUnavailable:
-    log.warning(
-        "revoke failed: code=%s request_id=%s",
-        exc.outcome,
-        exc.request_id,
-        extra={"event": "revoke_failed", "code": exc.outcome, "tiktok_request_id": exc.request_id},
-    )
+def _unconfirmed() -> errors.UpstreamUnavailable:
+    # TikTok's answer was logged by the client, and the 503 is in the access log and the audit.
     return errors.UpstreamUnavailable(
         "TikTok did not confirm the revocation; retry later.", retry_after=30
     )
@@ -125,8 +120,7 @@ class Revoker:
     ) -> Revocation:
         access = await authorize_read(self.db, "advertiser", api_key, advertiser_id, caller)
         failure: TikTokError | None = None
-        async with self.db.session() as session, session.begin():
-            repo = Repository(session)
+        async with transaction(self.db) as repo:
             serving = await repo.lock_grant_of_advertiser(advertiser_id)
             if serving is None:
                 raise errors.NotConnected(f"{advertiser_id} is not connected.")
@@ -162,7 +156,7 @@ class Revoker:
                     extra=grant.log_fields("revoked", reason="requested"),
                 )
         if failure is not None:
-            raise _unconfirmed(failure)
+            raise _unconfirmed()
         return Revocation(ended_ids, "revoked", revoked_now=bool(grants))
 
     async def revoke_account(
@@ -184,8 +178,7 @@ class Revoker:
         self, api_key: str | None, open_id: str, caller: Caller
     ) -> AccountRevocation:
         await authorize_read(self.db, "account", api_key, open_id, caller)
-        async with self.db.session() as session, session.begin():
-            repo = Repository(session)
+        async with transaction(self.db) as repo:
             grant = await repo.lock_grant_of_account(open_id)
             if grant is None:
                 raise errors.NotConnected(f"{open_id} is not connected.")
@@ -208,7 +201,7 @@ class Revoker:
                 await repo.set_grant_status(grant, GrantStatus.REVOKED, now)
                 emit(repo, self.settings, now, "connection.revoked", grant)
         if failure is not None:
-            raise _unconfirmed(failure)
+            raise _unconfirmed()
         log.info(
             "grant %s revoked", grant.id, extra=grant.log_fields("revoked", reason="requested")
         )
@@ -218,8 +211,8 @@ class Revoker:
         """Revoke these orphaned grants now (best effort: the worker retries what fails)."""
         for grant_id in grant_ids:
             now = self.clock.now()
-            async with self.db.session() as session, session.begin():
-                grant = await Repository(session).lock_grant(grant_id)
+            async with transaction(self.db) as repo:
+                grant = await repo.lock_grant(grant_id)
                 if (
                     grant is None
                     or grant.status != GrantStatus.ACTIVE
@@ -241,19 +234,17 @@ class Revoker:
                 log.info("grant %s retired: its token lives on with another grant", leased.id)
             else:
                 await self._revoke_at_tiktok(leased)
-        except TikTokError as exc:
-            log.warning(
-                "grant %s: revoking the orphaned token failed (code %s)",
+        except TikTokError:
+            log.info(
+                "grant %s: revoking the orphaned token failed; tried again after its backoff",
                 leased.id,
-                exc.outcome,
-                extra=leased.log_fields("revoke_failed", reason="orphaned", code=exc.outcome),
+                extra=leased.log_fields("revoke_failed", reason="orphaned"),
             )
             revoked = False
         else:
             revoked = True
         now = self.clock.now()
-        async with self.db.session() as session, session.begin():
-            repo = Repository(session)
+        async with transaction(self.db) as repo:
             try:
                 grant = await lease.settle(repo, leased, version)
             except lease.Superseded:
@@ -280,8 +271,8 @@ class Revoker:
         if orphan.flow != Flow.ADVERTISER:
             return False
         token = self.sealer.open_access_token(orphan.id, orphan.key_id, orphan.access_token_enc)
-        async with self.db.session() as session:
-            others = await Repository(session).live_grants_sharing_advertisers(orphan)
+        async with transaction(self.db) as repo:
+            others = await repo.live_grants_sharing_advertisers(orphan)
         return any(
             same_secret(self.sealer.open_access_token(g.id, g.key_id, g.access_token_enc), token)
             for g in others
