@@ -58,6 +58,7 @@ def take(grant: Grant, now: datetime, seconds: float) -> None:
 
 def claimed(until: datetime) -> dict[str, object]:
     """What `take` writes, as the values of an SQL UPDATE that claims grants in bulk."""
+    # `Grant.version` is the column here: each row's version goes up by one.
     return {"lease_until": until, "version": Grant.version + 1}
 
 
