@@ -378,6 +378,33 @@ def _listing(directory: Path, prefix: str = "") -> list[Path]:
 
 
 class TestLogs:
+    @pytest.mark.parametrize(("code", "status"), [(50000, 200), (40107, 409)])
+    async def test_a_tiktok_failure_is_logged_once_with_what_it_changed(
+        self,
+        client: httpx.AsyncClient,
+        tiktok: TikTokAccounts,
+        api_key: str,
+        clock: FakeClock,
+        json_lines: io.StringIO,
+        code: int,
+        status: int,
+    ) -> None:
+        """The client logs TikTok's answer (code, request id, message); the refresh adds what
+        it meant for the grant, without saying TikTok's answer again."""
+        await connect_account(client)
+        tiktok.refresh_fails(code)
+        clock.advance(hours=23, minutes=58)
+        response = await client.get(f"/tokens/accounts/{OPEN_ID}", headers=bearer(api_key))
+        assert response.status_code == status
+
+        mine = [line for line in parsed(json_lines) if line.get("event") != "request"]
+        told = [line for line in mine if line.get("code") == str(code)]
+        assert [line["event"] for line in told] == ["tiktok_call"]
+        assert told[0]["level"] == "WARNING" and told[0]["tiktok_request_id"]
+        event = "refresh_failed" if code == 50000 else "reauthorization_required"
+        (meant,) = [line for line in mine if line.get("event") == event]
+        assert meant["open_id"] == OPEN_ID and "tiktok_request_id" not in meant
+
     async def test_the_lines_of_one_request_share_the_id_it_echoes(
         self,
         client: httpx.AsyncClient,

@@ -14,7 +14,7 @@ from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.crypto import digest
 from tiktok_auth_service.db import Database
 from tiktok_auth_service.models import ApiClient
-from tiktok_auth_service.repository import Repository
+from tiktok_auth_service.repository import transaction
 
 # What the token routes accept as a subject (their path patterns are these).
 ADVERTISER_ID = "[0-9]{1,32}"
@@ -67,25 +67,24 @@ class ApiKeys:
             allowed_open_ids=sorted(set(open_ids)),
             created_at=self.clock.now(),
         )
-        async with self.db.session() as session, session.begin():
-            repo = Repository(session)
+        async with transaction(self.db) as repo:
             if await repo.api_client_by_name(name) is not None:
                 raise errors.InvalidRequest(f"an API key named {name!r} already exists")
             await repo.add(client)
         return NewApiKey(client, SecretStr(key))
 
     async def is_active(self, api_key: str) -> bool:
-        async with self.db.session() as session:
-            return await Repository(session).api_client_by_key_hash(digest(api_key)) is not None
+        async with transaction(self.db) as repo:
+            return await repo.api_client_by_key_hash(digest(api_key)) is not None
 
     async def list(self) -> list[ApiClient]:
-        async with self.db.session() as session:
-            return list(await Repository(session).list_api_clients())
+        async with transaction(self.db) as repo:
+            return list(await repo.list_api_clients())
 
     async def revoke(self, name: str) -> bool:
         """Returns False when no active key has that name."""
-        async with self.db.session() as session, session.begin():
-            client = await Repository(session).api_client_by_name(name)
+        async with transaction(self.db) as repo:
+            client = await repo.api_client_by_name(name)
             if client is None or client.revoked_at is not None:
                 return False
             client.revoked_at = self.clock.now()

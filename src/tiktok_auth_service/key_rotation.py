@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from tiktok_auth_service.crypto import TokenSealer
 from tiktok_auth_service.db import Database
 from tiktok_auth_service.errors import TokenUnreadable
-from tiktok_auth_service.repository import Repository
+from tiktok_auth_service.repository import transaction
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,8 @@ class KeyRotation:
     busy_pause: float = 1.0
 
     async def census(self) -> KeyCensus:
-        async with self.db.session() as session:
-            found = await Repository(session).grants_per_key_id()
+        async with transaction(self.db) as repo:
+            found = await repo.grants_per_key_id()
         configured = self.sealer.key_ids
         grants = {key_id: found.get(key_id, 0) for key_id in configured}
         grants.update(found)
@@ -118,8 +118,8 @@ class KeyRotation:
                     on_batch(resealed)
             # What this pass skipped because someone held it (or what a process still
             # sealing with an older key wrote meanwhile).
-            async with self.db.session() as session:
-                left = await Repository(session).count_sealed_with_other_keys(
+            async with transaction(self.db) as repo:
+                left = await repo.count_sealed_with_other_keys(
                     self.sealer.current_key_id, sorted(unreadable)
                 )
             if not left:
@@ -131,10 +131,8 @@ class KeyRotation:
     ) -> tuple[uuid.UUID, int] | None:
         """One transaction: lock the next rows after `after`, re-seal them, commit. Returns
         the last id seen and how many were re-sealed, or None at the end of the table."""
-        async with self.db.session() as session, session.begin():
-            grants = await Repository(session).lock_grants_to_reseal(
-                self.sealer.current_key_id, after, batch_size
-            )
+        async with transaction(self.db) as repo:
+            grants = await repo.lock_grants_to_reseal(self.sealer.current_key_id, after, batch_size)
             if not grants:
                 return None
             count = 0

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from pydantic import SecretStr
 
-from tiktok_auth_service import errors
+from tiktok_auth_service import errors, lease
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer
@@ -24,17 +24,11 @@ from tiktok_auth_service.db import Database
 from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.models import AdvertiserStatus, Grant, GrantStatus
 from tiktok_auth_service.pacing import Pacer
-from tiktok_auth_service.refresh import LEASE_POLL_SECONDS, RETRY_AFTER_SECONDS, failure_backoff
-from tiktok_auth_service.repository import Repository
-from tiktok_auth_service.tiktok import AdvertiserInfo, TikTokClient, TikTokError
+from tiktok_auth_service.repository import Repository, transaction
+from tiktok_auth_service.tiktok import AdvertiserInfo, Endpoint, TikTokClient, TikTokError, Verdict
 from tiktok_auth_service.webhooks import emit
 
 log = logging.getLogger(__name__)
-
-# For this call these codes mean the token itself is dead: empty, invalid or revoked. 40113
-# (app blocked, or app and token mismatched) is left out on purpose: it points at our app's
-# configuration, and taking it for a verdict would kill every grant in one sweep.
-_DEAD_TOKEN_CODES = frozenset({40104, 40105})
 
 # How long an on-demand check may wait for its slot in the TikTok call budget before it is
 # answered 429. The worker alone queues about a second of calls at most (a batch is at most a
@@ -91,18 +85,17 @@ class LivenessChecker:
         slotted = waiting = False
         while True:
             now = self.clock.now()
-            async with self.db.session() as session, session.begin():
-                grant = await Repository(session).lock_grant(grant_id)
+            async with transaction(self.db) as repo:
+                grant = await repo.lock_grant(grant_id)
                 if grant is None or grant.status != GrantStatus.ACTIVE:
                     raise errors.ReauthorizationRequired()
                 if first_look:
                     first_look, seen = False, grant.last_checked_at
                 elif grant.last_checked_at != seen:
                     return  # a check that ended after this one began found the token alive
-                busy = grant.lease_until is not None and grant.lease_until > now
+                busy = lease.held(grant, now)
                 if slotted and not busy:
-                    grant.lease_until = now + timedelta(seconds=self.settings.lease_seconds)
-                    grant.version += 1
+                    lease.take(grant, now, self.settings.lease_seconds)
                     break
             if busy:
                 if not waiting:
@@ -112,7 +105,8 @@ class LivenessChecker:
                         grant_id,
                         extra=grant.log_fields("liveness_check_waiting"),
                     )
-                await asyncio.sleep(LEASE_POLL_SECONDS)  # the holder's answer lands in the row
+                # The holder's answer lands in the row.
+                await asyncio.sleep(lease.LEASE_POLL_SECONDS)
             else:
                 # Before the lease: a check refused here leaves the grant free for others.
                 await self.pacer.wait(within=CHECK_SLOT_SECONDS)
@@ -120,7 +114,7 @@ class LivenessChecker:
         if not await self.check_leased(grant):
             raise errors.UpstreamUnavailable(
                 "TikTok could not confirm the token; retry shortly.",
-                retry_after=RETRY_AFTER_SECONDS,
+                retry_after=lease.RETRY_AFTER_SECONDS,
             )
 
     async def check_leased(self, leased: Grant) -> bool:
@@ -130,28 +124,21 @@ class LivenessChecker:
         try:
             listed = await self.tiktok.get_advertisers(SecretStr(token))
         except TikTokError as exc:
-            dead = exc.code in _DEAD_TOKEN_CODES
+            dead = exc.verdict(Endpoint.ADVERTISERS) == Verdict.DEAD
             await self._record(leased, None, exc, dead)
-            fields = {"code": exc.outcome, "tiktok_request_id": exc.request_id}
+            # TikTok's answer itself was logged by the client; these say what it meant.
             if dead:
                 log.warning(
-                    "grant %s: TikTok refused its token (code %s); re-authorization required "
-                    "request_id=%s",
+                    "grant %s: TikTok refused its token; re-authorization required",
                     leased.id,
-                    exc.outcome,
-                    exc.request_id,
-                    extra=leased.log_fields(
-                        "reauthorization_required", reason="token_refused", **fields
-                    ),
+                    extra=leased.log_fields("reauthorization_required", reason="token_refused"),
                 )
                 self.metrics.liveness_check("reauthorization_required")
                 raise errors.ReauthorizationRequired() from None
-            log.warning(
-                "grant %s: liveness check failed (code %s) request_id=%s",
+            log.info(
+                "grant %s: liveness check failed; tried again after its backoff",
                 leased.id,
-                exc.outcome,
-                exc.request_id,
-                extra=leased.log_fields("liveness_check_failed", **fields),
+                extra=leased.log_fields("liveness_check_failed"),
             )
             self.metrics.liveness_check("failed")
             return False
@@ -169,22 +156,23 @@ class LivenessChecker:
         """Record TikTok's answer: the advertisers it `listed`, or the `error` (`dead`: the
         token will never work again)."""
         now = self.clock.now()
-        async with self.db.session() as session, session.begin():
-            repo = Repository(session)
-            grant = await repo.lock_grant(leased.id)
-            if grant is None or grant.version != leased.version:
+        async with transaction(self.db) as repo:
+            try:
+                grant = await lease.settle(repo, leased)
+            except lease.Superseded:
                 return  # revoked or replaced meanwhile: this answer is about the past
-            grant.lease_until = None
-            grant.version += 1
-            if error is not None:
-                grant.record_failure(now, error.code, error.message)
+            lease.release(grant)
             if dead:
+                assert error is not None
+                grant.record_failure(now, error.code, error.message)
                 grant.status = GrantStatus.REAUTHORIZATION_REQUIRED
                 grant.updated_at = now
                 grant.last_checked_at = now
                 emit(repo, self.settings, now, "connection.reauthorization_required", grant)
             elif listed is None:
-                grant.next_check_at = now + min(self.interval, failure_backoff(grant.failures))
+                assert error is not None
+                again = lease.record_transient_failure(grant, now, error.code, error.message)
+                grant.next_check_at = min(now + self.interval, again)
             else:
                 recovered = grant.record_success()
                 grant.last_checked_at = now

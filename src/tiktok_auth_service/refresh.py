@@ -20,40 +20,39 @@ from datetime import datetime, timedelta
 
 from pydantic import SecretStr
 
-from tiktok_auth_service import errors
+from tiktok_auth_service import errors, lease
+from tiktok_auth_service.backoff import Backoff
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer
 from tiktok_auth_service.db import Database, lost_connection
 from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.models import Grant, GrantStatus
-from tiktok_auth_service.repository import Repository
-from tiktok_auth_service.tiktok import IssuedAccountTokens, TikTokClient, TikTokError
+from tiktok_auth_service.repository import transaction
+from tiktok_auth_service.tiktok import (
+    Endpoint,
+    IssuedAccountTokens,
+    TikTokClient,
+    TikTokError,
+    Verdict,
+)
 from tiktok_auth_service.webhooks import emit
 
 log = logging.getLogger(__name__)
-
-# How long a caller is told to wait when no valid token can be served.
-RETRY_AFTER_SECONDS = 30
-
-# How often a reader looks again while another process holds the grant's refresh lease.
-LEASE_POLL_SECONDS = 0.1
 
 # What `last_failure.message` says when the failure was found here, not told by TikTok.
 _EXPIRED = "The refresh token expired; the user must authorize again."
 _UNREADABLE = "The stored refresh token does not decrypt with TOKEN_ENCRYPTION_KEYS."
 
-
-def failure_backoff(failures: int) -> timedelta:
-    """How long a grant is left alone after its `failures`-th transient failure in a row."""
-    return timedelta(seconds=min(600, 30 * 2 ** max(0, failures - 1)))
+# Between tries to save a refreshed pair while the database is away.
+_SAVE_BACKOFF = Backoff(base=0.2, cap=5.0)
 
 
 def backing_off(refresh_failed_at: datetime | None, failures: int | None, now: datetime) -> bool:
     """True while a failed refresh's backoff runs: reads and the worker both wait it out."""
     if refresh_failed_at is None:
         return False
-    return now < refresh_failed_at + failure_backoff(failures or 1)
+    return now < refresh_failed_at + lease.failure_backoff(failures or 1)
 
 
 def refresh_need(
@@ -83,8 +82,7 @@ def write_account_tokens(
     grant.status = GrantStatus.ACTIVE
     grant.updated_at = now
     grant.refresh_failed_at = None
-    grant.lease_until = None
-    grant.version += 1
+    lease.release(grant)
     return grant.record_success()
 
 
@@ -141,8 +139,8 @@ class AccountRefresher:
         patience = time.monotonic() + self.settings.lease_seconds
         while True:
             now = self.clock.now()
-            async with self.db.session() as session, session.begin():
-                grant = await Repository(session).lock_grant(grant_id)
+            async with transaction(self.db) as repo:
+                grant = await repo.lock_grant(grant_id)
                 if grant is None:
                     raise errors.NotConnected()
                 if grant.status != GrantStatus.ACTIVE or grant.open_id is None:
@@ -153,17 +151,16 @@ class AccountRefresher:
                     grant.refresh_failed_at, grant.failures, now
                 ):
                     return grant  # refreshed meanwhile, or a failure is backing off
-                busy = grant.lease_until is not None and grant.lease_until > now
+                busy = lease.held(grant, now)
                 if busy and time.monotonic() > patience:
                     return grant
                 if not busy:
-                    grant.lease_until = now + timedelta(seconds=self.settings.lease_seconds)
-                    grant.version += 1
+                    lease.take(grant, now, self.settings.lease_seconds)
             if not busy:
                 return await self.refresh_leased(grant)
             # Another process is refreshing: its answer lands in the row (readers stop
             # waiting after REFRESH_WAIT_SECONDS; a lease that runs out is taken over).
-            await asyncio.sleep(LEASE_POLL_SECONDS)
+            await asyncio.sleep(lease.LEASE_POLL_SECONDS)
 
     async def refresh_leased(self, grant: Grant) -> Grant:
         """Refresh a grant this process holds the lease of (taken at `grant.version`) and
@@ -198,13 +195,15 @@ class AccountRefresher:
         database blip must not lose the new one: the write is retried (guarded by the leased
         version) while the lease keeps everyone else away."""
         deadline = time.monotonic() + self.settings.lease_seconds / 2
-        delay = 0.2
+        attempt = 0
         while True:
+            attempt += 1
             try:
                 return await self._write_refreshed(leased, issued)
             except Exception as exc:
                 if not lost_connection(exc):
                     raise
+                delay = _SAVE_BACKOFF.delay(attempt)
                 if time.monotonic() + delay > deadline:
                     log.error(
                         "grant %s: the refreshed tokens could not be saved (%s); the next "
@@ -221,16 +220,15 @@ class AccountRefresher:
                     type(exc).__name__,
                 )
                 await asyncio.sleep(delay)  # backoff while the database comes back
-                delay = min(delay * 2, 5.0)
 
     async def _write_refreshed(self, leased: Grant, issued: IssuedAccountTokens) -> Grant:
-        async with self.db.session() as session, session.begin():
-            repo = Repository(session)
-            grant = await repo.lock_grant(leased.id)
-            if grant is None or grant.version != leased.version:
-                stale = True
-            else:
-                stale = False
+        async with transaction(self.db) as repo:
+            try:
+                grant: Grant | None = await lease.settle(repo, leased)
+            except lease.Superseded:
+                grant = None
+            stale = grant is None
+            if grant is not None:
                 now = self.clock.now()
                 recovered = write_account_tokens(
                     grant, issued, self.sealer, now, self.settings.refresh_ahead
@@ -289,24 +287,24 @@ class AccountRefresher:
         """Release the lease and record why. `exc` None: the refresh token expired (dead) or
         could not be read (`dead=False`), as `reason` says."""
         now = self.clock.now()
-        dead = dead and (exc is None or exc.grant_is_dead)
-        async with self.db.session() as session, session.begin():
-            repo = Repository(session)
-            grant = await repo.lock_grant(leased.id)
-            if grant is None or grant.version != leased.version:
+        dead = dead and (exc is None or exc.verdict(Endpoint.REFRESH) == Verdict.DEAD)
+        async with transaction(self.db) as repo:
+            try:
+                grant = await lease.settle(repo, leased)
+            except lease.Superseded:
                 self.metrics.refresh("superseded")
-                raise errors.ReauthorizationRequired()
-            grant.lease_until = None
+                raise errors.ReauthorizationRequired() from None
+            lease.release(grant)
             grant.updated_at = now
-            grant.version += 1
             code = None if exc is None else exc.code
-            grant.record_failure(now, code, reason if exc is None else exc.message)
+            message = reason if exc is None else exc.message
             if dead:
+                grant.record_failure(now, code, message)
                 grant.status = GrantStatus.REAUTHORIZATION_REQUIRED
                 emit(repo, self.settings, now, "connection.reauthorization_required", grant)
             else:
                 grant.refresh_failed_at = now
-                grant.refresh_due_at = now + failure_backoff(grant.failures)
+                grant.refresh_due_at = lease.record_transient_failure(grant, now, code, message)
                 emit(
                     repo,
                     self.settings,
@@ -319,32 +317,19 @@ class AccountRefresher:
         if exc is None and dead:
             self.metrics.refresh("reauthorization_required")
         elif exc is not None and dead:
+            # TikTok's answer itself was logged by the client; this says what it meant.
             log.warning(
-                "grant %s: TikTok refused the refresh (code %s); re-authorization required "
-                "request_id=%s",
+                "grant %s: TikTok refused the refresh; re-authorization required",
                 grant.id,
-                exc.outcome,
-                exc.request_id,
-                extra={
-                    **leased.log_fields("reauthorization_required", reason="refresh_refused"),
-                    "code": exc.outcome,
-                    "tiktok_request_id": exc.request_id,
-                },
+                extra=leased.log_fields("reauthorization_required", reason="refresh_refused"),
             )
             self.metrics.refresh("reauthorization_required")
         elif exc is not None:
-            log.warning(
-                "grant %s: refresh failed (code %s, retryable=%s) request_id=%s",
+            log.info(
+                "grant %s: refresh failed (%d in a row); tried again after its backoff",
                 grant.id,
-                exc.outcome,
-                exc.retryable,
-                exc.request_id,
-                extra={
-                    **leased.log_fields("refresh_failed"),
-                    "code": exc.outcome,
-                    "tiktok_request_id": exc.request_id,
-                    "failures": grant.failures,
-                },
+                grant.failures,
+                extra=leased.log_fields("refresh_failed", failures=grant.failures),
             )
             self.metrics.refresh("failed")
         if dead:
@@ -354,5 +339,5 @@ class AccountRefresher:
     async def _revoke_quietly(self, access_token: SecretStr) -> None:
         try:
             await self.tiktok.revoke_account_token(access_token)
-        except TikTokError as exc:
-            log.warning("revoking unwanted refreshed tokens failed: code=%s", exc.code)
+        except TikTokError:
+            log.warning("revoking unwanted refreshed tokens failed")

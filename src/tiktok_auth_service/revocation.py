@@ -10,27 +10,25 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr
 
-from tiktok_auth_service import errors
+from tiktok_auth_service import errors, lease
 from tiktok_auth_service.audit import AuditLog
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer, same_secret
 from tiktok_auth_service.db import Database
 from tiktok_auth_service.models import Flow, Grant, GrantStatus
-from tiktok_auth_service.refresh import failure_backoff, write_account_tokens
-from tiktok_auth_service.repository import Repository
+from tiktok_auth_service.refresh import write_account_tokens
+from tiktok_auth_service.repository import transaction
 from tiktok_auth_service.tiktok import (
     AccessTokenExpired,
-    AccessTokenInvalid,
-    RefreshTokenExpired,
-    RefreshTokenInvalid,
+    Endpoint,
     TikTokClient,
     TikTokError,
+    Verdict,
 )
 from tiktok_auth_service.tokens import Caller, authorize_read, read_outcome
 from tiktok_auth_service.webhooks import emit
@@ -66,13 +64,8 @@ class AccountRevocation:
     revoked_now: _REVOKED_NOW
 
 
-def _unconfirmed(exc: TikTokError) -> errors.UpstreamUnavailable:
-    log.warning(
-        "revoke failed: code=%s request_id=%s",
-        exc.outcome,
-        exc.request_id,
-        extra={"event": "revoke_failed", "code": exc.outcome, "tiktok_request_id": exc.request_id},
-    )
+def _unconfirmed() -> errors.UpstreamUnavailable:
+    # TikTok's answer was logged by the client, and the 503 is in the access log and the audit.
     return errors.UpstreamUnavailable(
         "TikTok did not confirm the revocation; retry later.", retry_after=30
     )
@@ -127,8 +120,7 @@ class Revoker:
     ) -> Revocation:
         access = await authorize_read(self.db, "advertiser", api_key, advertiser_id, caller)
         failure: TikTokError | None = None
-        async with self.db.session() as session, session.begin():
-            repo = Repository(session)
+        async with transaction(self.db) as repo:
             serving = await repo.lock_grant_of_advertiser(advertiser_id)
             if serving is None:
                 raise errors.NotConnected(f"{advertiser_id} is not connected.")
@@ -164,7 +156,7 @@ class Revoker:
                     extra=grant.log_fields("revoked", reason="requested"),
                 )
         if failure is not None:
-            raise _unconfirmed(failure)
+            raise _unconfirmed()
         return Revocation(ended_ids, "revoked", revoked_now=bool(grants))
 
     async def revoke_account(
@@ -186,15 +178,14 @@ class Revoker:
         self, api_key: str | None, open_id: str, caller: Caller
     ) -> AccountRevocation:
         await authorize_read(self.db, "account", api_key, open_id, caller)
-        async with self.db.session() as session, session.begin():
-            repo = Repository(session)
+        async with transaction(self.db) as repo:
             grant = await repo.lock_grant_of_account(open_id)
             if grant is None:
                 raise errors.NotConnected(f"{open_id} is not connected.")
             if grant.status == GrantStatus.REVOKED:
                 return AccountRevocation(open_id, "revoked", revoked_now=False)
             now = self.clock.now()
-            if grant.lease_until is not None and grant.lease_until > now:
+            if lease.held(grant, now):
                 raise errors.UpstreamUnavailable(
                     "A refresh of this token is in flight; retry in a few seconds.",
                     retry_after=5,
@@ -210,7 +201,7 @@ class Revoker:
                 await repo.set_grant_status(grant, GrantStatus.REVOKED, now)
                 emit(repo, self.settings, now, "connection.revoked", grant)
         if failure is not None:
-            raise _unconfirmed(failure)
+            raise _unconfirmed()
         log.info(
             "grant %s revoked", grant.id, extra=grant.log_fields("revoked", reason="requested")
         )
@@ -220,17 +211,16 @@ class Revoker:
         """Revoke these orphaned grants now (best effort: the worker retries what fails)."""
         for grant_id in grant_ids:
             now = self.clock.now()
-            async with self.db.session() as session, session.begin():
-                grant = await Repository(session).lock_grant(grant_id)
+            async with transaction(self.db) as repo:
+                grant = await repo.lock_grant(grant_id)
                 if (
                     grant is None
                     or grant.status != GrantStatus.ACTIVE
                     or grant.orphaned_at is None
-                    or (grant.lease_until is not None and grant.lease_until > now)
+                    or lease.held(grant, now)
                 ):
                     continue
-                grant.lease_until = now + timedelta(seconds=self.settings.lease_seconds)
-                grant.version += 1
+                lease.take(grant, now, self.settings.lease_seconds)
             await self.revoke_leased(grant)
 
     async def revoke_leased(self, leased: Grant) -> bool:
@@ -244,21 +234,20 @@ class Revoker:
                 log.info("grant %s retired: its token lives on with another grant", leased.id)
             else:
                 await self._revoke_at_tiktok(leased)
-        except TikTokError as exc:
-            log.warning(
-                "grant %s: revoking the orphaned token failed (code %s)",
+        except TikTokError:
+            log.info(
+                "grant %s: revoking the orphaned token failed; tried again after its backoff",
                 leased.id,
-                exc.outcome,
-                extra=leased.log_fields("revoke_failed", reason="orphaned", code=exc.outcome),
+                extra=leased.log_fields("revoke_failed", reason="orphaned"),
             )
             revoked = False
         else:
             revoked = True
         now = self.clock.now()
-        async with self.db.session() as session, session.begin():
-            repo = Repository(session)
-            grant = await repo.lock_grant(leased.id)
-            if grant is None or grant.version != version:
+        async with transaction(self.db) as repo:
+            try:
+                grant = await lease.settle(repo, leased, version)
+            except lease.Superseded:
                 return revoked
             if revoked:
                 await repo.set_grant_status(grant, GrantStatus.REVOKED, now)
@@ -267,8 +256,7 @@ class Revoker:
                     # Revoking refreshed first: keep the rotated pair (sealed for this row),
                     # the only way to reach the live chain on the next try.
                     _copy_tokens(leased, grant)
-                grant.failures += 1
-                grant.lease_until = now + failure_backoff(grant.failures)
+                lease.keep_for_backoff(grant, now)
         if revoked:
             log.info(
                 "grant %s (orphaned) revoked at TikTok",
@@ -283,8 +271,8 @@ class Revoker:
         if orphan.flow != Flow.ADVERTISER:
             return False
         token = self.sealer.open_access_token(orphan.id, orphan.key_id, orphan.access_token_enc)
-        async with self.db.session() as session:
-            others = await Repository(session).live_grants_sharing_advertisers(orphan)
+        async with transaction(self.db) as repo:
+            others = await repo.live_grants_sharing_advertisers(orphan)
         return any(
             same_secret(self.sealer.open_access_token(g.id, g.key_id, g.access_token_enc), token)
             for g in others
@@ -301,7 +289,9 @@ class Revoker:
                 await self.tiktok.revoke(token)
             else:
                 await self._revoke_account_chain(grant, token)
-        except (AccessTokenInvalid, RefreshTokenExpired, RefreshTokenInvalid):
+        except TikTokError as exc:
+            if exc.verdict(Endpoint.REVOKE) != Verdict.GONE:
+                raise
             log.info(
                 "grant %s was already dead at TikTok",
                 grant.id,

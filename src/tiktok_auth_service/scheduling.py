@@ -27,7 +27,7 @@ from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.models import Grant
 from tiktok_auth_service.pacing import Pacer
 from tiktok_auth_service.refresh import AccountRefresher
-from tiktok_auth_service.repository import Claim, Repository
+from tiktok_auth_service.repository import Claim, transaction
 from tiktok_auth_service.revocation import Revoker
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,8 @@ class Worker:
 
     async def claim(self, kind: Claim) -> list[Grant]:
         now = self.clock.now()
-        async with self.db.session() as session, session.begin():
-            return await Repository(session).claim(
+        async with transaction(self.db) as repo:
+            return await repo.claim(
                 kind, now, now + timedelta(seconds=self.settings.lease_seconds), self.batch
             )
 

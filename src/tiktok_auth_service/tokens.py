@@ -21,15 +21,11 @@ from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer, digest
 from tiktok_auth_service.db import Database, lost_connection
+from tiktok_auth_service.lease import RETRY_AFTER_SECONDS
 from tiktok_auth_service.liveness import LivenessChecker
 from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.models import Grant, GrantStatus
-from tiktok_auth_service.refresh import (
-    RETRY_AFTER_SECONDS,
-    AccountRefresher,
-    backing_off,
-    refresh_need,
-)
+from tiktok_auth_service.refresh import AccountRefresher, backing_off, refresh_need
 from tiktok_auth_service.repository import (
     GrantReader,
     GrantRow,

@@ -26,12 +26,13 @@ import httpx
 import orjson
 from standardwebhooks.webhooks import Webhook
 
+from tiktok_auth_service.backoff import Backoff
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import Database
 from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.models import Grant, WebhookDelivery
-from tiktok_auth_service.repository import Repository
+from tiktok_auth_service.repository import Repository, transaction
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +68,18 @@ def emit(
     }
     event_id = "msg_" + secrets.token_urlsafe(18)
     payload = orjson.dumps(body).decode()
-    for url in settings.webhook_url:
-        repo.session.add(
-            WebhookDelivery(
-                event_id=event_id,
-                url=url,
-                subject=subject,
-                event_type=event_type,
-                payload=payload,
-                created_at=now,
-                next_attempt_at=now,
-            )
+    repo.enqueue(
+        WebhookDelivery(
+            event_id=event_id,
+            url=url,
+            subject=subject,
+            event_type=event_type,
+            payload=payload,
+            created_at=now,
+            next_attempt_at=now,
         )
+        for url in settings.webhook_url
+    )
 
 
 @dataclass(eq=False)
@@ -129,8 +130,7 @@ class WebhookSender:
         """Lease up to `limit` due deliveries, each the oldest pending one of its subject and
         receiver (so one subject's events never go out concurrently)."""
         now = self.clock.now()
-        async with self.db.session() as session, session.begin():
-            repo = Repository(session)
+        async with transaction(self.db) as repo:
             due = await repo.claim_deliveries(
                 now, now + timedelta(seconds=self.settings.webhook_lease_seconds), limit
             )
@@ -180,8 +180,8 @@ class WebhookSender:
 
     async def _record(self, delivery: WebhookDelivery, error: str | None) -> None:
         now = self.clock.now()
-        async with self.db.session() as session, session.begin():
-            row = await session.get(WebhookDelivery, delivery.seq, with_for_update=True)
+        async with transaction(self.db) as repo:
+            row = await repo.lock_delivery(delivery.seq)
             assert row is not None
             row.attempts += 1
             row.lease_until = None
@@ -190,10 +190,11 @@ class WebhookSender:
             elif now - row.created_at >= GIVE_UP_AFTER:
                 row.status, row.last_error = "failed", error
             else:
-                backoff = timedelta(
-                    seconds=self.settings.webhook_retry_base_seconds * 2 ** (row.attempts - 1)
+                backoff = Backoff(
+                    self.settings.webhook_retry_base_seconds, BACKOFF_CAP.total_seconds()
                 )
-                row.next_attempt_at, row.last_error = now + min(backoff, BACKOFF_CAP), error
+                wait = timedelta(seconds=backoff.delay(row.attempts))
+                row.next_attempt_at, row.last_error = now + wait, error
         outcome = "delivered" if error is None else row.status
         self.metrics.webhook_deliveries.labels(
             "retrying" if outcome == "pending" else outcome

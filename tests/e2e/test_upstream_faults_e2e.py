@@ -24,7 +24,7 @@ from tests.e2e.conftest import Browser, EmulatorAdmin, ShiftClock, api_key, issu
 from tests.fixtures import Canaries, bearer
 from tiktok_auth_service.api.deps import app_service
 from tiktok_auth_service.config import Settings
-from tiktok_auth_service.refresh import failure_backoff
+from tiktok_auth_service.lease import failure_backoff
 from tiktok_auth_service.service import Service
 
 EXCHANGE = "oauth2/access_token/"

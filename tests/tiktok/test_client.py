@@ -20,6 +20,7 @@ from tiktok_auth_service.tiktok import (
     AccessTokenExpired,
     AccessTokenInvalid,
     AdvertiserInfo,
+    Endpoint,
     InvalidAuthCode,
     InvalidCredentials,
     IssuedAccountTokens,
@@ -34,8 +35,10 @@ from tiktok_auth_service.tiktok import (
     TikTokRequestError,
     TikTokServerError,
     TikTokTransportError,
+    Verdict,
     http_client,
 )
+from tiktok_auth_service.tiktok.errors import error_for_code
 
 BASE = "https://business-api.tiktok.test/open_api/v1.3"
 APP_ID = "7000000000000000001"
@@ -421,7 +424,7 @@ class TestErrorMapping:
     @pytest.mark.parametrize(
         ("code", "dead"), [(40103, True), (40105, True), (40107, True), (40102, False)]
     )
-    async def test_grant_is_dead_only_for_codes_that_need_reauthorization(
+    async def test_refresh_verdict_is_dead_only_for_codes_that_need_reauthorization(
         self, client: TikTokClient, tiktok: respx.MockRouter, code: int, dead: bool
     ) -> None:
         tiktok.post("/tt_user/oauth2/refresh_token/").mock(return_value=fail(code))
@@ -429,7 +432,29 @@ class TestErrorMapping:
         with pytest.raises(TikTokAuthError) as caught:
             await client.refresh_account_token(SecretStr(ACCOUNT_REFRESH))
 
-        assert caught.value.grant_is_dead is dead
+        assert (caught.value.verdict(Endpoint.REFRESH) == Verdict.DEAD) is dead
+
+    @pytest.mark.parametrize(
+        ("endpoint", "code", "verdict"),
+        [
+            (Endpoint.REFRESH, 40103, Verdict.DEAD),
+            (Endpoint.REFRESH, 40107, Verdict.DEAD),
+            (Endpoint.REFRESH, 40104, Verdict.TRANSIENT),
+            (Endpoint.ADVERTISERS, 40104, Verdict.DEAD),
+            (Endpoint.ADVERTISERS, 40105, Verdict.DEAD),
+            (Endpoint.ADVERTISERS, 40107, Verdict.TRANSIENT),
+            (Endpoint.ADVERTISERS, 40113, Verdict.TRANSIENT),
+            (Endpoint.REVOKE, 40104, Verdict.GONE),
+            (Endpoint.REVOKE, 40107, Verdict.GONE),
+            (Endpoint.REVOKE, 40102, Verdict.TRANSIENT),
+            (Endpoint.REVOKE, 40113, Verdict.TRANSIENT),
+            (Endpoint.REVOKE, 50002, Verdict.TRANSIENT),
+        ],
+    )
+    def test_one_verdict_per_endpoint(
+        self, endpoint: Endpoint, code: int, verdict: Verdict
+    ) -> None:
+        assert error_for_code(code, "Refused.", RID).verdict(endpoint) == verdict
 
     async def test_missing_trailing_slash_404_is_not_retried(
         self, client: TikTokClient, tiktok: respx.MockRouter

@@ -17,7 +17,7 @@ from tiktok_auth_service.crypto import TokenSealer, same_secret
 from tiktok_auth_service.db import Database
 from tiktok_auth_service.models import ApiClient, Flow, Grant, GrantStatus, SessionStatus
 from tiktok_auth_service.refresh import write_account_tokens
-from tiktok_auth_service.repository import Repository
+from tiktok_auth_service.repository import Repository, transaction
 from tiktok_auth_service.tiktok import (
     IssuedAccountTokens,
     IssuedAdvertiserToken,
@@ -174,8 +174,7 @@ class AdvertiserFlow:
         )
         self.sealer.seal(grant, issued.access_token)
         token = issued.access_token.get_secret_value()
-        async with self.db.session() as session, session.begin():
-            repo = Repository(session)
+        async with transaction(self.db) as repo:
             await repo.add(grant)
             moved = await repo.assign_advertisers(grant.id, serve, now)
             await origin.settle(repo, now, serve, None)
@@ -229,14 +228,12 @@ class AdvertiserFlow:
         """Best effort: the grant is already stored, so a failure here only loses names."""
         try:
             listed = await self.tiktok.get_advertisers(issued.access_token)
-        except TikTokError as exc:
-            log.warning(
-                "advertiser names not fetched: code=%s request_id=%s", exc.code, exc.request_id
-            )
+        except TikTokError:
+            log.info("advertiser names not fetched; the next liveness check fetches them")
             return
         names = {a.advertiser_id: a.advertiser_name for a in listed}
-        async with self.db.session() as session, session.begin():
-            await Repository(session).set_advertiser_names(grant_id, names, self.clock.now())
+        async with transaction(self.db) as repo:
+            await repo.set_advertiser_names(grant_id, names, self.clock.now())
 
 
 @dataclass(eq=False)
@@ -278,15 +275,13 @@ class AccountFlow:
         if not origin.may_serve(Flow.TIKTOK_ACCOUNT, [issued.open_id]):
             grant.open_id = None
             grant.orphaned_at = now
-            async with self.db.session() as session, session.begin():
-                repo = Repository(session)
+            async with transaction(self.db) as repo:
                 await repo.add(grant)
                 await origin.settle(repo, now, [], None)
             return Connected(orphans=[grant.id])
         orphans: list[uuid.UUID] = []
         replaced: Grant | None = None
-        async with self.db.session() as session, session.begin():
-            repo = Repository(session)
+        async with transaction(self.db) as repo:
             while not await repo.insert_grant_unless_account_exists(grant):
                 # Another grant holds this open_id (an earlier or a racing authorization).
                 old = await repo.lock_grant_of_account(issued.open_id)
@@ -296,7 +291,7 @@ class AccountFlow:
                 old.orphaned_at = now
                 old.updated_at = now
                 old.version += 1
-                await session.flush()
+                await repo.session.flush()
                 orphans.append(old.id)
                 replaced = old
             await origin.settle(repo, now, [], issued.open_id)

@@ -25,6 +25,7 @@ from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import digest, same_secret
 from tiktok_auth_service.db import CONNECTION_ERRORS, Database
+from tiktok_auth_service.lease import RETRY_AFTER_SECONDS
 from tiktok_auth_service.models import (
     ApiClient,
     ConnectSession,
@@ -32,8 +33,7 @@ from tiktok_auth_service.models import (
     OAuthState,
     SessionStatus,
 )
-from tiktok_auth_service.refresh import RETRY_AFTER_SECONDS
-from tiktok_auth_service.repository import Repository
+from tiktok_auth_service.repository import Repository, transaction
 from tiktok_auth_service.revocation import Revoker
 from tiktok_auth_service.tiktok import (
     InvalidAuthCode,
@@ -49,13 +49,9 @@ log = logging.getLogger(__name__)
 _BEST_EFFORT: tuple[type[Exception], ...] = (errors.ServiceError, *CONNECTION_ERRORS)
 
 
-def _failure_fields(event: str, flow: Flow, exc: TikTokError) -> dict[str, Any]:
-    return {
-        "event": event,
-        "flow": str(flow),
-        "code": exc.outcome,
-        "tiktok_request_id": exc.request_id,
-    }
+def _failure_fields(event: str, flow: Flow) -> dict[str, Any]:
+    # TikTok's answer itself (code, request id, message) was logged by the client.
+    return {"event": event, "flow": str(flow)}
 
 
 # States a connect session opened are kept a day past expiry so a late callback still gets
@@ -255,8 +251,7 @@ class Authorization:
         secret = secrets.token_urlsafe(32)
         now = self.clock.now()
         expires_at = now + timedelta(seconds=self.settings.state_ttl_seconds)
-        async with self.db.session() as session, session.begin():
-            repo = Repository(session)
+        async with transaction(self.db) as repo:
             client = await _client(repo, api_key, caller)
             self.check_return_to(return_to)
             allowed = (
@@ -289,8 +284,7 @@ class Authorization:
 
         Raises Unauthenticated, ConnectSessionNotFound (also for another key's session and
         for an id that is not one, so ids cannot be probed)."""
-        async with self.db.session() as session, session.begin():
-            repo = Repository(session)
+        async with transaction(self.db) as repo:
             client = await _client(repo, api_key, caller)
             try:
                 wanted = uuid.UUID(session_id)
@@ -314,8 +308,8 @@ class Authorization:
                 raise errors.SessionRequired()
             self.check_return_to(return_to)
         else:
-            async with self.db.session() as db_session, db_session.begin():
-                opened = await Repository(db_session).connect_session(digest(session))
+            async with transaction(self.db) as repo:
+                opened = await repo.connect_session(digest(session))
             now = self.clock.now()
             if opened is None or opened.used_at is not None or opened.expires_at <= now:
                 raise errors.InvalidSession()
@@ -341,8 +335,7 @@ class Authorization:
         browser_binding = secrets.token_urlsafe(32)
         state = secrets.token_urlsafe(32)
         now = self.clock.now()
-        async with self.db.session() as db_session, db_session.begin():
-            repo = Repository(db_session)
+        async with transaction(self.db) as repo:
             row = OAuthState(
                 state_hash=digest(state),
                 flow=flow,
@@ -389,8 +382,8 @@ class Authorization:
                     if isinstance(error, errors.AuthorizationDenied)
                     else SessionStatus.FAILED
                 )
-                async with self.db.session() as session, session.begin():
-                    await Repository(session).settle_connect_session(
+                async with transaction(self.db) as repo:
+                    await repo.settle_connect_session(
                         session_id, self.clock.now(), status, error=error.code
                     )
             return AuthorizationResult(
@@ -407,30 +400,24 @@ class Authorization:
             issued = await flow.exchange(code)
         except InvalidAuthCode as exc:
             log.warning(
-                "code refused: code=%s request_id=%s",
-                exc.outcome,
-                exc.request_id,
-                extra=_failure_fields("code_refused", state.flow, exc),
+                "TikTok refused the authorization code",
+                extra=_failure_fields("code_refused", state.flow),
             )
             return await failed(
                 errors.AuthorizationFailed(f"TikTok refused the code ({exc.code}).")
             )
         except (TikTokAuthError, TikTokRequestError) as exc:
             log.error(
-                "code exchange refused: code=%s request_id=%s",
-                exc.outcome,
-                exc.request_id,
-                extra=_failure_fields("app_credentials_rejected", state.flow, exc),
+                "TikTok refused our app's credentials in the code exchange",
+                extra=_failure_fields("app_credentials_rejected", state.flow),
             )
             return await failed(
                 errors.AppCredentialsRejected(f"TikTok refused our app ({exc.code}).")
             )
-        except TikTokError as exc:
-            log.warning(
-                "code exchange failed: code=%s request_id=%s",
-                exc.outcome,
-                exc.request_id,
-                extra=_failure_fields("code_exchange_failed", state.flow, exc),
+        except TikTokError:
+            log.info(
+                "the code exchange failed; the person may try again",
+                extra=_failure_fields("code_exchange_failed", state.flow),
             )
             return await failed(
                 errors.UpstreamUnavailable(
@@ -467,12 +454,8 @@ class Authorization:
     async def _discard(self, flow: ConsentFlow[Any], issued: Any) -> None:
         try:
             await flow.discard(issued)
-        except TikTokError as exc:
-            log.error(
-                "a token TikTok issued was neither stored nor revoked: code=%s request_id=%s",
-                exc.code,
-                exc.request_id,
-            )
+        except TikTokError:
+            log.error("a token TikTok issued was neither stored nor revoked")
         else:
             log.warning("storing a new grant failed; the token TikTok issued was revoked")
 
@@ -491,8 +474,7 @@ class Authorization:
         if not state:
             raise errors.InvalidState("The callback carries no state.")
         now = self.clock.now()
-        async with self.db.session() as session, session.begin():
-            repo = Repository(session)
+        async with transaction(self.db) as repo:
             row = await repo.lock_state(digest(state))
             if row is None:
                 raise errors.InvalidState(

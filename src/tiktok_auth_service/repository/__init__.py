@@ -1,6 +1,7 @@
-"""All SQL lives here: the write paths (and key rotation) through an AsyncSession
-(`session.py`); the token read and the connections list, each one asyncpg query on the bare
-pool (`reads.py`); the access audit (`access.py`)."""
+"""All SQL lives here: the write paths (and key rotation) through an AsyncSession, one unit of
+work at a time (`unit_of_work.py`: `transaction` yields the `Repository`, whose queries are
+split by aggregate); the token read and the connections list, each one asyncpg query on the
+bare pool (`reads.py`); the access audit (`access.py`)."""
 
 from .access import AccessRecord, delete_access_before, read_access, write_access
 from .reads import (
@@ -15,7 +16,7 @@ from .reads import (
     read_advertiser_token,
     read_connections,
 )
-from .session import Repository
+from .unit_of_work import Repository, transaction
 from .work import Claim
 
 __all__ = [
@@ -34,5 +35,6 @@ __all__ = [
     "read_account_token",
     "read_advertiser_token",
     "read_connections",
+    "transaction",
     "write_access",
 ]

@@ -1,5 +1,5 @@
-"""The worker's queue: claiming due grants and webhook deliveries with `FOR UPDATE SKIP LOCKED`
-and a lease, so replicas share the work without waiting on each other or doing it twice."""
+"""The worker's queue: claiming due grants with `FOR UPDATE SKIP LOCKED` and a lease, so
+replicas share the work without waiting on each other or doing it twice."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
-import sqlalchemy.orm
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from tiktok_auth_service.models import Flow, Grant, GrantStatus, WebhookDelivery
+from tiktok_auth_service import lease
+from tiktok_auth_service.models import Flow, Grant, GrantStatus
 
 
 class WorkQueries:
@@ -46,53 +46,11 @@ class WorkQueries:
         result = await self.session.execute(
             sa.update(Grant)
             .where(col(Grant.id) == sa.any_(sa.func.array(claimable.scalar_subquery())))
-            .values(lease_until=lease_until, version=col(Grant.version) + 1)
+            .values(**lease.claimed(lease_until))
             .returning(Grant),
             execution_options={"synchronize_session": False},
         )
         return sorted(result.scalars(), key=lambda grant: getattr(grant, due.column))
-
-    async def claim_deliveries(
-        self, now: datetime, lease_until: datetime, limit: int
-    ) -> list[WebhookDelivery]:
-        """Lease up to `limit` due webhook deliveries, each the oldest pending one of its
-        subject and receiver, so events arrive in order per subject."""
-        earlier = sa.orm.aliased(WebhookDelivery)
-        waiting = sa.exists().where(
-            col(earlier.url) == col(WebhookDelivery.url),
-            col(earlier.subject) == col(WebhookDelivery.subject),
-            col(earlier.status) == "pending",
-            col(earlier.seq) < col(WebhookDelivery.seq),
-        )
-        due = (
-            sa.select(col(WebhookDelivery.seq))
-            .where(
-                col(WebhookDelivery.status) == "pending",
-                col(WebhookDelivery.next_attempt_at) <= now,
-                sa.or_(
-                    col(WebhookDelivery.lease_until).is_(None),
-                    col(WebhookDelivery.lease_until) < now,
-                ),
-                ~waiting,
-            )
-            .order_by(col(WebhookDelivery.seq))
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        result = await self.session.execute(
-            sa.update(WebhookDelivery)
-            .where(col(WebhookDelivery.seq).in_(due.scalar_subquery()))
-            .values(lease_until=lease_until)
-            .returning(WebhookDelivery),
-            execution_options={"synchronize_session": False},
-        )
-        return sorted(result.scalars(), key=lambda delivery: delivery.seq or 0)
-
-    async def outbox_backlog(self) -> int:
-        result = await self.session.execute(
-            sa.select(sa.func.count()).where(col(WebhookDelivery.status) == "pending")
-        )
-        return int(result.scalar_one())
 
 
 class Claim(enum.StrEnum):

@@ -4,6 +4,7 @@ from .client import TikTokClient, http_client
 from .errors import (
     AccessTokenExpired,
     AccessTokenInvalid,
+    Endpoint,
     InvalidAuthCode,
     InvalidCredentials,
     RefreshTokenExpired,
@@ -14,6 +15,7 @@ from .errors import (
     TikTokRequestError,
     TikTokServerError,
     TikTokTransportError,
+    Verdict,
 )
 from .models import AdvertiserInfo, IssuedAccountTokens, IssuedAdvertiserToken
 from .retry import RetryPolicy
@@ -22,6 +24,7 @@ __all__ = [
     "AccessTokenExpired",
     "AccessTokenInvalid",
     "AdvertiserInfo",
+    "Endpoint",
     "InvalidAuthCode",
     "InvalidCredentials",
     "IssuedAccountTokens",
@@ -36,5 +39,6 @@ __all__ = [
     "TikTokRequestError",
     "TikTokServerError",
     "TikTokTransportError",
+    "Verdict",
     "http_client",
 ]

@@ -7,12 +7,8 @@ turns that code into the class the service branches on. Messages hold TikTok's o
 
 from __future__ import annotations
 
+import enum
 from typing import ClassVar
-
-# The token or refresh token behind these codes can never work again: the user has to
-# authorize the app anew. 40113 (app blocked / app mismatch) is left out on purpose: it points
-# at our app configuration, not at one grant, and marking every grant dead would be wrong.
-_DEAD_GRANT_CODES = frozenset({40103, 40105, 40107})
 
 # Throttling arrives as HTTP 200 with one of these codes and no Retry-After header.
 _RATE_LIMIT_CODES = frozenset({40100, 40016, 40133})
@@ -23,6 +19,36 @@ _MAINTENANCE_CODE = 60001
 # In the 401xx range but about the request, not about credentials: 40106 is a token used for
 # an advertiser outside its grant, 40108 an unsupported grant_type.
 _REQUEST_CODES_IN_AUTH_RANGE = frozenset({40106, 40108})
+
+
+class Endpoint(enum.StrEnum):
+    """The TikTok calls whose failure says something about the token they were made with."""
+
+    REFRESH = "refresh"  # tt_user/oauth2/refresh_token/
+    ADVERTISERS = "advertisers"  # oauth2/advertiser/get/: the advertiser token's liveness check
+    REVOKE = "revoke"  # oauth2/revoke_token/, tt_user/oauth2/revoke/ (and a refresh before it)
+
+
+class Verdict(enum.StrEnum):
+    """What a failed call to an `Endpoint` says about its token."""
+
+    DEAD = "dead"  # it can never work again: the user authorizes anew
+    TRANSIENT = "transient"  # nothing about the token: a later try may work
+    GONE = "gone"  # TikTok already refuses it: a revocation has nothing left to do
+
+
+# Per call, the codes that are not transient, and what they say. 40113 (app blocked, or app and
+# token mismatched) is in none on purpose: it points at our app's configuration, not at one
+# grant, and taking it for a verdict would kill every grant in one sweep.
+_VERDICTS: dict[Endpoint, tuple[Verdict, frozenset[int]]] = {
+    # The refresh token expired (40103) or was refused (40107), or the access token was revoked.
+    Endpoint.REFRESH: (Verdict.DEAD, frozenset({40103, 40105, 40107})),
+    # The advertiser token is empty, invalid or revoked.
+    Endpoint.ADVERTISERS: (Verdict.DEAD, frozenset({40104, 40105})),
+    # A token TikTok refuses counts as revoked; 40102 (expired) is not: an account's
+    # authorization is revoked through a live access token, so the revocation refreshes first.
+    Endpoint.REVOKE: (Verdict.GONE, frozenset({40103, 40104, 40105, 40107})),
+}
 
 
 class TikTokError(Exception):
@@ -57,10 +83,10 @@ class TikTokError(Exception):
         what went wrong instead."""
         return str(self.code) if self.code is not None else "error"
 
-    @property
-    def grant_is_dead(self) -> bool:
-        """True when the grant can never work again and the user must re-authorize."""
-        return self.code in _DEAD_GRANT_CODES
+    def verdict(self, endpoint: Endpoint) -> Verdict:
+        """What this failure of a call to `endpoint` says about the token it was made with."""
+        verdict, codes = _VERDICTS[endpoint]
+        return verdict if self.code in codes else Verdict.TRANSIENT
 
     def __str__(self) -> str:
         prefix = f"[{self.code}] " if self.code is not None else ""

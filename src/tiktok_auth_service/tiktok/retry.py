@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tiktok_auth_service.backoff import Backoff
+
 from .errors import TikTokError, TikTokRateLimited, TikTokTransportError
 
 
@@ -25,7 +27,7 @@ class RetryPolicy:
 
     def ceiling(self, attempt: int) -> float:
         """Upper bound of the wait that follows failed attempt number ``attempt``."""
-        return min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
+        return Backoff(self.base_delay, self.max_delay).delay(attempt)
 
     def next_delay(
         self,

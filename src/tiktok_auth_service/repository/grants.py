@@ -1,5 +1,5 @@
-"""The write paths' SQL: an AsyncSession per unit of work (the caller owns the transaction;
-nothing here commits). The worker's claims are in `work.py`."""
+"""Grants and the advertisers they serve: the lifecycle's writes, the revocations' locks, and
+key rotation's walk over the sealed tokens."""
 
 from __future__ import annotations
 
@@ -9,25 +9,20 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-import sqlalchemy.orm
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from tiktok_auth_service import lease
 from tiktok_auth_service.models import (
     Advertiser,
     AdvertiserStatus,
-    ApiClient,
-    ConnectSession,
     Flow,
     Grant,
     GrantCoverage,
     GrantStatus,
-    OAuthState,
-    SessionStatus,
 )
-from tiktok_auth_service.repository.work import WorkQueries
 
 
 def _texts(values: Iterable[str]) -> sa.BindParameter[Any]:
@@ -56,101 +51,8 @@ def _covering(advertiser_ids: Iterable[str]) -> sa.ColumnElement[bool]:
     return col(Grant.id) == sa.any_(sa.func.array(covering.scalar_subquery()))
 
 
-class Repository(WorkQueries):
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    # -- Connect sessions and OAuth states ------------------------------------------------
-
-    async def add(self, row: ConnectSession | OAuthState | Grant | ApiClient) -> None:
-        self.session.add(row)
-        await self.session.flush()
-
-    async def connect_session(self, session_hash: bytes) -> ConnectSession | None:
-        result = await self.session.execute(
-            sa.select(ConnectSession).where(col(ConnectSession.session_hash) == session_hash)
-        )
-        return result.scalar_one_or_none()
-
-    async def lock_connect_session(self, session_hash: bytes) -> ConnectSession | None:
-        result = await self.session.execute(
-            sa.select(ConnectSession)
-            .where(col(ConnectSession.session_hash) == session_hash)
-            .with_for_update()
-        )
-        return result.scalar_one_or_none()
-
-    async def lock_state(self, state_hash: bytes) -> OAuthState | None:
-        result = await self.session.execute(
-            sa.select(OAuthState).where(col(OAuthState.state_hash) == state_hash).with_for_update()
-        )
-        return result.scalar_one_or_none()
-
-    async def connect_session_by_id(self, session_id: uuid.UUID) -> ConnectSession | None:
-        result = await self.session.execute(
-            sa.select(ConnectSession).where(col(ConnectSession.id) == session_id)
-        )
-        return result.scalar_one_or_none()
-
-    async def extend_connect_session(self, session_id: uuid.UUID, until: datetime) -> None:
-        """Keep a pending session from being called expired before `until`."""
-        await self.session.execute(
-            sa.update(ConnectSession)
-            .where(
-                col(ConnectSession.id) == session_id,
-                col(ConnectSession.status) == SessionStatus.PENDING,
-            )
-            .values(expires_at=sa.func.greatest(col(ConnectSession.expires_at), until))
-        )
-
-    async def settle_connect_session(
-        self,
-        session_id: uuid.UUID,
-        now: datetime,
-        status: SessionStatus,
-        *,
-        advertiser_ids: Sequence[str] = (),
-        open_id: str | None = None,
-        error: str | None = None,
-    ) -> None:
-        """Record what came of a pending session; the first outcome stays."""
-        await self.session.execute(
-            sa.update(ConnectSession)
-            .where(
-                col(ConnectSession.id) == session_id,
-                col(ConnectSession.status) == SessionStatus.PENDING,
-            )
-            .values(
-                status=status,
-                advertiser_ids=list(advertiser_ids),
-                open_id=open_id,
-                error=error,
-                completed_at=now,
-            )
-        )
-
-    async def delete_expired_states(self, before: datetime, sessions_before: datetime) -> int:
-        """Drop the OAuth states that expired before `before` and the connect sessions (with
-        their outcomes) that expired before `sessions_before`."""
-        deleted = 0
-        for table, cutoff in ((OAuthState, before), (ConnectSession, sessions_before)):
-            result = await self.session.execute(
-                sa.delete(table).where(col(table.expires_at) < cutoff)
-            )
-            deleted += int(result.rowcount)  # type: ignore[attr-defined]
-        return deleted
-
-    async def delete_expired_anonymous_states(self, now: datetime) -> int:
-        """Drop the expired states no connect session opened (CONNECT_SESSIONS_REQUIRED
-        off): anyone may create those, so none is kept past its expiry."""
-        result = await self.session.execute(
-            sa.delete(OAuthState).where(
-                col(OAuthState.api_client_id).is_(None), col(OAuthState.expires_at) <= now
-            )
-        )
-        return int(result.rowcount)  # type: ignore[attr-defined]
-
-    # -- Grants and advertisers ----------------------------------------------------------
+class GrantQueries:
+    session: AsyncSession
 
     async def assign_advertisers(
         self, grant_id: uuid.UUID, advertiser_ids: Iterable[str], now: datetime
@@ -381,8 +283,7 @@ class Repository(WorkQueries):
     async def set_grant_status(self, grant: Grant, status: GrantStatus, now: datetime) -> None:
         grant.status = status
         grant.updated_at = now
-        grant.lease_until = None
-        grant.version += 1
+        lease.release(grant)
         await self.session.flush()
 
     # -- Key rotation ----------------------------------------------------------------------
@@ -425,25 +326,3 @@ class Repository(WorkQueries):
         if excluding:
             query = query.where(col(Grant.id).not_in(excluding))
         return int((await self.session.execute(query)).scalar_one())
-
-    # -- API clients ---------------------------------------------------------------------
-
-    async def api_client(self, client_id: uuid.UUID) -> ApiClient | None:
-        return await self.session.get(ApiClient, client_id)
-
-    async def api_client_by_name(self, name: str) -> ApiClient | None:
-        result = await self.session.execute(sa.select(ApiClient).where(col(ApiClient.name) == name))
-        return result.scalar_one_or_none()
-
-    async def list_api_clients(self) -> Sequence[ApiClient]:
-        result = await self.session.execute(sa.select(ApiClient).order_by(col(ApiClient.name)))
-        return result.scalars().all()
-
-    async def api_client_by_key_hash(self, key_hash: bytes) -> ApiClient | None:
-        result = await self.session.execute(
-            sa.select(ApiClient).where(
-                col(ApiClient.key_hash) == key_hash,
-                col(ApiClient.revoked_at).is_(None),
-            )
-        )
-        return result.scalar_one_or_none()
