@@ -19,7 +19,7 @@ from fastapi.telemetry import TelemetryConfig
 from fastapi_offline import FastAPIOffline
 
 from tiktok_auth_service import __version__
-from tiktok_auth_service.api import browser, connections, health, problems, tokens
+from tiktok_auth_service.api import browser, connections, frontend, health, problems, tokens
 from tiktok_auth_service.api.deps import attach_service
 from tiktok_auth_service.api.limits import BodyLimit
 from tiktok_auth_service.api.observability import (
@@ -162,6 +162,7 @@ def create_app(
     )
     app.add_middleware(tokens.CachedTokenReads, metrics=metrics)
     app.include_router(browser.router)
+    app.include_router(frontend.router)
     app.include_router(tokens.router)
     app.include_router(connections.router)
     app.include_router(health.router)
