@@ -49,6 +49,8 @@ OAuth token broker for TikTok API for Business.
 * Internal services fetch a working token with `GET /tokens/{advertiser_id}` (or
   `/tokens/accounts/{open_id}`), authenticated with their own API key
   (`Authorization: Bearer tas_...`); `GET /connections` lists what a key may read.
+* A frontend imports `GET /connect.js` and calls `connect(url)` to open a connect link in a
+  popup; its backend confirms the outcome with `GET /connect-sessions/{session_id}`.
 
 Errors are `application/problem+json` (RFC 9457) with a stable `code`; browsers get an HTML
 page instead.

@@ -43,7 +43,8 @@ class ConnectSessionRequest(BaseModel):
     )
     return_to: str | None = Field(
         default=None,
-        description="Where to send the browser afterwards; must be on an allowed origin.",
+        description="Where to send the browser afterwards; must be on an allowed origin. "
+        "For a link opened in a popup (connect.js), the only origin the result is posted to.",
     )
     end_user: str | None = Field(
         default=None,
