@@ -20,8 +20,15 @@ import httpx
 import pytest
 import respx
 
-from tests.fixtures import FRONTEND, TIKTOK_API, Canaries, bearer
-from tests.helpers import envelope, new_token, query_of, start_through, the_form
+from tests.fixtures import FRONTEND, OPEN_ID, TIKTOK_API, Canaries, FakeClock, bearer
+from tests.helpers import (
+    TikTokAccounts,
+    envelope,
+    new_token,
+    query_of,
+    start_through,
+    the_form,
+)
 from tests.test_security_headers import assert_guarded
 from tiktok_auth_service.authorization import binding_id
 
@@ -194,6 +201,33 @@ class TestPopupResultPage:
         assert cleared == {
             f"__Host-tas_{kind}.{binding_id(state)}" for kind in ("binding", "display")
         }
+
+    async def test_an_account_is_posted_by_its_open_id(
+        self,
+        client: httpx.AsyncClient,
+        api_key: str,
+        tiktok: respx.MockRouter,
+        canaries: Canaries,
+        clock: FakeClock,
+    ) -> None:
+        TikTokAccounts(tiktok, canaries, clock)
+        link, session_id = await open_link(
+            client, api_key, flow="tiktok_account", return_to=f"{FRONTEND}/c", tags={"t": "1"}
+        )
+        answer, _ = await popup_round_trip(client, link, code="tt-code")
+        assert answer.status_code == 200
+        assert posted(answer) == (
+            {
+                "source": "tiktok-auth-service",
+                "status": "connected",
+                "session_id": session_id,
+                "open_id": OPEN_ID,
+                "tags": {"t": "1"},
+            },
+            FRONTEND,
+        )
+        assert "<title>TikTok account connected</title>" in answer.text
+        assert_script_allowed_by_hash(answer)
 
     async def test_a_refusal_posts_its_code_and_shows_the_error_page(
         self, client: httpx.AsyncClient, api_key: str, tiktok: respx.MockRouter
