@@ -106,6 +106,15 @@ def test_wheel_ships_the_migrations_and_only_the_product(wheel: Path) -> None:
     assert len(names) == len(set(names)), "a file is in the wheel twice"
 
 
+def test_wheel_ships_the_connect_kit(wheel: Path) -> None:
+    """/connect.js and /connect.d.ts are served from the package's files."""
+    static = ROOT / "src" / PACKAGE / "api" / "static"
+    with zipfile.ZipFile(wheel) as archive:
+        for name in ("connect.js", "connect.d.ts"):
+            shipped = archive.read(f"{PACKAGE}/api/static/{name}")
+            assert shipped == (static / name).read_bytes(), name
+
+
 def test_installed_package_comes_from_the_wheel(venv: Path) -> None:
     probe = (
         "import importlib.resources as r, tiktok_auth_service as p;"

@@ -183,6 +183,7 @@ def test_connect_session_request() -> None:
         "flow": "advertiser",
         "return_to": None,
         "end_user": "postman",
+        "tags": {"tenant": "postman"},
     }
     headers = {h["key"].lower(): h["value"] for h in request["header"]}
     assert headers["content-type"] == "application/json"

@@ -129,6 +129,7 @@ async def run_stack(
         scopes=[4, 100, 200, 300],
     )
     emulator = create_emulator_app(EmulatorConfig(apps=[app_entry], **(emulator_config or {})))
+    settings_overrides.setdefault("return_to_allowed_origins", [service_url])
     settings = Settings(
         _env_file=None,
         tiktok_app_id=app_entry.app_id,
@@ -139,7 +140,6 @@ async def run_stack(
         tiktok_api_base_url=f"{emulator_url}/open_api/v1.3",
         database_url=database_url,
         token_encryption_keys=encryption_keys,
-        return_to_allowed_origins=[service_url],
         **settings_overrides,
     )
     service = create_app(settings, clock=clock)

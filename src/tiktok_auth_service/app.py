@@ -19,7 +19,7 @@ from fastapi.telemetry import TelemetryConfig
 from fastapi_offline import FastAPIOffline
 
 from tiktok_auth_service import __version__
-from tiktok_auth_service.api import browser, connections, health, problems, tokens
+from tiktok_auth_service.api import browser, connections, frontend, health, problems, tokens
 from tiktok_auth_service.api.deps import attach_service
 from tiktok_auth_service.api.limits import BodyLimit
 from tiktok_auth_service.api.observability import (
@@ -49,6 +49,8 @@ OAuth token broker for TikTok API for Business.
 * Internal services fetch a working token with `GET /tokens/{advertiser_id}` (or
   `/tokens/accounts/{open_id}`), authenticated with their own API key
   (`Authorization: Bearer tas_...`); `GET /connections` lists what a key may read.
+* A frontend imports `GET /connect.js` and calls `connect(url)` to open a connect link in a
+  popup; its backend confirms the outcome with `GET /connect-sessions/{session_id}`.
 
 Errors are `application/problem+json` (RFC 9457) with a stable `code`; browsers get an HTML
 page instead.
@@ -162,6 +164,7 @@ def create_app(
     )
     app.add_middleware(tokens.CachedTokenReads, metrics=metrics)
     app.include_router(browser.router)
+    app.include_router(frontend.router)
     app.include_router(tokens.router)
     app.include_router(connections.router)
     app.include_router(health.router)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import html
+from enum import StrEnum
 from typing import Annotated
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import orjson
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -13,14 +15,15 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from tiktok_auth_service import errors
 from tiktok_auth_service.api.deps import API_KEY_SECURITY, ServiceDep, api_key_of
 from tiktok_auth_service.api.observability import caller_of
-from tiktok_auth_service.api.problems import html_page, problem_responses
-from tiktok_auth_service.api.security import form_page_policy
+from tiktok_auth_service.api.problems import error_page, html_page, problem_responses
+from tiktok_auth_service.api.security import POPUP_PAGE_POLICY, POPUP_SCRIPT, form_page_policy
 from tiktok_auth_service.authorization import (
     AuthorizationResult,
     CallbackParams,
     ConnectLink,
     ConnectOutcome,
     binding_id,
+    origin_of,
 )
 from tiktok_auth_service.connections import MAX_TAGS, TAGS_DESCRIPTION, TagKey, TagValue
 from tiktok_auth_service.models import Flow
@@ -40,7 +43,8 @@ class ConnectSessionRequest(BaseModel):
     )
     return_to: str | None = Field(
         default=None,
-        description="Where to send the browser afterwards; must be on an allowed origin.",
+        description="Where to send the browser afterwards; must be on an allowed origin. "
+        "For a link opened in a popup (connect.js), the only origin the result is posted to.",
     )
     end_user: str | None = Field(
         default=None,
@@ -116,12 +120,21 @@ async def get_connect_session(
     return await service.authorization.outcome(api_key_of(request), session_id, caller_of(request))
 
 
-def binding_cookie(service: Service, state: str) -> str:
+class Display(StrEnum):
+    """How the connect link was opened: as a `page` (the result goes back by redirect to
+    `return_to`), or in a `popup` (connect.js adds `display=popup`), whose result page posts
+    the outcome to the opener on `return_to`'s origin and closes."""
+
+    PAGE = "page"
+    POPUP = "popup"
+
+
+def binding_cookie(service: Service, state: str, kind: str = "binding") -> str:
     """The name of the browser-binding cookie of the authorization carrying `state` (one per
-    authorization). Over HTTPS it carries the `__Host-` prefix, which browsers accept only
-    from this exact host (Secure, Path=/, no Domain), so a sibling subdomain cannot plant a
-    binding of its own."""
-    prefix = "__Host-tas_binding" if service.settings.secure_cookies else "tas_binding"
+    authorization; `kind="display"`: the one saying it runs in a popup). Over HTTPS it carries
+    the `__Host-` prefix, which browsers accept only from this exact host (Secure, Path=/, no
+    Domain), so a sibling subdomain cannot plant a binding of its own."""
+    prefix = f"__Host-tas_{kind}" if service.settings.secure_cookies else f"tas_{kind}"
     return f"{prefix}.{binding_id(state)}"
 
 
@@ -137,7 +150,12 @@ _FLOW_TITLES = {
     Flow.TIKTOK_ACCOUNT: "Connect your TikTok account",
 }
 # The fields of the page's form, which POST /authorize reads.
-_FORM_FIELDS = ("session", "flow", "return_to")
+_FORM_FIELDS = ("session", "flow", "return_to", "display")
+_DISPLAY_DESCRIPTION = (
+    "`popup` when the link is opened in a popup (connect.js adds it): the result page then "
+    "posts the outcome to the window that opened it, on `return_to`'s origin only, and "
+    "closes. `page` (default): back to `return_to` by redirect."
+)
 
 
 @router.get(
@@ -173,6 +191,7 @@ async def authorize(
             "be on an allowed origin."
         ),
     ] = None,
+    display: Annotated[Display, Query(description=_DISPLAY_DESCRIPTION)] = Display.PAGE,
 ) -> Response:
     """Check the link and show a page whose button continues to TikTok (POST /authorize).
     Writes nothing: the link is spent only when the person continues."""
@@ -181,6 +200,8 @@ async def authorize(
         fields = {"session": session}
     else:
         fields = {"flow": str(flow), **({"return_to": return_to} if return_to else {})}
+    if display == Display.POPUP:
+        fields["display"] = display
     action = service.settings.public_url("authorize")
     inputs = "".join(
         f'<input type=hidden name={name} value="{html.escape(value)}">'
@@ -224,6 +245,12 @@ async def authorize(
                                 "type": "string",
                                 "description": "Without a session only; on an allowed origin.",
                             },
+                            "display": {
+                                "type": "string",
+                                "enum": [str(d) for d in Display],
+                                "default": str(Display.PAGE),
+                                "description": _DISPLAY_DESCRIPTION,
+                            },
                         },
                     }
                 }
@@ -244,18 +271,26 @@ async def start_authorization(request: Request, service: ServiceDep) -> Response
         flow = Flow(fields.get("flow", Flow.ADVERTISER))
     except ValueError:
         raise errors.ValidationFailed("flow: must be advertiser or tiktok_account") from None
+    try:
+        display = Display(fields.get("display", Display.PAGE))
+    except ValueError:
+        raise errors.ValidationFailed("display: must be page or popup") from None
     start = await service.authorization.start(flow, fields.get("return_to"), fields.get("session"))
     response = RedirectResponse(start.url, status_code=303)
     response.headers["Cache-Control"] = "no-store"
-    response.set_cookie(
-        binding_cookie(service, start.state),
-        start.browser_binding,
-        max_age=service.settings.state_ttl_seconds,
-        httponly=True,
-        samesite="lax",
-        secure=service.settings.secure_cookies,
-        path="/",
-    )
+    cookies = {"binding": start.browser_binding}
+    if display == Display.POPUP:
+        cookies["display"] = display
+    for kind, value in cookies.items():
+        response.set_cookie(
+            binding_cookie(service, start.state, kind),
+            value,
+            max_age=service.settings.state_ttl_seconds,
+            httponly=True,
+            samesite="lax",
+            secure=service.settings.secure_cookies,
+            path="/",
+        )
     return response
 
 
@@ -286,7 +321,10 @@ def _origin(url: str) -> str:
     response_class=Response,
     responses={
         200: {
-            "description": "Result page (no return_to).",
+            "description": "Result page (no return_to). In popup mode (`display=popup` on the "
+            "link) with a return_to, also for an error (with the error's status): a page "
+            "whose script posts the outcome to the window that opened it, addressed to "
+            "return_to's origin, and closes; without an opener it stays as the result page.",
             "content": {"text/html": {"schema": {"type": "string"}}},
         },
         302: {
@@ -323,21 +361,26 @@ async def callback(
         CallbackParams(state, auth_code, code, error, error_description),
         request.cookies.get(binding_cookie(service, state)) if state else None,
     )
-    if result.return_to:
+    assert state is not None  # complete() refuses a callback without one
+    display_cookie = binding_cookie(service, state, "display")
+    popup = request.cookies.get(display_cookie) == Display.POPUP
+    if result.return_to and popup:
+        response = _popup_page(result, result.return_to)
+    elif result.return_to:
         response = _redirect_back(result)
     elif result.error:
         raise result.error
     else:
         response = _result_page(result)
-    assert state is not None  # complete() refuses a callback without one
     # The state is spent: its binding is of no more use to the browser.
-    response.delete_cookie(
-        binding_cookie(service, state),
-        path="/",
-        secure=service.settings.secure_cookies,
-        httponly=True,
-        samesite="lax",
-    )
+    for name in (binding_cookie(service, state), *([display_cookie] if popup else [])):
+        response.delete_cookie(
+            name,
+            path="/",
+            secure=service.settings.secure_cookies,
+            httponly=True,
+            samesite="lax",
+        )
     return response
 
 
@@ -366,16 +409,45 @@ def _redirect_back(result: AuthorizationResult) -> Response:
     return response
 
 
-def _result_page(result: AuthorizationResult) -> Response:
+def _result_page(result: AuthorizationResult, more: str = "") -> HTMLResponse:
+    """The page saying what was connected; `more` (already escaped) is added to its body."""
     if result.open_id is not None:
         return html_page(
             "TikTok account connected",
             f"<p>TikTok account <code>{html.escape(result.open_id)}</code> is now connected.</p>"
-            "<p>You can close this page.</p>",
+            f"<p>You can close this page.</p>{more}",
         )
     items = "".join(f"<li><code>{html.escape(a)}</code></li>" for a in result.advertiser_ids)
     return html_page(
         "Advertisers connected",
         f"<p>These advertisers are now connected:</p><ul>{items}</ul>"
-        "<p>You can close this page.</p>",
+        f"<p>You can close this page.</p>{more}",
     )
+
+
+def _popup_page(result: AuthorizationResult, return_to: str) -> Response:
+    """The result page (or error page) of an authorization run in a popup, with the outcome
+    for its script (security.POPUP_SCRIPT) to post to the opener on `return_to`'s origin
+    (checked against RETURN_TO_ALLOWED_ORIGINS when the link was opened): what the redirect
+    would have carried, and the tags, never a token, the state or TikTok's code. A window of
+    another origin that opened the link receives nothing: the browser drops the message."""
+    message: dict[str, object] = {"source": "tiktok-auth-service"}
+    if result.error:
+        message |= {"status": "error", "error": result.error.code}
+    elif result.open_id is not None:
+        message |= {"status": "connected", "open_id": result.open_id, "tags": result.tags}
+    else:
+        message |= {
+            "status": "connected",
+            "advertiser_ids": result.advertiser_ids,
+            "tags": result.tags,
+        }
+    message["session_id"] = str(result.session_id) if result.session_id else None
+    more = (
+        f'<main id=tas-result data-message="{html.escape(orjson.dumps(message).decode())}" '
+        f'data-origin="{html.escape(origin_of(return_to))}"></main>'
+        f"<script>{POPUP_SCRIPT}</script>"
+    )
+    page = error_page(result.error, more) if result.error else _result_page(result, more)
+    page.headers["Content-Security-Policy"] = POPUP_PAGE_POLICY
+    return page

@@ -104,20 +104,28 @@ def html_page(title: str, body: str, status: int = 200) -> HTMLResponse:
     )
 
 
-def error_response(request: Request, error: errors.ServiceError) -> Response:
+def _error_headers(error: errors.ServiceError) -> dict[str, str]:
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
     if error.www_authenticate:
         headers["WWW-Authenticate"] = error.www_authenticate
+    return headers
+
+
+def error_page(error: errors.ServiceError, more: str = "") -> HTMLResponse:
+    """The page a browser gets for `error`; `more` (already escaped) is added to its body."""
+    page = html_page(
+        error.title,
+        f"<p>{html.escape(error.detail)}</p><p>Error code: <code>{error.code}</code></p>{more}",
+        error.status,
+    )
+    page.headers.update(_error_headers(error))
+    return page
+
+
+def error_response(request: Request, error: errors.ServiceError) -> Response:
     if wants_html(request):
-        page = html_page(
-            error.title,
-            f"<p>{html.escape(error.detail)}</p><p>Error code: <code>{error.code}</code></p>",
-            error.status,
-        )
-        if headers:
-            page.headers.update(headers)
-        return page
-    return problem(error.status, error.code, error.title, error.detail, headers)
+        return error_page(error)
+    return problem(error.status, error.code, error.title, error.detail, _error_headers(error))
 
 
 def _allowed_methods(request: Request) -> list[str]:

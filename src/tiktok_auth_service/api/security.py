@@ -5,12 +5,13 @@ MIME sniffing, and sending a Referer: the browser leg's URLs carry a connect ses
 state and code, and the Referer of a page would hand them to whatever it loads or links.
 
 The service's own pages (results and errors for browsers) load nothing: their Content Security
-Policy allows only the one inline stylesheet below, by its hash. The one page with a form
-(/authorize's "Continue to TikTok") sets its own policy, `form_page_policy`, which lets that
-form post to the service and be redirected to TikTok's consent page, nowhere else; a response
-that sets its own policy keeps it. The interactive docs (Swagger
-UI, ReDoc, served from the package by FastAPIOffline) run their own inline script and styles and
-fetch /openapi.json, so their paths get a policy that allows that, from this origin only.
+Policy allows only the one inline stylesheet below, by its hash, and the popup result page its
+one inline script, by its hash too (`POPUP_PAGE_POLICY`), never `unsafe-inline`. The one page
+with a form (/authorize's "Continue to TikTok") sets its own policy, `form_page_policy`, which
+lets that form post to the service and be redirected to TikTok's consent page, nowhere else; a
+response that sets its own policy keeps it. The interactive docs (Swagger UI, ReDoc, served
+from the package by FastAPIOffline) run their own inline script and styles and fetch
+/openapi.json, so their paths get a policy that allows that, from this origin only.
 """
 
 from __future__ import annotations
@@ -25,13 +26,26 @@ PAGE_STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;"
     "padding:0 1rem;line-height:1.5}code{background:#eee;padding:0 .2rem}"
 )
-_STYLE_HASH = base64.b64encode(hashlib.sha256(PAGE_STYLE.encode()).digest()).decode()
+# The only script: the popup result page's (see browser.py), which hands the outcome written
+# in its `#tas-result` element to the window that opened it, addressed to one origin, then
+# closes; with no opener, the page stays as the plain result page. Allowed by hash.
+POPUP_SCRIPT = (
+    "{const r=document.getElementById('tas-result');if(window.opener){"
+    "window.opener.postMessage(JSON.parse(r.dataset.message),r.dataset.origin);"
+    "window.close()}}"
+)
+
+
+def _sha256(text: str) -> str:
+    return base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+
 
 _PAGE_POLICY = (
-    f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; "
+    f"default-src 'none'; style-src 'sha256-{_sha256(PAGE_STYLE)}'; "
     "frame-ancestors 'none'; base-uri 'none'; form-action {form_action}"
 )
 PAGE_POLICY = _PAGE_POLICY.format(form_action="'none'")
+POPUP_PAGE_POLICY = f"{PAGE_POLICY}; script-src 'sha256-{_sha256(POPUP_SCRIPT)}'"
 
 
 def form_page_policy(*origins: str) -> str:

@@ -10,6 +10,7 @@ from .service import (
     ConnectOutcome,
     ConsentPreview,
     binding_id,
+    origin_of,
 )
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "ConsentPreview",
     "Origin",
     "binding_id",
+    "origin_of",
 ]

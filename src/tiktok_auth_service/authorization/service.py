@@ -93,6 +93,12 @@ def binding_id(state: str) -> str:
     return digest(state)[:8].hex()
 
 
+def origin_of(url: str) -> str:
+    """The origin of an http(s) URL, as RETURN_TO_ALLOWED_ORIGINS names it."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
 @dataclass(frozen=True)
 class ConsentPreview:
     """What the page of GET /authorize offers: the flow the person would continue with, and
@@ -205,6 +211,8 @@ class AuthorizationResult:
     error: errors.ServiceError | None = None
     # The connect session this authorization came from (None without one).
     session_id: uuid.UUID | None = None
+    # The tags the grant was given (from the connect session).
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -228,8 +236,7 @@ class Authorization:
             parts = urlsplit(return_to)
         except ValueError:  # e.g. an unbalanced IPv6 bracket
             raise refused from None
-        origin = f"{parts.scheme}://{parts.netloc}".lower()
-        if parts.scheme not in ("http", "https") or origin not in (
+        if parts.scheme not in ("http", "https") or origin_of(return_to) not in (
             self.settings.return_to_allowed_origins
         ):
             raise refused
@@ -449,6 +456,7 @@ class Authorization:
             connected.advertiser_ids,
             connected.open_id,
             session_id=session_id,
+            tags=origin.tags,
         )
 
     async def _discard(self, flow: ConsentFlow[Any], issued: Any) -> None:
