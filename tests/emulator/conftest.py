@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
+from tests.helpers import served_on_loopback
 from tiktok_emulator import EmulatorConfig, create_emulator_app
 
 from .helpers import Emulator, MakeEmulator
@@ -43,20 +41,11 @@ async def emu(make_emulator: MakeEmulator) -> Emulator:
 
 @pytest.fixture
 async def served_emulator() -> AsyncIterator[Emulator]:
-    """An emulator served by a real uvicorn server on an ephemeral loopback port (rate limits
-    off), in the test's own event loop, with a client talking HTTP to it."""
+    """An emulator served by a real uvicorn server on loopback (rate limits off), with a
+    client talking HTTP to it."""
     app = create_emulator_app(EmulatorConfig(qps=0, qpm=0, qpd=0))
-    # log_config=None: uvicorn's records reach the root logger (and the secret scan).
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", log_config=None))
-    # Bind and listen before starting, so the kernel queues our first requests until uvicorn
-    # accepts them: no need to poll for readiness.
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    port = sock.getsockname()[1]
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+    async with (
+        served_on_loopback(app) as base_url,
+        httpx.AsyncClient(base_url=base_url, timeout=10) as client,
+    ):
         yield Emulator(app, client)
-    server.should_exit = True
-    await task
-    sock.close()
