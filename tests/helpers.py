@@ -6,13 +6,14 @@ Constants and test doubles that need no app are in fixtures.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import socket
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from typing import Any
@@ -21,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import respx
+import uvicorn
 from pydantic import SecretStr
 
 from tests.fixtures import FRONTEND, OPEN_ID, Canaries, FakeClock
@@ -263,3 +265,23 @@ async def spawn_serve(
         stderr=asyncio.subprocess.PIPE,
         preexec_fn=preexec_fn,
     )
+
+
+@contextlib.asynccontextmanager
+async def served_on_loopback(app: Any) -> AsyncIterator[str]:
+    """An ASGI app served by a real uvicorn server on an ephemeral loopback port, in the
+    test's own event loop; yields its base URL."""
+    # log_config=None: uvicorn's records reach the root logger (and the secret scan).
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", log_config=None))
+    # Bind and listen before starting, so the kernel queues the first requests until uvicorn
+    # accepts them: no need to poll for readiness.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()

@@ -167,6 +167,15 @@ def _parser() -> argparse.ArgumentParser:
         help="grants re-encrypted per transaction",
     )
 
+    imported = command(
+        "import-token",
+        "store an advertiser token obtained outside OAuth (TikTok's sandbox shows its ad "
+        "account's token on the app page), read from standard input or a prompt, never from "
+        "the command line; TikTok must accept it for the advertiser",
+    )
+    imported.add_argument("advertiser_id", help="the advertiser (ad account) id it serves")
+    imported.add_argument("--name", help="the advertiser's name, as shown to callers")
+
     dev = command("dev", "local stack: embedded PostgreSQL + TikTok emulator + service")
     dev.add_argument("--host", default="127.0.0.1", help="address the stack listens on")
     dev.add_argument("--port", type=int, default=8000, help="the service's port")
@@ -275,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             return commands.audit(settings, args)
         elif args.command == "rotate-keys":
             return commands.rotate_keys(settings, args)
+        elif args.command == "import-token":
+            return commands.import_token(settings, args)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -1,16 +1,23 @@
-"""The command-line commands that work on the service (`api-keys`, `audit`, `rotate-keys`,
-`worker`): each opens it, does its job and prints for people (or, with `--json`, machines)."""
+"""The command-line commands that work on the service (`api-keys`, `audit`, `import-token`,
+`rotate-keys`, `worker`): each opens it, does its job and prints for people (or, with
+`--json`, machines)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
+import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from pydantic import SecretStr
+
+from tiktok_auth_service import errors
+from tiktok_auth_service.api_keys import ADVERTISER_ID
 from tiktok_auth_service.config import Settings
 
 if TYPE_CHECKING:
@@ -82,6 +89,37 @@ def audit(settings: Settings, args: argparse.Namespace) -> int:
                     f"{record.action}\t{record.subject}\t{record.outcome}\t"
                     f"{record.request_id or '-'}"
                 )
+        return 0
+
+    return _run_with_service(settings, use)
+
+
+def _read_token() -> str:
+    """The token from a prompt that does not echo it, or the first line of standard input
+    when that is not a terminal (a pipe, a file): never an argument, which `ps` would show."""
+    if sys.stdin.isatty():
+        return getpass.getpass("access token: ").strip()
+    return sys.stdin.readline().strip()
+
+
+def import_token(settings: Settings, args: argparse.Namespace) -> int:
+    """Exit status 2 when no token was given, 1 when TikTok refused it."""
+    if not re.fullmatch(ADVERTISER_ID, args.advertiser_id):
+        raise errors.InvalidRequest(f"{args.advertiser_id!r} is not an advertiser id")
+    token = _read_token()
+    if not token:
+        print("error: no access token on standard input", file=sys.stderr)
+        return 2
+
+    async def use(service: Service) -> int:
+        served = await service.authorization.import_advertiser_token(
+            args.advertiser_id, SecretStr(token), args.name
+        )
+        where = "sandbox" if settings.tiktok_sandbox else "production"
+        print(
+            f"token stored ({where}); it serves advertiser {', '.join(served) or 'none'}",
+            file=sys.stderr,
+        )
         return 0
 
     return _run_with_service(settings, use)

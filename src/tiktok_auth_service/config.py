@@ -8,11 +8,24 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urljoin, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # TikTok-account access tokens live 24 h (tt_user `expires_in`).
 ACCOUNT_TOKEN_LIFETIME_SECONDS = 86400
+
+# TikTok's sandbox: its own host (tokens look the same; only the host tells them apart), and
+# 1 QPS / 30 QPM for each endpoint on its own, "*" standing for every endpoint (contract §11,
+# §8.1).
+SANDBOX_API_BASE_URL = "https://sandbox-ads.tiktok.com/open_api/v1.3"
+SANDBOX_ENDPOINT_LIMITS: dict[str, tuple[int, int]] = {"*": (1, 30)}
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 # `json`: one JSON object per line (serve, worker); `text`: for people (dev).
@@ -70,6 +83,9 @@ class Settings(LoggingSettings):
     tiktok_account_auth_url: str = "https://www.tiktok.com/v2/auth/authorize/"
     tiktok_account_scopes: Annotated[list[str], NoDecode] = ["user.info.basic"]
     tiktok_api_base_url: str = "https://business-api.tiktok.com/open_api/v1.3"
+    # TikTok's sandbox: its host unless TIKTOK_API_BASE_URL is given, its per-endpoint limits,
+    # and a liveness check it answers (it has no oauth2/advertiser/get/).
+    tiktok_sandbox: bool = False
     tiktok_timeout_seconds: float = Field(default=10.0, gt=0)
     tiktok_retry_attempts: int = Field(default=4, ge=1)
     tiktok_retry_base_delay: float = Field(default=0.5, ge=0)
@@ -120,6 +136,20 @@ class Settings(LoggingSettings):
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
     # At most the connections the receivers' HTTP client keeps (tiktok.http_client).
     webhook_concurrency: int = Field(default=4, ge=1, le=50)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sandbox_host(cls, data: Any) -> Any:
+        # Before validation, as the host is a plain setting read everywhere; the flag is still
+        # the raw value here, so it is read by the rules it is validated with.
+        if isinstance(data, dict) and not data.get("tiktok_api_base_url"):
+            try:
+                sandbox = TypeAdapter(bool).validate_python(data.get("tiktok_sandbox", False))
+            except ValidationError:
+                return data  # reported by the field's own validation
+            if sandbox:
+                return {**data, "tiktok_api_base_url": SANDBOX_API_BASE_URL}
+        return data
 
     @model_validator(mode="after")
     def _webhooks_are_signed(self) -> Settings:
@@ -213,6 +243,12 @@ class Settings(LoggingSettings):
         if self.database_listen_url is not None:
             return self.database_listen_url.get_secret_value()
         return None if self.database_pgbouncer else self.database_url.get_secret_value()
+
+    @property
+    def sandbox_endpoint_limits(self) -> dict[str, tuple[int, int]]:
+        """(QPS, QPM) per TikTok endpoint (the path below /open_api/v1.3/) that the sandbox
+        imposes, `"*"` for every endpoint; empty outside the sandbox."""
+        return dict(SANDBOX_ENDPOINT_LIMITS) if self.tiktok_sandbox else {}
 
     @property
     def refresh_ahead(self) -> timedelta:

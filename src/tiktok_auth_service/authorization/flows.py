@@ -10,6 +10,8 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlencode
 
+from pydantic import SecretStr
+
 from tiktok_auth_service import errors
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
@@ -160,6 +162,47 @@ class AdvertiserFlow:
     async def store(self, issued: IssuedAdvertiserToken, origin: Origin) -> Connected:
         """The newest grant serves its advertisers; grants left serving nobody are orphaned,
         except one whose token TikTok handed back again, which retires quietly."""
+        grant_id, connected = await self._keep(issued, origin)
+        if connected.advertiser_ids:
+            await self._store_names(grant_id, issued)
+        return connected
+
+    async def import_token(
+        self, advertiser_id: str, token: SecretStr, name: str | None
+    ) -> Connected:
+        """Store a token obtained outside OAuth for `advertiser_id` (TikTok's sandbox hands
+        its one ad account's token out on the app page), once TikTok confirms it works for
+        that advertiser; from then on it is served like any grant. `name` is the
+        advertiser's name as shown to callers.
+
+        Raises InvalidRequest when TikTok refuses the token, UpstreamUnavailable when it
+        could not say."""
+        try:
+            await self.tiktok.check_advertiser(token, advertiser_id)
+        except TikTokError as exc:
+            if exc.retryable:
+                raise errors.UpstreamUnavailable(
+                    f"TikTok could not confirm the token (code {exc.outcome}); try again."
+                ) from None
+            raise errors.InvalidRequest(
+                f"TikTok refused the token for advertiser {advertiser_id} "
+                f"(code {exc.outcome}): nothing was stored."
+            ) from None
+        issued = IssuedAdvertiserToken(
+            access_token=token, advertiser_ids=[advertiser_id], request_id=""
+        )
+        grant_id, connected = await self._keep(issued, Origin())
+        if name is not None:
+            async with self.db.session() as session, session.begin():
+                await Repository(session).set_advertiser_names(
+                    grant_id, {advertiser_id: name}, self.clock.now()
+                )
+        return connected
+
+    async def _keep(
+        self, issued: IssuedAdvertiserToken, origin: Origin
+    ) -> tuple[uuid.UUID, Connected]:
+        """Seal and store the grant; its id, and what it connected."""
         now = self.clock.now()
         granted = sorted(set(issued.advertiser_ids))
         serve = origin.may_serve(Flow.ADVERTISER, granted)
@@ -220,9 +263,8 @@ class AdvertiserFlow:
             ),
         )
         if not serve:
-            return Connected(orphans=[grant.id, *orphans])
-        await self._store_names(grant.id, issued)
-        return Connected(advertiser_ids=serve, orphans=orphans)
+            return grant.id, Connected(orphans=[grant.id, *orphans])
+        return grant.id, Connected(advertiser_ids=serve, orphans=orphans)
 
     async def _store_names(self, grant_id: uuid.UUID, issued: IssuedAdvertiserToken) -> None:
         """Best effort: the grant is already stored, so a failure here only loses names."""

@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from tiktok_auth_service import errors
-from tiktok_auth_service.authorization.flows import ConsentFlow, Origin
+from tiktok_auth_service.authorization.flows import AdvertiserFlow, ConsentFlow, Origin
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import digest, same_secret
@@ -458,6 +458,18 @@ class Authorization:
             session_id=session_id,
             tags=origin.tags,
         )
+
+    async def import_advertiser_token(
+        self, advertiser_id: str, token: SecretStr, name: str | None
+    ) -> list[str]:
+        """Store and serve a token obtained outside OAuth (the sandbox's) for one advertiser,
+        once TikTok confirms it; grants it replaced are revoked. Returns the advertisers it
+        serves. Raises InvalidRequest (TikTok refused it) or UpstreamUnavailable."""
+        flow = self.flows[Flow.ADVERTISER]
+        assert isinstance(flow, AdvertiserFlow)
+        connected = await flow.import_token(advertiser_id, token, name)
+        await self._revoke_orphans(connected.orphans)
+        return connected.advertiser_ids
 
     async def _discard(self, flow: ConsentFlow[Any], issued: Any) -> None:
         try:

@@ -145,6 +145,18 @@ class TikTokClient:
             access_token=access_token,
         )
 
+    async def check_advertiser(self, access_token: SecretStr, advertiser_id: str) -> None:
+        """Whether the token works for this advertiser, by a read the sandbox answers too (it
+        has no oauth2/advertiser/get/): one campaign of the advertiser's list. Raises like
+        any call; 40104/40105 say the token is dead."""
+        await self._call(
+            "GET",
+            "/campaign/get/",
+            lambda reply: None,
+            params={"advertiser_id": advertiser_id, "page_size": "1"},
+            access_token=access_token,
+        )
+
     async def revoke(self, access_token: SecretStr) -> None:
         """Revoke a long-term advertiser token. TikTok answers 40105 if it is already dead."""
         await self._call(
