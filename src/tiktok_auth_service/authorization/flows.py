@@ -193,10 +193,8 @@ class AdvertiserFlow:
         )
         grant_id, connected = await self._keep(issued, Origin())
         if name is not None:
-            async with self.db.session() as session, session.begin():
-                await Repository(session).set_advertiser_names(
-                    grant_id, {advertiser_id: name}, self.clock.now()
-                )
+            async with transaction(self.db) as repo:
+                await repo.set_advertiser_names(grant_id, {advertiser_id: name}, self.clock.now())
         return connected
 
     async def _keep(
