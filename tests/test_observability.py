@@ -124,8 +124,8 @@ class TestMetrics:
         assert value(found, reads, kind="advertiser", outcome="not_connected") == 1
         assert value(found, reads, kind="advertiser", outcome="unauthenticated") == 1
         assert value(found, reads, kind="advertiser", outcome="forbidden") == 0
-        assert value(found, reads, kind="account", outcome="refreshed") == 1
-        assert value(found, reads, kind="account", outcome="served") == 0
+        assert value(found, reads, kind="tiktok_account", outcome="refreshed") == 1
+        assert value(found, reads, kind="tiktok_account", outcome="served") == 0
 
         requests = "tiktok_auth_http_requests_total"
         route = "/tokens/{advertiser_id}"

@@ -378,13 +378,13 @@ class TestTheCache:
         grant = uuid.uuid4()
         for kind, subject in (("advertiser", ADVERTISER), ("advertiser", OTHER)):
             cache.remember(kind, b"h", subject, _row(grant), cache.generation)
-        cache.remember("account", b"h", OPEN_ID, _row(None), cache.generation)
+        cache.remember("tiktok_account", b"h", OPEN_ID, _row(None), cache.generation)
         cache.notified(f"g:{grant}:")
         assert cache.lookup("advertiser", b"h", ADVERTISER) is None
         assert cache.lookup("advertiser", b"h", OTHER) is None
-        assert cache.lookup("account", b"h", OPEN_ID) is not None
+        assert cache.lookup("tiktok_account", b"h", OPEN_ID) is not None
         cache.notified(f"g:{uuid.uuid4()}:{OPEN_ID}")  # a grant for that account appeared
-        assert cache.lookup("account", b"h", OPEN_ID) is None
+        assert cache.lookup("tiktok_account", b"h", OPEN_ID) is None
         cache.remember("advertiser", b"h", ADVERTISER, _row(grant), cache.generation)
         cache.notified(f"c:{b'h'.hex()}")
         assert cache.lookup("advertiser", b"h", ADVERTISER) is None

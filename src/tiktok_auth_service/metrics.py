@@ -40,7 +40,7 @@ HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTI
 # Requests that matched no route: the raw path never becomes a label value.
 UNMATCHED_ROUTE = "unmatched"
 
-TOKEN_READ_KINDS = ("advertiser", "account")
+TOKEN_READ_KINDS = ("advertiser", "tiktok_account")
 TOKEN_READ_OUTCOMES = (
     "served",
     "refreshed",
@@ -90,7 +90,7 @@ class Metrics:
         )
         self.token_reads = Counter(
             "tiktok_auth_token_reads_total",
-            "Token reads (GET /tokens/...), by kind (advertiser|account) and outcome.",
+            "Token reads (GET /tokens/...), by kind (advertiser|tiktok_account) and outcome.",
             ["kind", "outcome"],
             registry=registry,
         )

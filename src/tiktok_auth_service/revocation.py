@@ -185,7 +185,7 @@ class Revoker:
     async def _revoke_account(
         self, api_key: str | None, open_id: str, caller: Caller
     ) -> AccountRevocation:
-        await authorize_read(self.db, "account", api_key, open_id, caller)
+        await authorize_read(self.db, "tiktok_account", api_key, open_id, caller)
         async with self.db.session() as session, session.begin():
             repo = Repository(session)
             grant = await repo.lock_grant_of_account(open_id)

@@ -67,7 +67,7 @@ APPLICATION_NAME = "tiktok-auth-service token cache"
 # collection does not walk a million cached subjects (a tuple key and a set of them per grant
 # made it 150 ms at a million).
 Subject = str
-_PREFIXES = {"advertiser": "a:", "account": "o:"}
+_PREFIXES = {"advertiser": "a:", "tiktok_account": "o:"}
 
 
 def _subject(kind: str, subject: str) -> Subject:
@@ -191,7 +191,7 @@ class TokenCache:
             for subject in list(self._subjects_of_grant.get(uuid.UUID(grant_id), ())):
                 self._evict(subject)
             if open_id:
-                self._evict(_subject("account", open_id))
+                self._evict(_subject("tiktok_account", open_id))
         else:  # not ours to understand: drop everything rather than guess
             self._empty()
 

@@ -28,10 +28,10 @@ class CallerRow:
     name: str  # for the access log and the audit; never the key
 
     def may_read(self, kind: str, subject: str) -> bool:
-        """Whether this key may read `subject`, an advertiser id or (kind `account`) an open
-        id."""
+        """Whether this key may read `subject`, an advertiser id or (kind `tiktok_account`) an
+        open id."""
         return self.unrestricted or subject in (
-            self.accounts if kind == "account" else self.advertisers
+            self.accounts if kind == "tiktok_account" else self.advertisers
         )
 
 
