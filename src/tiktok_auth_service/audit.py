@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.db import Database, lost_connection
 from tiktok_auth_service.metrics import Metrics
-from tiktok_auth_service.repository import AccessRecord, delete_access_before, write_access
+from tiktok_auth_service.repository import TokenAccessRow, delete_access_before, write_access
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class AuditLog:
     clock: Clock
     retention: timedelta
     metrics: Metrics
-    _buffer: deque[AccessRecord] = field(default_factory=deque)
+    _buffer: deque[TokenAccessRow] = field(default_factory=deque)
     _dropped: int = 0
     _anonymous: int = 0  # taken since the last flush
     _unrecorded: int = 0  # anonymous ones counted instead since the last flush
@@ -63,7 +63,7 @@ class AuditLog:
             self._buffer.popleft()
             self._dropped += 1
         self._buffer.append(
-            AccessRecord(self.clock.now(), caller, action, subject, outcome, request_id.get())
+            TokenAccessRow(self.clock.now(), caller, action, subject, outcome, request_id.get())
         )
 
     async def flush(self) -> int:

@@ -43,7 +43,7 @@ import lru
 
 from tiktok_auth_service.db import CONNECTION_ERRORS, DATABASE_ERRORS, listening
 from tiktok_auth_service.metrics import Metrics
-from tiktok_auth_service.repository.reads import CallerRow, GrantRow, TokenRow
+from tiktok_auth_service.repository.reads import ApiKeyRow, GrantRow, TokenRow
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class TokenCache:
         # Bumped by every notification and every change of `live`.
         self.generation = 0
         self.bytes = 0  # what the subjects and rows kept are counted at
-        self._callers: dict[bytes, CallerRow] = {}
+        self._callers: dict[bytes, ApiKeyRow] = {}
         # lru-dict's own capacity is not the bound (bytes are): it is never reached.
         self._grants: lru.LRU[Subject, GrantRow | None] = lru.LRU(
             max(1, max_bytes // SUBJECT_BYTES) + 1

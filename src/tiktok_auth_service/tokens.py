@@ -55,7 +55,8 @@ _TAGS = Annotated[
 @dataclass(slots=True)
 class Caller:
     """Who asked, filled in by the read once the key is known: the API key's name (never the
-    key), for the access log. The HTTP layer hands one in and reads it back, even on errors."""
+    key), what the access log and the audit call the `caller`. The HTTP layer hands one in and
+    reads it back, even on errors."""
 
     name: str | None = None
 

@@ -2,9 +2,9 @@
 (`session.py`); the token read and the connections list, each one asyncpg query on the bare
 pool (`reads.py`); the access audit (`access.py`)."""
 
-from .access import AccessRecord, delete_access_before, read_access, write_access
+from .access import TokenAccessRow, delete_access_before, read_access, write_access
 from .reads import (
-    CallerRow,
+    ApiKeyRow,
     ConnectionRow,
     GrantReader,
     GrantRow,
@@ -19,13 +19,13 @@ from .session import Repository
 from .work import Claim
 
 __all__ = [
-    "AccessRecord",
-    "CallerRow",
+    "ApiKeyRow",
     "Claim",
     "ConnectionRow",
     "GrantReader",
     "GrantRow",
     "Repository",
+    "TokenAccessRow",
     "TokenRow",
     "database_answers",
     "delete_access_before",

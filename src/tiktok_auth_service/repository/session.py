@@ -18,7 +18,7 @@ from sqlmodel import col
 from tiktok_auth_service.models import (
     Advertiser,
     AdvertiserStatus,
-    ApiClient,
+    ApiKey,
     ConnectSession,
     Flow,
     Grant,
@@ -62,7 +62,7 @@ class Repository(WorkQueries):
 
     # -- Connect sessions and OAuth states ------------------------------------------------
 
-    async def add(self, row: ConnectSession | OAuthState | Grant | ApiClient) -> None:
+    async def add(self, row: ConnectSession | OAuthState | Grant | ApiKey) -> None:
         self.session.add(row)
         await self.session.flush()
 
@@ -426,24 +426,24 @@ class Repository(WorkQueries):
             query = query.where(col(Grant.id).not_in(excluding))
         return int((await self.session.execute(query)).scalar_one())
 
-    # -- API clients ---------------------------------------------------------------------
+    # -- API keys ------------------------------------------------------------------------
 
-    async def api_client(self, client_id: uuid.UUID) -> ApiClient | None:
-        return await self.session.get(ApiClient, client_id)
+    async def api_key(self, key_id: uuid.UUID) -> ApiKey | None:
+        return await self.session.get(ApiKey, key_id)
 
-    async def api_client_by_name(self, name: str) -> ApiClient | None:
-        result = await self.session.execute(sa.select(ApiClient).where(col(ApiClient.name) == name))
+    async def api_key_by_name(self, name: str) -> ApiKey | None:
+        result = await self.session.execute(sa.select(ApiKey).where(col(ApiKey.name) == name))
         return result.scalar_one_or_none()
 
-    async def list_api_clients(self) -> Sequence[ApiClient]:
-        result = await self.session.execute(sa.select(ApiClient).order_by(col(ApiClient.name)))
+    async def list_api_keys(self) -> Sequence[ApiKey]:
+        result = await self.session.execute(sa.select(ApiKey).order_by(col(ApiKey.name)))
         return result.scalars().all()
 
-    async def api_client_by_key_hash(self, key_hash: bytes) -> ApiClient | None:
+    async def api_key_by_key_hash(self, key_hash: bytes) -> ApiKey | None:
         result = await self.session.execute(
-            sa.select(ApiClient).where(
-                col(ApiClient.key_hash) == key_hash,
-                col(ApiClient.revoked_at).is_(None),
+            sa.select(ApiKey).where(
+                col(ApiKey.key_hash) == key_hash,
+                col(ApiKey.revoked_at).is_(None),
             )
         )
         return result.scalar_one_or_none()
