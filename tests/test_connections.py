@@ -53,7 +53,11 @@ async def stored_tokens(service: Service, pg: asyncpg.Connection) -> list[str]:
                 service.sealer.open_access_token(grant.id, grant.key_id, grant.access_token_enc)
             )
             if grant.refresh_token_enc is not None:
-                tokens.append(service.sealer.open_refresh_token(grant).get_secret_value())
+                tokens.append(
+                    service.sealer.open_refresh_token(
+                        grant.id, grant.key_id, grant.refresh_token_enc
+                    ).get_secret_value()
+                )
     return tokens
 
 

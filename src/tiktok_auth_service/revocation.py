@@ -316,7 +316,10 @@ class Revoker:
             pass
         # TikTok revokes an authorization through a live access token only: get one first,
         # and keep the rotated pair on the row in case the revocation then fails.
-        issued = await self.tiktok.refresh_account_token(self.sealer.open_refresh_token(grant))
+        refresh_token = self.sealer.open_refresh_token(
+            grant.id, grant.key_id, grant.refresh_token_enc
+        )
+        issued = await self.tiktok.refresh_account_token(refresh_token)
         write_account_tokens(
             grant, issued, self.sealer, self.clock.now(), self.settings.refresh_ahead
         )
