@@ -520,3 +520,29 @@ def test_operations_page_documents_every_metric() -> None:
     names = {family.name for family in Metrics().registry.collect()} | {"tiktok_auth_grants"}
     missing = sorted(name for name in names if f"`{name}" not in page)
     assert not missing, missing
+
+
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    """Undoes what logs.configure changes: the root's handlers and level, and the levels of
+    our own loggers and httpx."""
+    root = logging.getLogger()
+    loggers = [logging.getLogger(name) for name in (logs.OWN_LOGGERS, "httpx")]
+    handlers, levels = list(root.handlers), {logger: logger.level for logger in [root, *loggers]}
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    for logger, level in levels.items():
+        logger.setLevel(level)
+
+
+@pytest.mark.usefixtures("logging_restored")
+def test_logging_keeps_httpx_quiet_even_when_the_root_logs_everything() -> None:
+    # httpx logs every request URL at INFO, and advertiser/get carries the app secret in
+    # its query string: its logger stays at WARNING whatever the root's level.
+    logging.getLogger("httpx").setLevel(logging.NOTSET)
+    logs.configure("DEBUG", "json", stream=io.StringIO())
+    logging.getLogger().setLevel(logging.DEBUG)
+    assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)

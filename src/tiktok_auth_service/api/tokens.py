@@ -26,7 +26,6 @@ from tiktok_auth_service.api.observability import caller_of, observe, request_id
 from tiktok_auth_service.api.problems import problem_responses
 from tiktok_auth_service.api.security import RAW_PAGE_HEADERS
 from tiktok_auth_service.api_keys import ADVERTISER_ID, OPEN_ID
-from tiktok_auth_service.audit import request_id as audit_request_id
 from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.revocation import AccountRevocation, Revocation
 from tiktok_auth_service.tokens import AccountToken, AdvertiserToken
@@ -205,9 +204,8 @@ class CachedTokenReads:
         id_value = request_id_for(request_id)
         if id_value is None:
             return False
-        # What CorrelationIdMiddleware and ObservedRequests set for the logs and the audit.
+        # What CorrelationIdMiddleware sets for the logs and the audit.
         correlation_id.set(id_value)
-        audit_request_id.set(id_value)
         request = Request(scope)
         token = app_service(request.app).tokens.cached_advertiser_token(
             api_key_from(authorization), match[1], caller_of(request)
