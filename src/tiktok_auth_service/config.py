@@ -13,6 +13,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # TikTok-account access tokens live 24 h (tt_user `expires_in`).
 ACCOUNT_TOKEN_LIFETIME_SECONDS = 86400
+# prometheus-client's own variable, read when the library is first imported: the directory
+# of its multiprocess mode (metrics.py), which `serve` sets before that import (cli.py).
+MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+# Grants `rotate-keys` re-encrypts per transaction unless told otherwise (key_rotation.py);
+# here so that the command line has it without importing the database layer.
+ROTATION_BATCH_SIZE = 500
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 # `json`: one JSON object per line (serve, worker); `text`: for people (dev).

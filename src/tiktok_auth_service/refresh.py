@@ -33,7 +33,8 @@ from tiktok_auth_service.webhooks import emit
 
 log = logging.getLogger(__name__)
 
-# How long a caller is told to wait when no valid token can be served.
+# How long a caller is told to wait when TikTok did not answer for it: no valid token can be
+# served, or a revocation was not confirmed.
 RETRY_AFTER_SECONDS = 30
 
 # How often a reader looks again while another process holds the grant's refresh lease.

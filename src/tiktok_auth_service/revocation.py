@@ -22,7 +22,11 @@ from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer, same_secret
 from tiktok_auth_service.db import Database
 from tiktok_auth_service.models import Flow, Grant, GrantStatus
-from tiktok_auth_service.refresh import failure_backoff, write_account_tokens
+from tiktok_auth_service.refresh import (
+    RETRY_AFTER_SECONDS,
+    failure_backoff,
+    write_account_tokens,
+)
 from tiktok_auth_service.repository import Repository
 from tiktok_auth_service.tiktok import (
     AccessTokenExpired,
@@ -74,7 +78,7 @@ def _unconfirmed(exc: TikTokError) -> errors.UpstreamUnavailable:
         extra={"event": "revoke_failed", "code": exc.outcome, "tiktok_request_id": exc.request_id},
     )
     return errors.UpstreamUnavailable(
-        "TikTok did not confirm the revocation; retry later.", retry_after=30
+        "TikTok did not confirm the revocation; retry later.", retry_after=RETRY_AFTER_SECONDS
     )
 
 

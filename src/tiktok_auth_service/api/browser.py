@@ -14,7 +14,7 @@ from tiktok_auth_service import errors
 from tiktok_auth_service.api.deps import API_KEY_SECURITY, ServiceDep, api_key_of
 from tiktok_auth_service.api.observability import caller_of
 from tiktok_auth_service.api.problems import html_page, problem_responses
-from tiktok_auth_service.api.security import form_page_policy
+from tiktok_auth_service.api.security import NO_STORE, form_page_policy
 from tiktok_auth_service.authorization import (
     AuthorizationResult,
     CallbackParams,
@@ -79,7 +79,7 @@ async def create_connect_session(
     """Open a single-use link for one person to connect their accounts; send their browser
     to `url`. A restricted key may open links only for what it may read."""
     # The link works for whoever holds it: no cache may keep a copy.
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(NO_STORE)
     return await service.authorization.open_session(
         api_key_of(request),
         body.flow,
@@ -112,7 +112,7 @@ async def get_connect_session(
     here, server side, rather than trusting the redirect's query string, which anyone can
     write. Another key's session is 404, like an unknown one. Kept for 30 days after the
     session's `expires_at`."""
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(NO_STORE)
     return await service.authorization.outcome(api_key_of(request), session_id, caller_of(request))
 
 
@@ -246,7 +246,7 @@ async def start_authorization(request: Request, service: ServiceDep) -> Response
         raise errors.ValidationFailed("flow: must be advertiser or tiktok_account") from None
     start = await service.authorization.start(flow, fields.get("return_to"), fields.get("session"))
     response = RedirectResponse(start.url, status_code=303)
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(NO_STORE)
     response.set_cookie(
         binding_cookie(service, start.state),
         start.browser_binding,
@@ -362,7 +362,7 @@ def _redirect_back(result: AuthorizationResult) -> Response:
     # by whoever chose return_to.
     back = urlunsplit(parts._replace(query=query, fragment=""))
     response = RedirectResponse(back, status_code=302)
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(NO_STORE)
     return response
 
 

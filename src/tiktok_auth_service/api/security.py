@@ -25,6 +25,9 @@ PAGE_STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;"
     "padding:0 1rem;line-height:1.5}code{background:#eee;padding:0 .2rem}"
 )
+# Answers that carry a token, a link, a session or a problem: no cache may keep a copy.
+NO_STORE = {"Cache-Control": "no-store"}
+
 _STYLE_HASH = base64.b64encode(hashlib.sha256(PAGE_STYLE.encode()).digest()).decode()
 
 _PAGE_POLICY = (

@@ -24,7 +24,7 @@ from tiktok_auth_service.api.deps import (
 )
 from tiktok_auth_service.api.observability import caller_of, observe, request_id_for
 from tiktok_auth_service.api.problems import problem_responses
-from tiktok_auth_service.api.security import RAW_PAGE_HEADERS
+from tiktok_auth_service.api.security import NO_STORE, RAW_PAGE_HEADERS
 from tiktok_auth_service.api_keys import ADVERTISER_ID, OPEN_ID
 from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.revocation import AccountRevocation, Revocation
@@ -44,7 +44,6 @@ OpenId = Annotated[
     str,
     Path(pattern=f"^{OPEN_ID}$", description="The TikTok account's open_id."),
 ]
-NO_STORE = {"Cache-Control": "no-store"}
 
 
 # What every token route can answer besides its body; reads also answer 409.
