@@ -28,6 +28,9 @@ from tiktok_auth_service.models import AdvertiserStatus, GrantStatus
 from tiktok_auth_service.repository import Repository
 from tiktok_auth_service.service import Service
 
+# These tests start authorizations at /authorize directly: connect sessions are not required.
+pytestmark = pytest.mark.settings(connect_sessions_required=False)
+
 A1, A2, A3, A4 = (f"710000000000000000{n}" for n in range(1, 5))
 ACCOUNT_1, ACCOUNT_2 = "-000conn-account-1", "-000conn-account-2"
 

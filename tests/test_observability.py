@@ -42,6 +42,9 @@ from tiktok_auth_service.config import Settings, load_dev_logging_settings
 from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.service import Service
 
+# These tests start authorizations at /authorize directly: connect sessions are not required.
+pytestmark = pytest.mark.settings(connect_sessions_required=False)
+
 ADVERTISER = "7100000000000000001"
 OTHER = "7100000000000000002"
 ROOT = Path(__file__).resolve().parents[1]
