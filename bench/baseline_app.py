@@ -15,12 +15,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tiktok_auth_service.db import asyncpg_dsn
+
 BODY = b"x" * int(os.environ["BENCH_BODY_BYTES"])
 
 
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
-    dsn = os.environ["DATABASE_URL"].replace("postgresql+asyncpg://", "postgresql://", 1)
+    dsn = asyncpg_dsn(os.environ["DATABASE_URL"])
     app.state.pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10)
     yield
     await app.state.pool.close()

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy.engine import make_url
 
 from tests.fixtures import Canaries, FakeClock, make_settings
 from tests.openapi_check import CHECKED, OpenApiCheck
@@ -76,13 +78,32 @@ async def pg(migrated: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
+async def empty_database(database_url: str) -> AsyncIterator[str]:
+    """A new, empty database on the test server (the shared, migrated one stays untouched);
+    its URL. Dropped at the end."""
+    name = f"empty_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(database_url.replace("+asyncpg", "", 1))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            url = make_url(database_url).set(database=name)
+            yield url.render_as_string(hide_password=False)
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 
 
 @pytest.fixture
-def settings(migrated: str) -> Settings:
-    return make_settings(migrated)
+def settings(migrated: str, request: pytest.FixtureRequest) -> Settings:
+    """The production defaults, but for what the test's `settings` marker overrides."""
+    marker = request.node.get_closest_marker("settings")
+    return make_settings(migrated, **(marker.kwargs if marker else {}))
 
 
 @pytest.fixture

@@ -64,10 +64,6 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "tiktok_retry_base_delay": 0,
         "worker_enabled": False,
         "worker_qps": 50,
-        # Most unit tests start authorizations at /authorize directly (the documented
-        # CONNECT_SESSIONS_REQUIRED=false mode); tests/test_connect_sessions.py and the
-        # end-to-end tests run with sessions required, the default.
-        "connect_sessions_required": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

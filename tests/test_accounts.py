@@ -25,6 +25,9 @@ from tests.fixtures import (
 from tests.helpers import TikTokAccounts, connect_account, query_of, start_through
 from tiktok_auth_service.service import Service
 
+# These tests start authorizations at /authorize directly: connect sessions are not required.
+pytestmark = pytest.mark.settings(connect_sessions_required=False)
+
 
 @pytest.fixture
 def tiktok(canaries: Canaries, clock: FakeClock) -> Iterator[TikTokAccounts]:

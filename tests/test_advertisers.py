@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 import respx
 import sqlalchemy as sa
 
@@ -29,6 +30,9 @@ from tests.helpers import (
 from tiktok_auth_service.models import AdvertiserStatus, GrantStatus
 from tiktok_auth_service.repository import Repository
 from tiktok_auth_service.service import Service
+
+# These tests start authorizations at /authorize directly: connect sessions are not required.
+pytestmark = pytest.mark.settings(connect_sessions_required=False)
 
 
 def advertiser(n: int) -> str:

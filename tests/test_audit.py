@@ -14,6 +14,7 @@ import respx
 from tests.fixtures import TIKTOK_API, Canaries, FakeClock, bearer
 from tests.helpers import envelope, new_token, store_advertiser_grant
 from tests.test_cli import run_cli
+from tiktok_auth_service import audit
 from tiktok_auth_service.audit import ANONYMOUS_PER_FLUSH
 from tiktok_auth_service.service import Service
 
@@ -132,6 +133,12 @@ async def test_the_audit_command_prints_newest_first_and_filters(
 
 
 class TestAnonymousTraffic:
+    @pytest.fixture(autouse=True)
+    def flushed_by_the_test_only(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The app's own flusher waits far longer than a test: each flush here is the test's
+        (200 requests on a loaded machine may take longer than FLUSH_SECONDS)."""
+        monkeypatch.setattr(audit, "FLUSH_SECONDS", 3600.0)
+
     async def test_requests_without_a_valid_key_write_a_bounded_number_of_rows(
         self,
         client: httpx.AsyncClient,

@@ -35,6 +35,9 @@ from tiktok_auth_service.crypto import digest, same_secret
 from tiktok_auth_service.models import Flow
 from tiktok_auth_service.service import Service
 
+# These tests start authorizations at /authorize directly: connect sessions are not required.
+pytestmark = pytest.mark.settings(connect_sessions_required=False)
+
 ADVERTISERS = ["7100000000000000001", "7100000000000000002"]
 
 # Where an attacker would like the browser (with its outcome) to land. Browsers read `\` as

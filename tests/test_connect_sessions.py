@@ -22,7 +22,6 @@ from tests.fixtures import (
     Canaries,
     FakeClock,
     bearer,
-    make_settings,
 )
 from tests.helpers import (
     TikTokAccounts,
@@ -35,15 +34,9 @@ from tests.helpers import (
     the_form,
 )
 from tests.test_authorization import HOSTILE_RETURN_TO
-from tiktok_auth_service.config import Settings
 from tiktok_auth_service.service import Service
 
 A, B = "7100000000000000001", "7100000000000000002"
-
-
-@pytest.fixture
-def settings(migrated: str) -> Settings:
-    return make_settings(migrated, connect_sessions_required=True)
 
 
 @pytest.fixture

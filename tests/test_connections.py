@@ -28,6 +28,9 @@ from tiktok_auth_service.models import AdvertiserStatus, GrantStatus
 from tiktok_auth_service.repository import Repository
 from tiktok_auth_service.service import Service
 
+# These tests start authorizations at /authorize directly: connect sessions are not required.
+pytestmark = pytest.mark.settings(connect_sessions_required=False)
+
 A1, A2, A3, A4 = (f"710000000000000000{n}" for n in range(1, 5))
 ACCOUNT_1, ACCOUNT_2 = "-000conn-account-1", "-000conn-account-2"
 
@@ -53,7 +56,11 @@ async def stored_tokens(service: Service, pg: asyncpg.Connection) -> list[str]:
                 service.sealer.open_access_token(grant.id, grant.key_id, grant.access_token_enc)
             )
             if grant.refresh_token_enc is not None:
-                tokens.append(service.sealer.open_refresh_token(grant).get_secret_value())
+                tokens.append(
+                    service.sealer.open_refresh_token(
+                        grant.id, grant.key_id, grant.refresh_token_enc
+                    ).get_secret_value()
+                )
     return tokens
 
 

@@ -38,7 +38,10 @@ def test_round_trip_with_current_key() -> None:
     assert row.key_id == "new"
     assert b"access-token" not in row.access_token_enc
     assert sealer.open_access_token(row.id, row.key_id, row.access_token_enc) == "access-token"
-    assert sealer.open_refresh_token(row).get_secret_value() == "refresh-token"
+    assert (
+        sealer.open_refresh_token(row.id, row.key_id, row.refresh_token_enc).get_secret_value()
+        == "refresh-token"
+    )
 
 
 def test_sealing_without_refresh_token_clears_it() -> None:
@@ -47,7 +50,7 @@ def test_sealing_without_refresh_token_clears_it() -> None:
     sealer.seal(row, SecretStr("a"))
     assert row.refresh_token_enc is None
     with pytest.raises(TokenUnreadable):
-        sealer.open_refresh_token(row)
+        sealer.open_refresh_token(row.id, row.key_id, row.refresh_token_enc)
 
 
 def test_nonces_differ_between_sealings() -> None:
@@ -100,7 +103,10 @@ def test_reseal_moves_a_row_to_the_current_key_keeping_its_tokens_and_binding() 
     assert not sealer.reseal(row)  # already on the current key: nothing to do
     new_only = TokenSealer({"new": BOTH["new"]})
     assert new_only.open_access_token(row.id, row.key_id, row.access_token_enc) == "access-token"
-    assert new_only.open_refresh_token(row).get_secret_value() == "refresh-token"
+    assert (
+        new_only.open_refresh_token(row.id, row.key_id, row.refresh_token_enc).get_secret_value()
+        == "refresh-token"
+    )
     with pytest.raises(TokenUnreadable):  # still bound to its own row
         new_only.open_access_token(uuid.uuid4(), row.key_id, row.access_token_enc)
 

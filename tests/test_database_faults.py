@@ -33,6 +33,14 @@ from tiktok_auth_dev.stack import run_stack
 from tiktok_auth_service.api.deps import app_service
 from tiktok_auth_service.models import Flow
 
+# The two wall-clock bounds here measure waits, not speed: each is several times what a loaded
+# machine takes, and what it catches takes longer still.
+# - The longest request while the database is faulty: at most DEADLINE (the waits that
+#   DATABASE_TIMEOUT_SECONDS bounds) and MARGIN. A request that waited for the database to
+#   return instead of giving up would take the rest of the fault, FAULT_SECONDS.
+# - Recovery: from the database's return until a round of every operation answers normally,
+#   at most RECOVERY_SECONDS. A pool that kept its dead connections, or a service that had to
+#   be restarted, would never get there.
 DATABASE_TIMEOUT = 1.0
 # A request that finds the database unresponsive waits on it at most three times, each bounded
 # by DATABASE_TIMEOUT_SECONDS: for a pooled connection, for a new one (or a pooled one's
@@ -243,8 +251,8 @@ async def load(
 
 
 async def recovery_seconds(running: Running) -> float:
-    """Seconds until a round of every operation answers normally; fails past
-    RECOVERY_SECONDS."""
+    """Seconds from the database's return until a round of every operation answers normally;
+    fails past RECOVERY_SECONDS (see the top of this module)."""
     started = time.monotonic()
     while True:
         answers = await running.round()
@@ -252,7 +260,9 @@ async def recovery_seconds(running: Running) -> float:
         late = [(a.operation.name, a.status) for a in answers if not running.is_normal(a)]
         if not late:
             return elapsed
-        assert elapsed < RECOVERY_SECONDS, f"not recovered after {elapsed:.1f} s: {late}"
+        assert elapsed < RECOVERY_SECONDS, (
+            f"still failing {elapsed:.1f} s after the database returned: {late}"
+        )
         await asyncio.sleep(0.05)
 
 
@@ -318,7 +328,8 @@ async def test_every_route_rides_out_a_database_fault(
         assert running.proxy.delayed > delayed, report  # the traffic went through the delay
     else:
         assert statuses["503 database_unavailable"], report  # the fault was felt
-    assert slowest.seconds <= DEADLINE + MARGIN, report
+    # The longest request while the fault lasted (see the top of this module).
+    assert slowest.seconds <= DEADLINE + MARGIN, f"a request waited for the database: {report}"
     assert after == before
     assert [(a.operation.name, a.status) for a in final if not running.is_normal(a)] == []
     assert running.tokens_served(final) == running.served

@@ -17,7 +17,8 @@ async def test_requests_during_an_outage_get_503(clock: FakeClock) -> None:
     async with contextlib.AsyncExitStack() as running:
         with embedded_postgres() as url:  # its own server, stopped at the end of this block
             await migrate(url)
-            app = create_app(make_settings(url), clock=clock)
+            # Without connect sessions, POST /authorize writes its state: a write route.
+            app = create_app(make_settings(url, connect_sessions_required=False), clock=clock)
             await running.enter_async_context(app.router.lifespan_context(app))
             service = app_service(app)
             key = (await service.api_keys.create("k", [])).key.get_secret_value()

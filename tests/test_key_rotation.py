@@ -85,7 +85,9 @@ async def plaintexts(service: Service) -> dict[uuid.UUID, tuple[str, str | None]
                 grant.id, grant.key_id, grant.access_token_enc
             )
             refresh = (
-                service.sealer.open_refresh_token(grant).get_secret_value()
+                service.sealer.open_refresh_token(
+                    grant.id, grant.key_id, grant.refresh_token_enc
+                ).get_secret_value()
                 if grant.refresh_token_enc is not None
                 else None
             )

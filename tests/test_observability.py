@@ -42,6 +42,9 @@ from tiktok_auth_service.config import Settings, load_dev_logging_settings
 from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.service import Service
 
+# These tests start authorizations at /authorize directly: connect sessions are not required.
+pytestmark = pytest.mark.settings(connect_sessions_required=False)
+
 ADVERTISER = "7100000000000000001"
 OTHER = "7100000000000000002"
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,8 +127,8 @@ class TestMetrics:
         assert value(found, reads, kind="advertiser", outcome="not_connected") == 1
         assert value(found, reads, kind="advertiser", outcome="unauthenticated") == 1
         assert value(found, reads, kind="advertiser", outcome="forbidden") == 0
-        assert value(found, reads, kind="account", outcome="refreshed") == 1
-        assert value(found, reads, kind="account", outcome="served") == 0
+        assert value(found, reads, kind="tiktok_account", outcome="refreshed") == 1
+        assert value(found, reads, kind="tiktok_account", outcome="served") == 0
 
         requests = "tiktok_auth_http_requests_total"
         route = "/tokens/{advertiser_id}"
@@ -547,3 +550,29 @@ def test_operations_page_documents_every_metric() -> None:
     names = {family.name for family in Metrics().registry.collect()} | {"tiktok_auth_grants"}
     missing = sorted(name for name in names if f"`{name}" not in page)
     assert not missing, missing
+
+
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    """Undoes what logs.configure changes: the root's handlers and level, and the levels of
+    our own loggers and httpx."""
+    root = logging.getLogger()
+    loggers = [logging.getLogger(name) for name in (logs.OWN_LOGGERS, "httpx")]
+    handlers, levels = list(root.handlers), {logger: logger.level for logger in [root, *loggers]}
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    for logger, level in levels.items():
+        logger.setLevel(level)
+
+
+@pytest.mark.usefixtures("logging_restored")
+def test_logging_keeps_httpx_quiet_even_when_the_root_logs_everything() -> None:
+    # httpx logs every request URL at INFO, and advertiser/get carries the app secret in
+    # its query string: its logger stays at WARNING whatever the root's level.
+    logging.getLogger("httpx").setLevel(logging.NOTSET)
+    logs.configure("DEBUG", "json", stream=io.StringIO())
+    logging.getLogger().setLevel(logging.DEBUG)
+    assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)

@@ -7,17 +7,14 @@ import asyncio
 import base64
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import sys
 import zipfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
-from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
 import tiktok_auth_service.models  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -133,22 +130,6 @@ def test_installed_package_comes_from_the_wheel(venv: Path) -> None:
     location, found = result.stdout.split()
     assert Path(location).is_relative_to(venv), f"imported from {location}, not the venv"
     assert found == "True"
-
-
-@pytest.fixture
-async def empty_database(database_url: str) -> AsyncIterator[str]:
-    """A database of its own on the test server, so the shared, migrated one is untouched."""
-    name = f"packaging_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(database_url.replace("+asyncpg", "", 1))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            url = make_url(database_url).set(database=name)
-            yield url.render_as_string(hide_password=False)
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 async def test_installed_wheel_migrates_an_empty_database(venv: Path, empty_database: str) -> None:

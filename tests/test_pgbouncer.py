@@ -81,6 +81,7 @@ def pgbouncer(migrated: str) -> Iterator[str]:
     (workdir / "pgbouncer.ini").write_text(
         f"""[databases]
 {target.database} = host={host} port={target.port or 5432} dbname={target.database}
+* = host={host} port={target.port or 5432}
 
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -132,8 +133,9 @@ logfile = {workdir}/pgbouncer.log
 @pytest.fixture
 def settings(pgbouncer: str) -> Settings:
     """Overrides conftest's: the `app`, `service`, `client` and `api_key` fixtures go through
-    PgBouncer (`pg`, used for assertions and emptying the tables, goes direct)."""
-    return make_settings(pgbouncer, database_pgbouncer=True)
+    PgBouncer (`pg`, used for assertions and emptying the tables, goes direct). The tests
+    start authorizations at /authorize directly: no connect session required."""
+    return make_settings(pgbouncer, database_pgbouncer=True, connect_sessions_required=False)
 
 
 @pytest.fixture
@@ -144,8 +146,23 @@ def tiktok() -> Iterator[respx.MockRouter]:
         yield mock
 
 
-async def test_migrations_run_through_pgbouncer(pgbouncer: str) -> None:
-    await migrate(pgbouncer, pgbouncer=True)  # already at head: still connects and checks
+async def test_migrations_run_through_pgbouncer(
+    pgbouncer: str, empty_database: str, pg: asyncpg.Connection
+) -> None:
+    """Every migration, from an empty database to head, through transaction pooling."""
+    name = make_url(empty_database).database
+    await migrate(make_url(pgbouncer).set(database=name).render_as_string(False), pgbouncer=True)
+    migrated = await asyncpg.connect(empty_database.replace("+asyncpg", "", 1))
+    try:
+        head = await pg.fetchval("SELECT version_num FROM alembic_version")
+        assert await migrated.fetchval("SELECT version_num FROM alembic_version") == head
+        tables = (
+            "SELECT array_agg(tablename ORDER BY tablename) FROM pg_tables"
+            " WHERE schemaname = 'public'"
+        )
+        assert await migrated.fetchval(tables) == await pg.fetchval(tables)
+    finally:
+        await migrated.close()
 
 
 async def test_advertiser_flow_and_concurrent_token_reads(

@@ -19,6 +19,9 @@ from tiktok_auth_service.models import AdvertiserStatus
 from tiktok_auth_service.repository import Repository
 from tiktok_auth_service.service import Service
 
+# These tests start authorizations at /authorize directly: connect sessions are not required.
+pytestmark = pytest.mark.settings(connect_sessions_required=False)
+
 
 class ScoringTikTok(TikTokAccounts):
     """tt_user endpoints that remember which chains live: refresh rotates, revoke ends a chain

@@ -23,6 +23,9 @@ from tiktok_auth_service.pacing import Pacer
 from tiktok_auth_service.refresh import AccountRefresher
 from tiktok_auth_service.service import Service
 
+# These tests start authorizations at /authorize directly: connect sessions are not required.
+pytestmark = pytest.mark.settings(connect_sessions_required=False)
+
 
 @pytest.fixture
 def tiktok(canaries: Canaries, clock: FakeClock) -> Iterator[TikTokAccounts]:

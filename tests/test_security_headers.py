@@ -27,6 +27,9 @@ from tests.helpers import (
 from tiktok_auth_service.api.deps import app_service
 from tiktok_auth_service.service import Service
 
+# These tests start authorizations at /authorize directly: connect sessions are not required.
+pytestmark = pytest.mark.settings(connect_sessions_required=False)
+
 A = "7100000000000000001"
 HTML = {"accept": "text/html,application/xhtml+xml"}
 

@@ -45,8 +45,8 @@ from tests.helpers import (
 )
 from tiktok_auth_service.crypto import digest
 from tiktok_auth_service.metrics import Metrics
-from tiktok_auth_service.models import ApiClient, Grant
-from tiktok_auth_service.repository import CallerRow, GrantRow, TokenRow
+from tiktok_auth_service.models import ApiKey, Grant
+from tiktok_auth_service.repository import ApiKeyRow, GrantRow, TokenRow
 from tiktok_auth_service.service import Service
 from tiktok_auth_service.token_cache import (
     APPLICATION_NAME,
@@ -355,7 +355,7 @@ def _grant(grant_id: uuid.UUID, status: str = "active", tags: str = "none") -> G
 
 def _row(grant_id: uuid.UUID | None = None, name: str = "k") -> TokenRow:
     grant = None if grant_id is None else _grant(grant_id)
-    return TokenRow(CallerRow(True, frozenset(), frozenset(), name), grant)
+    return TokenRow(ApiKeyRow(True, frozenset(), frozenset(), name), grant)
 
 
 @pytest.fixture
@@ -378,13 +378,13 @@ class TestTheCache:
         grant = uuid.uuid4()
         for kind, subject in (("advertiser", ADVERTISER), ("advertiser", OTHER)):
             cache.remember(kind, b"h", subject, _row(grant), cache.generation)
-        cache.remember("account", b"h", OPEN_ID, _row(None), cache.generation)
+        cache.remember("tiktok_account", b"h", OPEN_ID, _row(None), cache.generation)
         cache.notified(f"g:{grant}:")
         assert cache.lookup("advertiser", b"h", ADVERTISER) is None
         assert cache.lookup("advertiser", b"h", OTHER) is None
-        assert cache.lookup("account", b"h", OPEN_ID) is not None
+        assert cache.lookup("tiktok_account", b"h", OPEN_ID) is not None
         cache.notified(f"g:{uuid.uuid4()}:{OPEN_ID}")  # a grant for that account appeared
-        assert cache.lookup("account", b"h", OPEN_ID) is None
+        assert cache.lookup("tiktok_account", b"h", OPEN_ID) is None
         cache.remember("advertiser", b"h", ADVERTISER, _row(grant), cache.generation)
         cache.notified(f"c:{b'h'.hex()}")
         assert cache.lookup("advertiser", b"h", ADVERTISER) is None
@@ -428,7 +428,7 @@ class TestTheCache:
         cache = TokenCache(max_bytes=1 << 30, metrics=Metrics())
         cache.set_live(True)
         assert cache.generation == 1
-        caller = CallerRow(True, frozenset(), frozenset(), "reporting")
+        caller = ApiKeyRow(True, frozenset(), frozenset(), "reporting")
         grants = [uuid.uuid4() for _ in range(subjects // per_grant)]
         tracemalloc.start()
         try:
@@ -450,7 +450,7 @@ class TestTheCache:
         subjects = 20_000
         cache = TokenCache(max_bytes=1 << 30, metrics=Metrics())
         cache.set_live(True)
-        caller = CallerRow(True, frozenset(), frozenset(), "reporting")
+        caller = ApiKeyRow(True, frozenset(), frozenset(), "reporting")
         grants = [uuid.uuid4() for _ in range(subjects // per_grant)]
         gc.collect()
         tracked_before = {id(o) for o in gc.get_objects()}
@@ -655,7 +655,7 @@ async def _stored_key(
     key = f"tas_{secrets.token_urlsafe(32)}"
     async with service.db.session() as session, session.begin():
         session.add(
-            ApiClient(
+            ApiKey(
                 id=uuid.uuid4(),
                 name=name,
                 key_hash=digest(key),

@@ -23,6 +23,9 @@ from tiktok_auth_service.models import GrantStatus
 from tiktok_auth_service.service import Service
 from tiktok_auth_service.tokens import AdvertiserToken
 
+# These tests start authorizations at /authorize directly: connect sessions are not required.
+pytestmark = pytest.mark.settings(connect_sessions_required=False)
+
 ADVERTISER = "7100000000000000001"
 OTHER = "7100000000000000002"
 

@@ -74,7 +74,13 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 @pytest.fixture
 def settings(migrated: str, receiver: Receiver) -> Settings:
-    return make_settings(migrated, webhook_url=receiver.url, webhook_secret=SECRET)
+    # These tests start authorizations at /authorize directly: no connect session required.
+    return make_settings(
+        migrated,
+        webhook_url=receiver.url,
+        webhook_secret=SECRET,
+        connect_sessions_required=False,
+    )
 
 
 @pytest.fixture
@@ -287,6 +293,7 @@ def dripping_settings(migrated: str, drip_socket: socket.socket, **overrides: An
         webhook_url=f"http://127.0.0.1:{drip_socket.getsockname()[1]}/hooks",
         webhook_secret=SECRET,
         webhook_timeout_seconds=WEBHOOK_DEADLINE,
+        connect_sessions_required=False,
         **overrides,
     )
 

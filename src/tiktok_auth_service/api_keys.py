@@ -13,7 +13,7 @@ from tiktok_auth_service import errors
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.crypto import digest
 from tiktok_auth_service.db import Database
-from tiktok_auth_service.models import ApiClient
+from tiktok_auth_service.models import ApiKey
 from tiktok_auth_service.repository import transaction
 
 # What the token routes accept as a subject (their path patterns are these).
@@ -26,7 +26,7 @@ API_KEY_PREFIX = "tas_"
 
 @dataclass(frozen=True)
 class NewApiKey:
-    client: ApiClient
+    row: ApiKey
     key: SecretStr
 
 
@@ -58,7 +58,7 @@ class ApiKeys:
                     f"{open_id!r} looks like an advertiser id, not an open id: use --advertiser"
                 )
         key = API_KEY_PREFIX + secrets.token_urlsafe(32)
-        client = ApiClient(
+        row = ApiKey(
             id=uuid.uuid4(),
             name=name,
             key_hash=digest(key),
@@ -68,24 +68,24 @@ class ApiKeys:
             created_at=self.clock.now(),
         )
         async with transaction(self.db) as repo:
-            if await repo.api_client_by_name(name) is not None:
+            if await repo.api_key_by_name(name) is not None:
                 raise errors.InvalidRequest(f"an API key named {name!r} already exists")
-            await repo.add(client)
-        return NewApiKey(client, SecretStr(key))
+            await repo.add(row)
+        return NewApiKey(row, SecretStr(key))
 
     async def is_active(self, api_key: str) -> bool:
         async with transaction(self.db) as repo:
-            return await repo.api_client_by_key_hash(digest(api_key)) is not None
+            return await repo.api_key_by_key_hash(digest(api_key)) is not None
 
-    async def list(self) -> list[ApiClient]:
+    async def list(self) -> list[ApiKey]:
         async with transaction(self.db) as repo:
-            return list(await repo.list_api_clients())
+            return list(await repo.list_api_keys())
 
     async def revoke(self, name: str) -> bool:
         """Returns False when no active key has that name."""
         async with transaction(self.db) as repo:
-            client = await repo.api_client_by_name(name)
-            if client is None or client.revoked_at is not None:
+            row = await repo.api_key_by_name(name)
+            if row is None or row.revoked_at is not None:
                 return False
-            client.revoked_at = self.clock.now()
+            row.revoked_at = self.clock.now()
         return True

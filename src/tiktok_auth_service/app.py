@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from asgi_correlation_id import CorrelationIdMiddleware
+from asgi_correlation_id import CorrelationIdMiddleware, correlation_id
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 from fastapi_offline import FastAPIOffline
@@ -107,7 +107,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_service(
-            settings, clock, metrics, processes=processes, pacer=pacer
+            settings,
+            clock,
+            metrics,
+            processes=processes,
+            pacer=pacer,
+            request_id=correlation_id.get,
         ) as service:
             attach_service(app, service)
             if freeze_after_startup:

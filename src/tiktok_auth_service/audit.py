@@ -19,23 +19,20 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from contextvars import ContextVar
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.db import Database, lost_connection
 from tiktok_auth_service.metrics import Metrics
-from tiktok_auth_service.repository import AccessRecord, delete_access_before, write_access
+from tiktok_auth_service.repository import TokenAccessRow, delete_access_before, write_access
 
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 1.0
 MAX_BUFFERED = 100_000
 ANONYMOUS_PER_FLUSH = 10
-
-# The request being served, set by the API layer, recorded with each entry.
-request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
 @dataclass(eq=False)
@@ -44,7 +41,10 @@ class AuditLog:
     clock: Clock
     retention: timedelta
     metrics: Metrics
-    _buffer: deque[AccessRecord] = field(default_factory=deque)
+    # The id of the request being served (None outside one), recorded with each entry: the
+    # app hands in its request-id middleware's getter.
+    request_id: Callable[[], str | None] = lambda: None
+    _buffer: deque[TokenAccessRow] = field(default_factory=deque)
     _dropped: int = 0
     _anonymous: int = 0  # taken since the last flush
     _unrecorded: int = 0  # anonymous ones counted instead since the last flush
@@ -63,7 +63,7 @@ class AuditLog:
             self._buffer.popleft()
             self._dropped += 1
         self._buffer.append(
-            AccessRecord(self.clock.now(), caller, action, subject, outcome, request_id.get())
+            TokenAccessRow(self.clock.now(), caller, action, subject, outcome, self.request_id())
         )
 
     async def flush(self) -> int:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from tiktok_auth_service import __version__, commands, errors
 from tiktok_auth_service.config import (
+    MULTIPROC_DIR_VARIABLE,
+    ROTATION_BATCH_SIZE,
     ConfigError,
     load_dev_logging_settings,
     load_settings,
@@ -24,9 +26,6 @@ from tiktok_auth_service.config import (
 from tiktok_auth_service.server import configure_logging
 
 log = logging.getLogger(__name__)
-
-# prometheus-client's own variable (read when the library is first imported).
-MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
 @contextlib.contextmanager
@@ -162,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
     rotate.add_argument(
         "--batch-size",
         type=_positive,
-        default=500,
+        default=ROTATION_BATCH_SIZE,
         metavar="N",
         help="grants re-encrypted per transaction",
     )

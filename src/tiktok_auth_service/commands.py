@@ -41,23 +41,23 @@ def api_keys(settings: Settings, args: argparse.Namespace) -> int:
             created = await service.api_keys.create(
                 args.name, args.advertiser or [], args.account or []
             )
-            client = created.client
-            scope = ", ".join(client.allowed_advertiser_ids + client.allowed_open_ids) or "all"
+            row = created.row
+            scope = ", ".join(row.allowed_advertiser_ids + row.allowed_open_ids) or "all"
             print(
                 f"API key for {args.name!r} ({scope}); shown once, store it now:", file=sys.stderr
             )
             print(created.key.get_secret_value())
         elif args.keys_command == "list":
-            for client in await service.api_keys.list():
-                state = f"revoked {client.revoked_at:%Y-%m-%d}" if client.revoked_at else "active"
-                if client.unrestricted:
+            for row in await service.api_keys.list():
+                state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
+                if row.unrestricted:
                     advertisers = accounts = "*"
                 else:
-                    advertisers = ",".join(client.allowed_advertiser_ids) or "-"
-                    accounts = ",".join(client.allowed_open_ids) or "-"
+                    advertisers = ",".join(row.allowed_advertiser_ids) or "-"
+                    accounts = ",".join(row.allowed_open_ids) or "-"
                 print(
-                    f"{client.name}\t{state}\tadvertisers={advertisers}\taccounts={accounts}\t"
-                    f"created={client.created_at:%Y-%m-%dT%H:%M:%SZ}"
+                    f"{row.name}\t{state}\tadvertisers={advertisers}\taccounts={accounts}\t"
+                    f"created={row.created_at:%Y-%m-%dT%H:%M:%SZ}"
                 )
         elif not await service.api_keys.revoke(args.name):
             print(f"no active API key named {args.name!r}", file=sys.stderr)

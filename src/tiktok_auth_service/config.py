@@ -20,6 +20,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # TikTok-account access tokens live 24 h (tt_user `expires_in`).
 ACCOUNT_TOKEN_LIFETIME_SECONDS = 86400
+# prometheus-client's own variable, read when the library is first imported: the directory
+# of its multiprocess mode (metrics.py), which `serve` sets before that import (cli.py).
+MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+# Grants `rotate-keys` re-encrypts per transaction unless told otherwise (key_rotation.py);
+# here so that the command line has it without importing the database layer.
+ROTATION_BATCH_SIZE = 500
 
 # TikTok's sandbox: its own host (tokens look the same; only the host tells them apart), and
 # 1 QPS / 30 QPM for each endpoint on its own, "*" standing for every endpoint (contract §11,

@@ -12,7 +12,7 @@ import base64
 import binascii
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any
 
 import orjson
 from pydantic import Field, StringConstraints
@@ -25,9 +25,6 @@ from tiktok_auth_service.repository import ConnectionRow, read_connections
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
-
-ConnectionFlow = Literal["advertiser", "tiktok_account"]
-ConnectionStatus = Literal["active", "reauthorization_required", "revoked"]
 
 # Tags: at most MAX_TAGS, keys of 1-64 characters without a colon (a filter is `key:value`),
 # values of at most 255; printable, since PostgreSQL's jsonb cannot hold a NUL.
@@ -80,7 +77,7 @@ class Connection:
     """One advertiser or TikTok account the key may read. Never carries a token."""
 
     flow: Annotated[
-        ConnectionFlow,
+        Flow,
         Field(description="`advertiser` (an ad account) or `tiktok_account`."),
     ]
     subject_id: Annotated[
@@ -91,7 +88,7 @@ class Connection:
         ),
     ]
     status: Annotated[
-        ConnectionStatus,
+        GrantStatus,
         Field(
             description="`active`: its token is served. `reauthorization_required`: the "
             "grant died at TikTok, or TikTok no longer lists this advertiser for it. "
@@ -218,9 +215,9 @@ class Connections:
 
 def _connection(row: ConnectionRow) -> Connection:
     return Connection(
-        flow=cast(ConnectionFlow, row.flow),
+        flow=Flow(row.flow),
         subject_id=row.subject_id,
-        status=cast(ConnectionStatus, row.status),
+        status=GrantStatus(row.status),
         name=row.name,
         scope=list(row.scope),
         expires_at=row.expires_at,

@@ -64,18 +64,21 @@ class TokenSealer:
         )
 
     def open_access_token(self, grant_id: uuid.UUID, key_id: str, sealed: bytes) -> str:
-        """The plaintext access token (the hot path reads the columns without a `Grant`).
+        """The plaintext access token, from a grant row's id, key id and ciphertext (the hot
+        path reads these columns without a `Grant`; the token is serialised as it is).
 
         Raises TokenUnreadable (also for the refresh token below) for an unknown key id, a
         truncated or tampered ciphertext, or one moved from another row or column."""
         return self._decrypt(grant_id, "access_token", key_id, sealed)
 
-    def open_refresh_token(self, grant: Grant) -> SecretStr:
-        if grant.refresh_token_enc is None:
+    def open_refresh_token(
+        self, grant_id: uuid.UUID, key_id: str, sealed: bytes | None
+    ) -> SecretStr:
+        """The refresh token, from the same columns as `open_access_token`; kept secret, since
+        it only goes back to TikTok."""
+        if sealed is None:
             raise TokenUnreadable("This grant has no refresh token.")
-        return SecretStr(
-            self._decrypt(grant.id, "refresh_token", grant.key_id, grant.refresh_token_enc)
-        )
+        return SecretStr(self._decrypt(grant_id, "refresh_token", key_id, sealed))
 
     def reseal(self, grant: Grant) -> bool:
         """Re-encrypt `grant`'s tokens (access and, if any, refresh) under the current key;
@@ -84,10 +87,12 @@ class TokenSealer:
         and after. Raises TokenUnreadable when the row does not open with its own key id."""
         if grant.key_id == self.current_key_id:
             return False
-        access = SecretStr(
-            self._decrypt(grant.id, "access_token", grant.key_id, grant.access_token_enc)
+        access = SecretStr(self.open_access_token(grant.id, grant.key_id, grant.access_token_enc))
+        refresh = (
+            None
+            if grant.refresh_token_enc is None
+            else self.open_refresh_token(grant.id, grant.key_id, grant.refresh_token_enc)
         )
-        refresh = None if grant.refresh_token_enc is None else self.open_refresh_token(grant)
         self.seal(grant, access, refresh)
         return True
 

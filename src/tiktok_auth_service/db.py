@@ -11,7 +11,7 @@ from uuid import uuid4
 
 import asyncpg
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -55,6 +55,11 @@ def lost_connection(exc: BaseException) -> bool:
             return True
         seen = getattr(seen, "orig", None) or seen.__cause__
     return False
+
+
+def asyncpg_dsn(url: str) -> str:
+    """DATABASE_URL (SQLAlchemy's `postgresql+asyncpg://`) as asyncpg itself takes it."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def _engine_arguments(pgbouncer: bool) -> dict[str, Any]:
@@ -120,7 +125,7 @@ class Database:
         # a single Sync, so within one PgBouncer transaction and one server connection.
         no_cache: dict[str, Any] = {"statement_cache_size": 0} if pgbouncer else {}
         pool = await asyncpg.create_pool(
-            url.replace("postgresql+asyncpg://", "postgresql://", 1),
+            asyncpg_dsn(url),
             min_size=1,
             max_size=pool_size,
             reset=_no_session_state,
@@ -164,7 +169,7 @@ async def listening(
     within `heartbeat_seconds` (raising otherwise), which also means every notification sent
     before it has arrived. Closed on exit."""
     connection = await asyncpg.connect(
-        url.replace("postgresql+asyncpg://", "postgresql://", 1),
+        asyncpg_dsn(url),
         timeout=heartbeat_seconds * 5,
         server_settings={"application_name": application_name},
     )

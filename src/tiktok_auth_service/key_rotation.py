@@ -36,14 +36,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tiktok_auth_service.config import ROTATION_BATCH_SIZE
 from tiktok_auth_service.crypto import TokenSealer
 from tiktok_auth_service.db import Database
 from tiktok_auth_service.errors import TokenUnreadable
 from tiktok_auth_service.repository import transaction
 
 log = logging.getLogger(__name__)
-
-BATCH_SIZE = 500
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,7 @@ class KeyRotation:
         )
 
     async def rotate(
-        self, batch_size: int = BATCH_SIZE, on_batch: Callable[[int], None] | None = None
+        self, batch_size: int = ROTATION_BATCH_SIZE, on_batch: Callable[[int], None] | None = None
     ) -> RotationResult:
         """Re-seal every grant not on the current key; `on_batch` is told the running total
         after each committed batch."""

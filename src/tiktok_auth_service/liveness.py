@@ -257,7 +257,7 @@ class LivenessChecker:
         if not advertiser_ids:
             return []
         if grant.api_client_id is not None:
-            client = await repo.api_client(grant.api_client_id)
+            client = await repo.api_key(grant.api_client_id)
             if client is not None and not client.unrestricted:
                 allowed = set(client.allowed_advertiser_ids)
                 advertiser_ids = [a for a in advertiser_ids if a in allowed]

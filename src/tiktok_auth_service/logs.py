@@ -81,4 +81,7 @@ def configure(
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger(OWN_LOGGERS).setLevel(level)
+    # httpx logs every request URL at INFO, and advertiser/get carries the app secret in its
+    # query string (TikTok's design): that logger stays quiet whatever the root's level.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     return handler

@@ -28,8 +28,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from tiktok_auth_service.config import MULTIPROC_DIR_VARIABLE
+
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
-MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 # The token read answers in about a millisecond; TikTok in tens to hundreds of them.
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -40,7 +41,7 @@ HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTI
 # Requests that matched no route: the raw path never becomes a label value.
 UNMATCHED_ROUTE = "unmatched"
 
-TOKEN_READ_KINDS = ("advertiser", "account")
+TOKEN_READ_KINDS = ("advertiser", "tiktok_account")
 TOKEN_READ_OUTCOMES = (
     "served",
     "refreshed",
@@ -90,7 +91,7 @@ class Metrics:
         )
         self.token_reads = Counter(
             "tiktok_auth_token_reads_total",
-            "Token reads (GET /tokens/...), by kind (advertiser|account) and outcome.",
+            "Token reads (GET /tokens/...), by kind (advertiser|tiktok_account) and outcome.",
             ["kind", "outcome"],
             registry=registry,
         )

@@ -328,8 +328,10 @@ class OAuthState(SQLModel, table=True):
     tags: dict[str, str] = _tags()
 
 
-class ApiClient(SQLModel, table=True):
-    """An internal caller. Only the SHA-256 of its key is stored."""
+class ApiKey(SQLModel, table=True):
+    """An internal caller's API key. Only the SHA-256 of the key is stored. The table keeps
+    its first name, `api_client` (and the grants' `api_client_id`): renaming it needs a
+    migration for no change of meaning."""
 
     __tablename__ = "api_client"
 

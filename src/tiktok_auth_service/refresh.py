@@ -174,7 +174,9 @@ class AccountRefresher:
             )
             return await self._record_failure(grant, None, reason=_EXPIRED)
         try:
-            refresh_token = self.sealer.open_refresh_token(grant)
+            refresh_token = self.sealer.open_refresh_token(
+                grant.id, grant.key_id, grant.refresh_token_enc
+            )
         except errors.TokenUnreadable:
             log.error(
                 "grant %s: the stored refresh token does not decrypt",

@@ -67,7 +67,7 @@ class AccountRevocation:
 def _unconfirmed() -> errors.UpstreamUnavailable:
     # TikTok's answer was logged by the client, and the 503 is in the access log and the audit.
     return errors.UpstreamUnavailable(
-        "TikTok did not confirm the revocation; retry later.", retry_after=30
+        "TikTok did not confirm the revocation; retry later.", retry_after=lease.RETRY_AFTER_SECONDS
     )
 
 
@@ -177,7 +177,7 @@ class Revoker:
     async def _revoke_account(
         self, api_key: str | None, open_id: str, caller: Caller
     ) -> AccountRevocation:
-        await authorize_read(self.db, "account", api_key, open_id, caller)
+        await authorize_read(self.db, "tiktok_account", api_key, open_id, caller)
         async with transaction(self.db) as repo:
             grant = await repo.lock_grant_of_account(open_id)
             if grant is None:
@@ -306,7 +306,10 @@ class Revoker:
             pass
         # TikTok revokes an authorization through a live access token only: get one first,
         # and keep the rotated pair on the row in case the revocation then fails.
-        issued = await self.tiktok.refresh_account_token(self.sealer.open_refresh_token(grant))
+        refresh_token = self.sealer.open_refresh_token(
+            grant.id, grant.key_id, grant.refresh_token_enc
+        )
+        issued = await self.tiktok.refresh_account_token(refresh_token)
         write_account_tokens(
             grant, issued, self.sealer, self.clock.now(), self.settings.refresh_ahead
         )

@@ -13,9 +13,9 @@ its logging itself; the command line calls it for every other command too.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-import os
 import resource
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# How many server processes `serve` started, for each of them to read.
-PROCESSES_VARIABLE = "TIKTOK_AUTH_SERVE_PROCESSES"
 # Open files a server process needs besides its clients' connections, past its database
 # pools: the TikTok and webhook clients' connections, logs, metrics files, the runtime's own.
 OTHER_FILES = 256
@@ -87,7 +85,6 @@ def http_server(settings: Settings, host: str, port: int, workers: int) -> MPSer
             settings.max_connections,
             open_files,
         )
-    os.environ[PROCESSES_VARIABLE] = str(workers)
     # No access log of granian's: request URLs of /callback carry TikTok's single-use auth
     # code (the app writes its own, without query strings). On a signal each process stops
     # accepting, answers the requests in flight, then shuts the app down; one still running
@@ -120,7 +117,11 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     they have all stopped. Call inside `metrics_directory()`, after configuring logging.
     Ends with status 1 when a process keeps dying (the database unreachable at start-up,
     say)."""
-    http_server(settings, host, port, workers).serve()
+    # Each process is told how many there are through its loader's argument (granian pickles
+    # the loader for the processes it starts).
+    http_server(settings, host, port, workers).serve(
+        target_loader=functools.partial(server_process_app, workers), wrap_loader=False
+    )
 
 
 def configure_logging(settings: LoggingSettings, *, request_ids: bool = False) -> None:
@@ -136,11 +137,11 @@ def configure_logging(settings: LoggingSettings, *, request_ids: bool = False) -
     logs.configure(settings.log_level, settings.log_format, filters)
 
 
-def server_process_app() -> Callable[..., Awaitable[None]]:
-    """The app of one of `serve`'s processes (granian calls this in each). The settings come
-    from the same environment the supervisor checked them in; the worker's upstream budget
-    (WORKER_QPS) is split between the processes. X-Forwarded-For and X-Forwarded-Proto are
-    taken from FORWARDED_ALLOW_IPS only."""
+def server_process_app(processes: int) -> Callable[..., Awaitable[None]]:
+    """The app of one of `serve`'s `processes` processes (granian calls this in each). The
+    settings come from the same environment the supervisor checked them in; the worker's
+    upstream budget (WORKER_QPS) is split between the processes. X-Forwarded-For and
+    X-Forwarded-Proto are taken from FORWARDED_ALLOW_IPS only."""
     from granian.utils.proxies import wrap_asgi_with_proxy_headers
 
     from tiktok_auth_service.app import create_app
@@ -148,7 +149,5 @@ def server_process_app() -> Callable[..., Awaitable[None]]:
 
     settings = load_settings()
     configure_logging(settings, request_ids=True)
-    app = create_app(
-        settings, freeze_after_startup=True, processes=int(os.environ[PROCESSES_VARIABLE])
-    )
+    app = create_app(settings, freeze_after_startup=True, processes=processes)
     return wrap_asgi_with_proxy_headers(app, settings.forwarded_allow_ips)  # type: ignore[no-any-return]

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -101,14 +101,13 @@ async def open_service(
     *,
     processes: int = 1,
     pacer: Pacer | None = None,
+    request_id: Callable[[], str | None] = lambda: None,
 ) -> AsyncIterator[Service]:
     """Open the database and the TikTok client, build every use case over them, and close
     both on exit. `metrics` defaults to this process's (`Metrics.for_process`). `processes`
     server processes share WORKER_QPS: this one's `pacer` (the worker's calls and on-demand
-    checks) paces at its share unless one is given (tests give one on a fake clock)."""
-    # httpx logs every request URL at INFO, and advertiser/get carries the app secret in its
-    # query string (TikTok's design), so that logger must stay quiet.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    checks) paces at its share unless one is given (tests give one on a fake clock).
+    `request_id`: the id of the request being served, for the audit (the app's)."""
     clock = clock or SystemClock()
     metrics = metrics or Metrics.for_process()
     db = await Database.connect(
@@ -145,7 +144,9 @@ async def open_service(
             )
             refresher = AccountRefresher(settings, db, tiktok, sealer, clock, metrics)
             liveness = LivenessChecker(settings, db, tiktok, sealer, clock, metrics, pacer)
-            audit = AuditLog(db, clock, timedelta(days=settings.audit_retention_days), metrics)
+            audit = AuditLog(
+                db, clock, timedelta(days=settings.audit_retention_days), metrics, request_id
+            )
             revoker = Revoker(settings, db, tiktok, sealer, audit, clock)
             cache = TokenCache(settings.token_cache_max_mb * 2**20, metrics)
             listen_url = settings.token_cache_listen_url

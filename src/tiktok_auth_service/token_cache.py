@@ -43,7 +43,7 @@ import lru
 
 from tiktok_auth_service.db import CONNECTION_ERRORS, DATABASE_ERRORS, listening
 from tiktok_auth_service.metrics import Metrics
-from tiktok_auth_service.repository.reads import CallerRow, GrantRow, TokenRow
+from tiktok_auth_service.repository.reads import ApiKeyRow, GrantRow, TokenRow
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ APPLICATION_NAME = "tiktok-auth-service token cache"
 # collection does not walk a million cached subjects (a tuple key and a set of them per grant
 # made it 150 ms at a million).
 Subject = str
-_PREFIXES = {"advertiser": "a:", "account": "o:"}
+_PREFIXES = {"advertiser": "a:", "tiktok_account": "o:"}
 
 
 def _subject(kind: str, subject: str) -> Subject:
@@ -92,7 +92,7 @@ class TokenCache:
         # Bumped by every notification and every change of `live`.
         self.generation = 0
         self.bytes = 0  # what the subjects and rows kept are counted at
-        self._callers: dict[bytes, CallerRow] = {}
+        self._callers: dict[bytes, ApiKeyRow] = {}
         # lru-dict's own capacity is not the bound (bytes are): it is never reached.
         self._grants: lru.LRU[Subject, GrantRow | None] = lru.LRU(
             max(1, max_bytes // SUBJECT_BYTES) + 1
@@ -191,7 +191,7 @@ class TokenCache:
             for subject in list(self._subjects_of_grant.get(uuid.UUID(grant_id), ())):
                 self._evict(subject)
             if open_id:
-                self._evict(_subject("account", open_id))
+                self._evict(_subject("tiktok_account", open_id))
         else:  # not ours to understand: drop everything rather than guess
             self._empty()
 

@@ -51,7 +51,8 @@ _TAGS = Annotated[
 @dataclass(slots=True)
 class Caller:
     """Who asked, filled in by the read once the key is known: the API key's name (never the
-    key), for the access log. The HTTP layer hands one in and reads it back, even on errors."""
+    key), what the access log and the audit call the `caller`. The HTTP layer hands one in and
+    reads it back, even on errors."""
 
     name: str | None = None
 
@@ -233,9 +234,9 @@ class TokenService:
         try:
             token, outcome = await self._account_token_read(api_key, open_id, min_valid_for, caller)
         except BaseException as exc:
-            self._read("account", open_id, caller, read_outcome(exc))
+            self._read("tiktok_account", open_id, caller, read_outcome(exc))
             raise
-        self._read("account", open_id, caller, outcome)
+        self._read("tiktok_account", open_id, caller, outcome)
         return token
 
     async def _account_token_read(
@@ -254,7 +255,7 @@ class TokenService:
         Raises what get_advertiser_token raises, and UpstreamUnavailable when no valid token
         can be served."""
         row = servable(
-            await authorize_read(self.db, "account", api_key, open_id, caller, self.cache)
+            await authorize_read(self.db, "tiktok_account", api_key, open_id, caller, self.cache)
         )
         assert row.expires_at is not None
         valid_for = timedelta(seconds=max(self.settings.refresh_leeway_seconds, min_valid_for or 0))
@@ -322,10 +323,11 @@ class TokenService:
         return "active"
 
 
-SubjectKind = Literal["advertiser", "account"]
+# What a read asks for: the flows' names (models.Flow), in the cache's keys and the metrics too.
+SubjectKind = Literal["advertiser", "tiktok_account"]
 _READERS: dict[SubjectKind, GrantReader] = {
     "advertiser": read_advertiser_token,
-    "account": read_account_token,
+    "tiktok_account": read_account_token,
 }
 
 

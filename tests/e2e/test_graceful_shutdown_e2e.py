@@ -98,7 +98,8 @@ async def refused(port: int) -> None:
     while True:
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except ConnectionRefusedError:
+        except (ConnectionRefusedError, ConnectionResetError):
+            # Reset: the connection was in the backlog when the listening socket closed.
             return
         writer.close()
         await writer.wait_closed()

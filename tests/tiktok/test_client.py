@@ -144,7 +144,7 @@ def make_client(http: httpx.AsyncClient, clock: FakeClock, sleeps: RecordingSlee
             retry=retry or RetryPolicy(),
             sleep=sleeps,
             random=random,
-            metrics=metrics,
+            metrics=metrics or Metrics(),
         )
 
     return make

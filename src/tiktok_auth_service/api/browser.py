@@ -16,7 +16,12 @@ from tiktok_auth_service import errors
 from tiktok_auth_service.api.deps import API_KEY_SECURITY, ServiceDep, api_key_of
 from tiktok_auth_service.api.observability import caller_of
 from tiktok_auth_service.api.problems import error_page, html_page, problem_responses
-from tiktok_auth_service.api.security import POPUP_PAGE_POLICY, POPUP_SCRIPT, form_page_policy
+from tiktok_auth_service.api.security import (
+    NO_STORE,
+    POPUP_PAGE_POLICY,
+    POPUP_SCRIPT,
+    form_page_policy,
+)
 from tiktok_auth_service.authorization import (
     AuthorizationResult,
     CallbackParams,
@@ -83,7 +88,7 @@ async def create_connect_session(
     """Open a single-use link for one person to connect their accounts; send their browser
     to `url`. A restricted key may open links only for what it may read."""
     # The link works for whoever holds it: no cache may keep a copy.
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(NO_STORE)
     return await service.authorization.open_session(
         api_key_of(request),
         body.flow,
@@ -116,7 +121,7 @@ async def get_connect_session(
     here, server side, rather than trusting the redirect's query string, which anyone can
     write. Another key's session is 404, like an unknown one. Kept for 30 days after the
     session's `expires_at`."""
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(NO_STORE)
     return await service.authorization.outcome(api_key_of(request), session_id, caller_of(request))
 
 
@@ -277,7 +282,7 @@ async def start_authorization(request: Request, service: ServiceDep) -> Response
         raise errors.ValidationFailed("display: must be page or popup") from None
     start = await service.authorization.start(flow, fields.get("return_to"), fields.get("session"))
     response = RedirectResponse(start.url, status_code=303)
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(NO_STORE)
     cookies = {"binding": start.browser_binding}
     if display == Display.POPUP:
         cookies["display"] = display
@@ -405,7 +410,7 @@ def _redirect_back(result: AuthorizationResult) -> Response:
     # by whoever chose return_to.
     back = urlunsplit(parts._replace(query=query, fragment=""))
     response = RedirectResponse(back, status_code=302)
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(NO_STORE)
     return response
 
 

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from tiktok_auth_service import errors
 from tiktok_auth_service.api.deps import API_KEY_SECURITY, api_key_of, service_of
 from tiktok_auth_service.api.problems import problem_responses
+from tiktok_auth_service.api.security import NO_STORE
 from tiktok_auth_service.connections import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -83,5 +84,5 @@ async def list_connections(
     return Response(
         orjson.dumps(page),
         media_type="application/json",
-        headers={"Cache-Control": "no-store"},
+        headers=NO_STORE,
     )

@@ -18,7 +18,6 @@ from asgi_correlation_id import correlation_id
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tiktok_auth_service.audit import request_id as audit_request_id
 from tiktok_auth_service.logs import ContextFilter
 from tiktok_auth_service.metrics import UNMATCHED_ROUTE, Metrics
 from tiktok_auth_service.tokens import Caller
@@ -140,8 +139,6 @@ class ObservedRequests:
                 status = message["status"]
             await send(message)
 
-        # The audit records the request id with each token access (set here, read there).
-        audit_request_id.set(correlation_id.get())
         try:
             await self.app(scope, receive, observed)
         finally:

@@ -18,7 +18,7 @@ from starlette.responses import HTMLResponse, Response
 
 from tiktok_auth_service import errors
 from tiktok_auth_service.api.observability import REQUEST_ID_HEADER, current_request_id
-from tiktok_auth_service.api.security import PAGE_STYLE, headers_for
+from tiktok_auth_service.api.security import NO_STORE, PAGE_STYLE, headers_for
 from tiktok_auth_service.db import CONNECTION_ERRORS, DATABASE_ERRORS, lost_connection
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def problem(
         orjson.dumps(body),
         status_code=status,
         media_type="application/problem+json",
-        headers={"Cache-Control": "no-store", **(headers or {})},
+        headers={**NO_STORE, **(headers or {})},
     )
 
 
@@ -100,7 +100,7 @@ def html_page(title: str, body: str, status: int = 200) -> HTMLResponse:
         f"<style>{PAGE_STYLE}</style></head>"
         f"<body><h1>{html.escape(title)}</h1>{body}</body></html>",
         status_code=status,
-        headers={"Cache-Control": "no-store"},
+        headers=NO_STORE,
     )
 
 

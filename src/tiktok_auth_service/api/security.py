@@ -26,6 +26,9 @@ PAGE_STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;"
     "padding:0 1rem;line-height:1.5}code{background:#eee;padding:0 .2rem}"
 )
+# Answers that carry a token, a link, a session or a problem: no cache may keep a copy.
+NO_STORE = {"Cache-Control": "no-store"}
+
 # The only script: the popup result page's (see browser.py), which hands the outcome written
 # in its `#tas-result` element to the window that opened it, addressed to one origin, then
 # closes; with no opener, the page stays as the plain result page. Allowed by hash.

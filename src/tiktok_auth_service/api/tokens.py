@@ -24,9 +24,8 @@ from tiktok_auth_service.api.deps import (
 )
 from tiktok_auth_service.api.observability import caller_of, observe, request_id_for
 from tiktok_auth_service.api.problems import problem_responses
-from tiktok_auth_service.api.security import RAW_PAGE_HEADERS
+from tiktok_auth_service.api.security import NO_STORE, RAW_PAGE_HEADERS
 from tiktok_auth_service.api_keys import ADVERTISER_ID, OPEN_ID
-from tiktok_auth_service.audit import request_id as audit_request_id
 from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.revocation import AccountRevocation, Revocation
 from tiktok_auth_service.tokens import AccountToken, AdvertiserToken
@@ -45,7 +44,6 @@ OpenId = Annotated[
     str,
     Path(pattern=f"^{OPEN_ID}$", description="The TikTok account's open_id."),
 ]
-NO_STORE = {"Cache-Control": "no-store"}
 
 
 # What every token route can answer besides its body; reads also answer 409.
@@ -209,9 +207,8 @@ class CachedTokenReads:
         id_value = request_id_for(request_id)
         if id_value is None:
             return False
-        # What CorrelationIdMiddleware and ObservedRequests set for the logs and the audit.
+        # What CorrelationIdMiddleware sets for the logs and the audit.
         correlation_id.set(id_value)
-        audit_request_id.set(id_value)
         request = Request(scope)
         tokens, api_key, caller = (
             app_service(request.app).tokens,

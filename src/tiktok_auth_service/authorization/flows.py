@@ -17,7 +17,7 @@ from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer, same_secret
 from tiktok_auth_service.db import Database
-from tiktok_auth_service.models import ApiClient, Flow, Grant, GrantStatus, SessionStatus
+from tiktok_auth_service.models import ApiKey, Flow, Grant, GrantStatus, SessionStatus
 from tiktok_auth_service.refresh import write_account_tokens
 from tiktok_auth_service.repository import Repository, transaction
 from tiktok_auth_service.tiktok import (
@@ -38,7 +38,7 @@ class Origin:
     """Who asked for this authorization: the API key that opened the connect session (None
     when sessions are not required), its `end_user` label and tags, and the session's id."""
 
-    client: ApiClient | None = None
+    api_key: ApiKey | None = None
     end_user: str | None = None
     session_id: uuid.UUID | None = None
     tags: dict[str, str] = field(default_factory=dict)
@@ -46,18 +46,18 @@ class Origin:
     def may_serve(self, flow: Flow, subjects: list[str]) -> list[str]:
         """The subjects a grant of this origin may serve: a restricted key's own only, so a
         link it opened cannot take over who serves anybody else's advertisers or accounts."""
-        if self.client is None or self.client.unrestricted:
+        if self.api_key is None or self.api_key.unrestricted:
             return subjects
         allowed = (
-            self.client.allowed_advertiser_ids
+            self.api_key.allowed_advertiser_ids
             if flow == Flow.ADVERTISER
-            else self.client.allowed_open_ids
+            else self.api_key.allowed_open_ids
         )
         return [subject for subject in subjects if subject in allowed]
 
     def stamp(self, grant: Grant) -> None:
-        grant.api_client_id = self.client.id if self.client else None
-        grant.connected_by = self.client.name if self.client else None
+        grant.api_client_id = self.api_key.id if self.api_key else None
+        grant.connected_by = self.api_key.name if self.api_key else None
         grant.end_user = self.end_user
         grant.tags = dict(self.tags)
 

@@ -27,7 +27,7 @@ from tiktok_auth_service.crypto import digest, same_secret
 from tiktok_auth_service.db import CONNECTION_ERRORS, Database
 from tiktok_auth_service.lease import RETRY_AFTER_SECONDS
 from tiktok_auth_service.models import (
-    ApiClient,
+    ApiKey,
     ConnectSession,
     Flow,
     OAuthState,
@@ -72,14 +72,14 @@ class AuthorizationStart:
     browser_binding: str
 
 
-async def _client(repo: Repository, api_key: str | None, caller: Caller | None) -> ApiClient:
-    """The caller's API client, named on `caller` for the access log. Raises Unauthenticated."""
-    client = await repo.api_client_by_key_hash(digest(api_key)) if api_key else None
-    if client is None:
+async def _key_row(repo: Repository, api_key: str | None, caller: Caller | None) -> ApiKey:
+    """The caller's API key, named on `caller` for the access log. Raises Unauthenticated."""
+    key_row = await repo.api_key_by_key_hash(digest(api_key)) if api_key else None
+    if key_row is None:
         raise errors.Unauthenticated()
     if caller is not None:
-        caller.name = client.name
-    return client
+        caller.name = key_row.name
+    return key_row
 
 
 async def _drop_expired(repo: Repository, now: datetime) -> None:
@@ -259,14 +259,14 @@ class Authorization:
         now = self.clock.now()
         expires_at = now + timedelta(seconds=self.settings.state_ttl_seconds)
         async with transaction(self.db) as repo:
-            client = await _client(repo, api_key, caller)
+            key_row = await _key_row(repo, api_key, caller)
             self.check_return_to(return_to)
             allowed = (
-                client.allowed_advertiser_ids
+                key_row.allowed_advertiser_ids
                 if flow == Flow.ADVERTISER
-                else client.allowed_open_ids
+                else key_row.allowed_open_ids
             )
-            if not client.unrestricted and not allowed:
+            if not key_row.unrestricted and not allowed:
                 raise errors.Forbidden(f"This API key may not connect {flow} subjects.")
             await _drop_expired(repo, now)
             opened = ConnectSession(
@@ -276,7 +276,7 @@ class Authorization:
                 return_to=return_to,
                 end_user=end_user,
                 tags=tags or {},
-                api_client_id=client.id,
+                api_client_id=key_row.id,
                 created_at=now,
                 expires_at=expires_at,
             )
@@ -292,13 +292,13 @@ class Authorization:
         Raises Unauthenticated, ConnectSessionNotFound (also for another key's session and
         for an id that is not one, so ids cannot be probed)."""
         async with transaction(self.db) as repo:
-            client = await _client(repo, api_key, caller)
+            key_row = await _key_row(repo, api_key, caller)
             try:
                 wanted = uuid.UUID(session_id)
             except ValueError:
                 raise errors.ConnectSessionNotFound() from None
             row = await repo.connect_session_by_id(wanted)
-        if row is None or row.api_client_id != client.id:
+        if row is None or row.api_client_id != key_row.id:
             raise errors.ConnectSessionNotFound()
         return ConnectOutcome.of(row, self.clock.now())
 
@@ -509,13 +509,13 @@ class Authorization:
                     "This authorization was started in another browser; start again here."
                 )
             row.used_at = now
-            client = None
+            key_row = None
             if row.api_client_id is not None:
-                client = await repo.api_client(row.api_client_id)
-                if client is None or client.revoked_at is not None:
+                key_row = await repo.api_key(row.api_client_id)
+                if key_row is None or key_row.revoked_at is not None:
                     raise errors.InvalidState("The API key that opened this link was revoked.")
             if row.connect_session_id is not None:
                 # Not expired while the code is exchanged and what TikTok issued stored.
                 until = now + timedelta(seconds=self.settings.lease_seconds)
                 await repo.extend_connect_session(row.connect_session_id, until)
-        return row, Origin(client, row.end_user, row.connect_session_id, row.tags)
+        return row, Origin(key_row, row.end_user, row.connect_session_id, row.tags)

@@ -3,9 +3,9 @@ work at a time (`unit_of_work.py`: `transaction` yields the `Repository`, whose 
 split by aggregate); the token read and the connections list, each one asyncpg query on the
 bare pool (`reads.py`); the access audit (`access.py`)."""
 
-from .access import AccessRecord, delete_access_before, read_access, write_access
+from .access import TokenAccessRow, delete_access_before, read_access, write_access
 from .reads import (
-    CallerRow,
+    ApiKeyRow,
     ConnectionRow,
     GrantReader,
     GrantRow,
@@ -20,13 +20,13 @@ from .unit_of_work import Repository, transaction
 from .work import Claim
 
 __all__ = [
-    "AccessRecord",
-    "CallerRow",
+    "ApiKeyRow",
     "Claim",
     "ConnectionRow",
     "GrantReader",
     "GrantRow",
     "Repository",
+    "TokenAccessRow",
     "TokenRow",
     "database_answers",
     "delete_access_before",

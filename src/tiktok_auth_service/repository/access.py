@@ -12,7 +12,9 @@ _COLUMNS = ["at", "caller", "action", "subject", "outcome", "request_id"]
 _PRUNE_BATCH = 10_000
 
 
-class AccessRecord(NamedTuple):
+class TokenAccessRow(NamedTuple):
+    """One models.TokenAccess row, as COPY writes it and the `audit` command reads it."""
+
     at: datetime
     caller: str | None
     action: str
@@ -21,7 +23,7 @@ class AccessRecord(NamedTuple):
     request_id: str | None
 
 
-async def write_access(db: Database, records: list[AccessRecord]) -> None:
+async def write_access(db: Database, records: list[TokenAccessRow]) -> None:
     async with db.acquire() as connection:
         await connection.copy_records_to_table("token_access", records=records, columns=_COLUMNS)
 
@@ -50,7 +52,7 @@ async def read_access(
     subject: str | None,
     since: datetime | None,
     limit: int,
-) -> list[AccessRecord]:
+) -> list[TokenAccessRow]:
     """Records newest first, filtered by caller (API key name), subject and time."""
     async with db.acquire() as connection:
         rows = await connection.fetch(
@@ -63,4 +65,4 @@ async def read_access(
             since,
             limit,
         )
-    return [AccessRecord(*row.values()) for row in rows]
+    return [TokenAccessRow(*row.values()) for row in rows]

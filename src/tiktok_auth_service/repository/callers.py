@@ -9,28 +9,28 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from tiktok_auth_service.models import ApiClient
+from tiktok_auth_service.models import ApiKey
 
 
 class CallerQueries:
     session: AsyncSession
 
-    async def api_client(self, client_id: uuid.UUID) -> ApiClient | None:
-        return await self.session.get(ApiClient, client_id)
+    async def api_key(self, client_id: uuid.UUID) -> ApiKey | None:
+        return await self.session.get(ApiKey, client_id)
 
-    async def api_client_by_name(self, name: str) -> ApiClient | None:
-        result = await self.session.execute(sa.select(ApiClient).where(col(ApiClient.name) == name))
+    async def api_key_by_name(self, name: str) -> ApiKey | None:
+        result = await self.session.execute(sa.select(ApiKey).where(col(ApiKey.name) == name))
         return result.scalar_one_or_none()
 
-    async def list_api_clients(self) -> Sequence[ApiClient]:
-        result = await self.session.execute(sa.select(ApiClient).order_by(col(ApiClient.name)))
+    async def list_api_keys(self) -> Sequence[ApiKey]:
+        result = await self.session.execute(sa.select(ApiKey).order_by(col(ApiKey.name)))
         return result.scalars().all()
 
-    async def api_client_by_key_hash(self, key_hash: bytes) -> ApiClient | None:
+    async def api_key_by_key_hash(self, key_hash: bytes) -> ApiKey | None:
         result = await self.session.execute(
-            sa.select(ApiClient).where(
-                col(ApiClient.key_hash) == key_hash,
-                col(ApiClient.revoked_at).is_(None),
+            sa.select(ApiKey).where(
+                col(ApiKey.key_hash) == key_hash,
+                col(ApiKey.revoked_at).is_(None),
             )
         )
         return result.scalar_one_or_none()

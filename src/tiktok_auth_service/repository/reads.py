@@ -17,7 +17,7 @@ from tiktok_auth_service.db import Database
 
 
 @dataclass(frozen=True, slots=True)
-class CallerRow:
+class ApiKeyRow:
     """Who is asking: an active API key's permissions and name."""
 
     unrestricted: bool
@@ -28,10 +28,10 @@ class CallerRow:
     name: str  # for the access log and the audit; never the key
 
     def may_read(self, kind: str, subject: str) -> bool:
-        """Whether this key may read `subject`, an advertiser id or (kind `account`) an open
-        id."""
+        """Whether this key may read `subject`, an advertiser id or (kind `tiktok_account`) an
+        open id."""
         return self.unrestricted or subject in (
-            self.accounts if kind == "account" else self.advertisers
+            self.accounts if kind == "tiktok_account" else self.advertisers
         )
 
 
@@ -61,7 +61,7 @@ class TokenRow:
     parts because the token cache keeps them apart: one caller per key, one grant per
     subject."""
 
-    caller: CallerRow
+    caller: ApiKeyRow
     grant: GrantRow | None
 
 
@@ -101,7 +101,7 @@ async def _read_token(db: Database, sql: str, key_hash: bytes, subject: str) -> 
     if row is None:
         return None
     values = list(row.values())
-    caller = CallerRow(values[0], frozenset(values[1]), frozenset(values[2]), values[3])
+    caller = ApiKeyRow(values[0], frozenset(values[1]), frozenset(values[2]), values[3])
     if values[4] is None:
         return TokenRow(caller, None)
     values[-2] = orjson.loads(values[-2])

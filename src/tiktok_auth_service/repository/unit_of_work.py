@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tiktok_auth_service.db import Database
-from tiktok_auth_service.models import ApiClient, ConnectSession, Grant, OAuthState
+from tiktok_auth_service.models import ApiKey, ConnectSession, Grant, OAuthState
 from tiktok_auth_service.repository.callers import CallerQueries
 from tiktok_auth_service.repository.connect import ConnectQueries
 from tiktok_auth_service.repository.grants import GrantQueries
@@ -26,7 +26,7 @@ class Repository(GrantQueries, ConnectQueries, CallerQueries, OutboxQueries, Wor
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def add(self, row: ConnectSession | OAuthState | Grant | ApiClient) -> None:
+    async def add(self, row: ConnectSession | OAuthState | Grant | ApiKey) -> None:
         self.session.add(row)
         await self.session.flush()
 

@@ -99,10 +99,10 @@ class TikTokClient:
         app_secret: SecretStr,
         api_base_url: str,
         clock: Clock,
+        metrics: Metrics,
         retry: RetryPolicy = DEFAULT_RETRY,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         random: Callable[[], float] = random.random,
-        metrics: Metrics | None = None,
     ) -> None:
         self._http = http
         self._app_id = app_id
@@ -112,7 +112,7 @@ class TikTokClient:
         self._retry = retry
         self._sleep = sleep
         self._random = random
-        self._metrics = metrics or Metrics()
+        self._metrics = metrics
 
     @property
     def api_base_url(self) -> str:
