@@ -19,7 +19,7 @@ from fastapi.telemetry import TelemetryConfig
 from fastapi_offline import FastAPIOffline
 
 from tiktok_auth_service import __version__
-from tiktok_auth_service.api import browser, connections, health, problems, tokens
+from tiktok_auth_service.api import browser, connections, gateway, health, problems, tokens
 from tiktok_auth_service.api.deps import attach_service
 from tiktok_auth_service.api.limits import BodyLimit
 from tiktok_auth_service.api.observability import (
@@ -31,6 +31,7 @@ from tiktok_auth_service.api.observability import (
 from tiktok_auth_service.api.security import SecurityHeaders
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
+from tiktok_auth_service.gateway import Budget
 from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.pacing import Pacer
 from tiktok_auth_service.service import Service, open_service
@@ -93,19 +94,21 @@ def create_app(
     metrics: Metrics | None = None,
     processes: int = 1,
     pacer: Pacer | None = None,
+    budget: Budget | None = None,
 ) -> FastAPI:
     """The service. `freeze_after_startup` (for the one app of a server process) moves
     everything alive after start-up out of the cyclic garbage collector's reach: those objects
     live as long as the process, and scanning them showed up as latency spikes on the token
     read in bench/hot_path.py. `metrics` defaults to this process's (`Metrics.for_process`).
     `processes`: how many server processes run with these settings (`serve --workers`); the
-    background worker's TikTok budget is split between them. `pacer`: see `open_service`."""
+    background worker's TikTok budget is split between them. `pacer`, `budget`: see
+    `open_service`."""
     metrics = metrics or Metrics.for_process()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_service(
-            settings, clock, metrics, processes=processes, pacer=pacer
+            settings, clock, metrics, processes=processes, pacer=pacer, budget=budget
         ) as service:
             attach_service(app, service)
             if freeze_after_startup:
@@ -161,6 +164,7 @@ def create_app(
         generator=new_request_id,
     )
     app.add_middleware(tokens.CachedTokenReads, metrics=metrics)
+    app.add_middleware(gateway.GatewayRequests, metrics=metrics)
     app.include_router(browser.router)
     app.include_router(tokens.router)
     app.include_router(connections.router)

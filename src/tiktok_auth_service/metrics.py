@@ -171,6 +171,21 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        self.gateway_calls = Counter(
+            "tiktok_auth_gateway_calls_total",
+            "Calls through the gateway (/proxy/open_api/v1.3/...), by endpoint (`other` before "
+            "the caller's key is known) and code: TikTok's body code, http_<status> for an "
+            "answer without one, or the problem's code when the gateway answered itself.",
+            ["endpoint", "code"],
+            registry=registry,
+        )
+        self.gateway_duration = Histogram(
+            "tiktok_auth_gateway_call_duration_seconds",
+            "Duration of a gateway call, retries and the streamed answer included, by endpoint.",
+            ["endpoint"],
+            buckets=TIKTOK_BUCKETS,
+            registry=registry,
+        )
         self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._token_reads = {
             (kind, outcome): self.token_reads.labels(kind, outcome)
@@ -187,6 +202,7 @@ class Metrics:
             for outcome in WORKER_OUTCOMES
         }
         self._tiktok: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._gateway: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     @classmethod
     def for_process(cls) -> Metrics:
@@ -221,6 +237,17 @@ class Metrics:
             pair = self._tiktok[key] = (
                 self.tiktok_calls.labels(endpoint, code),
                 self.tiktok_duration.labels(endpoint),
+            )
+        pair[0].inc()
+        pair[1].observe(seconds)
+
+    def gateway_call(self, endpoint: str, code: str, seconds: float) -> None:
+        key = (endpoint, code)
+        pair = self._gateway.get(key)
+        if pair is None:
+            pair = self._gateway[key] = (
+                self.gateway_calls.labels(endpoint, code),
+                self.gateway_duration.labels(endpoint),
             )
         pair[0].inc()
         pair[1].observe(seconds)

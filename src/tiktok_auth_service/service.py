@@ -26,6 +26,7 @@ from tiktok_auth_service.config import Settings
 from tiktok_auth_service.connections import Connections
 from tiktok_auth_service.crypto import TokenSealer
 from tiktok_auth_service.db import Database, lost_connection
+from tiktok_auth_service.gateway import Budget, Gateway
 from tiktok_auth_service.key_rotation import KeyRotation
 from tiktok_auth_service.liveness import LivenessChecker
 from tiktok_auth_service.metrics import Metrics
@@ -36,6 +37,7 @@ from tiktok_auth_service.repository import database_answers, grant_counts
 from tiktok_auth_service.revocation import Revoker
 from tiktok_auth_service.scheduling import Worker
 from tiktok_auth_service.tiktok import RetryPolicy, TikTokClient, http_client
+from tiktok_auth_service.tiktok.forward import Forwarder
 from tiktok_auth_service.token_cache import CacheListener, TokenCache
 from tiktok_auth_service.tokens import TokenService
 from tiktok_auth_service.webhooks import WebhookSender
@@ -59,6 +61,7 @@ class Service:
     key_rotation: KeyRotation
     worker: Worker
     webhooks: WebhookSender
+    gateway: Gateway
     metrics: Metrics
     # Run by the app's lifespan; None when the cache is off (see Settings.token_cache_listen_url).
     cache_listener: CacheListener | None
@@ -93,6 +96,19 @@ class Service:
         return self.metrics.render(grants)
 
 
+class _Unbudgeted:
+    """Placeholder until budget.RateBudget lands (issue 19, h-budget)."""
+
+    async def acquire(self, endpoint: str, caller: str, *, within: float | None = None) -> None:
+        return None
+
+    async def cool_down(self, seconds: float) -> None:
+        return None
+
+
+_UNBUDGETED = _Unbudgeted()
+
+
 @asynccontextmanager
 async def open_service(
     settings: Settings,
@@ -101,6 +117,7 @@ async def open_service(
     *,
     processes: int = 1,
     pacer: Pacer | None = None,
+    budget: Budget | None = None,
 ) -> AsyncIterator[Service]:
     """Open the database and the TikTok client, build every use case over them, and close
     both on exit. `metrics` defaults to this process's (`Metrics.for_process`). `processes`
@@ -124,17 +141,18 @@ async def open_service(
             # Receivers get their own client: a slow receiver must not hold TikTok's connections.
             http_client(settings.webhook_timeout_seconds, user_agent) as webhook_http,
         ):
+            retry = RetryPolicy(
+                max_attempts=settings.tiktok_retry_attempts,
+                base_delay=settings.tiktok_retry_base_delay,
+                max_total=settings.tiktok_retry_budget_seconds,
+            )
             tiktok = TikTokClient(
                 http,
                 app_id=settings.tiktok_app_id,
                 app_secret=settings.tiktok_app_secret,
                 api_base_url=settings.tiktok_api_base_url,
                 clock=clock,
-                retry=RetryPolicy(
-                    max_attempts=settings.tiktok_retry_attempts,
-                    base_delay=settings.tiktok_retry_base_delay,
-                    max_total=settings.tiktok_retry_budget_seconds,
-                ),
+                retry=retry,
                 metrics=metrics,
             )
             sealer = TokenSealer(settings.encryption_keys)
@@ -180,6 +198,18 @@ async def open_service(
                     metrics,
                 ),
                 webhooks=WebhookSender(settings, db, webhook_http, clock, metrics),
+                gateway=Gateway(
+                    settings,
+                    db,
+                    sealer,
+                    cache,
+                    liveness,
+                    budget or _UNBUDGETED,
+                    Forwarder(http, settings.tiktok_api_base_url),
+                    audit,
+                    metrics,
+                    retry,
+                ),
                 metrics=metrics,
                 cache_listener=CacheListener(cache, listen_url, metrics) if listen_url else None,
             )
