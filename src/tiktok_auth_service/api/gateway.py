@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tiktok_auth_service import errors
 from tiktok_auth_service.api.deps import api_key_from, app_service
 from tiktok_auth_service.api.observability import (
+    GATEWAY_ROUTE,
     acceptable_request_id,
     caller_of,
     new_request_id,
@@ -34,7 +35,7 @@ from tiktok_auth_service.service import Service
 log = logging.getLogger(__name__)
 
 PATH_PREFIX = "/proxy/"
-ROUTE = "/proxy/open_api/v1.3/{path}"
+ROUTE = GATEWAY_ROUTE
 
 
 class _Route:
