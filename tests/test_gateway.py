@@ -88,12 +88,22 @@ def campaigns(data: dict[str, Any] | None = None, code: int = 0) -> httpx.Respon
     return httpx.Response(200, json=body, headers={"x-tt-logid": body["request_id"]})
 
 
-async def raw_call(app: FastAPI, method: str, raw_path: bytes, headers: dict[str, str]) -> int:
-    """A request whose target reaches the app exactly as written (httpx would normalise it)."""
+async def raw_call(
+    app: FastAPI,
+    method: str,
+    raw_path: bytes,
+    headers: dict[str, str],
+    chunks: list[bytes] | None = None,
+) -> int:
+    """A request whose target reaches the app exactly as written (httpx would normalise it),
+    its body sent in `chunks`, of which the app pulls what it wants (`pulled` counts them)."""
     statuses: list[int] = []
+    body = list(chunks or [b""])
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
+        raw_call.pulled += 1  # type: ignore[attr-defined]
+        chunk = body.pop(0) if body else b""
+        return {"type": "http.request", "body": chunk, "more_body": bool(body)}
 
     async def send(message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
@@ -114,6 +124,7 @@ async def raw_call(app: FastAPI, method: str, raw_path: bytes, headers: dict[str
         "client": ("127.0.0.1", 1),
         "server": ("broker.example", 443),
     }
+    raw_call.pulled = 0  # type: ignore[attr-defined]
     await app(scope, receive, send)
     return statuses[0]
 
@@ -454,6 +465,22 @@ class TestAnswers:
         )
         assert response.status_code == 413
         assert response.json()["code"] == "payload_too_large"
+        assert not route.called
+
+    async def test_a_large_body_is_read_only_for_a_valid_key(
+        self, app: FastAPI, tiktok: respx.MockRouter, token: str, settings: Settings
+    ) -> None:
+        route = tiktok.route().mock(return_value=campaigns())
+        chunk = b"x" * 65_536
+        status = await raw_call(
+            app,
+            "POST",
+            f"{PROXY}/file/image/ad/upload/?advertiser_id={ADVERTISER}".encode(),
+            {"access-token": "tas_unknownkeyunknownkeyunknownkey"},
+            [chunk] * 100,
+        )
+        assert status == 401
+        assert raw_call.pulled * len(chunk) <= settings.max_body_bytes + len(chunk)  # type: ignore[attr-defined]
         assert not route.called
 
 

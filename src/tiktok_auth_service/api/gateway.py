@@ -102,7 +102,9 @@ class GatewayRequests:
         request = Request(scope)
         limit = service.settings.gateway_max_request_bytes
         try:
-            body = await _body(scope, receive, limit)
+            body = await _body(
+                scope, receive, limit, service.settings.max_body_bytes, api_key, service
+            )
             call = ProxyCall(
                 method=scope["method"],
                 raw_path=(scope.get("raw_path") or scope["path"].encode()).split(b"?", 1)[0],
@@ -147,12 +149,27 @@ class GatewayRequests:
         return answer.status
 
 
-async def _body(scope: Scope, receive: Receive, limit: int) -> bytes:
+async def _body(
+    scope: Scope,
+    receive: Receive,
+    limit: int,
+    unchecked: int,
+    api_key: str | None,
+    service: Service,
+) -> bytes:
+    """The whole body, up to `limit` bytes. Past `unchecked` (MAX_BODY_BYTES) only for a valid
+    key: a caller without one cannot make the process hold more than any other route takes."""
+    declared = None
     for name, value in scope["headers"]:
         if name == b"content-length":
             if not value.isdigit() or int(value) > limit:
                 raise _BodyTooLarge
+            declared = int(value)
             break
+    checked = False
+    if declared is not None and declared > unchecked:
+        await _known(api_key, service)
+        checked = True
     parts: list[bytes] = []
     size = 0
     while True:
@@ -163,9 +180,17 @@ async def _body(scope: Scope, receive: Receive, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             raise _BodyTooLarge
+        if size > unchecked and not checked:
+            await _known(api_key, service)
+            checked = True
         parts.append(chunk)
         if not message.get("more_body", False):
             return b"".join(parts)
+
+
+async def _known(api_key: str | None, service: Service) -> None:
+    if not api_key or not await service.api_keys.is_active(api_key):
+        raise errors.Unauthenticated()
 
 
 async def _refuse(
