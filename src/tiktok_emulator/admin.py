@@ -5,6 +5,11 @@ Plain JSON (not TikTok-shaped): 200 on success, 400 `{"error": ...}` for a bad r
 
     GET  /_emulator/state                 everything (see views.state_view)
     GET  /_emulator/calls[?endpoint=E]    {"counts", "total"} or {"endpoint", "count", "calls"}
+    GET  /_emulator/calls/per_second[?endpoint=E]
+                                          {"per_second": {"<epoch second>": n}, "max"}
+    GET  /_emulator/access_tokens         {"counts": {"<Access-Token header value>": n}}
+    GET  /_emulator/campaigns             {"created": {"<advertiser_id>": n}}
+    POST /_emulator/throttle              {"seconds", "code"?: 40100} -> {"until", "code"}
     GET  /_emulator/clock                 {"now", "iso", "offset"}
     POST /_emulator/clock/advance         {"seconds"} -> clock
     POST /_emulator/faults                {"endpoint", "responses": [fault...]} -> {"queued"}
@@ -18,6 +23,15 @@ Plain JSON (not TikTok-shaped): 200 on success, 400 `{"error": ...}` for a bad r
 
 A fault is `{"code": N, "message"?}`, `{"http_status": N, "body"?, "content_type"?}` or
 `{"hang": true, "then"?: <code or http_status fault>}`.
+
+`calls/per_second` counts calls by the wall-clock second they arrived in (whatever they were
+answered), so a test can check that no second saw more than the app's QPS. `campaigns` counts
+the campaigns `campaign/create/` made per advertiser (seeded ones are not counted). `throttle`
+answers every `/open_api/` call with `code` (default 40100) for `seconds` of emulator time,
+without counting or running it.
+
+A fault `{"http_status": 502, "act": true}` runs the call first (a create creates) and then
+answers the raw status, as when TikTok acted but its answer was lost.
 
 `advertisers/cancel` without `advertiser_id` cancels whole authorizations (the tokens answer
 40105 from then on); with it, that advertiser is taken off the token(s) and a token left with
@@ -83,6 +97,13 @@ class GrantAdvertiser(_Body):
     advertiser_id: str
 
 
+class Throttle(_Body):
+    """`POST /_emulator/throttle`."""
+
+    seconds: float = Field(gt=0)
+    code: int = 40100
+
+
 class BlockApp(_Body):
     """`POST /_emulator/apps/{app_id}/block` (send `{"blocked": false}` to unblock)."""
 
@@ -139,6 +160,25 @@ def admin_routes(state: EmulatorState) -> list[Route]:
             "count": counts.get(endpoint, 0),
             "calls": state.calls.records(endpoint),
         }
+
+    async def show_per_second(request: Request) -> dict[str, Any]:
+        seconds = state.calls.per_second(request.query_params.get("endpoint"))
+        return {
+            "per_second": {str(second): count for second, count in seconds.items()},
+            "max": max(seconds.values(), default=0),
+        }
+
+    async def show_access_tokens(request: Request) -> dict[str, Any]:
+        return {"counts": state.calls.access_tokens()}
+
+    async def show_campaigns(request: Request) -> dict[str, Any]:
+        return {"created": dict(state.created_campaigns)}
+
+    async def throttle(request: Request) -> dict[str, Any]:
+        body = await _parse(request, Throttle)
+        until = state.clock.now() + body.seconds
+        state.throttle = (until, body.code)
+        return {"until": until, "code": body.code}
 
     async def show_clock(request: Request) -> dict[str, Any]:
         return clock_view(state.clock)
@@ -229,6 +269,10 @@ def admin_routes(state: EmulatorState) -> list[Route]:
     return [
         json_route("/_emulator/state", show_state, "GET"),
         json_route("/_emulator/calls", show_calls, "GET"),
+        json_route("/_emulator/calls/per_second", show_per_second, "GET"),
+        json_route("/_emulator/access_tokens", show_access_tokens, "GET"),
+        json_route("/_emulator/campaigns", show_campaigns, "GET"),
+        json_route("/_emulator/throttle", throttle, "POST"),
         json_route("/_emulator/clock", show_clock, "GET"),
         json_route("/_emulator/clock/advance", advance_clock, "POST"),
         json_route("/_emulator/faults", add_faults, "POST"),

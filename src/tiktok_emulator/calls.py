@@ -31,11 +31,14 @@ class CallRecord:
 
 
 class CallLog:
-    """Counts per endpoint (never trimmed) and the latest `limit` records per endpoint."""
+    """Counts per endpoint, per endpoint and wall-clock second, and per `Access-Token` value
+    (never trimmed), and the latest `limit` records per endpoint."""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._counts: Counter[str] = Counter()
+        self._seconds: Counter[tuple[str, int]] = Counter()
+        self._access_tokens: Counter[str] = Counter()
         self._records: dict[str, deque[CallRecord]] = {}
         self._ids = itertools.count(1)
 
@@ -64,6 +67,9 @@ class CallLog:
             request_id=request_id,
         )
         self._counts[endpoint] += 1
+        self._seconds[endpoint, int(record.wall_time)] += 1
+        if access_token_header is not None:
+            self._access_tokens[access_token_header] += 1
         self._records.setdefault(endpoint, deque(maxlen=self._limit)).append(record)
         return record
 
@@ -74,3 +80,15 @@ class CallLog:
     def records(self, endpoint: str) -> list[dict[str, Any]]:
         """The kept records of `endpoint`, oldest first."""
         return [asdict(record) for record in self._records.get(endpoint, ())]
+
+    def per_second(self, endpoint: str | None = None) -> dict[int, int]:
+        """Calls that arrived in each wall-clock second (of `endpoint`, or of all), in order."""
+        seconds: Counter[int] = Counter()
+        for (name, second), count in self._seconds.items():
+            if endpoint is None or name == endpoint:
+                seconds[second] += count
+        return dict(sorted(seconds.items()))
+
+    def access_tokens(self) -> dict[str, int]:
+        """How many calls presented each `Access-Token` header value."""
+        return dict(self._access_tokens)

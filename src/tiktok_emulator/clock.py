@@ -26,3 +26,9 @@ class EmulatorClock:
 def isoformat(timestamp: float) -> str:
     """An epoch timestamp as ISO 8601 UTC text, for humans reading the admin API."""
     return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+
+
+def tiktok_time(timestamp: float) -> str:
+    """An epoch timestamp as TikTok writes times in Marketing API objects: `YYYY-MM-DD hh:mm:ss`
+    (UTC)."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -36,6 +36,25 @@ class EmulatorAccount(BaseModel):
 
     open_id: str = Field(min_length=1)
     display_name: str
+
+
+class EndpointLimit(BaseModel):
+    """Calls admitted per second, minute and UTC day (0: that window is unlimited)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    qps: int = Field(default=0, ge=0)
+    qpm: int = Field(default=0, ge=0)
+    qpd: int = Field(default=0, ge=0)
+
+
+# TikTok's sandbox limits each endpoint on its own (contract §8.1).
+SANDBOX_ENDPOINT_LIMIT = EndpointLimit(qps=1, qpm=30, qpd=1000)
+
+
+def _default_endpoint_limits() -> dict[str, EndpointLimit]:
+    # TikTok caps this endpoint below every tier (contract §13).
+    return {"report/task/create/": EndpointLimit(qps=2)}
 
 
 def _default_apps() -> list[EmulatorApp]:
@@ -66,7 +85,11 @@ class EmulatorConfig(BaseSettings):
     """Everything the emulator can be told; read from `EMULATOR_*` environment variables.
 
     Lists are given as JSON, e.g. `EMULATOR_APPS='[{"app_id": "a", ...}]'`. A limit of 0
-    (`qps`, `qpm`, `qpd`, `advertiser_qps`) switches that limit off.
+    (`qps`, `qpm`, `qpd`, `advertiser_qps`) switches that limit off. `endpoint_limits` maps an
+    endpoint (the path after `/open_api/v1.3/`) to limits of its own, counted per app besides
+    the app's tier (`qps`, `qpm`, `qpd`); beyond them the answer is `endpoint_limit_error`.
+    With `sandbox`, every endpoint without its own entry is limited to 1 QPS, 30 QPM and
+    1000 QPD, as in TikTok's sandbox.
     """
 
     model_config = SettingsConfigDict(env_prefix="EMULATOR_", extra="forbid")
@@ -81,7 +104,7 @@ class EmulatorConfig(BaseSettings):
     rotate_refresh_tokens: bool = True
     reauthorize_returns_same_token: bool = False
     expired_code_error: int = 40110
-    outside_grant_error: int = 40106
+    outside_grant_error: int = 40001
     deny_mode: Literal["redirect", "no_redirect"] = "redirect"
     revoke_data: Literal["empty", "app"] = "empty"
     refresh_endpoint_mode: Literal["envelope", "404"] = "envelope"
@@ -91,6 +114,10 @@ class EmulatorConfig(BaseSettings):
     qpm: int = Field(default=600, ge=0)
     qpd: int = Field(default=864000, ge=0)
     advertiser_qps: int | None = Field(default=None, ge=0)
+    endpoint_limits: dict[str, EndpointLimit] = Field(default_factory=_default_endpoint_limits)
+    endpoint_limit_error: int = 40100
+
+    campaigns_per_advertiser: int = Field(default=3, ge=0)
 
     clock_offset: float = 0.0
     call_log_limit: int = Field(default=10000, gt=0)
@@ -112,6 +139,14 @@ class EmulatorConfig(BaseSettings):
     def _outside_grant_error_is_known(cls, value: int) -> int:
         if value not in (40106, 40001):
             raise ValueError("outside_grant_error must be 40106 or 40001")
+        return value
+
+    @field_validator("endpoint_limit_error")
+    @classmethod
+    def _endpoint_limit_error_is_known(cls, value: int) -> int:
+        # Which of the two TikTok answers for an endpoint's own limit is not known [Inf].
+        if value not in (40100, 40016):
+            raise ValueError("endpoint_limit_error must be 40100 or 40016")
         return value
 
     @model_validator(mode="after")

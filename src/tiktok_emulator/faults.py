@@ -21,13 +21,17 @@ class CodeFault(BaseModel):
 
 
 class HttpFault(BaseModel):
-    """Answer with a raw HTTP status and a non-JSON body, as TikTok's edge does on 5xx."""
+    """Answer with a raw HTTP status and a non-JSON body, as TikTok's edge does on 5xx.
+
+    With `act`, the call is first carried out as usual (a create creates), and only its
+    answer is lost: what a client sees when TikTok acted but the way back failed."""
 
     model_config = ConfigDict(extra="forbid")
 
     http_status: int
     body: str | None = None
     content_type: str = "text/html; charset=utf-8"
+    act: bool = False
 
     def render_body(self) -> str:
         """The configured body, or a small HTML page naming the status."""

@@ -1,60 +1,40 @@
 """The emulated `/open_api/v1.3/` endpoints and the pipeline every call goes through.
 
-Pipeline: record the call, apply a queued fault (possibly holding the call first), apply the
-app rate limit, then run the endpoint. Everything answers with TikTok's envelope at HTTP 200.
+Pipeline: record the call, apply a queued fault (possibly holding the call first), apply a
+throttle set through the admin API, the app's tier limits and the endpoint's own limit, then
+run the endpoint. Everything answers with TikTok's envelope at HTTP 200, except a fault that
+asks for a raw HTTP status (before the endpoint runs, or after it acted).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from . import marketing
+from .api_call import ApiCall, UploadedFile, parse_multipart, require, token_header
 from .envelope import ApiError, envelope, message_for, new_request_id, not_found
 from .faults import CodeFault, HangFault, HttpFault
 from .state import EmulatorState, LongTermToken, UserAccessToken
 
 PREFIX = "/open_api/v1.3/"
 
-
-@dataclass(frozen=True)
-class ApiCall:
-    """What an endpoint sees: query (GET) or JSON body (POST) fields, and the token header."""
-
-    fields: dict[str, Any]
-    access_token: str | None
-
-
 Handler = Callable[[EmulatorState, ApiCall], dict[str, Any]]
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """An endpoint's HTTP method and its logic."""
+    """An endpoint's HTTP method, how a POST carries its fields, and its logic."""
 
     method: str
     handler: Handler
-
-
-def _require(call: ApiCall, *names: str) -> list[str]:
-    values = []
-    for name in names:
-        value = call.fields.get(name)
-        if not isinstance(value, str) or not value:
-            raise ApiError(40002, f"{name}: a non-empty string is required.")
-        values.append(value)
-    return values
-
-
-def _token_header(call: ApiCall) -> str:
-    if not call.access_token:
-        raise ApiError(40104)
-    return call.access_token
+    body: Literal["json", "multipart"] = "json"
 
 
 def _owned_long_term_token(state: EmulatorState, value: str, app_id: str) -> LongTermToken:
@@ -92,7 +72,7 @@ def _user_token_data(state: EmulatorState, token: UserAccessToken) -> dict[str, 
 
 def access_token(state: EmulatorState, call: ApiCall) -> dict[str, Any]:
     """`oauth2/access_token/`: trade an advertiser auth code for a long-term token."""
-    app_id, secret, auth_code = _require(call, "app_id", "secret", "auth_code")
+    app_id, secret, auth_code = require(call, "app_id", "secret", "auth_code")
     app = state.authenticate(app_id, secret)
     code = state.redeem_code(auth_code, app, "advertiser")
     token = state.issue_long_term_token(code)
@@ -107,8 +87,8 @@ def advertiser_get(state: EmulatorState, call: ApiCall) -> dict[str, Any]:
     """`oauth2/advertiser/get/`: the advertisers currently granted to the token."""
     if state.config.sandbox:
         raise ApiError(40014)
-    app_id, secret = _require(call, "app_id", "secret")
-    value = _token_header(call)
+    app_id, secret = require(call, "app_id", "secret")
+    value = token_header(call)
     app = state.authenticate(app_id, secret)
     token = _owned_long_term_token(state, value, app.app_id)
     return {
@@ -121,7 +101,7 @@ def advertiser_get(state: EmulatorState, call: ApiCall) -> dict[str, Any]:
 
 def revoke_token(state: EmulatorState, call: ApiCall) -> dict[str, Any]:
     """`oauth2/revoke_token/`: kill a long-term token."""
-    app_id, secret, value = _require(call, "app_id", "secret", "access_token")
+    app_id, secret, value = require(call, "app_id", "secret", "access_token")
     app = state.authenticate(app_id, secret)
     token = _owned_long_term_token(state, value, app.app_id)
     state.kill_long_term_token(token, "revoked")
@@ -135,37 +115,9 @@ def refresh_long_term_token(state: EmulatorState, call: ApiCall) -> dict[str, An
     raise ApiError(40107, "Marketing API access tokens cannot be refreshed.")
 
 
-def advertiser_info(state: EmulatorState, call: ApiCall) -> dict[str, Any]:
-    """`advertiser/info/`: a cheap liveness check of a token for given advertisers."""
-    value = _token_header(call)
-    (raw_ids,) = _require(call, "advertiser_ids")
-    try:
-        advertiser_ids = orjson.loads(raw_ids)
-    except orjson.JSONDecodeError:
-        advertiser_ids = None
-    if (
-        not isinstance(advertiser_ids, list)
-        or not advertiser_ids
-        or not all(isinstance(adv, str) for adv in advertiser_ids)
-    ):
-        raise ApiError(40002, "advertiser_ids: a JSON list of strings is required.")
-    token = state.live_long_term_token(value)
-    state.app_for(token.app_id)
-    if any(adv not in token.advertiser_ids for adv in advertiser_ids):
-        raise ApiError(state.config.outside_grant_error)
-    if not state.limiter.admit_advertisers(advertiser_ids):
-        raise ApiError(40133)
-    return {
-        "list": [
-            {"advertiser_id": adv, "name": state.advertisers[adv].advertiser_name}
-            for adv in advertiser_ids
-        ]
-    }
-
-
 def tt_user_token(state: EmulatorState, call: ApiCall) -> dict[str, Any]:
     """`tt_user/oauth2/token/`: trade a TikTok-account code for access + refresh tokens."""
-    client_id, client_secret, grant_type, auth_code, redirect_uri = _require(
+    client_id, client_secret, grant_type, auth_code, redirect_uri = require(
         call, "client_id", "client_secret", "grant_type", "auth_code", "redirect_uri"
     )
     if grant_type != "authorization_code":
@@ -177,7 +129,7 @@ def tt_user_token(state: EmulatorState, call: ApiCall) -> dict[str, Any]:
 
 def tt_user_refresh(state: EmulatorState, call: ApiCall) -> dict[str, Any]:
     """`tt_user/oauth2/refresh_token/`: a new access token, rotating the refresh token."""
-    client_id, client_secret, grant_type, refresh_token = _require(
+    client_id, client_secret, grant_type, refresh_token = require(
         call, "client_id", "client_secret", "grant_type", "refresh_token"
     )
     if grant_type != "refresh_token":
@@ -200,7 +152,7 @@ def tt_user_refresh(state: EmulatorState, call: ApiCall) -> dict[str, Any]:
 
 def tt_user_revoke(state: EmulatorState, call: ApiCall) -> dict[str, Any]:
     """`tt_user/oauth2/revoke/`: end the TikTok-account authorization behind a token."""
-    client_id, client_secret, value = _require(call, "client_id", "client_secret", "access_token")
+    client_id, client_secret, value = require(call, "client_id", "client_secret", "access_token")
     app = state.authenticate(client_id, client_secret)
     token = _owned_user_access_token(state, value, app.app_id)
     state.revoke_user_authorization(token.authorization)
@@ -209,7 +161,7 @@ def tt_user_revoke(state: EmulatorState, call: ApiCall) -> dict[str, Any]:
 
 def tt_user_token_info(state: EmulatorState, call: ApiCall) -> dict[str, Any]:
     """`tt_user/token_info/get/`: who a TikTok-account token belongs to."""
-    app_id, value = _require(call, "app_id", "access_token")
+    app_id, value = require(call, "app_id", "access_token")
     app = state.app_for(app_id)
     authorization = _owned_user_access_token(state, value, app.app_id).authorization
     return {"app_id": app.app_id, "creator_id": authorization.open_id, "scope": authorization.scope}
@@ -222,7 +174,12 @@ ENDPOINTS: dict[str, Endpoint] = {
     "oauth2/advertiser/get/": Endpoint("GET", advertiser_get),
     "oauth2/revoke_token/": Endpoint("POST", revoke_token),
     LONG_TERM_REFRESH_ENDPOINT: Endpoint("POST", refresh_long_term_token),
-    "advertiser/info/": Endpoint("GET", advertiser_info),
+    "advertiser/info/": Endpoint("GET", marketing.advertiser_info),
+    "campaign/get/": Endpoint("GET", marketing.campaign_get),
+    "campaign/create/": Endpoint("POST", marketing.campaign_create),
+    "report/integrated/get/": Endpoint("GET", marketing.report_integrated_get),
+    "file/image/ad/upload/": Endpoint("POST", marketing.image_upload, body="multipart"),
+    "business/get/": Endpoint("GET", marketing.business_get),
     "tt_user/oauth2/token/": Endpoint("POST", tt_user_token),
     "tt_user/oauth2/refresh_token/": Endpoint("POST", tt_user_refresh),
     "tt_user/oauth2/revoke/": Endpoint("POST", tt_user_revoke),
@@ -230,17 +187,32 @@ ENDPOINTS: dict[str, Endpoint] = {
 }
 
 
-async def _read_fields(request: Request, method: str) -> tuple[dict[str, Any], str | None]:
-    """The call's fields, and a complaint when a POST body is not a JSON object."""
-    if method == "GET":
-        return dict(request.query_params), None
+@dataclass(frozen=True)
+class _Fields:
+    """A request's fields and files; `error` when its body is not what the endpoint takes."""
+
+    fields: dict[str, Any]
+    files: dict[str, UploadedFile]
+    error: str | None = None
+
+
+async def _read_fields(request: Request, endpoint: Endpoint) -> _Fields:
+    if endpoint.method == "GET":
+        return _Fields(dict(request.query_params), {})
+    body = await request.body()
+    content_type = request.headers.get("content-type", "")
+    if endpoint.body == "multipart":
+        if not content_type.lower().startswith("multipart/form-data"):
+            return _Fields({}, {}, "The request body must be multipart/form-data.")
+        fields, files = parse_multipart(content_type, body)
+        return _Fields(fields, files)
     try:
-        parsed = orjson.loads(await request.body())
+        parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return {}, "The request body must be JSON."
+        return _Fields({}, {}, "The request body must be JSON.")
     if not isinstance(parsed, dict):
-        return {}, "The request body must be a JSON object."
-    return parsed, None
+        return _Fields({}, {}, "The request body must be a JSON object.")
+    return _Fields(parsed, {})
 
 
 def _caller_app(state: EmulatorState, call: ApiCall) -> str | None:
@@ -259,12 +231,15 @@ def _caller_app(state: EmulatorState, call: ApiCall) -> str | None:
 
 
 def _run(
-    state: EmulatorState, endpoint: Endpoint, call: ApiCall, body_error: str | None
+    state: EmulatorState, key: str, endpoint: Endpoint, call: ApiCall, body_error: str | None
 ) -> tuple[int, str, dict[str, Any]]:
     try:
+        throttled = state.throttle_code()
+        if throttled is not None:
+            raise ApiError(throttled)
         app_id = _caller_app(state, call)
-        if app_id is not None and not state.limiter.admit_app(app_id):
-            raise ApiError(40100)
+        if app_id is not None and (refused := state.limiter.admit_app(app_id, key)):
+            raise ApiError(refused)
         if body_error is not None:
             raise ApiError(40002, body_error)
         return 0, message_for(0), endpoint.handler(state, call)
@@ -284,15 +259,21 @@ def open_api_route(state: EmulatorState) -> Route:
             or (key == LONG_TERM_REFRESH_ENDPOINT and state.config.refresh_endpoint_mode == "404")
         ):
             return not_found()
-        fields, body_error = await _read_fields(request, endpoint.method)
-        call = ApiCall(fields, request.headers.get("Access-Token"))
+        read = await _read_fields(request, endpoint)
+        call = ApiCall(read.fields, request.headers.get("Access-Token"), read.files)
         arrived = state.clock.now()
         request_id = new_request_id(arrived)
         record = state.calls.start(
             key,
             request.method,
             emulator_time=arrived,
-            fields=fields,
+            fields={
+                **read.fields,
+                **{
+                    name: {"filename": part.filename, "size": len(part.content)}
+                    for name, part in read.files.items()
+                },
+            },
             access_token_header=call.access_token,
             request_id=request_id,
         )
@@ -303,6 +284,8 @@ def open_api_route(state: EmulatorState) -> Route:
             await state.hanging.hold(key, arrived)
             fault = fault.then
         if isinstance(fault, HttpFault):
+            if fault.act:
+                record.code = _run(state, key, endpoint, call, read.error)[0]
             record.http_status = fault.http_status
             return Response(
                 fault.render_body(), status_code=fault.http_status, media_type=fault.content_type
@@ -311,7 +294,7 @@ def open_api_route(state: EmulatorState) -> Route:
         if isinstance(fault, CodeFault):
             code, message = fault.code, fault.message or message_for(fault.code)
         else:
-            code, message, data = _run(state, endpoint, call, body_error)
+            code, message, data = _run(state, key, endpoint, call, read.error)
         record.code, record.http_status = code, 200
         return envelope(code, message, data, request_id)
 

@@ -9,12 +9,20 @@ from __future__ import annotations
 import itertools
 import math
 import secrets
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from .calls import CallLog
-from .clock import EmulatorClock
-from .config import EmulatorAccount, EmulatorAdvertiser, EmulatorApp, EmulatorConfig
+from .clock import EmulatorClock, tiktok_time
+from .config import (
+    SANDBOX_ENDPOINT_LIMIT,
+    EmulatorAccount,
+    EmulatorAdvertiser,
+    EmulatorApp,
+    EmulatorConfig,
+    EndpointLimit,
+)
 from .envelope import ApiError
 from .faults import FaultQueues, HangingCalls
 from .limits import RateLimiter
@@ -97,6 +105,10 @@ class RevocationRecord:
     at: float
 
 
+# Seeded campaigns cycle through these, so lists and reports are not all alike.
+_OBJECTIVES = ("TRAFFIC", "REACH", "VIDEO_VIEWS", "WEB_CONVERSIONS", "APP_PROMOTION")
+
+
 def _random_hex() -> str:
     return secrets.token_hex(20)
 
@@ -136,12 +148,77 @@ class EmulatorState:
         self.calls = CallLog(self.config.call_log_limit)
         self.limiter = RateLimiter(
             self.clock,
-            qps=self.config.qps,
-            qpm=self.config.qpm,
-            qpd=self.config.qpd,
+            app_limit=EndpointLimit(qps=self.config.qps, qpm=self.config.qpm, qpd=self.config.qpd),
+            endpoint_limits=self.config.endpoint_limits,
+            every_endpoint_limit=SANDBOX_ENDPOINT_LIMIT if self.config.sandbox else None,
+            endpoint_limit_error=self.config.endpoint_limit_error,
             advertiser_qps=self.config.advertiser_qps,
         )
+        self.throttle: tuple[float, int] | None = None
         self._authorization_ids = itertools.count(1)
+        self._object_ids = itertools.count(1)
+        self.campaigns: dict[str, list[dict[str, Any]]] = {adv: [] for adv in self.advertisers}
+        self.created_campaigns: Counter[str] = Counter()
+        for adv in self.advertisers.values():
+            for n in range(1, self.config.campaigns_per_advertiser + 1):
+                self._add_campaign(
+                    adv.advertiser_id,
+                    campaign_name=f"{adv.advertiser_name} campaign {n}",
+                    objective_type=_OBJECTIVES[(n - 1) % len(_OBJECTIVES)],
+                    budget_mode="BUDGET_MODE_DAY",
+                    budget=float(50 * n),
+                )
+
+    # --- throttling ------------------------------------------------------------------------
+
+    def throttle_code(self) -> int | None:
+        """The code every API call is answered with while a throttle set by the admin API lasts."""
+        if self.throttle is None:
+            return None
+        until, code = self.throttle
+        if self.clock.now() >= until:
+            self.throttle = None
+            return None
+        return code
+
+    # --- Marketing API objects -------------------------------------------------------------
+
+    def new_object_id(self) -> str:
+        """A fresh id in TikTok's style for campaigns and images: 19 digits."""
+        return str(1800000000000000000 + next(self._object_ids))
+
+    def create_campaign(self, advertiser_id: str, **fields: Any) -> dict[str, Any]:
+        """A campaign made by `campaign/create/`, counted for the admin API."""
+        self.created_campaigns[advertiser_id] += 1
+        return self._add_campaign(advertiser_id, **fields)
+
+    def _add_campaign(
+        self,
+        advertiser_id: str,
+        *,
+        campaign_name: str,
+        objective_type: str,
+        budget_mode: str,
+        budget: float,
+    ) -> dict[str, Any]:
+        now = tiktok_time(self.clock.now())
+        campaign = {
+            "advertiser_id": advertiser_id,
+            "campaign_id": self.new_object_id(),
+            "campaign_name": campaign_name,
+            "campaign_type": "REGULAR_CAMPAIGN",
+            "objective_type": objective_type,
+            "budget_mode": budget_mode,
+            "budget": budget,
+            "operation_status": "ENABLE",
+            "secondary_status": "CAMPAIGN_STATUS_ENABLE",
+            "is_new_structure": True,
+            "is_smart_performance_campaign": False,
+            "create_time": now,
+            "modify_time": now,
+        }
+        self.campaigns.setdefault(advertiser_id, []).append(campaign)
+        return campaign
 
     # --- apps -----------------------------------------------------------------------------
 
@@ -279,6 +356,16 @@ class EmulatorState:
             token.advertiser_ids.append(advertiser_id)
 
     # --- tt_user authorizations ------------------------------------------------------------
+
+    def live_user_access_token(self, value: str) -> UserAccessToken:
+        """The tt_user access token `value` if it works now; 40105 (unknown or revoked) or
+        40102 (expired) otherwise."""
+        token = self.user_access_tokens.get(value)
+        if token is None or token.authorization.revoked_at is not None:
+            raise ApiError(40105)
+        if self.clock.now() >= token.expires_at:
+            raise ApiError(40102)
+        return token
 
     def start_user_authorization(self, code: AuthCode) -> UserAccessToken:
         """A new tt_user authorization (refresh token chain) and its first access token."""

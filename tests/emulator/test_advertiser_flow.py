@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from .helpers import (
@@ -241,16 +243,18 @@ class TestAdvertiserInfo:
     async def test_lists_requested_advertisers(self, emu: Emulator) -> None:
         token = (await emu.advertiser_token())["access_token"]
         body = await self._info(emu, token, f'["{ADV_2}"]')
-        assert body["data"] == {"list": [{"advertiser_id": ADV_2, "name": "Bluebird Coffee"}]}
+        data: Any = body["data"]
+        (row,) = data["list"]
+        assert (row["advertiser_id"], row["name"]) == (ADV_2, "Bluebird Coffee")
 
-    async def test_advertiser_outside_grant_is_40106(self, emu: Emulator) -> None:
+    async def test_advertiser_outside_grant_is_40001(self, emu: Emulator) -> None:
         token = (await emu.advertiser_token(emulator_advertisers=ADV_1))["access_token"]
-        assert (await self._info(emu, token, f'["{ADV_1}", "{ADV_3}"]'))["code"] == 40106
+        assert (await self._info(emu, token, f'["{ADV_1}", "{ADV_3}"]'))["code"] == 40001
 
     async def test_outside_grant_error_switch(self, make_emulator: MakeEmulator) -> None:
-        emu = await make_emulator(outside_grant_error=40001)
+        emu = await make_emulator(outside_grant_error=40106)
         token = (await emu.advertiser_token(emulator_advertisers=ADV_1))["access_token"]
-        assert (await self._info(emu, token, f'["{ADV_2}"]'))["code"] == 40001
+        assert (await self._info(emu, token, f'["{ADV_2}"]'))["code"] == 40106
 
     async def test_dead_token_is_40105(self, emu: Emulator) -> None:
         token = (await emu.advertiser_token())["access_token"]

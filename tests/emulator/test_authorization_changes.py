@@ -64,7 +64,7 @@ async def _revoke_user(emu: Emulator, access_token: str) -> dict[str, Any]:
 class TestAdvertiserListOfALiveToken:
     async def test_adding_an_advertiser_shows_in_advertiser_get(self, emu: Emulator) -> None:
         token = (await emu.advertiser_token(emulator_advertisers=ADV_1))["access_token"]
-        assert await _info(emu, token, ADV_3) == 40106
+        assert await _info(emu, token, ADV_3) == 40001
 
         shown = await emu.admin(
             "advertisers/grant", {"access_token": token, "advertiser_id": ADV_3}
@@ -98,7 +98,7 @@ class TestAdvertiserListOfALiveToken:
         (shown,) = result["tokens"]
         assert (shown["advertiser_ids"], shown["status"]) == ([ADV_2], "active")
         assert await _listed(emu, token) == [ADV_2]
-        assert await _info(emu, token, ADV_1) == 40106
+        assert await _info(emu, token, ADV_1) == 40001
         assert await _info(emu, token, ADV_2) == 0
 
     async def test_removing_by_app_touches_every_token_holding_the_advertiser(

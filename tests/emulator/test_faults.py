@@ -170,7 +170,11 @@ class TestCallLog:
         (record,) = (await emu.admin("calls", endpoint="oauth2/advertiser/get/"))["calls"]
         assert record["access_token_header"] == "tok"
         assert record["fields"] == {"app_id": APP_ID, "secret": "<present>"}
-        assert record["fault"] == {"http_status": 504, "content_type": "text/html; charset=utf-8"}
+        assert record["fault"] == {
+            "http_status": 504,
+            "content_type": "text/html; charset=utf-8",
+            "act": False,
+        }
         assert (record["http_status"], record["code"]) == (504, None)
 
     async def test_response_request_id_matches_record(self, emu: Emulator) -> None:

@@ -29,12 +29,15 @@ class TestAppLimits:
         await emu.advance(1)
         assert await _call(emu) == 40105
 
-    async def test_qpm_window(self, make_emulator: MakeEmulator) -> None:
+    async def test_qpm_window_is_the_clock_minute(self, make_emulator: MakeEmulator) -> None:
         emu = await make_emulator(qpm=3)
+        now = (await emu.admin("clock"))["now"]
+        await emu.advance(60 - now % 60 + 10)
         assert await _calls(emu, 4) == [40105, 40105, 40105, 40100]
         await emu.advance(30)
         assert await _call(emu) == 40100
-        await emu.advance(30)
+        # 55 s after the first call, but in the next minute: counted afresh.
+        await emu.advance(25)
         assert await _call(emu) == 40105
 
     async def test_qpd_resets_at_midnight_utc(self, make_emulator: MakeEmulator) -> None:

@@ -3,40 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 import uvicorn
 
-from tiktok_emulator import EmulatorConfig, create_emulator_app, serve
+from tiktok_emulator import EmulatorConfig, serve
 
-from .helpers import APP_ID, SECRET, callback_params, check_envelope
-
-
-@pytest.fixture
-async def served() -> AsyncIterator[httpx.AsyncClient]:
-    """A client talking HTTP to a uvicorn-served emulator on an ephemeral port."""
-    app = create_emulator_app(EmulatorConfig(qps=0, qpm=0, qpd=0))
-    # log_config=None: uvicorn's records reach the root logger (and the secret scan).
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", log_config=None))
-    # Bind and listen before starting, so the kernel queues our first requests until uvicorn
-    # accepts them: no need to poll for readiness.
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    port = sock.getsockname()[1]
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-        yield client
-    server.should_exit = True
-    await task
-    sock.close()
+from .helpers import APP_ID, SECRET, Emulator, callback_params, check_envelope
 
 
-async def test_full_flow_and_hang_over_real_http(served: httpx.AsyncClient) -> None:
+async def test_full_flow_and_hang_over_real_http(served_emulator: Emulator) -> None:
+    served = served_emulator.client
     response = await served.get(
         "/portal/auth",
         params={
