@@ -74,6 +74,9 @@ class Settings(LoggingSettings):
     tiktok_retry_attempts: int = Field(default=4, ge=1)
     tiktok_retry_base_delay: float = Field(default=0.5, ge=0)
     tiktok_retry_budget_seconds: float = Field(default=20.0, ge=0)
+    # The app's tier (contract §8.1), shared by every caller, replica and the worker.
+    tiktok_rate_limit_qps: float = Field(default=10, gt=0)
+    tiktok_rate_limit_qpm: float = Field(default=600, gt=0)
 
     database_url: SecretStr
     database_pool_size: int = Field(default=10, ge=1)
@@ -108,7 +111,6 @@ class Settings(LoggingSettings):
     refresh_wait_seconds: float = Field(default=2.0, ge=0)
     refresh_expiry_warning_days: int = Field(default=14, ge=0)
     worker_enabled: bool = True
-    worker_qps: int = Field(default=10, ge=1)
     worker_concurrency: int = Field(default=4, ge=1)
     worker_refresh_ahead_seconds: int = Field(default=600, ge=0)
     worker_poll_seconds: float = Field(default=30.0, gt=0)
