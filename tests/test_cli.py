@@ -17,7 +17,7 @@ from tests.fixtures import Canaries
 from tiktok_auth_service import __version__, cli
 from tiktok_auth_service.cli import _cgroup_cpu_quota, _parser
 from tiktok_auth_service.config import Settings
-from tiktok_auth_service.server import PROCESSES_VARIABLE, http_server
+from tiktok_auth_service.server import http_server
 
 CLI_APP_SECRET = "cli-secret-never-logged"
 
@@ -143,11 +143,10 @@ def test_every_command_explains_itself() -> None:
 
 
 def test_serve_bounds_its_graceful_stop_by_a_lease(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    settings: Settings,
 ) -> None:
     """A server process still running a request a lease's length after SIGTERM is killed;
     one that dies otherwise is replaced."""
-    monkeypatch.setenv(PROCESSES_VARIABLE, "")  # set by http_server, undone after the test
     server = http_server(settings, "127.0.0.1", 8000, 2)
     assert server.workers_kill_timeout == math.ceil(settings.lease_seconds)
     assert server.respawn_failed_workers and server.workers == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator, MutableMapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -22,7 +23,10 @@ from tests.secret_scan import SecretScan
 from tiktok_auth_service import errors
 from tiktok_auth_service.api.deps import app_service
 from tiktok_auth_service.app import create_app
+from tiktok_auth_service.budget import RateBudget
 from tiktok_auth_service.config import Settings
+from tiktok_auth_service.db import Database
+from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.models import GrantStatus
 from tiktok_auth_service.service import Service
 
@@ -32,13 +36,13 @@ ELSEWHERE = "7100000000000000009"
 PROXY = "/proxy/open_api/v1.3"
 
 
-class FakeBudget:
-    """Records what the gateway asks of the budget; refuses when told to."""
+@dataclass(eq=False)
+class FakeBudget(RateBudget):
+    """Records what the service asks of the budget, and grants at once; refuses when told to."""
 
-    def __init__(self) -> None:
-        self.acquired: list[tuple[str, str, float | None]] = []
-        self.cooled: list[float] = []
-        self.refuse = False
+    acquired: list[tuple[str, str, float | None]] = field(default_factory=list)
+    cooled: list[float] = field(default_factory=list)
+    refuse: bool = False
 
     async def acquire(self, endpoint: str, caller: str, *, within: float | None = None) -> None:
         if self.refuse:
@@ -50,22 +54,22 @@ class FakeBudget:
 
 
 @pytest.fixture
-def budget() -> FakeBudget:
-    return FakeBudget()
-
-
-@pytest.fixture
 async def app(
-    settings: Settings,
-    clock: FakeClock,
-    pg: asyncpg.Connection,
-    leak_guard: SecretScan,
-    budget: FakeBudget,
+    settings: Settings, clock: FakeClock, pg: asyncpg.Connection, leak_guard: SecretScan
 ) -> AsyncIterator[FastAPI]:
+    def budget(db: Database) -> FakeBudget:
+        return FakeBudget(db, settings.tiktok_app_id, qps=1000, qpm=60_000, metrics=Metrics())
+
     application = create_app(settings, clock=clock, budget=budget)
     async with application.router.lifespan_context(application):
         yield application
         leak_guard.metrics(await app_service(application).render_metrics())
+
+
+@pytest.fixture
+def budget(service: Service) -> FakeBudget:
+    assert isinstance(service.gateway.budget, FakeBudget)
+    return service.gateway.budget
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import contextlib
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -29,11 +29,11 @@ from tiktok_auth_service.api.observability import (
     new_request_id,
 )
 from tiktok_auth_service.api.security import SecurityHeaders
+from tiktok_auth_service.budget import RateBudget
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
-from tiktok_auth_service.gateway import Budget
+from tiktok_auth_service.db import Database
 from tiktok_auth_service.metrics import Metrics
-from tiktok_auth_service.pacing import Pacer
 from tiktok_auth_service.service import Service, open_service
 
 log = logging.getLogger(__name__)
@@ -92,24 +92,18 @@ def create_app(
     clock: Clock | None = None,
     freeze_after_startup: bool = False,
     metrics: Metrics | None = None,
-    processes: int = 1,
-    pacer: Pacer | None = None,
-    budget: Budget | None = None,
+    budget: Callable[[Database], RateBudget] | None = None,
 ) -> FastAPI:
     """The service. `freeze_after_startup` (for the one app of a server process) moves
     everything alive after start-up out of the cyclic garbage collector's reach: those objects
     live as long as the process, and scanning them showed up as latency spikes on the token
     read in bench/hot_path.py. `metrics` defaults to this process's (`Metrics.for_process`).
-    `processes`: how many server processes run with these settings (`serve --workers`); the
-    background worker's TikTok budget is split between them. `pacer`, `budget`: see
-    `open_service`."""
+    `budget`: see `open_service`."""
     metrics = metrics or Metrics.for_process()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_service(
-            settings, clock, metrics, processes=processes, pacer=pacer, budget=budget
-        ) as service:
+        async with open_service(settings, clock, metrics, budget=budget) as service:
             attach_service(app, service)
             if freeze_after_startup:
                 gc.collect()
@@ -128,6 +122,9 @@ def create_app(
                 yield
             finally:
                 stop.set()
+                # The server has answered every request: what still waits for a slot is
+                # the worker's, and its leases run out for another pass to take.
+                service.budget.close()
                 await asyncio.gather(*background)
                 # The server has answered every request by now, but a read may have left
                 # the refresh it stopped waiting for in flight.

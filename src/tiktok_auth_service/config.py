@@ -74,15 +74,17 @@ class Settings(LoggingSettings):
     tiktok_retry_attempts: int = Field(default=4, ge=1)
     tiktok_retry_base_delay: float = Field(default=0.5, ge=0)
     tiktok_retry_budget_seconds: float = Field(default=20.0, ge=0)
+    # The app's tier (contract §8.1), shared by every caller, replica and the worker.
+    tiktok_rate_limit_qps: float = Field(default=10, gt=0)
+    tiktok_rate_limit_qpm: float = Field(default=600, gt=0)
 
     # The gateway (/proxy/open_api/v1.3/...): the largest request body it takes (held whole:
     # the subject may be a form field after the file, and a repeat sends it again), the
     # caller's deadline for the whole call (retries included; X-Broker-Timeout shortens it),
-    # how long every replica pauses after TikTok throttles, and how often a grant's token may
-    # be checked because a proxied call was refused 40104/40105.
+    # and how often a grant's token may be checked because a proxied call was refused
+    # 40104/40105.
     gateway_max_request_bytes: int = Field(default=64 * 2**20, ge=1024)
     gateway_timeout_seconds: float = Field(default=30.0, gt=0)
-    gateway_cool_down_seconds: float = Field(default=1.0, ge=0)
     gateway_dead_token_checks_per_minute: int = Field(default=2, ge=1)
 
     database_url: SecretStr
@@ -118,7 +120,6 @@ class Settings(LoggingSettings):
     refresh_wait_seconds: float = Field(default=2.0, ge=0)
     refresh_expiry_warning_days: int = Field(default=14, ge=0)
     worker_enabled: bool = True
-    worker_qps: int = Field(default=10, ge=1)
     worker_concurrency: int = Field(default=4, ge=1)
     worker_refresh_ahead_seconds: int = Field(default=600, ge=0)
     worker_poll_seconds: float = Field(default=30.0, gt=0)

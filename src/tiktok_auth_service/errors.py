@@ -132,7 +132,7 @@ class ReauthorizationRequired(ServiceError):
 
 
 class RateLimited(ServiceError):
-    """No slot in this process's share of the TikTok call budget (WORKER_QPS) comes soon
+    """No slot in the app's TikTok call budget (budget.RateBudget) comes soon
     enough; always says when to come back."""
 
     code = "rate_limited"

@@ -23,7 +23,6 @@ from tiktok_auth_service.crypto import TokenSealer
 from tiktok_auth_service.db import Database
 from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.models import AdvertiserStatus, Grant, GrantStatus
-from tiktok_auth_service.pacing import Pacer
 from tiktok_auth_service.refresh import LEASE_POLL_SECONDS, RETRY_AFTER_SECONDS, failure_backoff
 from tiktok_auth_service.repository import Repository
 from tiktok_auth_service.tiktok import AdvertiserInfo, TikTokClient, TikTokError
@@ -50,7 +49,6 @@ class LivenessChecker:
     sealer: TokenSealer
     clock: Clock
     metrics: Metrics
-    pacer: Pacer
     _inflight: dict[uuid.UUID, asyncio.Task[None]] = field(default_factory=dict)
 
     @property
@@ -84,11 +82,11 @@ class LivenessChecker:
             del self._inflight[grant_id]
 
     async def _check_now(self, grant_id: uuid.UUID) -> None:
-        """Take a slot, then the lease, then ask TikTok. While another holds the lease, wait
+        """Take the lease, then ask TikTok in the budget. While another holds the lease, wait
         for it to end: a verdict it recorded meanwhile answers this check too."""
         first_look = True
         seen: datetime | None = None
-        slotted = waiting = False
+        waiting = False
         while True:
             now = self.clock.now()
             async with self.db.session() as session, session.begin():
@@ -99,36 +97,36 @@ class LivenessChecker:
                     first_look, seen = False, grant.last_checked_at
                 elif grant.last_checked_at != seen:
                     return  # a check that ended after this one began found the token alive
-                busy = grant.lease_until is not None and grant.lease_until > now
-                if slotted and not busy:
+                if grant.lease_until is None or grant.lease_until <= now:
                     grant.lease_until = now + timedelta(seconds=self.settings.lease_seconds)
                     grant.version += 1
                     break
-            if busy:
-                if not waiting:
-                    waiting = True
-                    log.debug(
-                        "grant %s: a check of it is under way elsewhere; waiting for its verdict",
-                        grant_id,
-                        extra=grant.log_fields("liveness_check_waiting"),
-                    )
-                await asyncio.sleep(LEASE_POLL_SECONDS)  # the holder's answer lands in the row
-            else:
-                # Before the lease: a check refused here leaves the grant free for others.
-                await self.pacer.wait(within=CHECK_SLOT_SECONDS)
-                slotted = True
-        if not await self.check_leased(grant):
+            if not waiting:
+                waiting = True
+                log.debug(
+                    "grant %s: a check of it is under way elsewhere; waiting for its verdict",
+                    grant_id,
+                    extra=grant.log_fields("liveness_check_waiting"),
+                )
+            await asyncio.sleep(LEASE_POLL_SECONDS)  # the holder's answer lands in the row
+        try:
+            alive = await self.check_leased(grant, within=CHECK_SLOT_SECONDS)
+        except errors.RateLimited:
+            await self._release(grant)  # nothing was asked: the grant is free for others
+            raise
+        if not alive:
             raise errors.UpstreamUnavailable(
                 "TikTok could not confirm the token; retry shortly.",
                 retry_after=RETRY_AFTER_SECONDS,
             )
 
-    async def check_leased(self, leased: Grant) -> bool:
+    async def check_leased(self, leased: Grant, *, within: float | None = None) -> bool:
         """Ask TikTok about a grant this process holds the lease of and record the answer;
-        False when TikTok could not say (the check is then retried later, with backoff)."""
+        False when TikTok could not say (the check is then retried later, with backoff).
+        `within`: raise RateLimited, asking nothing, if the budget has no slot that soon."""
         token = self.sealer.open_access_token(leased.id, leased.key_id, leased.access_token_enc)
         try:
-            listed = await self.tiktok.get_advertisers(SecretStr(token))
+            listed = await self.tiktok.get_advertisers(SecretStr(token), within=within)
         except TikTokError as exc:
             dead = exc.code in _DEAD_TOKEN_CODES
             await self._record(leased, None, exc, dead)
@@ -158,6 +156,13 @@ class LivenessChecker:
         await self._record(leased, listed, None, dead=False)
         self.metrics.liveness_check("ok")
         return True
+
+    async def _release(self, leased: Grant) -> None:
+        async with self.db.session() as session, session.begin():
+            grant = await Repository(session).lock_grant(leased.id)
+            if grant is not None and grant.version == leased.version:
+                grant.lease_until = None
+                grant.version += 1
 
     async def _record(
         self,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import resource
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -27,8 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# How many server processes `serve` started, for each of them to read.
-PROCESSES_VARIABLE = "TIKTOK_AUTH_SERVE_PROCESSES"
 # Open files a server process needs besides its clients' connections, past its database
 # pools: the TikTok and webhook clients' connections, logs, metrics files, the runtime's own.
 OTHER_FILES = 256
@@ -87,13 +84,11 @@ def http_server(settings: Settings, host: str, port: int, workers: int) -> MPSer
             settings.max_connections,
             open_files,
         )
-    os.environ[PROCESSES_VARIABLE] = str(workers)
     # No access log of granian's: request URLs of /callback carry TikTok's single-use auth
     # code (the app writes its own, without query strings). On a signal each process stops
     # accepting, answers the requests in flight, then shuts the app down; one still running
     # a lease's length after the signal (one TikTok call with its retries, and 30 s) is
-    # killed, so the stop is bounded. The number of processes stays fixed, since each paces
-    # its TikTok calls at its share of the budget.
+    # killed, so the stop is bounded.
     return MPServer(
         "tiktok_auth_service.server:server_process_app",
         factory=True,
@@ -138,9 +133,8 @@ def configure_logging(settings: LoggingSettings, *, request_ids: bool = False) -
 
 def server_process_app() -> Callable[..., Awaitable[None]]:
     """The app of one of `serve`'s processes (granian calls this in each). The settings come
-    from the same environment the supervisor checked them in; the worker's upstream budget
-    (WORKER_QPS) is split between the processes. X-Forwarded-For and X-Forwarded-Proto are
-    taken from FORWARDED_ALLOW_IPS only."""
+    from the same environment the supervisor checked them in. X-Forwarded-For and
+    X-Forwarded-Proto are taken from FORWARDED_ALLOW_IPS only."""
     from granian.utils.proxies import wrap_asgi_with_proxy_headers
 
     from tiktok_auth_service.app import create_app
@@ -148,7 +142,5 @@ def server_process_app() -> Callable[..., Awaitable[None]]:
 
     settings = load_settings()
     configure_logging(settings, request_ids=True)
-    app = create_app(
-        settings, freeze_after_startup=True, processes=int(os.environ[PROCESSES_VARIABLE])
-    )
+    app = create_app(settings, freeze_after_startup=True)
     return wrap_asgi_with_proxy_headers(app, settings.forwarded_allow_ips)  # type: ignore[no-any-return]

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,17 +21,17 @@ from tiktok_auth_service.authorization import (
     Authorization,
     ConsentFlow,
 )
+from tiktok_auth_service.budget import RateBudget
 from tiktok_auth_service.clock import Clock, SystemClock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.connections import Connections
 from tiktok_auth_service.crypto import TokenSealer
 from tiktok_auth_service.db import Database, lost_connection
-from tiktok_auth_service.gateway import Budget, Gateway
+from tiktok_auth_service.gateway import Gateway
 from tiktok_auth_service.key_rotation import KeyRotation
 from tiktok_auth_service.liveness import LivenessChecker
 from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.models import Flow, GrantStatus
-from tiktok_auth_service.pacing import Pacer
 from tiktok_auth_service.refresh import AccountRefresher
 from tiktok_auth_service.repository import database_answers, grant_counts
 from tiktok_auth_service.revocation import Revoker
@@ -63,6 +63,7 @@ class Service:
     webhooks: WebhookSender
     gateway: Gateway
     metrics: Metrics
+    budget: RateBudget
     # Run by the app's lifespan; None when the cache is off (see Settings.token_cache_listen_url).
     cache_listener: CacheListener | None
 
@@ -96,33 +97,18 @@ class Service:
         return self.metrics.render(grants)
 
 
-class _Unbudgeted:
-    """Placeholder until budget.RateBudget lands (issue 19, h-budget)."""
-
-    async def acquire(self, endpoint: str, caller: str, *, within: float | None = None) -> None:
-        return None
-
-    async def cool_down(self, seconds: float) -> None:
-        return None
-
-
-_UNBUDGETED = _Unbudgeted()
-
-
 @asynccontextmanager
 async def open_service(
     settings: Settings,
     clock: Clock | None = None,
     metrics: Metrics | None = None,
     *,
-    processes: int = 1,
-    pacer: Pacer | None = None,
-    budget: Budget | None = None,
+    budget: Callable[[Database], RateBudget] | None = None,
 ) -> AsyncIterator[Service]:
     """Open the database and the TikTok client, build every use case over them, and close
-    both on exit. `metrics` defaults to this process's (`Metrics.for_process`). `processes`
-    server processes share WORKER_QPS: this one's `pacer` (the worker's calls and on-demand
-    checks) paces at its share unless one is given (tests give one on a fake clock)."""
+    both on exit. `metrics` defaults to this process's (`Metrics.for_process`). `budget`
+    builds the app's TikTok call budget over the database (tests build one on a fake
+    clock); by default it is the settings' (`RateBudget.of`)."""
     # httpx logs every request URL at INFO, and advertiser/get carries the app secret in its
     # query string (TikTok's design), so that logger must stay quiet.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -134,6 +120,7 @@ async def open_service(
         pgbouncer=settings.database_pgbouncer,
         timeout_seconds=settings.database_timeout_seconds,
     )
+    rate_budget = (budget or (lambda db: RateBudget.of(settings, db, metrics)))(db)
     try:
         user_agent = f"tiktok-auth-service/{__version__}"
         async with (
@@ -154,15 +141,11 @@ async def open_service(
                 clock=clock,
                 retry=retry,
                 metrics=metrics,
+                budget=rate_budget,
             )
             sealer = TokenSealer(settings.encryption_keys)
-            # Whole calls a second each, so that the processes' one-second windows add up to
-            # no more than the budget (below one a second, on average).
-            pacer = pacer or Pacer(
-                settings.worker_qps // processes or settings.worker_qps / processes
-            )
             refresher = AccountRefresher(settings, db, tiktok, sealer, clock, metrics)
-            liveness = LivenessChecker(settings, db, tiktok, sealer, clock, metrics, pacer)
+            liveness = LivenessChecker(settings, db, tiktok, sealer, clock, metrics)
             audit = AuditLog(db, clock, timedelta(days=settings.audit_retention_days), metrics)
             revoker = Revoker(settings, db, tiktok, sealer, audit, clock)
             cache = TokenCache(settings.token_cache_max_mb * 2**20, metrics)
@@ -193,7 +176,7 @@ async def open_service(
                     liveness,
                     revoker,
                     audit,
-                    pacer,
+                    rate_budget,
                     clock,
                     metrics,
                 ),
@@ -204,14 +187,16 @@ async def open_service(
                     sealer,
                     cache,
                     liveness,
-                    budget or _UNBUDGETED,
+                    rate_budget,
                     Forwarder(http, settings.tiktok_api_base_url),
                     audit,
                     metrics,
                     retry,
                 ),
                 metrics=metrics,
+                budget=rate_budget,
                 cache_listener=CacheListener(cache, listen_url, metrics) if listen_url else None,
             )
     finally:
+        rate_budget.close()
         await db.close()

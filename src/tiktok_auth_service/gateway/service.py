@@ -20,7 +20,6 @@ import uuid
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from tiktok_auth_service import errors
 from tiktok_auth_service.audit import AuditLog
@@ -36,6 +35,7 @@ from tiktok_auth_service.tiktok import (
     TikTokRateLimited,
     TikTokTransportError,
 )
+from tiktok_auth_service.tiktok.client import COOL_DOWN_SECONDS, CallBudget
 from tiktok_auth_service.tiktok.errors import error_for_code
 from tiktok_auth_service.tiktok.forward import Forwarded, Forwarder
 from tiktok_auth_service.token_cache import TokenCache
@@ -88,14 +88,6 @@ TIMEOUT_HEADER = b"x-broker-timeout"
 # Endpoint label of calls whose endpoint a metric must not learn (refused before the key was
 # known, or a path that is no endpoint).
 OTHER_ENDPOINT = "other"
-
-
-class Budget(Protocol):
-    """The app's TikTok call budget (budget.RateBudget)."""
-
-    async def acquire(self, endpoint: str, caller: str, *, within: float | None = None) -> None: ...
-
-    async def cool_down(self, seconds: float) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -161,7 +153,7 @@ class Gateway:
     sealer: TokenSealer
     cache: TokenCache
     liveness: LivenessChecker
-    budget: Budget
+    budget: CallBudget
     forwarder: Forwarder
     audit: AuditLog
     metrics: Metrics
@@ -294,7 +286,7 @@ class Gateway:
                 assert forwarded is not None
                 return forwarded
             if isinstance(error, TikTokRateLimited) and error.code in _THROTTLE_CODES:
-                await self.budget.cool_down(self.settings.gateway_cool_down_seconds)
+                await self.budget.cool_down(COOL_DOWN_SECONDS)
             delay = self.retry.next_delay(error, record.attempts, waited, single_use, self.random)
             if delay is not None and time.perf_counter() + delay < deadline:
                 log.info(

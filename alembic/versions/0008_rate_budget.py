@@ -1,0 +1,31 @@
+"""The TikTok call budget shared by every replica: one row per TikTok app (scope '') and one
+per endpoint with a lower limit of its own, each holding the theoretical arrival time of the
+next call (GCRA), in seconds since the epoch of the clock that advanced it.
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-07
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0008"
+down_revision: str | None = "0007"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "rate_budget",
+        sa.Column("app_id", sa.Text, primary_key=True),
+        sa.Column("scope", sa.Text, primary_key=True),
+        sa.Column("tat", sa.Double, nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("rate_budget")

@@ -1,0 +1,220 @@
+"""The app's TikTok call budget (tiktok_auth_service.budget): one grid for every replica in
+PostgreSQL, refusals that take no slot, cool-downs every replica sees, callers served in turn."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from tests.fixtures import APP_ID
+from tiktok_auth_service import errors
+from tiktok_auth_service.budget import RateBudget
+from tiktok_auth_service.db import Database
+from tiktok_auth_service.metrics import Metrics
+
+
+class FakeTime:
+    """A monotonic clock every replica of a test shares; the `n`-th sleep wakes `late(n)`
+    seconds late."""
+
+    def __init__(self, late: Callable[[int], float] = lambda n: 0.0) -> None:
+        self.now = 1000.0
+        self.late = late
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self.slept.append(seconds)
+            self.now += seconds + self.late(len(self.slept))
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def databases(migrated: str) -> AsyncIterator[list[Database]]:
+    """Two replicas' databases (each its own pools) over one PostgreSQL, the budget reset."""
+    replicas = [await Database.connect(migrated) for _ in range(2)]
+    async with replicas[0].acquire() as connection:
+        await connection.execute("TRUNCATE rate_budget")
+    try:
+        yield replicas
+    finally:
+        for db in replicas:
+            await db.close()
+
+
+def budget(
+    db: Database,
+    qps: float,
+    time_: FakeTime | None = None,
+    endpoint_qps: dict[str, float] | None = None,
+) -> RateBudget:
+    return RateBudget(
+        db,
+        APP_ID,
+        qps=qps,
+        qpm=qps * 60,
+        metrics=Metrics(),
+        endpoint_qps=endpoint_qps or {},
+        clock=time_,
+        sleep=time_.sleep if time_ else asyncio.sleep,
+    )
+
+
+def busiest(starts: list[float], window: float) -> int:
+    """The most starts in any window of `window` seconds."""
+    starts = sorted(starts)
+    return max(sum(1 for t in starts if first <= t < first + window) for first in starts)
+
+
+class TestGrid:
+    async def _starts(
+        self, databases: list[Database], late: Callable[[int], float], count: int
+    ) -> list[float]:
+        """Start times of `count` calls on a fake clock where the n-th wake-up is `late(n)`
+        seconds late."""
+        clock = FakeTime(late)
+        paced = budget(databases[0], 50, clock)
+        starts: list[float] = []
+        for _ in range(count):
+            await paced.acquire("campaign/get/", "worker")
+            starts.append(clock.now)
+        return starts
+
+    async def test_late_wake_ups_do_not_slow_the_pace(self, databases: list[Database]) -> None:
+        starts = await self._starts(databases, lambda n: 0.005, 100)
+        # 99 intervals: the 5 ms each wake-up is late do not add up.
+        assert starts[-1] - starts[0] <= 99 * RateBudget.guard / 50 + 0.005
+        assert busiest(starts, 1 + RateBudget.jitter) <= 50
+
+    async def test_a_stalled_loop_never_bursts_past_the_budget(
+        self, databases: list[Database]
+    ) -> None:
+        # Every 30th wake-up is half a second late; the others 1-15 ms late.
+        starts = await self._starts(
+            databases, lambda n: 0.5 if n % 30 == 0 else (n % 15 + 1) / 1000, 150
+        )
+        assert busiest(starts, 1 + RateBudget.jitter) <= 50
+        gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+        assert min(gaps) >= RateBudget.guard / 50 - RateBudget.catch_up
+
+
+class TestWithin:
+    async def test_a_wait_past_its_bound_is_refused_at_once_and_takes_no_slot(
+        self, databases: list[Database]
+    ) -> None:
+        clock = FakeTime()
+        paced = budget(databases[0], 2, clock)
+        await paced.acquire("campaign/get/", "a", within=0.1)  # idle: at once
+        with pytest.raises(errors.RateLimited) as refused:
+            await paced.acquire("campaign/get/", "a", within=0.1)  # the next is 0.525 s away
+        assert refused.value.retry_after == 1
+        assert clock.slept == []
+        await paced.acquire("campaign/get/", "a", within=1)  # no slot was taken: the next
+        assert clock.slept == [pytest.approx(RateBudget.guard / 2)]
+
+    async def test_the_database_refuses_for_another_replica_taking_no_slot(
+        self, databases: list[Database]
+    ) -> None:
+        clock = FakeTime()
+        one, other = budget(databases[0], 2, clock), budget(databases[1], 2, clock)
+        await one.acquire("campaign/get/", "a")
+        with pytest.raises(errors.RateLimited) as refused:
+            # This replica has not seen the slot taken: the database refuses.
+            await other.acquire("campaign/get/", "b", within=0.1)
+        assert refused.value.retry_after == 1
+        await one.acquire("campaign/get/", "a", within=1)
+        assert clock.slept == [pytest.approx(RateBudget.guard / 2)]
+
+
+class TestCoolDown:
+    async def test_every_replica_waits_out_a_cool_down(self, databases: list[Database]) -> None:
+        clock = FakeTime()
+        one, other = budget(databases[0], 10, clock), budget(databases[1], 10, clock)
+        await one.cool_down(5)
+        with pytest.raises(errors.RateLimited) as refused:
+            await other.acquire("campaign/get/", "b", within=1)
+        assert refused.value.retry_after == 4
+        await other.acquire("campaign/get/", "b")
+        assert clock.now == pytest.approx(1005)
+        # The replica that cooled down refuses at once, without asking the database.
+        await one.cool_down(5)
+        with pytest.raises(errors.RateLimited):
+            await one.acquire("campaign/get/", "a", within=1)
+
+
+class TestFairness:
+    async def test_a_flood_does_not_starve_a_caller_now_and_then(
+        self, databases: list[Database]
+    ) -> None:
+        clock = FakeTime()
+        paced = budget(databases[0], 10, clock)
+        interval = paced.interval
+        waits: list[float] = []
+        polite: list[asyncio.Task[None]] = []
+
+        async def now_and_then() -> None:
+            began = clock.now
+            await paced.acquire("advertiser/info/", "polite", within=3 * interval)
+            waits.append(clock.now - began)
+
+        async def flood_call(n: int) -> None:
+            await paced.acquire("campaign/get/", "flood")
+            if n % 5 == 0:  # every fifth start of the flood, the other caller calls once
+                polite.append(asyncio.create_task(now_and_then()))
+
+        flood = [asyncio.create_task(flood_call(n)) for n in range(40)]
+        await asyncio.wait_for(asyncio.gather(*flood), timeout=30)
+        await asyncio.wait_for(asyncio.gather(*polite), timeout=30)
+        assert len(waits) == 8
+        assert max(waits) <= 2 * interval + 1e-9
+        # Behind its own queue the flood would have been refused that bound.
+        more = [asyncio.create_task(paced.acquire("campaign/get/", "flood")) for _ in range(5)]
+        await asyncio.sleep(0)
+        with pytest.raises(errors.RateLimited):
+            await paced.acquire("campaign/get/", "flood", within=3 * interval)
+        await asyncio.wait_for(asyncio.gather(*more), timeout=30)
+
+
+class TestReplicas:
+    async def test_two_replicas_demanding_three_times_the_budget(
+        self, databases: list[Database]
+    ) -> None:
+        """Real time: three callers on each of two replicas, each calling at half the budget;
+        no second sees more starts than the budget, and the budget is used."""
+        qps, seconds = 20, 4.0
+        replicas = [budget(db, qps) for db in databases]
+        starts: list[float] = []
+        refused: list[int] = []
+
+        async def call(paced: RateBudget, caller: str) -> None:
+            try:
+                await paced.acquire("campaign/get/", caller, within=0.5)
+            except errors.RateLimited as exc:
+                refused.append(exc.retry_after or 0)
+            else:
+                starts.append(time.monotonic())
+
+        async def demand(paced: RateBudget, caller: str, rate: float) -> None:
+            calls: list[asyncio.Task[None]] = []
+            began = time.monotonic()
+            for n in range(int(rate * seconds)):
+                # The load's own schedule, not a wait for anything.
+                await asyncio.sleep(max(0.0, began + n / rate - time.monotonic()))
+                calls.append(asyncio.create_task(call(paced, caller)))
+            await asyncio.gather(*calls)
+
+        began = time.monotonic()
+        await asyncio.gather(
+            *(demand(paced, f"key{i}", qps / 2) for paced in replicas for i in range(3))
+        )
+        assert busiest(starts, 1.0) <= qps
+        used = sum(1 for t in starts if t < began + seconds)
+        assert used >= 0.8 * qps * seconds, (used, len(refused))
+        assert refused and min(refused) >= 1
