@@ -200,7 +200,11 @@ class Gateway:
         record.status = forwarded.status
         record.tiktok_request_id = forwarded.request_id
         if forwarded.code in _DEAD_TOKEN_CODES and flow == Flow.ADVERTISER:
-            await self._check_token(grant_id, deadline)
+            try:
+                await self._check_token(grant_id, deadline)
+            except BaseException:
+                await forwarded.close()  # the caller went away during the check
+                raise
         return ProxyAnswer(
             status=forwarded.status,
             headers=_answer_headers(forwarded),
