@@ -133,6 +133,40 @@ class TestWithin:
         assert clock.slept == [pytest.approx(RateBudget.guard / 2)]
 
 
+class TestEndpointLimits:
+    async def test_a_limited_endpoint_is_spaced_and_holds_no_other_call_back(
+        self, databases: list[Database]
+    ) -> None:
+        clock = FakeTime()
+        paced = budget(databases[0], 10, clock, {"report/task/create/": 2})
+        starts: dict[str, list[float]] = {"report/task/create/": [], "campaign/get/": []}
+
+        async def call(endpoint: str) -> None:
+            await paced.acquire(endpoint, "reports")
+            starts[endpoint].append(clock.now)
+
+        await asyncio.wait_for(
+            asyncio.gather(*(call(e) for e in ["report/task/create/", "campaign/get/"] * 3)),
+            timeout=30,
+        )
+        reports, campaigns = starts["report/task/create/"], starts["campaign/get/"]
+        assert min(b - a for a, b in itertools.pairwise(reports)) >= RateBudget.guard / 2 - 1e-9
+        # The campaigns queued behind the reports go while the reports' endpoint is busy.
+        assert max(campaigns) <= reports[0] + 3 * paced.interval + 1e-9
+        every = sorted(reports + campaigns)
+        assert min(b - a for a, b in itertools.pairwise(every)) >= paced.interval - 1e-9
+
+    async def test_an_endpoint_limit_holds_across_replicas(self, databases: list[Database]) -> None:
+        clock = FakeTime()
+        limits = {"*": 1.0}  # every endpoint its own budget, as in TikTok's sandbox
+        one, other = (budget(db, 10, clock, limits) for db in databases)
+        await one.acquire("campaign/get/", "a")
+        await other.acquire("advertiser/info/", "b")  # another endpoint: the next app slot
+        assert clock.now == pytest.approx(1000 + one.interval)
+        await other.acquire("campaign/get/", "b")  # the first replica's endpoint: a second on
+        assert clock.now == pytest.approx(1000 + RateBudget.guard)
+
+
 class TestCoolDown:
     async def test_every_replica_waits_out_a_cool_down(self, databases: list[Database]) -> None:
         clock = FakeTime()

@@ -98,6 +98,7 @@ class RateBudget:
             qps=settings.tiktok_rate_limit_qps,
             qpm=settings.tiktok_rate_limit_qpm,
             metrics=metrics,
+            endpoint_qps=settings.tiktok_rate_limit_endpoints,
         )
 
     @property
@@ -254,9 +255,10 @@ class RateBudget:
                 self._fail(waiter, self._refusal("No slot in time", self.interval))
                 return
         scopes, steps = [APP], [self.interval]
-        if waiter.endpoint in self.endpoint_qps:
+        own = self.endpoint_qps.get(waiter.endpoint, self.endpoint_qps.get("*"))
+        if own is not None:
             scopes.append(waiter.endpoint)
-            steps.append(self.guard / self.endpoint_qps[waiter.endpoint])
+            steps.append(self.guard / own)
         sent = self._now()
         waiter.claimed = True
         slot = await take_slot(
