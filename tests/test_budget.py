@@ -182,6 +182,34 @@ class TestCoolDown:
         with pytest.raises(errors.RateLimited):
             await one.acquire("campaign/get/", "a", within=1)
 
+    async def test_throttled_again_soon_after_one_cools_down_twice_as_long(
+        self, databases: list[Database]
+    ) -> None:
+        clock = FakeTime()
+        one, other = budget(databases[0], 10, clock), budget(databases[1], 10, clock)
+
+        async def throttled(by: RateBudget, then: RateBudget) -> float:
+            """How long `then` waits after `by` was throttled, a second after the last
+            cool-down ended (its slot's start)."""
+            clock.now += 1
+            await by.cool_down(1)
+            began = clock.now
+            await then.acquire("campaign/get/", "a")
+            return clock.now - began
+
+        await one.cool_down(1)
+        clock.now += 0.5
+        await other.cool_down(1)  # a call started before it, throttled too: not longer
+        await other.acquire("campaign/get/", "b")
+        assert clock.now == pytest.approx(1001)
+        waits = [await throttled(*pair) for pair in [(one, other), (other, one)] * 5]
+        # Doubling up to the five minutes TikTok asks after a QPM breach.
+        assert waits == pytest.approx([2, 4, 8, 16, 32, 64, 128, 256, 300, 300])
+        clock.now += 61  # more than a minute after the last ended: one second again
+        assert await throttled(one, other) == pytest.approx(1)
+        started = one.metrics.budget_cool_downs._value.get()
+        assert started + other.metrics.budget_cool_downs._value.get() == 12
+
 
 class TestFairness:
     async def test_a_flood_does_not_starve_a_caller_now_and_then(

@@ -26,9 +26,14 @@ from tiktok_auth_service import errors
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import Database, lost_connection
 from tiktok_auth_service.metrics import Metrics
-from tiktok_auth_service.repository.budget import hold_budget, take_slot
+from tiktok_auth_service.repository.budget import cool_budget, take_slot
 
 APP = ""  # the scope of the whole app's budget
+
+# After a QPM breach TikTok asks for a five-minute pause (contract §8.1); a throttle soon after
+# a cool-down ended (within a minute, TikTok's other window) doubles the last one, up to that.
+LONGEST_COOL_DOWN_SECONDS = 300.0
+AGAIN_WITHIN_SECONDS = 60.0
 
 
 @dataclass(eq=False)
@@ -162,11 +167,21 @@ class RateBudget:
 
     async def cool_down(self, seconds: float) -> None:
         """TikTok answered 40100/40133: every replica starts no call for `seconds` (a slot
-        already taken is kept: at most one a process)."""
+        already taken is kept: at most one a process). Throttled again within a minute after
+        the last cool-down ended, for twice as long as that one, up to five minutes; throttled
+        during one (calls that started before it), nothing changes."""
         now = None if self.clock is None else self.clock()
-        await hold_budget(self.db, self.app_id, seconds, now=now)
-        self._free_at = max(self._free_at, self._now() + seconds)
-        self.metrics.budget_cool_down()
+        started = await cool_budget(
+            self.db,
+            self.app_id,
+            seconds,
+            longest=LONGEST_COOL_DOWN_SECONDS,
+            again_within=AGAIN_WITHIN_SECONDS,
+            now=now,
+        )
+        if started is not None:
+            self._free_at = max(self._free_at, self._now() + started)
+            self.metrics.budget_cool_down()
 
     def close(self) -> None:
         """Refuse every call still waiting (the service is stopping) and any later one."""
