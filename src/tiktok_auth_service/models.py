@@ -353,6 +353,8 @@ class RateBudget(SQLModel, table=True):
     theoretical arrival time), in seconds on the database's clock."""
 
     __tablename__ = "rate_budget"
+    # Unlogged: migration 0008 says why.
+    __table_args__ = {"prefixes": ["UNLOGGED"]}
 
     app_id: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
     scope: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
