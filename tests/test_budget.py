@@ -133,6 +133,40 @@ class TestWithin:
         assert clock.slept == [pytest.approx(RateBudget.guard / 2)]
 
 
+class TestEndpointLimits:
+    async def test_a_limited_endpoint_is_spaced_and_holds_no_other_call_back(
+        self, databases: list[Database]
+    ) -> None:
+        clock = FakeTime()
+        paced = budget(databases[0], 10, clock, {"report/task/create/": 2})
+        starts: dict[str, list[float]] = {"report/task/create/": [], "campaign/get/": []}
+
+        async def call(endpoint: str) -> None:
+            await paced.acquire(endpoint, "reports")
+            starts[endpoint].append(clock.now)
+
+        await asyncio.wait_for(
+            asyncio.gather(*(call(e) for e in ["report/task/create/", "campaign/get/"] * 3)),
+            timeout=30,
+        )
+        reports, campaigns = starts["report/task/create/"], starts["campaign/get/"]
+        assert min(b - a for a, b in itertools.pairwise(reports)) >= RateBudget.guard / 2 - 1e-9
+        # The campaigns queued behind the reports go while the reports' endpoint is busy.
+        assert max(campaigns) <= reports[0] + 3 * paced.interval + 1e-9
+        every = sorted(reports + campaigns)
+        assert min(b - a for a, b in itertools.pairwise(every)) >= paced.interval - 1e-9
+
+    async def test_an_endpoint_limit_holds_across_replicas(self, databases: list[Database]) -> None:
+        clock = FakeTime()
+        limits = {"*": 1.0}  # every endpoint its own budget, as in TikTok's sandbox
+        one, other = (budget(db, 10, clock, limits) for db in databases)
+        await one.acquire("campaign/get/", "a")
+        await other.acquire("advertiser/info/", "b")  # another endpoint: the next app slot
+        assert clock.now == pytest.approx(1000 + one.interval)
+        await other.acquire("campaign/get/", "b")  # the first replica's endpoint: a second on
+        assert clock.now == pytest.approx(1000 + RateBudget.guard)
+
+
 class TestCoolDown:
     async def test_every_replica_waits_out_a_cool_down(self, databases: list[Database]) -> None:
         clock = FakeTime()
@@ -147,6 +181,34 @@ class TestCoolDown:
         await one.cool_down(5)
         with pytest.raises(errors.RateLimited):
             await one.acquire("campaign/get/", "a", within=1)
+
+    async def test_throttled_again_soon_after_one_cools_down_twice_as_long(
+        self, databases: list[Database]
+    ) -> None:
+        clock = FakeTime()
+        one, other = budget(databases[0], 10, clock), budget(databases[1], 10, clock)
+
+        async def throttled(by: RateBudget, then: RateBudget) -> float:
+            """How long `then` waits after `by` was throttled, a second after the last
+            cool-down ended (its slot's start)."""
+            clock.now += 1
+            await by.cool_down(1)
+            began = clock.now
+            await then.acquire("campaign/get/", "a")
+            return clock.now - began
+
+        await one.cool_down(1)
+        clock.now += 0.5
+        await other.cool_down(1)  # a call started before it, throttled too: not longer
+        await other.acquire("campaign/get/", "b")
+        assert clock.now == pytest.approx(1001)
+        waits = [await throttled(*pair) for pair in [(one, other), (other, one)] * 5]
+        # Doubling up to the five minutes TikTok asks after a QPM breach.
+        assert waits == pytest.approx([2, 4, 8, 16, 32, 64, 128, 256, 300, 300])
+        clock.now += 61  # more than a minute after the last ended: one second again
+        assert await throttled(one, other) == pytest.approx(1)
+        started = one.metrics.budget_cool_downs._value.get()
+        assert started + other.metrics.budget_cool_downs._value.get() == 12
 
 
 class TestFairness:
@@ -182,7 +244,42 @@ class TestFairness:
         await asyncio.wait_for(asyncio.gather(*more), timeout=30)
 
 
+class TestStopping:
+    async def test_every_call_still_waiting_is_refused(self, databases: list[Database]) -> None:
+        clock, sleeping, never = FakeTime(), asyncio.Event(), asyncio.Event()
+
+        async def sleep(seconds: float) -> None:
+            sleeping.set()
+            await never.wait()  # the slot never comes: only the stop ends the wait
+
+        paced = RateBudget(
+            databases[0], APP_ID, qps=2, qpm=120, metrics=Metrics(), clock=clock, sleep=sleep
+        )
+        await paced.acquire("campaign/get/", "a")
+        waiting = [asyncio.create_task(paced.acquire("campaign/get/", c)) for c in "ab"]
+        await asyncio.wait_for(sleeping.wait(), timeout=30)  # one slotted, one queued
+        paced.close()
+        for task in waiting:
+            with pytest.raises(errors.RateLimited):
+                await asyncio.wait_for(task, timeout=30)
+        with pytest.raises(errors.RateLimited):
+            await paced.acquire("campaign/get/", "a")
+
+
 class TestReplicas:
+    async def test_slots_taken_together_are_spaced_and_seen_by_the_other_replica(
+        self, databases: list[Database]
+    ) -> None:
+        # At 100 a second a process takes the slots of up to 0.1 s in one statement.
+        clock = FakeTime()
+        one, other = budget(databases[0], 100, clock), budget(databases[1], 100, clock)
+        calls = (one.acquire("campaign/get/", caller) for caller in "abcab")
+        await asyncio.wait_for(asyncio.gather(*calls), timeout=30)
+        assert clock.slept == pytest.approx([one.interval] * 4)  # one grid, spaced
+        clock.now = 1000  # the other replica asks when the first took them
+        await other.acquire("campaign/get/", "c")
+        assert clock.now == pytest.approx(1000 + 5 * one.interval)
+
     async def test_two_replicas_demanding_three_times_the_budget(
         self, databases: list[Database]
     ) -> None:
@@ -214,7 +311,7 @@ class TestReplicas:
         await asyncio.gather(
             *(demand(paced, f"key{i}", qps / 2) for paced in replicas for i in range(3))
         )
-        assert busiest(starts, 1.0) <= qps
+        assert busiest(starts, 1.0) <= qps, sorted(starts)
         used = sum(1 for t in starts if t < began + seconds)
         assert used >= 0.8 * qps * seconds, (used, len(refused))
         assert refused and min(refused) >= 1

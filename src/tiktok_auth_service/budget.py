@@ -7,9 +7,10 @@ are spaced evenly, an interval apart, never in bursts: the whole app's budget (t
 TIKTOK_RATE_LIMIT_QPS and TIKTOK_RATE_LIMIT_QPM / 60) and, for the endpoints that have one, the
 endpoint's own (TIKTOK_RATE_LIMIT_ENDPOINTS).
 
-In each process, callers queue by name and one dispatcher serves them in turn, taking one slot
-at a time: a caller flooding the budget waits behind its own calls, not in front of others',
-and no process holds more than one slot ahead of the others.
+In each process, callers queue by name and one dispatcher serves them in turn, taking the slots
+of at most `horizon` seconds at a time (one slot at 10 QPS): a caller flooding the budget waits
+behind its own calls, not in front of others', and no process holds more than that ahead of the
+other replicas.
 """
 
 from __future__ import annotations
@@ -26,9 +27,14 @@ from tiktok_auth_service import errors
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import Database, lost_connection
 from tiktok_auth_service.metrics import Metrics
-from tiktok_auth_service.repository.budget import hold_budget, take_slot
+from tiktok_auth_service.repository.budget import cool_budget, take_slot
 
 APP = ""  # the scope of the whole app's budget
+
+# After a QPM breach TikTok asks for a five-minute pause (contract §8.1); a throttle soon after
+# a cool-down ended (within a minute, TikTok's other window) doubles the last one, up to that.
+LONGEST_COOL_DOWN_SECONDS = 300.0
+AGAIN_WITHIN_SECONDS = 60.0
 
 
 @dataclass(eq=False)
@@ -67,6 +73,10 @@ class RateBudget:
     guard = 1.05
     catch_up = 0.01
     jitter = guard - 1 - catch_up
+    # A process takes at most this much of the budget at once: enough slots that a round trip
+    # to the database for each does not bound its pace at high QPS (at 10 a second, one), few
+    # enough that other replicas' callers wait for them no longer than for a turn of their own.
+    horizon = 0.1
 
     db: Database
     app_id: str
@@ -98,6 +108,7 @@ class RateBudget:
             qps=settings.tiktok_rate_limit_qps,
             qpm=settings.tiktok_rate_limit_qpm,
             metrics=metrics,
+            endpoint_qps=settings.tiktok_rate_limit_endpoints,
         )
 
     @property
@@ -161,11 +172,21 @@ class RateBudget:
 
     async def cool_down(self, seconds: float) -> None:
         """TikTok answered 40100/40133: every replica starts no call for `seconds` (a slot
-        already taken is kept: at most one a process)."""
+        already taken is kept: at most one a process). Throttled again within a minute after
+        the last cool-down ended, for twice as long as that one, up to five minutes; throttled
+        during one (calls that started before it), nothing changes."""
         now = None if self.clock is None else self.clock()
-        await hold_budget(self.db, self.app_id, seconds, now=now)
-        self._free_at = max(self._free_at, self._now() + seconds)
-        self.metrics.budget_cool_down()
+        started = await cool_budget(
+            self.db,
+            self.app_id,
+            seconds,
+            longest=LONGEST_COOL_DOWN_SECONDS,
+            again_within=AGAIN_WITHIN_SECONDS,
+            now=now,
+        )
+        if started is not None:
+            self._free_at = max(self._free_at, self._now() + started)
+            self.metrics.budget_cool_down()
 
     def close(self) -> None:
         """Refuse every call still waiting (the service is stopping) and any later one."""
@@ -237,6 +258,9 @@ class RateBudget:
                 continue
             try:
                 await self._serve(waiter)
+            except asyncio.CancelledError:
+                self._fail(waiter, self._refusal("The service is stopping", 1))
+                raise
             except Exception as exc:
                 # This call cannot be paced; the calls after it may be.
                 self._fail(waiter, errors.DatabaseUnavailable() if lost_connection(exc) else exc)
@@ -246,51 +270,105 @@ class RateBudget:
         if not waiter.gone and not waiter.granted.done():
             waiter.granted.set_exception(error)
 
-    async def _serve(self, waiter: _Waiter) -> None:
-        within = None
-        if waiter.deadline is not None:
-            within = waiter.deadline - self._now()
-            if within < 0:
-                self._fail(waiter, self._refusal("No slot in time", self.interval))
-                return
-        scopes, steps = [APP], [self.interval]
-        if waiter.endpoint in self.endpoint_qps:
-            scopes.append(waiter.endpoint)
-            steps.append(self.guard / self.endpoint_qps[waiter.endpoint])
-        sent = self._now()
-        waiter.claimed = True
+    def _own(self, endpoint: str) -> float | None:
+        """The endpoint's own calls a second, if it has a limit of its own."""
+        return self.endpoint_qps.get(endpoint, self.endpoint_qps.get("*"))
+
+    def _batch(self, first: _Waiter, now: float) -> list[_Waiter]:
+        """`first`, then the calls after it in turn that need the app's budget alone and can
+        wait for their slot in the batch, as many as fit in `horizon` seconds."""
+        size = max(1, int(self.horizon / self.interval))
+        if size == 1 or self._own(first.endpoint) is not None:
+            return [first]
+        batch = [first]
+        queues = list(self._queues.values())
+        for depth in range(max(len(queue) for queue in queues)):
+            for queue in queues:
+                if depth >= len(queue) or queue[depth] is first:
+                    continue
+                waiter = queue[depth]
+                if self._own(waiter.endpoint) is not None:
+                    continue
+                if waiter.deadline is not None and (
+                    waiter.deadline - now < len(batch) * self.interval
+                ):
+                    return batch  # its slot in this batch would come too late
+                batch.append(waiter)
+                if len(batch) == size:
+                    return batch
+        return batch
+
+    async def _serve(self, first: _Waiter) -> None:
+        now = self._now()
+        if first.deadline is not None and first.deadline < now:
+            self._fail(first, self._refusal("No slot in time", self.interval))
+            return
+        batch = self._batch(first, now)
+        taken = await self._take(batch, now)
+        if taken is None and len(batch) > 1:
+            # Refused for the tightest deadline in the batch: ask for the first call alone.
+            batch = [first]
+            taken = await self._take(batch, self._now())
+        if taken is None:
+            return
+        at, earliest, latest = taken
+        for waiter in batch:
+            self._unqueue(waiter)
+            queue = self._queues.pop(waiter.caller, None)
+            if queue:
+                self._queues[waiter.caller] = queue  # its next call waits for others' turns
+        self._free_at = at + latest + len(batch) * self.interval
+        for n, waiter in enumerate(batch):
+            due = at + n * self.interval
+            pause = due + latest - self._now()
+            if pause > 0:
+                await self.sleep(pause)
+            if waiter.gone:
+                continue
+            if self._now() - (due + earliest) > self.catch_up:
+                # Woken too late to start: its neighbours' spacing would not hold.
+                self.metrics.budget_slot_missed()
+                waiter.claimed = False
+                self._queues.setdefault(waiter.caller, deque()).appendleft(waiter)
+                continue
+            waiter.granted.set_result(None)
+
+    async def _take(self, batch: list[_Waiter], now: float) -> tuple[float, float, float] | None:
+        """Take consecutive slots for `batch` (one, if its call has an endpoint limit of its
+        own); the first slot and the clock offset's bounds, or None when none was taken."""
+        first = batch[0]
+        scopes, steps = [APP], [len(batch) * self.interval]
+        own = self._own(first.endpoint)
+        if own is not None:
+            scopes.append(first.endpoint)
+            steps.append(self.guard / own)
+        within = min(
+            (
+                waiter.deadline - now - n * self.interval
+                for n, waiter in enumerate(batch)
+                if waiter.deadline is not None
+            ),
+            default=None,
+        )
+        for waiter in batch:
+            waiter.claimed = True
         slot = await take_slot(
             self.db,
             self.app_id,
             scopes,
             steps,
-            now=None if self.clock is None else sent,
+            now=None if self.clock is None else now,
             within=within,
         )
-        earliest, latest = self._offset(sent, slot.now, self._now())
-        if not slot.taken:
+        earliest, latest = self._offset(now, slot.now, self._now())
+        if slot.taken:
+            return slot.at, earliest, latest
+        for waiter in batch:
             waiter.claimed = False
-            if slot.free_at > slot.at:
-                self._parked[waiter.endpoint] = slot.free_at + latest
-            else:
-                self._free_at = slot.at + latest
-                why = f"No slot within {within:g} s"
-                self._fail(waiter, self._refusal(why, slot.at - slot.now - (within or 0)))
-            return
-        self._unqueue(waiter)
-        queue = self._queues.pop(waiter.caller, None)
-        if queue:
-            self._queues[waiter.caller] = queue  # its next call waits for the others' turns
-        self._free_at = slot.at + latest + self.interval
-        pause = slot.at + latest - self._now()
-        if pause > 0:
-            await self.sleep(pause)
-        if waiter.gone:
-            return
-        if self._now() - (slot.at + earliest) > self.catch_up:
-            # Woken too late to start: its neighbours' spacing would not hold.
-            self.metrics.budget_slot_missed()
-            waiter.claimed = False
-            self._queues.setdefault(waiter.caller, deque()).appendleft(waiter)
-            return
-        waiter.granted.set_result(None)
+        if slot.free_at > slot.at:
+            self._parked[first.endpoint] = slot.free_at + latest
+        elif len(batch) == 1:
+            self._free_at = slot.at + latest
+            why = f"No slot within {within:g} s"
+            self._fail(first, self._refusal(why, slot.at - slot.now - (within or 0)))
+        return None

@@ -353,10 +353,17 @@ class RateBudget(SQLModel, table=True):
     theoretical arrival time), in seconds on the database's clock."""
 
     __tablename__ = "rate_budget"
+    # Unlogged: migration 0008 says why.
+    __table_args__ = {"prefixes": ["UNLOGGED"]}
 
     app_id: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
     scope: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
     tat: float = Field(sa_column=sa.Column(sa.Double, nullable=False))
+    # The app's last cool-down: when it ends, and how long it was (`budget.cool_down`).
+    cool_until: float = Field(
+        sa_column=sa.Column(sa.Double, nullable=False, server_default="-infinity")
+    )
+    cool_seconds: float = Field(sa_column=sa.Column(sa.Double, nullable=False, server_default="0"))
 
 
 class TokenAccess(SQLModel, table=True):

@@ -51,10 +51,27 @@ SELECT $1, scope, '-infinity'::float8 FROM unnest($2::text[]) AS scope
 ON CONFLICT DO NOTHING
 """
 
-_HOLD = """
-INSERT INTO rate_budget AS b (app_id, scope, tat)
-VALUES ($1, '', coalesce($2::float8, extract(epoch FROM clock_timestamp())::float8) + $3)
-ON CONFLICT (app_id, scope) DO UPDATE SET tat = greatest(b.tat, excluded.tat)
+# Throttled during a cool-down (calls that started before it): nothing changes. Throttled
+# again within `$5` seconds of the last one's end: twice as long, at most `$4`. Otherwise `$3`.
+_COOL = """
+WITH clock AS MATERIALIZED (
+    SELECT coalesce($2::float8, extract(epoch FROM clock_timestamp())::float8) AS now
+), last AS MATERIALIZED (
+    SELECT cool_until, cool_seconds FROM rate_budget WHERE app_id = $1 AND scope = ''
+    FOR UPDATE
+), next AS MATERIALIZED (
+    SELECT now,
+           CASE WHEN now < cool_until THEN NULL
+                WHEN now < cool_until + $5 THEN least($4, greatest($3, 2 * cool_seconds))
+                ELSE $3 END AS seconds
+    FROM clock, last
+)
+UPDATE rate_budget AS b
+SET cool_seconds = next.seconds, cool_until = next.now + next.seconds,
+    tat = greatest(b.tat, next.now + next.seconds)
+FROM next
+WHERE b.app_id = $1 AND b.scope = '' AND next.seconds IS NOT NULL
+RETURNING next.seconds
 """
 
 
@@ -90,7 +107,21 @@ async def take_slot(
     return Slot(taken=row["taken"], now=row["now"], at=row["at"], free_at=row["free_at"])
 
 
-async def hold_budget(db: Database, app_id: str, seconds: float, *, now: float | None) -> None:
-    """Start no call of the app for `seconds` from now (slots already later stay)."""
+async def cool_budget(
+    db: Database,
+    app_id: str,
+    seconds: float,
+    *,
+    longest: float,
+    again_within: float,
+    now: float | None,
+) -> float | None:
+    """Start no call of the app for `seconds` from now, or for twice the last cool-down (at
+    most `longest`) when that one ended less than `again_within` seconds ago; nothing while
+    one is under way. Returns the length of the cool-down started, if one was."""
     async with db.acquire() as connection:
-        await connection.execute(_HOLD, app_id, now, seconds)
+        await connection.execute(_ENSURE, app_id, [""])
+        seconds_started: float | None = await connection.fetchval(
+            _COOL, app_id, now, seconds, longest, again_within
+        )
+    return seconds_started
