@@ -12,8 +12,8 @@ the service's sealer, which binds it to its grant's id).
 At `--small` grants and again at `--grants`, it times the worker's claim of one batch (the
 `FOR UPDATE SKIP LOCKED` query, in a transaction rolled back, so nothing changes) and prints
 the query plan of each claim (EXPLAIN ANALYZE, BUFFERS): the time should not grow with the
-table. Then it starts `serve --workers N` with WORKER_QPS=`--qps` and waits until the first
-`--sweep` grants (default: all) are handled; the emulator's record of the calls gives the
+table. Then it starts `serve --workers N` with TIKTOK_RATE_LIMIT_QPS=`--qps` and waits until
+the first `--sweep` grants (default: all) are handled; the emulator's record of the calls gives the
 most calls in any one-second window (at most `--qps`) and the sweep's length against
 n / qps (at most 1.1). A machine too small to make `--qps` calls a second shows it as the
 length; `--sweep` keeps that run short.
@@ -275,14 +275,15 @@ def main(argv: list[str] | None = None) -> None:
         env = service_env(
             database_url,
             emulator_url,
-            WORKER_QPS=str(args.qps),
+            TIKTOK_RATE_LIMIT_QPS=str(args.qps),
+            TIKTOK_RATE_LIMIT_QPM=str(args.qps * 60),
             WORKER_CONCURRENCY=str(args.concurrency),
             WORKER_POLL_SECONDS="0.5",
             TIKTOK_RETRY_ATTEMPTS="1",
         )
         settings = settings_of(env)
         sealer = TokenSealer(settings.encryption_keys)
-        batch = max(1, min(args.qps // args.workers, args.concurrency))
+        batch = max(1, min(args.qps, args.concurrency))
         bench = str(Path(__file__).resolve().parent)
         child = (
             f"import sys; sys.path.insert(0, {bench!r}); import sweeps; "
@@ -323,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     ideal = calls / args.qps
     print(
         f"sweep: {calls} upstream calls ({dict(counts)}, {refused} refused) by "
-        f"`serve --workers {args.workers}`, WORKER_QPS={args.qps}, "
+        f"`serve --workers {args.workers}`, TIKTOK_RATE_LIMIT_QPS={args.qps}, "
         f"WORKER_CONCURRENCY={args.concurrency}"
     )
     print(f"most calls in any one second: {most_in_one_second(times)} (budget {args.qps})")

@@ -3,17 +3,16 @@
     uv run python bench/webhook_drip.py [--rounds 100] [--timeout 60]
 
 Starts an embedded PostgreSQL, the TikTok emulator and `serve --workers 1` with its background
-worker on (WORKER_POLL_SECONDS=0.05, WORKER_QPS=1000) and WEBHOOK_URL pointing at a receiver in
-this process that reads each delivery, then answers one byte every 0.5 s forever. It connects
-one TikTok account, then times `--rounds` refreshes by the worker: each round marks the grant
-due (`refresh_due_at = now()`) and waits until its `refreshed_at` moves. First with an empty
-outbox (the baseline), then with 200 deliveries waiting for the dripping receiver, every one of
-the WEBHOOK_CONCURRENCY=4 slots hanging on it. Prints the median and the slowest refresh of
-both, their ratio (about 1 when a receiver delays nothing), and how many connections the
+worker on (WORKER_POLL_SECONDS=0.05, TIKTOK_RATE_LIMIT_QPS=1000) and WEBHOOK_URL pointing at a
+receiver in this process that reads each delivery, then answers one byte every 0.5 s forever. It
+connects one TikTok account, then times `--rounds` refreshes by the worker: each round marks the
+grant due (`refresh_due_at = now()`) and waits until its `refreshed_at` moves. First with an
+empty outbox (the baseline), then with 200 deliveries waiting for the dripping receiver, every
+one of the WEBHOOK_CONCURRENCY=4 slots hanging on it. Prints the median and the slowest refresh
+of both, their ratio (about 1 when a receiver delays nothing), and how many connections the
 receiver held on average during the dripping rounds. A refresh that does not happen within
 `--timeout` s ends the dripping rounds: the run prints what it measured, says the worker
-stalled, and exits with status 1.
-"""
+stalled, and exits with status 1."""
 
 from __future__ import annotations
 
@@ -138,7 +137,8 @@ async def measure(args: argparse.Namespace, database_url: str) -> bool:
         emulator_url,
         WORKER_POLL_SECONDS="0.05",
         # Far above what the rounds ask: the pacer's interval would be most of what is timed.
-        WORKER_QPS="1000",
+        TIKTOK_RATE_LIMIT_QPS="1000",
+        TIKTOK_RATE_LIMIT_QPM="60000",
         WEBHOOK_URL=hook_url,
         WEBHOOK_SECRET=SECRET,
         WEBHOOK_CONCURRENCY=str(CONCURRENCY),
@@ -185,7 +185,10 @@ async def measure(args: argparse.Namespace, database_url: str) -> bool:
     finally:
         await pg.close()
         server.close()
-    print(f"refresh by the worker, {args.rounds} rounds each (poll 0.05 s, WORKER_QPS=1000)")
+    print(
+        f"refresh by the worker, {args.rounds} rounds each "
+        "(poll 0.05 s, TIKTOK_RATE_LIMIT_QPS=1000)"
+    )
     print(summary("baseline (empty outbox)", baseline))
     if stalled:
         print(

@@ -63,7 +63,8 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "return_to_allowed_origins": FRONTEND,
         "tiktok_retry_base_delay": 0,
         "worker_enabled": False,
-        "worker_qps": 50,
+        "tiktok_rate_limit_qps": 50,
+        "tiktok_rate_limit_qpm": 3000,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

@@ -1,6 +1,6 @@
 """POST /tokens/{advertiser_id}/check: it spends the TikTok call budget the worker spends
-(the pacer), answers 429 with Retry-After when no slot comes in time, and concurrent checks of
-one grant share one call, in this process or across replicas."""
+(budget.RateBudget), answers 429 with Retry-After when no slot comes in time, and concurrent
+checks of one grant share one call, in this process or across replicas."""
 
 from __future__ import annotations
 
@@ -15,22 +15,24 @@ import pytest
 import respx
 from fastapi import FastAPI
 
-from tests.fixtures import TIKTOK_API, Canaries, FakeClock, bearer
+from tests.fixtures import APP_ID, TIKTOK_API, Canaries, FakeClock, bearer
 from tests.helpers import envelope, new_token, store_advertiser_grant, until
 from tests.secret_scan import SecretScan
 from tiktok_auth_service.api.deps import app_service
 from tiktok_auth_service.app import create_app
+from tiktok_auth_service.budget import RateBudget
 from tiktok_auth_service.config import Settings
+from tiktok_auth_service.db import Database
 from tiktok_auth_service.liveness import CHECK_SLOT_SECONDS
-from tiktok_auth_service.pacing import Pacer
+from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.service import Service, open_service
 
 QPS = 2
 ADVERTISERS = [f"71000000000000001{n:02d}" for n in range(10)]
 
 
-class PacerTime:
-    """The pacer's monotonic clock. It stands still until `run()`, so only the slots due now
+class BudgetTime:
+    """The budget's monotonic clock. It stands still until `run()`, so only the slots due now
     come; from then on each wait for a slot moves it to that slot at once."""
 
     def __init__(self) -> None:
@@ -49,13 +51,8 @@ class PacerTime:
 
 
 @pytest.fixture
-def pacer_time() -> PacerTime:
-    return PacerTime()
-
-
-@pytest.fixture
-def pacer(pacer_time: PacerTime) -> Pacer:
-    return Pacer(QPS, now=pacer_time.monotonic, sleep=pacer_time.sleep)
+def budget_time() -> BudgetTime:
+    return BudgetTime()
 
 
 @pytest.fixture
@@ -64,13 +61,31 @@ async def app(
     clock: FakeClock,
     pg: asyncpg.Connection,
     leak_guard: SecretScan,
-    pacer: Pacer,
+    budget_time: BudgetTime,
 ) -> AsyncIterator[FastAPI]:
-    """The service with its TikTok budget on the pacer's fake clock."""
-    application = create_app(settings, clock=clock, pacer=pacer)
+    """The service with its TikTok budget on a fake clock, QPS calls a second."""
+    await pg.execute("TRUNCATE rate_budget")
+
+    def budget(db: Database) -> RateBudget:
+        return RateBudget(
+            db,
+            APP_ID,
+            qps=QPS,
+            qpm=QPS * 60,
+            metrics=Metrics(),
+            clock=budget_time.monotonic,
+            sleep=budget_time.sleep,
+        )
+
+    application = create_app(settings, clock=clock, budget=budget)
     async with application.router.lifespan_context(application):
         yield application
         leak_guard.metrics(await app_service(application).render_metrics())
+
+
+@pytest.fixture
+def budget(app: FastAPI) -> RateBudget:
+    return app_service(app).budget
 
 
 class TikTok:
@@ -129,8 +144,8 @@ class TestBudget:
         client: httpx.AsyncClient,
         service: Service,
         tiktok: TikTok,
-        pacer: Pacer,
-        pacer_time: PacerTime,
+        budget: RateBudget,
+        budget_time: BudgetTime,
         canaries: Canaries,
         api_key: str,
         pg: asyncpg.Connection,
@@ -144,8 +159,10 @@ class TestBudget:
         }
 
         async def settled() -> bool:
-            # Time stands still: each check is answered, or waits for its slot.
-            return sum(task.done() for task in checks.values()) + pacer.waiting == len(checks)
+            # Time stands still: the one slot due now has come, and each check is answered,
+            # or waits for its slot.
+            answered = sum(task.done() for task in checks.values())
+            return tiktok.route.call_count == 1 and answered + budget.waiting == len(checks)
 
         await until(settled, "every check answered or waiting for its slot", within=30)
         answered = {a: task.result() for a, task in checks.items() if task.done()}
@@ -156,14 +173,14 @@ class TestBudget:
             assert answer.headers["content-type"] == "application/problem+json"
             assert answer.json()["code"] == "rate_limited"
             assert int(answer.headers["retry-after"]) >= 1
-        # No lease is taken before the slot: the worker and the next check are free to go.
+        # A check refused leaves its grant free; one waiting for its slot holds its lease.
         leased = await pg.fetchval("SELECT count(*) FROM oauth_grant WHERE lease_until IS NOT NULL")
-        assert leased == 0
+        assert leased == budget.waiting
         # Only the first slot has come: one call at TikTok, answered.
         assert tiktok.route.call_count == 1
         assert len(answered) - len(refused) == 1
 
-        pacer_time.run()
+        budget_time.run()
         answers = {a: await task for a, task in checks.items()}
         served = [a for a, answer in answers.items() if answer.status_code == 200]
         assert sorted(served + refused) == sorted(ADVERTISERS)
@@ -180,8 +197,8 @@ class TestBudget:
         client: httpx.AsyncClient,
         service: Service,
         tiktok: TikTok,
-        pacer: Pacer,
-        pacer_time: PacerTime,
+        budget: RateBudget,
+        budget_time: BudgetTime,
         clock: FakeClock,
         canaries: Canaries,
         api_key: str,
@@ -197,13 +214,15 @@ class TestBudget:
         ]
 
         async def settled() -> bool:
-            # Time stands still: each of the four calls is made, or waits for its slot.
-            return tiktok.route.call_count + pacer.waiting == len(due) + len(checked)
+            # Time stands still: the one slot due now has come, and each of the other calls
+            # waits for its slot.
+            made = tiktok.route.call_count
+            return made == 1 and made + budget.waiting == len(due) + len(checked)
 
         await until(settled, "every call made or waiting for its slot", within=30)
         assert tiktok.route.call_count == 1  # the one slot that has come, whoever took it
 
-        pacer_time.run()
+        budget_time.run()
         answers = await asyncio.gather(*checks)
         assert await drain == 2
         assert [answer.status_code for answer in answers] == [200, 200]
@@ -216,7 +235,7 @@ class TestConcurrentChecks:
         client: httpx.AsyncClient,
         service: Service,
         tiktok: TikTok,
-        pacer_time: PacerTime,
+        budget_time: BudgetTime,
         canaries: Canaries,
         api_key: str,
         caplog: pytest.LogCaptureFixture,
@@ -224,7 +243,7 @@ class TestConcurrentChecks:
         caplog.set_level(logging.DEBUG, logger="tiktok_auth_service")
         (advertiser,) = ADVERTISERS[:1]
         await connect(service, tiktok, canaries, [advertiser])
-        pacer_time.run()
+        budget_time.run()
         tiktok.hold()
         url = f"/tokens/{advertiser}/check"
         first = asyncio.create_task(client.post(url, headers=bearer(api_key)))
@@ -246,7 +265,7 @@ class TestConcurrentChecks:
         client: httpx.AsyncClient,
         service: Service,
         tiktok: TikTok,
-        pacer_time: PacerTime,
+        budget_time: BudgetTime,
         settings: Settings,
         clock: FakeClock,
         canaries: Canaries,
@@ -257,7 +276,7 @@ class TestConcurrentChecks:
         caplog.set_level(logging.DEBUG, logger="tiktok_auth_service")
         (advertiser,) = ADVERTISERS[:1]
         await connect(service, tiktok, canaries, [advertiser])
-        pacer_time.run()
+        budget_time.run()
         tiktok.hold()
         here = asyncio.create_task(
             client.post(f"/tokens/{advertiser}/check", headers=bearer(api_key))

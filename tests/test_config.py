@@ -117,6 +117,29 @@ class TestLoadSettings:
         assert "'s'" not in repr(settings)
 
 
+class TestEndpointLimits:
+    def test_limits_are_calls_a_second(self) -> None:
+        settings = valid_settings(tiktok_rate_limit_endpoints="report/task/create/=2, *=1/30")
+        assert settings.tiktok_rate_limit_endpoints == {"report/task/create/": 2.0, "*": 0.5}
+        assert valid_settings().tiktok_rate_limit_endpoints == {"report/task/create/": 2.0}
+        assert valid_settings(tiktok_rate_limit_endpoints="").tiktok_rate_limit_endpoints == {}
+
+    @pytest.mark.parametrize(
+        ("value", "named"),
+        [
+            ("/open_api/v1.3/report/task/create/=2", "ending in a slash"),
+            ("report/task/create=2", "ending in a slash"),
+            ("report/task/create/=two", "path=QPS"),
+            ("report/task/create/=0", "more than 0"),
+        ],
+    )
+    def test_bad_limits_are_refused(self, value: str, named: str) -> None:
+        with pytest.raises(ConfigError) as caught:
+            valid_settings(tiktok_rate_limit_endpoints=value)
+        assert named in str(caught.value)
+        assert "TIKTOK_RATE_LIMIT_ENDPOINTS" in str(caught.value)
+
+
 def test_cli_reports_one_line_and_exit_code_2() -> None:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("TIKTOK_", "DATABASE_", "TOKEN_"))

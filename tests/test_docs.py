@@ -42,6 +42,8 @@ def _as_written(default: Any) -> str:
         return f"`{str(default).lower()}`"
     if isinstance(default, list):
         return f"`{','.join(default)}`" if default else "empty"
+    if isinstance(default, dict):
+        return f"`{','.join(f'{key}={value:g}' for key, value in default.items())}`"
     if isinstance(default, float) and default.is_integer():
         return f"`{int(default)}`"
     return f"`{default}`"

@@ -1,12 +1,11 @@
 """The worker (tiktok_auth_service.scheduling): which grants it refreshes, how it backs off,
-how one failing call leaves the others alone, how it stops; the pacer."""
+how one failing call leaves the others alone, how it stops."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import cast
 
@@ -17,9 +16,7 @@ import respx
 
 from tests.fixtures import TIKTOK_API, Canaries, FakeClock, make_settings
 from tests.helpers import TikTokAccounts, connect_account, store_account_grant
-from tiktok_auth_service import errors
 from tiktok_auth_service.models import Grant
-from tiktok_auth_service.pacing import Pacer
 from tiktok_auth_service.refresh import AccountRefresher
 from tiktok_auth_service.service import Service
 
@@ -131,62 +128,9 @@ async def test_a_failing_call_does_not_cancel_a_refresh_in_flight(
             service, open_id, clock.now() + timedelta(hours=1), refresh_due_at=clock.now()
         )
     calls = _OneCallFails()
-    settings = make_settings(migrated, worker_qps=50, worker_concurrency=2)
+    settings = make_settings(migrated, worker_concurrency=2)
     worker = dataclasses.replace(
         service.worker, settings=settings, refresher=cast(AccountRefresher, calls)
     )
     assert await worker.drain() == 2
     assert calls.completed == 1
-
-
-class TestPacer:
-    async def _starts(self, late: Callable[[int], float], count: int) -> list[float]:
-        """Start times of `count` waits on a fake clock where the event loop wakes the n-th
-        waiter `late(n)` seconds late."""
-        clock = {"now": 100.0}
-        starts: list[float] = []
-
-        async def late_sleep(seconds: float) -> None:
-            clock["now"] += seconds + late(len(starts))
-
-        pacer = Pacer(50, now=lambda: clock["now"], sleep=late_sleep)
-        for _ in range(count):
-            await pacer.wait()
-            starts.append(clock["now"])
-        return starts
-
-    @staticmethod
-    def busiest_second(starts: list[float]) -> int:
-        """The most starts in any window of a second plus the jitter the pacer allows for."""
-        window = 1.0 + Pacer.jitter
-        return max(sum(1 for t in starts if first <= t < first + window) for first in starts)
-
-    async def test_late_wake_ups_do_not_slow_the_pace(self) -> None:
-        starts = await self._starts(lambda n: 0.005, 200)
-        # 199 intervals: the 5 ms each wake-up is late do not add up.
-        assert starts[-1] - starts[0] <= 199 * Pacer.guard / 50 + 0.005
-        assert self.busiest_second(starts) <= 50
-
-    async def test_a_stalled_loop_never_bursts_past_the_budget(self) -> None:
-        # Every 30th waiter wakes half a second late; the others 1-15 ms late.
-        starts = await self._starts(lambda n: 0.5 if n % 30 == 0 else (n % 15 + 1) / 1000, 300)
-        assert self.busiest_second(starts) <= 50
-        gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
-        assert min(gaps) >= Pacer.guard / 50 - Pacer.catch_up
-
-    async def test_a_wait_past_its_bound_is_refused_at_once_and_takes_no_slot(self) -> None:
-        clock = {"now": 100.0}
-        slept: list[float] = []
-
-        async def sleep(seconds: float) -> None:
-            slept.append(seconds)
-            clock["now"] += seconds
-
-        pacer = Pacer(2, now=lambda: clock["now"], sleep=sleep)
-        await pacer.wait(within=0.1)  # idle: at once
-        with pytest.raises(errors.RateLimited) as refused:
-            await pacer.wait(within=0.1)  # the next slot is half a second away
-        assert refused.value.retry_after == 1
-        assert slept == []
-        await pacer.wait(within=1)  # the refusal took no slot: this one gets the next
-        assert slept == [pytest.approx(Pacer.guard / 2 - Pacer.catch_up)]

@@ -9,7 +9,7 @@ import contextlib
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,7 +19,15 @@ from fastapi.telemetry import TelemetryConfig
 from fastapi_offline import FastAPIOffline
 
 from tiktok_auth_service import __version__
-from tiktok_auth_service.api import browser, connections, frontend, health, problems, tokens
+from tiktok_auth_service.api import (
+    browser,
+    connections,
+    frontend,
+    gateway,
+    health,
+    problems,
+    tokens,
+)
 from tiktok_auth_service.api.deps import attach_service
 from tiktok_auth_service.api.limits import BodyLimit
 from tiktok_auth_service.api.observability import (
@@ -29,10 +37,11 @@ from tiktok_auth_service.api.observability import (
     new_request_id,
 )
 from tiktok_auth_service.api.security import SecurityHeaders
+from tiktok_auth_service.budget import RateBudget
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
+from tiktok_auth_service.db import Database
 from tiktok_auth_service.metrics import Metrics
-from tiktok_auth_service.pacing import Pacer
 from tiktok_auth_service.service import Service, open_service
 
 log = logging.getLogger(__name__)
@@ -93,26 +102,19 @@ def create_app(
     clock: Clock | None = None,
     freeze_after_startup: bool = False,
     metrics: Metrics | None = None,
-    processes: int = 1,
-    pacer: Pacer | None = None,
+    budget: Callable[[Database], RateBudget] | None = None,
 ) -> FastAPI:
     """The service. `freeze_after_startup` (for the one app of a server process) moves
     everything alive after start-up out of the cyclic garbage collector's reach: those objects
     live as long as the process, and scanning them showed up as latency spikes on the token
     read in bench/hot_path.py. `metrics` defaults to this process's (`Metrics.for_process`).
-    `processes`: how many server processes run with these settings (`serve --workers`); the
-    background worker's TikTok budget is split between them. `pacer`: see `open_service`."""
+    `budget`: see `open_service`."""
     metrics = metrics or Metrics.for_process()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_service(
-            settings,
-            clock,
-            metrics,
-            processes=processes,
-            pacer=pacer,
-            request_id=correlation_id.get,
+            settings, clock, metrics, budget=budget, request_id=correlation_id.get
         ) as service:
             attach_service(app, service)
             if freeze_after_startup:
@@ -132,6 +134,9 @@ def create_app(
                 yield
             finally:
                 stop.set()
+                # The server has answered every request: what still waits for a slot is
+                # the worker's, and its leases run out for another pass to take.
+                service.budget.close()
                 await asyncio.gather(*background)
                 # The server has answered every request by now, but a read may have left
                 # the refresh it stopped waiting for in flight.
@@ -168,6 +173,7 @@ def create_app(
         generator=new_request_id,
     )
     app.add_middleware(tokens.CachedTokenReads, metrics=metrics)
+    app.add_middleware(gateway.GatewayRequests, metrics=metrics)
     app.include_router(browser.router)
     app.include_router(frontend.router)
     app.include_router(tokens.router)

@@ -96,6 +96,23 @@ class Settings(LoggingSettings):
     tiktok_retry_attempts: int = Field(default=4, ge=1)
     tiktok_retry_base_delay: float = Field(default=0.5, ge=0)
     tiktok_retry_budget_seconds: float = Field(default=20.0, ge=0)
+    # The app's tier (contract §8.1), shared by every caller, replica and the worker.
+    tiktok_rate_limit_qps: float = Field(default=10, gt=0)
+    tiktok_rate_limit_qpm: float = Field(default=600, gt=0)
+    # Endpoints with lower limits of their own, as calls a second: "path=QPS" or
+    # "path=QPS/QPM", comma-separated; "*" gives every endpoint its own (the sandbox's).
+    tiktok_rate_limit_endpoints: Annotated[dict[str, float], NoDecode] = {
+        "report/task/create/": 2.0
+    }
+
+    # The gateway (/proxy/open_api/v1.3/...): the largest request body it takes (held whole:
+    # the subject may be a form field after the file, and a repeat sends it again), the
+    # caller's deadline for the whole call (retries included; X-Broker-Timeout shortens it),
+    # and how often a grant's token may be checked because a proxied call was refused
+    # 40104/40105.
+    gateway_max_request_bytes: int = Field(default=64 * 2**20, ge=1024)
+    gateway_timeout_seconds: float = Field(default=30.0, gt=0)
+    gateway_dead_token_checks_per_minute: int = Field(default=2, ge=1)
 
     database_url: SecretStr
     database_pool_size: int = Field(default=10, ge=1)
@@ -130,7 +147,6 @@ class Settings(LoggingSettings):
     refresh_wait_seconds: float = Field(default=2.0, ge=0)
     refresh_expiry_warning_days: int = Field(default=14, ge=0)
     worker_enabled: bool = True
-    worker_qps: int = Field(default=10, ge=1)
     worker_concurrency: int = Field(default=4, ge=1)
     worker_refresh_ahead_seconds: int = Field(default=600, ge=0)
     worker_poll_seconds: float = Field(default=30.0, gt=0)
@@ -185,6 +201,30 @@ class Settings(LoggingSettings):
     @classmethod
     def _scopes(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("tiktok_rate_limit_endpoints", mode="before")
+    @classmethod
+    def _endpoint_limits(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        limits: dict[str, float] = {}
+        for item in _split_list(value):
+            path, _, rates = item.partition("=")
+            path = path.strip()
+            if not (path == "*" or (path.endswith("/") and not path.startswith("/"))):
+                raise ValueError(
+                    f"{path!r}: an endpoint is TikTok's path below /open_api/v1.3/, ending in "
+                    "a slash (report/task/create/), or *"
+                )
+            qps, _, qpm = rates.partition("/")
+            try:
+                per_second = float(qps) if not qpm else min(float(qps), float(qpm) / 60)
+            except ValueError:
+                raise ValueError(f"{item!r}: expected path=QPS or path=QPS/QPM") from None
+            if not per_second > 0:
+                raise ValueError(f"{item!r}: a limit is more than 0 calls")
+            limits[path] = per_second
+        return limits
 
     @field_validator("webhook_url", mode="before")
     @classmethod

@@ -132,13 +132,45 @@ class ReauthorizationRequired(ServiceError):
 
 
 class RateLimited(ServiceError):
-    """No slot in this process's share of the TikTok call budget (WORKER_QPS) comes soon
+    """No slot in the app's TikTok call budget (budget.RateBudget) comes soon
     enough; always says when to come back."""
 
     code = "rate_limited"
     status = 429
     title = "TikTok's call budget is spent for now; try again later"
     retry_after_always = True
+
+
+class SubjectRequired(InvalidRequest):
+    """A gateway call names no advertiser or TikTok account, so no grant can serve it."""
+
+    code = "subject_required"
+    title = "The call names no advertiser_id, advertiser_ids or business_id"
+
+
+class SubjectsSpanGrants(InvalidRequest):
+    """A gateway call names subjects that no single token serves (TikTok takes one token a
+    call)."""
+
+    code = "subjects_span_grants"
+    title = "The subjects of this call are not all served by one authorization"
+
+
+class PathNotAllowed(ServiceError):
+    """A gateway path that could leave /open_api/v1.3/: dot segments, encoded characters,
+    empty segments, an absolute URL."""
+
+    code = "path_not_allowed"
+    status = 400
+    title = "This path cannot be forwarded to TikTok"
+
+
+class EndpointRefused(ServiceError):
+    """The gateway never forwards TikTok's OAuth endpoints: they need the app secret."""
+
+    code = "endpoint_refused"
+    status = 403
+    title = "This TikTok endpoint is not available through the gateway"
 
 
 class UpstreamUnavailable(ServiceError):

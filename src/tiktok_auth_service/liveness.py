@@ -25,7 +25,6 @@ from tiktok_auth_service.crypto import TokenSealer
 from tiktok_auth_service.db import Database
 from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.models import AdvertiserStatus, Grant, GrantStatus
-from tiktok_auth_service.pacing import Pacer
 from tiktok_auth_service.repository import Repository, transaction
 from tiktok_auth_service.tiktok import AdvertiserInfo, Endpoint, TikTokClient, TikTokError, Verdict
 from tiktok_auth_service.webhooks import emit
@@ -46,7 +45,6 @@ class LivenessChecker:
     sealer: TokenSealer
     clock: Clock
     metrics: Metrics
-    pacer: Pacer
     _inflight: dict[uuid.UUID, asyncio.Task[None]] = field(default_factory=dict)
 
     @property
@@ -80,11 +78,11 @@ class LivenessChecker:
             del self._inflight[grant_id]
 
     async def _check_now(self, grant_id: uuid.UUID) -> None:
-        """Take a slot, then the lease, then ask TikTok. While another holds the lease, wait
+        """Take the lease, then ask TikTok in the budget. While another holds the lease, wait
         for it to end: a verdict it recorded meanwhile answers this check too."""
         first_look = True
         seen: datetime | None = None
-        slotted = waiting = False
+        waiting = False
         while True:
             now = self.clock.now()
             async with transaction(self.db) as repo:
@@ -95,33 +93,32 @@ class LivenessChecker:
                     first_look, seen = False, grant.last_checked_at
                 elif grant.last_checked_at != seen:
                     return  # a check that ended after this one began found the token alive
-                busy = lease.held(grant, now)
-                if slotted and not busy:
+                if not lease.held(grant, now):
                     lease.take(grant, now, self.settings.lease_seconds)
                     break
-            if busy:
-                if not waiting:
-                    waiting = True
-                    log.debug(
-                        "grant %s: a check of it is under way elsewhere; waiting for its verdict",
-                        grant_id,
-                        extra=grant.log_fields("liveness_check_waiting"),
-                    )
-                # The holder's answer lands in the row.
-                await asyncio.sleep(lease.LEASE_POLL_SECONDS)
-            else:
-                # Before the lease: a check refused here leaves the grant free for others.
-                await self.pacer.wait(within=CHECK_SLOT_SECONDS)
-                slotted = True
-        if not await self.check_leased(grant):
+            if not waiting:
+                waiting = True
+                log.debug(
+                    "grant %s: a check of it is under way elsewhere; waiting for its verdict",
+                    grant_id,
+                    extra=grant.log_fields("liveness_check_waiting"),
+                )
+            await asyncio.sleep(lease.LEASE_POLL_SECONDS)  # the holder's answer lands in the row
+        try:
+            alive = await self.check_leased(grant, within=CHECK_SLOT_SECONDS)
+        except errors.RateLimited:
+            await self._release(grant)  # nothing was asked: the grant is free for others
+            raise
+        if not alive:
             raise errors.UpstreamUnavailable(
                 "TikTok could not confirm the token; retry shortly.",
                 retry_after=lease.RETRY_AFTER_SECONDS,
             )
 
-    async def check_leased(self, leased: Grant) -> bool:
+    async def check_leased(self, leased: Grant, *, within: float | None = None) -> bool:
         """Ask TikTok about a grant this process holds the lease of and record the answer;
-        False when TikTok could not say (the check is then retried later, with backoff)."""
+        False when TikTok could not say (the check is then retried later, with backoff).
+        `within`: raise RateLimited, asking nothing, if the budget has no slot that soon."""
         token = SecretStr(
             self.sealer.open_access_token(leased.id, leased.key_id, leased.access_token_enc)
         )
@@ -129,9 +126,9 @@ class LivenessChecker:
         try:
             if self.settings.tiktok_sandbox:
                 for advertiser_id in leased.advertiser_ids:
-                    await self.tiktok.check_advertiser(token, advertiser_id)
+                    await self.tiktok.check_advertiser(token, advertiser_id, within=within)
             else:
-                listed = await self.tiktok.get_advertisers(token)
+                listed = await self.tiktok.get_advertisers(token, within=within)
         except TikTokError as exc:
             dead = exc.verdict(Endpoint.ADVERTISERS) == Verdict.DEAD
             await self._record(leased, None, exc, dead)
@@ -154,6 +151,14 @@ class LivenessChecker:
         await self._record(leased, listed, None, dead=False)
         self.metrics.liveness_check("ok")
         return True
+
+    async def _release(self, leased: Grant) -> None:
+        """End a lease under which nothing was asked."""
+        async with transaction(self.db) as repo:
+            try:
+                lease.release(await lease.settle(repo, leased))
+            except lease.Superseded:
+                return
 
     async def _record(
         self,

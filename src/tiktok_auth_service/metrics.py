@@ -35,6 +35,7 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 # The token read answers in about a millisecond; TikTok in tens to hundreds of them.
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 TIKTOK_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BUDGET_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 300.0)
 
 # Methods outside this set are counted as "other": a client must not mint label values.
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -172,6 +173,45 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        self.gateway_calls = Counter(
+            "tiktok_auth_gateway_calls_total",
+            "Calls through the gateway (/proxy/open_api/v1.3/...), by endpoint (`other` before "
+            "the caller's key is known) and code: TikTok's body code, http_<status> for an "
+            "answer without one, or the problem's code when the gateway answered itself.",
+            ["endpoint", "code"],
+            registry=registry,
+        )
+        self.gateway_duration = Histogram(
+            "tiktok_auth_gateway_call_duration_seconds",
+            "Duration of a gateway call, retries and the streamed answer included, by endpoint.",
+            ["endpoint"],
+            buckets=TIKTOK_BUCKETS,
+            registry=registry,
+        )
+        self.budget_waits = Histogram(
+            "tiktok_auth_budget_wait_seconds",
+            "Time a TikTok call waited for its slot in the app's call budget (calls that got one).",
+            buckets=BUDGET_BUCKETS,
+            registry=registry,
+        )
+        self.budget_refusals = Counter(
+            "tiktok_auth_budget_refused_total",
+            "TikTok calls refused a slot in the app's call budget (429 rate_limited): none "
+            "came within the caller's wait, or the service was stopping.",
+            registry=registry,
+        )
+        self.budget_cool_downs = Counter(
+            "tiktok_auth_budget_cool_downs_total",
+            "Cool-downs this process started: TikTok throttled the app (40100/40133), and "
+            "every replica started no call for a while.",
+            registry=registry,
+        )
+        self.budget_slots_missed = Counter(
+            "tiktok_auth_budget_slots_missed_total",
+            "Slots in the call budget given up because this process woke too late to start "
+            "on time (a busy event loop); the call took the next one.",
+            registry=registry,
+        )
         self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._token_reads = {
             (kind, outcome): self.token_reads.labels(kind, outcome)
@@ -188,6 +228,7 @@ class Metrics:
             for outcome in WORKER_OUTCOMES
         }
         self._tiktok: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._gateway: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     @classmethod
     def for_process(cls) -> Metrics:
@@ -226,6 +267,17 @@ class Metrics:
         pair[0].inc()
         pair[1].observe(seconds)
 
+    def gateway_call(self, endpoint: str, code: str, seconds: float) -> None:
+        key = (endpoint, code)
+        pair = self._gateway.get(key)
+        if pair is None:
+            pair = self._gateway[key] = (
+                self.gateway_calls.labels(endpoint, code),
+                self.gateway_duration.labels(endpoint),
+            )
+        pair[0].inc()
+        pair[1].observe(seconds)
+
     def refresh(self, outcome: str) -> None:
         self._refreshes[outcome].inc()
 
@@ -234,6 +286,18 @@ class Metrics:
 
     def worker_task(self, kind: str, outcome: str) -> None:
         self._worker[(kind, outcome)].inc()
+
+    def budget_wait(self, seconds: float) -> None:
+        self.budget_waits.observe(seconds)
+
+    def budget_refused(self) -> None:
+        self.budget_refusals.inc()
+
+    def budget_cool_down(self) -> None:
+        self.budget_cool_downs.inc()
+
+    def budget_slot_missed(self) -> None:
+        self.budget_slots_missed.inc()
 
     def db_pool(self, pool: str, in_use: int, idle: int) -> None:
         self.db_pool_connections.labels(pool, "in_use").set(in_use)

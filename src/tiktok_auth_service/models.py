@@ -349,6 +349,25 @@ class ApiKey(SQLModel, table=True):
     revoked_at: datetime | None = _tz(True)
 
 
+class RateBudget(SQLModel, table=True):
+    """One budget of TikTok calls shared by every replica (`budget.py`): the whole app's
+    (`scope` '') or one endpoint's. `tat` is when its next call may start (GCRA's
+    theoretical arrival time), in seconds on the database's clock."""
+
+    __tablename__ = "rate_budget"
+    # Unlogged: migration 0008 says why.
+    __table_args__ = {"prefixes": ["UNLOGGED"]}
+
+    app_id: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
+    scope: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
+    tat: float = Field(sa_column=sa.Column(sa.Double, nullable=False))
+    # The app's last cool-down: when it ends, and how long it was (`budget.cool_down`).
+    cool_until: float = Field(
+        sa_column=sa.Column(sa.Double, nullable=False, server_default="-infinity")
+    )
+    cool_seconds: float = Field(sa_column=sa.Column(sa.Double, nullable=False, server_default="0"))
+
+
 class TokenAccess(SQLModel, table=True):
     """The audit record of one token read, check or revocation: who, what, how it ended.
     Never the token."""

@@ -1,5 +1,5 @@
-"""Background work: the worker claims grants that need TikTok and handles them, paced to one
-upstream budget (`WORKER_QPS`) shared by every kind of call; then it prunes the audit.
+"""Background work: the worker claims grants that need TikTok and handles them, each call in
+the app's TikTok call budget (`budget.py`, as the caller "worker"); then it prunes the audit.
 Webhooks are delivered beside it (webhooks.WebhookSender), so a slow receiver delays none of
 this.
 
@@ -19,13 +19,13 @@ from datetime import timedelta
 
 from tiktok_auth_service import errors
 from tiktok_auth_service.audit import AuditLog
+from tiktok_auth_service.budget import RateBudget
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import Database
 from tiktok_auth_service.liveness import LivenessChecker
 from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.models import Grant
-from tiktok_auth_service.pacing import Pacer
 from tiktok_auth_service.refresh import AccountRefresher
 from tiktok_auth_service.repository import Claim, transaction
 from tiktok_auth_service.revocation import Revoker
@@ -44,15 +44,15 @@ class Worker:
     liveness: LivenessChecker
     revoker: Revoker
     audit: AuditLog
-    pacer: Pacer
+    budget: RateBudget
     clock: Clock
     metrics: Metrics
 
     @property
     def batch(self) -> int:
         """Grants claimed at once: as many as may be in flight, and no more than a second's
-        worth of this process's budget."""
-        return max(1, min(int(self.pacer.per_second), self.settings.worker_concurrency))
+        worth of the app's budget."""
+        return max(1, min(int(self.budget.per_second), self.settings.worker_concurrency))
 
     async def claim(self, kind: Claim) -> list[Grant]:
         now = self.clock.now()
@@ -80,7 +80,6 @@ class Worker:
     async def _handle(self, kind: Claim, grant: Grant, stop: asyncio.Event | None) -> None:
         # Never raises into the group: that would cancel the other calls, possibly between
         # TikTok rotating a refresh token and the new one being written.
-        await self.pacer.wait()
         if stop is not None and stop.is_set():
             return  # the lease runs out and another pass takes the grant
         try:
@@ -94,6 +93,8 @@ class Worker:
         except errors.ReauthorizationRequired:
             # Recorded and logged where it was found.
             self.metrics.worker_task(kind, "reauthorization_required")
+        except errors.RateLimited:
+            return  # stopping before its slot came: the lease runs out for another pass
         except Exception:
             self.metrics.worker_task(kind, "error")
             log.exception(

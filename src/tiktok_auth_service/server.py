@@ -13,7 +13,6 @@ its logging itself; the command line calls it for every other command too.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import resource
@@ -89,8 +88,7 @@ def http_server(settings: Settings, host: str, port: int, workers: int) -> MPSer
     # code (the app writes its own, without query strings). On a signal each process stops
     # accepting, answers the requests in flight, then shuts the app down; one still running
     # a lease's length after the signal (one TikTok call with its retries, and 30 s) is
-    # killed, so the stop is bounded. The number of processes stays fixed, since each paces
-    # its TikTok calls at its share of the budget.
+    # killed, so the stop is bounded.
     return MPServer(
         "tiktok_auth_service.server:server_process_app",
         factory=True,
@@ -117,11 +115,7 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     they have all stopped. Call inside `metrics_directory()`, after configuring logging.
     Ends with status 1 when a process keeps dying (the database unreachable at start-up,
     say)."""
-    # Each process is told how many there are through its loader's argument (granian pickles
-    # the loader for the processes it starts).
-    http_server(settings, host, port, workers).serve(
-        target_loader=functools.partial(server_process_app, workers), wrap_loader=False
-    )
+    http_server(settings, host, port, workers).serve()
 
 
 def configure_logging(settings: LoggingSettings, *, request_ids: bool = False) -> None:
@@ -137,10 +131,9 @@ def configure_logging(settings: LoggingSettings, *, request_ids: bool = False) -
     logs.configure(settings.log_level, settings.log_format, filters)
 
 
-def server_process_app(processes: int) -> Callable[..., Awaitable[None]]:
-    """The app of one of `serve`'s `processes` processes (granian calls this in each). The
-    settings come from the same environment the supervisor checked them in; the worker's
-    upstream budget (WORKER_QPS) is split between the processes. X-Forwarded-For and
+def server_process_app() -> Callable[..., Awaitable[None]]:
+    """The app of one of `serve`'s processes (granian calls this in each). The settings come
+    from the same environment the supervisor checked them in. X-Forwarded-For and
     X-Forwarded-Proto are taken from FORWARDED_ALLOW_IPS only."""
     from granian.utils.proxies import wrap_asgi_with_proxy_headers
 
@@ -149,5 +142,5 @@ def server_process_app(processes: int) -> Callable[..., Awaitable[None]]:
 
     settings = load_settings()
     configure_logging(settings, request_ids=True)
-    app = create_app(settings, freeze_after_startup=True, processes=processes)
+    app = create_app(settings, freeze_after_startup=True)
     return wrap_asgi_with_proxy_headers(app, settings.forwarded_allow_ips)  # type: ignore[no-any-return]

@@ -21,21 +21,23 @@ from tiktok_auth_service.authorization import (
     Authorization,
     ConsentFlow,
 )
+from tiktok_auth_service.budget import RateBudget
 from tiktok_auth_service.clock import Clock, SystemClock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.connections import Connections
 from tiktok_auth_service.crypto import TokenSealer
 from tiktok_auth_service.db import Database, lost_connection
+from tiktok_auth_service.gateway import Gateway
 from tiktok_auth_service.key_rotation import KeyRotation
 from tiktok_auth_service.liveness import LivenessChecker
 from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.models import Flow, GrantStatus
-from tiktok_auth_service.pacing import Pacer
 from tiktok_auth_service.refresh import AccountRefresher
 from tiktok_auth_service.repository import database_answers, grant_counts
 from tiktok_auth_service.revocation import Revoker
 from tiktok_auth_service.scheduling import Worker
 from tiktok_auth_service.tiktok import RetryPolicy, TikTokClient, http_client
+from tiktok_auth_service.tiktok.forward import Forwarder
 from tiktok_auth_service.token_cache import CacheListener, TokenCache
 from tiktok_auth_service.tokens import TokenService
 from tiktok_auth_service.webhooks import WebhookSender
@@ -59,7 +61,9 @@ class Service:
     key_rotation: KeyRotation
     worker: Worker
     webhooks: WebhookSender
+    gateway: Gateway
     metrics: Metrics
+    budget: RateBudget
     # Run by the app's lifespan; None when the cache is off (see Settings.token_cache_listen_url).
     cache_listener: CacheListener | None
 
@@ -99,15 +103,14 @@ async def open_service(
     clock: Clock | None = None,
     metrics: Metrics | None = None,
     *,
-    processes: int = 1,
-    pacer: Pacer | None = None,
+    budget: Callable[[Database], RateBudget] | None = None,
     request_id: Callable[[], str | None] = lambda: None,
 ) -> AsyncIterator[Service]:
     """Open the database and the TikTok client, build every use case over them, and close
-    both on exit. `metrics` defaults to this process's (`Metrics.for_process`). `processes`
-    server processes share WORKER_QPS: this one's `pacer` (the worker's calls and on-demand
-    checks) paces at its share unless one is given (tests give one on a fake clock).
-    `request_id`: the id of the request being served, for the audit (the app's)."""
+    both on exit. `metrics` defaults to this process's (`Metrics.for_process`). `budget`
+    builds the app's TikTok call budget over the database (tests build one on a fake
+    clock); by default it is the settings' (`RateBudget.of`). `request_id`: the id of the
+    request being served, for the audit (the app's)."""
     clock = clock or SystemClock()
     metrics = metrics or Metrics.for_process()
     db = await Database.connect(
@@ -116,6 +119,7 @@ async def open_service(
         pgbouncer=settings.database_pgbouncer,
         timeout_seconds=settings.database_timeout_seconds,
     )
+    rate_budget = (budget or (lambda db: RateBudget.of(settings, db, metrics)))(db)
     try:
         user_agent = f"tiktok-auth-service/{__version__}"
         async with (
@@ -123,27 +127,24 @@ async def open_service(
             # Receivers get their own client: a slow receiver must not hold TikTok's connections.
             http_client(settings.webhook_timeout_seconds, user_agent) as webhook_http,
         ):
+            retry = RetryPolicy(
+                max_attempts=settings.tiktok_retry_attempts,
+                base_delay=settings.tiktok_retry_base_delay,
+                max_total=settings.tiktok_retry_budget_seconds,
+            )
             tiktok = TikTokClient(
                 http,
                 app_id=settings.tiktok_app_id,
                 app_secret=settings.tiktok_app_secret,
                 api_base_url=settings.tiktok_api_base_url,
                 clock=clock,
-                retry=RetryPolicy(
-                    max_attempts=settings.tiktok_retry_attempts,
-                    base_delay=settings.tiktok_retry_base_delay,
-                    max_total=settings.tiktok_retry_budget_seconds,
-                ),
+                retry=retry,
                 metrics=metrics,
+                budget=rate_budget,
             )
             sealer = TokenSealer(settings.encryption_keys)
-            # Whole calls a second each, so that the processes' one-second windows add up to
-            # no more than the budget (below one a second, on average).
-            pacer = pacer or Pacer(
-                settings.worker_qps // processes or settings.worker_qps / processes
-            )
             refresher = AccountRefresher(settings, db, tiktok, sealer, clock, metrics)
-            liveness = LivenessChecker(settings, db, tiktok, sealer, clock, metrics, pacer)
+            liveness = LivenessChecker(settings, db, tiktok, sealer, clock, metrics)
             audit = AuditLog(
                 db, clock, timedelta(days=settings.audit_retention_days), metrics, request_id
             )
@@ -176,13 +177,27 @@ async def open_service(
                     liveness,
                     revoker,
                     audit,
-                    pacer,
+                    rate_budget,
                     clock,
                     metrics,
                 ),
                 webhooks=WebhookSender(settings, db, webhook_http, clock, metrics),
+                gateway=Gateway(
+                    settings,
+                    db,
+                    sealer,
+                    cache,
+                    liveness,
+                    rate_budget,
+                    Forwarder(http, settings.tiktok_api_base_url),
+                    audit,
+                    metrics,
+                    retry,
+                ),
                 metrics=metrics,
+                budget=rate_budget,
                 cache_listener=CacheListener(cache, listen_url, metrics) if listen_url else None,
             )
     finally:
+        rate_budget.close()
         await db.close()

@@ -163,7 +163,11 @@ async def test_worker_refreshes_1000_due_grants_within_qps(
         "qpd": 0,
     }
     async with start_stack(
-        clock=clock, emulator_config=emulator, worker_qps=qps, worker_concurrency=8
+        clock=clock,
+        emulator_config=emulator,
+        tiktok_rate_limit_qps=qps,
+        tiktok_rate_limit_qpm=qps * 60,
+        worker_concurrency=8,
     ) as (stack, _, admin):
         await seed_account_grants(stack, open_ids)
         await advance(clock, admin, timedelta(hours=23, minutes=55))

@@ -150,6 +150,10 @@ async def test_a_database_restart_during_refreshes_leaves_every_grant_alive(
             emulator_config=emulator,
             worker_enabled=False,
             tiktok_retry_base_delay=0.05,
+            # Each round's 20 refreshes at once take their slots in the call budget: at the
+            # default 10 a second the last ones land after the reads' 2 s wait.
+            tiktok_rate_limit_qps=50,
+            tiktok_rate_limit_qpm=3000,
         ) as stack,
         httpx.AsyncClient(base_url=stack.emulator_url, timeout=60) as admin_http,
     ):

@@ -70,7 +70,7 @@ async def test_two_processes_refresh_and_check_each_due_grant_once(
             tmp_path,
             workers=2,
             WORKER_ENABLED="true",
-            WORKER_QPS="10",
+            TIKTOK_RATE_LIMIT_QPS="10",
             WORKER_POLL_SECONDS="0.2",
         )
         output = asyncio.create_task(serve.stderr.read())  # type: ignore[union-attr]
@@ -105,9 +105,10 @@ async def test_two_processes_refresh_and_check_each_due_grant_once(
         assert [c["code"] for c in refreshes] == [0] * GRANTS
         checks = (await admin.calls(CHECK))[checks_before:]
         assert len(checks) == 1
-        # WORKER_QPS is the budget of the whole `serve`: each process paces at half of it.
-        # Over the whole sweep, where the moment each call reaches the emulator (three
-        # processes on a busy machine) hardly matters; without the split it is 20 a second.
+        # TIKTOK_RATE_LIMIT_QPS is the budget of the whole app: both processes take their
+        # slots from one budget in the database. Over the whole sweep, where the moment each
+        # call reaches the emulator (three processes on a busy machine) hardly matters;
+        # with a budget per process it is 20 a second.
         arrivals = sorted(c["wall_time"] for c in refreshes + checks)
         assert (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) <= 10, arrivals
         await issued_tokens(admin, canaries)

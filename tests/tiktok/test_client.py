@@ -38,6 +38,7 @@ from tiktok_auth_service.tiktok import (
     Verdict,
     http_client,
 )
+from tiktok_auth_service.tiktok.client import COOL_DOWN_SECONDS, CallBudget
 from tiktok_auth_service.tiktok.errors import error_for_code
 
 BASE = "https://business-api.tiktok.test/open_api/v1.3"
@@ -134,6 +135,7 @@ def make_client(http: httpx.AsyncClient, clock: FakeClock, sleeps: RecordingSlee
         random: Callable[[], float] = lambda: 1.0,
         base_url: str = BASE,
         metrics: Metrics | None = None,
+        budget: CallBudget | None = None,
     ) -> TikTokClient:
         return TikTokClient(
             http,
@@ -145,6 +147,7 @@ def make_client(http: httpx.AsyncClient, clock: FakeClock, sleeps: RecordingSlee
             sleep=sleeps,
             random=random,
             metrics=metrics or Metrics(),
+            budget=budget,
         )
 
     return make
@@ -831,6 +834,64 @@ class TestLogging:
         assert warning.levelno == logging.WARNING
         assert "code=40100" in warning.getMessage() and "attempt=1" in warning.getMessage()
         assert "attempt=2" in info.getMessage()
+
+
+class Budget:
+    """The budget's side of the client: what was asked of it."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str, float | None]] = []
+        self.cooled: list[float] = []
+
+    async def acquire(self, endpoint: str, caller: str, *, within: float | None = None) -> None:
+        self.asked.append((endpoint, caller, within))
+
+    async def cool_down(self, seconds: float) -> None:
+        self.cooled.append(seconds)
+
+
+class TestBudget:
+    async def test_every_attempt_takes_a_slot_the_first_within_its_bound(
+        self, make_client: MakeClient, tiktok: respx.MockRouter
+    ) -> None:
+        budget = Budget()
+        tiktok.get("/oauth2/advertiser/get/").mock(
+            side_effect=[fail(50000), ok({"list": [{"advertiser_id": "7100000000000000001"}]})]
+        )
+
+        await make_client(budget=budget).get_advertisers(SecretStr(ADV_TOKEN), within=2)
+
+        assert budget.asked == [
+            ("oauth2/advertiser/get/", "worker", 2),
+            ("oauth2/advertiser/get/", "worker", None),
+        ]
+        assert budget.cooled == []
+
+    @pytest.mark.parametrize("code", [40100, 40133])
+    async def test_throttling_cools_every_replica_down(
+        self, make_client: MakeClient, tiktok: respx.MockRouter, code: int
+    ) -> None:
+        budget = Budget()
+        tiktok.post("/oauth2/access_token/").mock(
+            side_effect=[fail(code), ok(ADVERTISER_GRANT_DATA)]
+        )
+
+        await make_client(budget=budget).exchange_code(AUTH_CODE)
+
+        assert budget.cooled == [COOL_DOWN_SECONDS]
+        assert [endpoint for endpoint, _, _ in budget.asked] == ["oauth2/access_token/"] * 2
+
+    async def test_other_failures_cool_nothing_down(
+        self, make_client: MakeClient, tiktok: respx.MockRouter
+    ) -> None:
+        budget = Budget()
+        tiktok.post("/oauth2/access_token/").mock(side_effect=[fail(50002), fail(40110)])
+
+        with pytest.raises(InvalidAuthCode):
+            await make_client(budget=budget).exchange_code(AUTH_CODE)
+
+        assert budget.cooled == []
+        assert len(budget.asked) == 2
 
 
 class TestSecretsStayOut:

@@ -127,7 +127,7 @@ async def get_advertiser_token(advertiser_id: AdvertiserId, request: Request) ->
 async def check_advertiser_token(advertiser_id: AdvertiserId, request: Request) -> Response:
     """Ask TikTok now whether the token serving this advertiser works (for a consumer that
     just got 40105), syncing its advertiser list; 409 if it died. The call spends the TikTok
-    call budget the background worker spends (WORKER_QPS): 429 with `Retry-After` when no slot
+    call budget every other call spends (budget.py): 429 with `Retry-After` when no slot
     comes within a few seconds. Concurrent checks of one grant share one call."""
     token = await service_of(request).tokens.check_advertiser_token(
         api_key_of(request), advertiser_id, caller_of(request)

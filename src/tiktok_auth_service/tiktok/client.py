@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -78,6 +78,21 @@ def _redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+class CallBudget(Protocol):
+    """The app's TikTok call budget (`tiktok_auth_service.budget.RateBudget`)."""
+
+    async def acquire(self, endpoint: str, caller: str, *, within: float | None = None) -> None:
+        """Wait for this call's slot (RateLimited when none comes `within` seconds)."""
+
+    async def cool_down(self, seconds: float) -> None:
+        """Start no call of the app, in any replica, for `seconds`."""
+
+
+# TikTok throttled the app (40100) or the advertiser (40133): every replica pauses this long.
+# TikTok's guidance is to try again the next second after a QPS breach.
+COOL_DOWN_SECONDS = 1.0
+_THROTTLED = frozenset({40100, 40133})
+
 # Failures that happen before a request leaves this process.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
@@ -87,7 +102,8 @@ class TikTokClient:
 
     The `httpx.AsyncClient` (timeouts, connection limits) belongs to the application; this
     client never closes it. ``sleep`` and ``random`` are injectable so retry waits can be
-    observed in tests without sleeping. Every HTTP exchange (each retry too) is counted in
+    observed in tests without sleeping. Every HTTP exchange (each retry too) takes a slot in
+    `budget` first, as the caller "worker" (the broker's own calls), and is counted in
     `metrics` by endpoint path and outcome code, with its duration.
     """
 
@@ -103,8 +119,10 @@ class TikTokClient:
         retry: RetryPolicy = DEFAULT_RETRY,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         random: Callable[[], float] = random.random,
+        budget: CallBudget | None = None,
     ) -> None:
         self._http = http
+        self._budget = budget
         self._app_id = app_id
         self._app_secret = app_secret
         self._api_base_url = api_base_url.rstrip("/")
@@ -135,26 +153,33 @@ class TikTokClient:
             sensitive=[auth_code],
         )
 
-    async def get_advertisers(self, access_token: SecretStr) -> list[AdvertiserInfo]:
-        """List the advertisers that currently authorize the app for this token."""
+    async def get_advertisers(
+        self, access_token: SecretStr, *, within: float | None = None
+    ) -> list[AdvertiserInfo]:
+        """List the advertisers that currently authorize the app for this token. `within`:
+        raise RateLimited if the budget has no slot for the first attempt that soon."""
         return await self._call(
             "GET",
             "/oauth2/advertiser/get/",
             lambda reply: list(AdvertiserList.model_validate(reply.data).advertisers),
             params={"app_id": self._app_id, "secret": self._secret},
             access_token=access_token,
+            within=within,
         )
 
-    async def check_advertiser(self, access_token: SecretStr, advertiser_id: str) -> None:
+    async def check_advertiser(
+        self, access_token: SecretStr, advertiser_id: str, *, within: float | None = None
+    ) -> None:
         """Whether the token works for this advertiser, by a read the sandbox answers too (it
         has no oauth2/advertiser/get/): one campaign of the advertiser's list. Raises like
-        any call; 40104/40105 say the token is dead."""
+        any call; 40104/40105 say the token is dead. `within`: as for `get_advertisers`."""
         await self._call(
             "GET",
             "/campaign/get/",
             lambda reply: None,
             params={"advertiser_id": advertiser_id, "page_size": "1"},
             access_token=access_token,
+            within=within,
         )
 
     async def revoke(self, access_token: SecretStr) -> None:
@@ -255,13 +280,15 @@ class TikTokClient:
         access_token: SecretStr | None = None,
         sensitive: list[str] | None = None,
         single_use: bool = False,
+        within: float | None = None,
     ) -> _T:
         """Run one TikTok call with retries and return the parsed ``data``.
 
         `single_use` marks calls that spend what they send and whose failure on a repeat
         would be taken for a verdict (the rotating refresh token: a repeat after TikTok rotated
         it answers 40107, which would mark a good grant dead), so those are retried only when
-        TikTok certainly did not act.
+        TikTok certainly did not act. `within` bounds the first attempt's wait for its slot in
+        the budget (retries wait for theirs).
         """
         headers: dict[str, str] = {}
         secrets = [self._secret, *(sensitive or [])]
@@ -271,6 +298,10 @@ class TikTokClient:
         waited = 0.0
         attempt = 1
         while True:
+            if self._budget is not None:
+                await self._budget.acquire(
+                    path.lstrip("/"), "worker", within=within if attempt == 1 else None
+                )
             started = time.perf_counter()
             try:
                 reply = await self._send(method, path, json, params, headers, secrets)
@@ -304,6 +335,8 @@ class TikTokClient:
                         "retry_in_seconds": None if delay is None else round(delay, 3),
                     },
                 )
+                if self._budget is not None and error.code in _THROTTLED:
+                    await self._budget.cool_down(COOL_DOWN_SECONDS)
                 if delay is None:
                     raise
                 await self._sleep(delay)
