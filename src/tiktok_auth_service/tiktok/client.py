@@ -25,6 +25,7 @@ from typing import Any, Protocol, TypeVar
 import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from tiktok_auth_service import errors
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.metrics import Metrics
 
@@ -297,11 +298,20 @@ class TikTokClient:
             secrets.append(headers["Access-Token"])
         waited = 0.0
         attempt = 1
+        last: TikTokError | None = None
         while True:
             if self._budget is not None:
-                await self._budget.acquire(
-                    path.lstrip("/"), "worker", within=within if attempt == 1 else None
-                )
+                # A retry waits for its slot only as long as the retry budget has left (a
+                # cool-down after throttling may be longer): then the last error stands.
+                bound = within if last is None else max(0.0, self._retry.max_total - waited)
+                queued = time.perf_counter()
+                try:
+                    await self._budget.acquire(path.lstrip("/"), "worker", within=bound)
+                except errors.RateLimited:
+                    if last is None:
+                        raise
+                    raise last from None
+                waited += time.perf_counter() - queued
             started = time.perf_counter()
             try:
                 reply = await self._send(method, path, json, params, headers, secrets)
@@ -339,6 +349,7 @@ class TikTokClient:
                     await self._budget.cool_down(COOL_DOWN_SECONDS)
                 if delay is None:
                     raise
+                last = error
                 await self._sleep(delay)
                 waited += delay
                 attempt += 1
