@@ -729,7 +729,11 @@ class TestRecords:
             "outcome": "0",
             "request_id": "req-gateway-1",
         }
-        [line] = [r for r in caplog.records if r.levelname != "DEBUG"]
+        [line] = [
+            r
+            for r in caplog.records
+            if r.name.startswith("tiktok_auth_service") and r.levelname != "DEBUG"
+        ]
         assert getattr(line, "event", None) == "gateway_call"
         assert line.api_key_name == "reporting"  # type: ignore[attr-defined]
         assert line.endpoint == "campaign/get/"  # type: ignore[attr-defined]

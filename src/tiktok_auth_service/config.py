@@ -99,6 +99,9 @@ class Settings(LoggingSettings):
     # The app's tier (contract §8.1), shared by every caller, replica and the worker.
     tiktok_rate_limit_qps: float = Field(default=10, gt=0)
     tiktok_rate_limit_qpm: float = Field(default=600, gt=0)
+    # How long every replica pauses when TikTok throttles the app (40100/40133), before the
+    # budget doubles it for repeats; 0 turns cool-downs off.
+    tiktok_cool_down_seconds: float = Field(default=1.0, ge=0)
     # Endpoints with lower limits of their own, as calls a second: "path=QPS" or
     # "path=QPS/QPM", comma-separated; "*" gives every endpoint its own (the sandbox's).
     tiktok_rate_limit_endpoints: Annotated[dict[str, float], NoDecode] = {

@@ -141,6 +141,7 @@ async def open_service(
                 retry=retry,
                 metrics=metrics,
                 budget=rate_budget,
+                cool_down=settings.tiktok_cool_down_seconds,
             )
             sealer = TokenSealer(settings.encryption_keys)
             refresher = AccountRefresher(settings, db, tiktok, sealer, clock, metrics)

@@ -180,6 +180,9 @@ async def test_every_tiktok_call_survives(
         tiktok_timeout_seconds=0.3,
         tiktok_retry_attempts=3,
         tiktok_retry_budget_seconds=1.0,
+        # The throttles here are faults, not the app's rate: each call is to take every retry
+        # its policy allows. The app-wide cool-down they would start is test_budget.py's.
+        tiktok_cool_down_seconds=0,
     ) as (stack, browser, admin):
         settings, service = stack.settings, app_service(stack.service)
         key = await api_key(stack, canaries)

@@ -35,7 +35,7 @@ from tiktok_auth_service.tiktok import (
     TikTokRateLimited,
     TikTokTransportError,
 )
-from tiktok_auth_service.tiktok.client import COOL_DOWN_SECONDS, CallBudget
+from tiktok_auth_service.tiktok.client import CallBudget
 from tiktok_auth_service.tiktok.errors import error_for_code
 from tiktok_auth_service.tiktok.forward import Forwarded, Forwarder
 from tiktok_auth_service.token_cache import TokenCache
@@ -289,8 +289,9 @@ class Gateway:
             if error is None:
                 assert forwarded is not None
                 return forwarded
-            if isinstance(error, TikTokRateLimited) and error.code in _THROTTLE_CODES:
-                await self.budget.cool_down(COOL_DOWN_SECONDS)
+            cool_down = self.settings.tiktok_cool_down_seconds
+            if isinstance(error, TikTokRateLimited) and error.code in _THROTTLE_CODES and cool_down:
+                await self.budget.cool_down(cool_down)
             delay = self.retry.next_delay(error, record.attempts, waited, single_use, self.random)
             if delay is not None and time.perf_counter() + delay < deadline:
                 log.info(

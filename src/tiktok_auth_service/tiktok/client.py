@@ -121,9 +121,11 @@ class TikTokClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         random: Callable[[], float] = random.random,
         budget: CallBudget | None = None,
+        cool_down: float = COOL_DOWN_SECONDS,
     ) -> None:
         self._http = http
         self._budget = budget
+        self._cool_down = cool_down
         self._app_id = app_id
         self._app_secret = app_secret
         self._api_base_url = api_base_url.rstrip("/")
@@ -345,8 +347,8 @@ class TikTokClient:
                         "retry_in_seconds": None if delay is None else round(delay, 3),
                     },
                 )
-                if self._budget is not None and error.code in _THROTTLED:
-                    await self._budget.cool_down(COOL_DOWN_SECONDS)
+                if self._budget is not None and error.code in _THROTTLED and self._cool_down:
+                    await self._budget.cool_down(self._cool_down)
                 if delay is None:
                     raise
                 last = error
