@@ -69,14 +69,15 @@ ENDPOINT = "advertiser/info/"
 QUERY = "advertiser_ids=" + quote(json.dumps([ADVERTISER]))
 
 
-def serve_emulator(port: int, app: dict[str, Any]) -> None:
-    """The emulator (run in its own process) knowing ADVERTISER and TOKEN, without limits."""
+def serve_emulator(port: int, app: dict[str, Any], qps: int = 0) -> None:
+    """The emulator (run in its own process) knowing ADVERTISER and TOKEN; without limits, or
+    with the app's tier at `qps` a second and 60 x `qps` a minute."""
     import uvicorn
 
     from tiktok_emulator import EmulatorAdvertiser, EmulatorApp, EmulatorConfig, create_emulator_app
     from tiktok_emulator.state import LongTermToken
 
-    config = EmulatorConfig(apps=[EmulatorApp(**app)], qps=0, qpm=0, qpd=0)
+    config = EmulatorConfig(apps=[EmulatorApp(**app)], qps=qps, qpm=60 * qps, qpd=0)
     emulator = create_emulator_app(config)
     state = emulator.state.emulator
     state.advertisers[ADVERTISER] = EmulatorAdvertiser(
