@@ -37,7 +37,7 @@ import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,6 +67,7 @@ ADVERTISER = "7300000000000000001"
 TOKEN = "ltt.gateway-bench-token"  # noqa: S105 - the emulator's, made up here
 ENDPOINT = "advertiser/info/"
 QUERY = "advertiser_ids=" + quote(json.dumps([ADVERTISER]))
+BENCH = str(Path(__file__).resolve().parent)
 
 
 def serve_emulator(port: int, app: dict[str, Any], qps: int = 0) -> None:
@@ -179,6 +180,46 @@ async def seed(env: dict[str, str]) -> str:
         return created.key.get_secret_value()
 
 
+@dataclass(frozen=True)
+class Stack:
+    env: dict[str, str]  # the service's settings
+    emulator_url: str
+    key: str  # an unrestricted broker key
+
+
+@contextlib.contextmanager
+def emulated(qps: int, emulator_qps: int) -> Iterator[tuple[Stack, contextlib.ExitStack, Path]]:
+    """An embedded PostgreSQL, migrated; the emulator in its own process (`serve_emulator`,
+    its tier at `emulator_qps`, 0: none) and the service's settings with the budget at `qps`
+    a second, 60 x that a minute, no worker; ADVERTISER's grant and a key (`seed`). Also the
+    stack the caller's servers join and a scratch folder."""
+    emulator_port = free_port()
+    emulator_url = f"http://127.0.0.1:{emulator_port}"
+    with (
+        embedded_postgres() as database_url,
+        tempfile.TemporaryDirectory() as scratch_dir,
+        contextlib.ExitStack() as servers,
+    ):
+        asyncio.run(migrate(database_url))
+        env = service_env(
+            database_url,
+            emulator_url,
+            WORKER_ENABLED="false",
+            LOG_LEVEL="WARNING",
+            TIKTOK_RATE_LIMIT_QPS=str(qps),
+            TIKTOK_RATE_LIMIT_QPM=str(60 * qps),
+        )
+        child = (
+            f"import sys; sys.path.insert(0, {BENCH!r}); import gateway; "
+            f"gateway.serve_emulator({emulator_port}, {emulator_app(env)!r}, {emulator_qps})"
+        )
+        servers.enter_context(
+            running([sys.executable, "-c", child], {}, f"{emulator_url}/_emulator/clock")
+        )
+        key = asyncio.run(seed(env))
+        yield Stack(env, emulator_url, key), servers, Path(scratch_dir)
+
+
 def lua(path: str, header: str, value: str) -> str:
     return f'wrk.method = "GET"\nwrk.path = "{path}"\nwrk.headers["{header}"] = "{value}"\n'
 
@@ -196,32 +237,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         sys.exit("bench/gateway.py needs wrk: apt-get install wrk")
-    emulator_port = free_port()
-    emulator_url = f"http://127.0.0.1:{emulator_port}"
-    with (
-        embedded_postgres() as database_url,
-        tempfile.TemporaryDirectory() as scratch_dir,
-        contextlib.ExitStack() as servers,
-    ):
-        scratch = Path(scratch_dir)
-        asyncio.run(migrate(database_url))
-        env = service_env(
-            database_url,
-            emulator_url,
-            WORKER_ENABLED="false",
-            LOG_LEVEL="WARNING",
-            TIKTOK_RATE_LIMIT_QPS="1000000",
-            TIKTOK_RATE_LIMIT_QPM="60000000",
-        )
-        bench = str(Path(__file__).resolve().parent)
-        child = (
-            f"import sys; sys.path.insert(0, {bench!r}); import gateway; "
-            f"gateway.serve_emulator({emulator_port}, {emulator_app(env)!r})"
-        )
-        servers.enter_context(
-            running([sys.executable, "-c", child], {}, f"{emulator_url}/_emulator/clock")
-        )
-        key = asyncio.run(seed(env))
+    with emulated(qps=1_000_000, emulator_qps=0) as (stack, servers, scratch):
+        env, emulator_url, key = stack.env, stack.emulator_url, stack.key
+        emulator_port = httpx.URL(emulator_url).port
 
         def start(name: str, command: list[str], extra: dict[str, str]) -> tuple[int, int]:
             port = free_port()
@@ -237,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
             )
             return port, process.pid
 
-        uvicorn = [sys.executable, "-m", "uvicorn", "--no-access-log", "--app-dir", bench]
+        uvicorn = [sys.executable, "-m", "uvicorn", "--no-access-log", "--app-dir", BENCH]
         services = {
             "(g) gateway": start("g", [*uvicorn, "--factory", "gateway:budgeted"], {}),
             "(g0) gateway, no budget": start(

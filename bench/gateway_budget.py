@@ -24,20 +24,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
-from pathlib import Path
 
 import httpx
-from gateway import ADVERTISER, ENDPOINT, QUERY, seed
-from running import emulator_app, free_port, running, service_env
-
-from tiktok_auth_dev.embedded_postgres import embedded_postgres
-from tiktok_auth_service.db import migrate
+from gateway import ADVERTISER, BENCH, ENDPOINT, QUERY, emulated
+from running import free_port, running
 
 FLOODERS = 4
 
@@ -103,34 +97,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--qps", type=int, default=10)
     parser.add_argument("--throttle-at", type=float)
     args = parser.parse_args(argv)
-    emulator_port = free_port()
-    emulator_url = f"http://127.0.0.1:{emulator_port}"
-    with (
-        embedded_postgres() as database_url,
-        tempfile.TemporaryDirectory() as scratch_dir,
-        contextlib.ExitStack() as servers,
-    ):
-        scratch = Path(scratch_dir)
-        asyncio.run(migrate(database_url))
-        env = service_env(
-            database_url,
-            emulator_url,
-            WORKER_ENABLED="false",
-            LOG_LEVEL="WARNING",
-            TIKTOK_RATE_LIMIT_QPS=str(args.qps),
-            TIKTOK_RATE_LIMIT_QPM=str(60 * args.qps),
-        )
-        bench = str(Path(__file__).resolve().parent)
-        child = (
-            f"import sys; sys.path.insert(0, {bench!r}); import gateway; "
-            f"gateway.serve_emulator({emulator_port}, {emulator_app(env)!r}, {args.qps})"
-        )
-        servers.enter_context(
-            running([sys.executable, "-c", child], {}, f"{emulator_url}/_emulator/clock")
-        )
-        key = asyncio.run(seed(env))
-        keys = [key, *asyncio.run(more_keys(env, FLOODERS))]
-        uvicorn = [sys.executable, "-m", "uvicorn", "--no-access-log", "--app-dir", bench]
+    with emulated(qps=args.qps, emulator_qps=args.qps) as (stack, servers, scratch):
+        env, emulator_url = stack.env, stack.emulator_url
+        keys = [stack.key, *asyncio.run(more_keys(env, FLOODERS))]
+        uvicorn = [sys.executable, "-m", "uvicorn", "--no-access-log", "--app-dir", BENCH]
         bases = []
         for n in range(2):
             port = free_port()
