@@ -58,13 +58,13 @@ from running import emulator_app, free_port, running, service_env, settings_of
 
 from tiktok_auth_dev.embedded_postgres import embedded_postgres
 from tiktok_auth_service.api.deps import app_service
-from tiktok_auth_service.api_keys import ApiKeys
 from tiktok_auth_service.app import create_app
 from tiktok_auth_service.clock import SystemClock
-from tiktok_auth_service.connections import encode_cursor
+from tiktok_auth_service.connections.service import encode_cursor
 from tiktok_auth_service.crypto import TokenSealer, digest
 from tiktok_auth_service.db import Database, migrate
 from tiktok_auth_service.models import Flow, Grant, GrantStatus
+from tiktok_auth_service.ops.api_keys import ApiKeys
 from tiktok_auth_service.repository.reads import _LIST_CONNECTIONS_SQL
 
 GRANT_COLUMNS = (

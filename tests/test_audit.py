@@ -14,8 +14,8 @@ import respx
 from tests.fixtures import TIKTOK_API, Canaries, FakeClock, bearer
 from tests.helpers import envelope, new_token, store_advertiser_grant
 from tests.test_cli import run_cli
-from tiktok_auth_service import audit
-from tiktok_auth_service.audit import ANONYMOUS_PER_FLUSH
+from tiktok_auth_service.ops import audit
+from tiktok_auth_service.ops.audit import ANONYMOUS_PER_FLUSH
 from tiktok_auth_service.service import Service
 
 A, B = "7100000000000000001", "7100000000000000002"

@@ -23,7 +23,7 @@ from tiktok_auth_service.app import create_app
 from tiktok_auth_service.budget import RateBudget
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import Database
-from tiktok_auth_service.liveness import CHECK_SLOT_SECONDS
+from tiktok_auth_service.grants.liveness import CHECK_SLOT_SECONDS
 from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.service import Service, open_service
 

@@ -29,7 +29,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "fastapi": ("api", "app"),
     "starlette": ("api", "app"),
     # The webhook sender posts to the product's receivers; everything else HTTP is TikTok.
-    "httpx": ("tiktok", "app", "webhooks"),
+    "httpx": ("tiktok", "app", "ops.webhooks"),
     "sqlalchemy": ("db", "models", "repository"),
     "sqlmodel": ("db", "models", "repository"),
     "asyncpg": ("db", "models", "repository"),
@@ -179,9 +179,9 @@ def test_imports_stay_within_their_boundaries() -> None:
         (f"{PRODUCT}.repository_helpers", "import sqlalchemy", "sqlalchemy"),
         (f"{PRODUCT}.tiktok.client", "from starlette.requests import Request", "starlette"),
         (f"{PRODUCT}.api.tokens", "import httpx", "httpx"),
-        (f"{PRODUCT}.tokens", "def f():\n    import asyncpg", "asyncpg"),
+        (f"{PRODUCT}.tokens.service", "def f():\n    import asyncpg", "asyncpg"),
         (f"{PRODUCT}.api.health", "from prometheus_client import generate_latest", "prometheus"),
-        (f"{PRODUCT}.refresh", "from asgi_correlation_id import correlation_id", "asgi_corr"),
+        (f"{PRODUCT}.grants.worker", "from asgi_correlation_id import correlation_id", "asgi_corr"),
         (f"{PRODUCT}.cli", "from pythonjsonlogger.json import JsonFormatter", "pythonjson"),
     ],
 )

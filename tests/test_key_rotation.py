@@ -31,8 +31,8 @@ from tiktok_auth_service.api.deps import app_service
 from tiktok_auth_service.app import create_app
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer
-from tiktok_auth_service.key_rotation import KeyRotation
 from tiktok_auth_service.models import Grant
+from tiktok_auth_service.ops.key_rotation import KeyRotation
 from tiktok_auth_service.service import Service
 
 OLD_ONLY = "k1:" + base64.b64encode(b"\x01" * 32).decode()

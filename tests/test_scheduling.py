@@ -1,4 +1,4 @@
-"""The worker (tiktok_auth_service.scheduling): which grants it refreshes, how it backs off,
+"""The worker (tiktok_auth_service.grants.worker): which grants it refreshes, how it backs off,
 how one failing call leaves the others alone, how it stops."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import respx
 
 from tests.fixtures import TIKTOK_API, Canaries, FakeClock, make_settings
 from tests.helpers import TikTokAccounts, connect_account, store_account_grant
+from tiktok_auth_service.grants.refresh import AccountRefresher
 from tiktok_auth_service.models import Grant
-from tiktok_auth_service.refresh import AccountRefresher
 from tiktok_auth_service.service import Service
 
 # These tests start authorizations at /authorize directly: connect sessions are not required.

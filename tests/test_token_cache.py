@@ -48,17 +48,23 @@ from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.models import ApiKey, Grant
 from tiktok_auth_service.repository import ApiKeyRow, GrantRow, TokenRow
 from tiktok_auth_service.service import Service
-from tiktok_auth_service.token_cache import (
+from tiktok_auth_service.tokens.cache import (
     APPLICATION_NAME,
+    CHANNEL,
     HEARTBEAT_SECONDS,
     HEARTBEAT_TIMEOUT_SECONDS,
     ROW_BYTES,
     SUBJECT_BYTES,
+    AdvertiserChanged,
+    Change,
+    GrantChanged,
+    KeyChanged,
     TokenCache,
+    parse_change,
 )
 
 ADVERTISER, OTHER = "7100000000000000001", "7100000000000000002"
-# What token_cache.py documents: a notification arrives in milliseconds, and a connection that
+# What tokens/cache.py documents: a notification arrives in milliseconds, and a connection that
 # dies silently turns the cache off within a heartbeat and its timeout. The polls below give
 # that and a margin for a loaded machine; a cache that never evicts fails them at any bound.
 BOUND = HEARTBEAT_SECONDS + HEARTBEAT_TIMEOUT_SECONDS + 3.0
@@ -363,6 +369,97 @@ def cache() -> Iterator[TokenCache]:
     cache = TokenCache(max_bytes=3 * (SUBJECT_BYTES + ROW_BYTES), metrics=Metrics())
     cache.set_live(True)
     yield cache
+
+
+class TestTheTriggers:
+    """Migration 0004's triggers write the payloads in SQL, `parse_change` reads them: each
+    change the triggers report is made for real, and what PostgreSQL delivers on the channel
+    must parse to what was changed."""
+
+    @pytest.fixture
+    async def heard(self, migrated: str) -> AsyncIterator[asyncio.Queue[str]]:
+        payloads: asyncio.Queue[str] = asyncio.Queue()
+        listener = await asyncpg.connect(migrated.replace("+asyncpg", ""))
+        await listener.add_listener(CHANNEL, lambda *args: payloads.put_nowait(args[3]))
+        try:
+            yield payloads
+        finally:
+            await listener.close()
+
+    async def test_each_change_the_triggers_report_parses_to_what_changed(
+        self, pg: asyncpg.Connection, heard: asyncio.Queue[str]
+    ) -> None:
+        async def changes(sql: str, *args: object) -> set[Change | None]:
+            """What `sql` (one transaction) made the triggers send, parsed. A notification
+            sent after it, from the same session, arrives after all of its own."""
+            await pg.execute(sql, *args)
+            end = f"end:{uuid.uuid4()}"
+            await pg.execute("SELECT pg_notify($1, $2)", CHANNEL, end)
+            sent = []
+            while (payload := await asyncio.wait_for(heard.get(), timeout=10)) != end:
+                sent.append(payload)
+            return {parse_change(payload) for payload in sent}
+
+        now = datetime.now(UTC)
+        key, other_key = secrets.token_bytes(32), secrets.token_bytes(32)
+        key_id = uuid.uuid4()
+        assert await changes(
+            "INSERT INTO api_client (id, name, key_hash, unrestricted, created_at)"
+            " VALUES ($1, 'k', $2, true, $3)",
+            key_id,
+            key,
+            now,
+        ) == {KeyChanged(key)}
+        assert await changes(
+            "UPDATE api_client SET revoked_at = $2 WHERE id = $1", key_id, now
+        ) == {KeyChanged(key)}
+        assert await changes(
+            "UPDATE api_client SET key_hash = $2 WHERE id = $1", key_id, other_key
+        ) == {KeyChanged(key), KeyChanged(other_key)}
+        assert await changes("DELETE FROM api_client WHERE id = $1", key_id) == {
+            KeyChanged(other_key)
+        }
+
+        insert_grant = (
+            "INSERT INTO oauth_grant (id, flow, open_id, key_id, access_token_enc, scope, status,"
+            " version, failures, tags, created_at, updated_at)"
+            " VALUES ($1, $2, $3, 'k1', '\\x00', '[]', 'active', 1, 0, '{}', $4, $4)"
+        )
+        advertiser_grant, account_grant = uuid.uuid4(), uuid.uuid4()
+        assert await changes(insert_grant, advertiser_grant, "advertiser", None, now) == {
+            GrantChanged(advertiser_grant, None)
+        }
+        assert await changes(insert_grant, account_grant, "tiktok_account", OPEN_ID, now) == {
+            GrantChanged(account_grant, OPEN_ID)
+        }
+        assert await changes(
+            "UPDATE oauth_grant SET status = 'revoked' WHERE id = $1", account_grant
+        ) == {GrantChanged(account_grant, OPEN_ID)}
+        assert await changes(
+            "UPDATE oauth_grant SET open_id = $2 WHERE id = $1", account_grant, "-other"
+        ) == {GrantChanged(account_grant, OPEN_ID), GrantChanged(account_grant, "-other")}
+
+        assert await changes(
+            "INSERT INTO advertiser (advertiser_id, grant_id, created_at, updated_at)"
+            " VALUES ($1, $2, $3, $3)",
+            ADVERTISER,
+            advertiser_grant,
+            now,
+        ) == {AdvertiserChanged(ADVERTISER)}
+        assert await changes(
+            "UPDATE advertiser SET grant_id = $2 WHERE advertiser_id = $1",
+            ADVERTISER,
+            account_grant,
+        ) == {AdvertiserChanged(ADVERTISER)}
+        assert await changes(
+            "UPDATE advertiser SET advertiser_id = $2 WHERE advertiser_id = $1", ADVERTISER, OTHER
+        ) == {AdvertiserChanged(ADVERTISER), AdvertiserChanged(OTHER)}
+        assert await changes("DELETE FROM advertiser WHERE advertiser_id = $1", OTHER) == {
+            AdvertiserChanged(OTHER)
+        }
+        assert await changes("DELETE FROM oauth_grant WHERE id = $1", advertiser_grant) == {
+            GrantChanged(advertiser_grant, None)
+        }
 
 
 class TestTheCache:

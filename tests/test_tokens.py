@@ -21,7 +21,7 @@ from tests.helpers import (
 )
 from tiktok_auth_service.models import GrantStatus
 from tiktok_auth_service.service import Service
-from tiktok_auth_service.tokens import AdvertiserToken
+from tiktok_auth_service.tokens.schemas import AdvertiserToken
 
 # These tests start authorizations at /authorize directly: connect sessions are not required.
 pytestmark = pytest.mark.settings(connect_sessions_required=False)

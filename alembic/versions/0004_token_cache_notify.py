@@ -1,4 +1,5 @@
-"""Triggers that tell every server process's token cache what changed (token_cache.py).
+"""Triggers that tell every server process's token cache what changed (tokens/cache.py, whose
+`parse_change` reads these payloads; tests/test_token_cache.py holds the two equal).
 
 Revision ID: 0004
 Revises: 0003

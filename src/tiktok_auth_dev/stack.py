@@ -25,12 +25,12 @@ from starlette.applications import Starlette
 
 from tiktok_auth_dev.embedded_postgres import embedded_postgres
 from tiktok_auth_service.api.deps import app_service
-from tiktok_auth_service.api_keys import ApiKeys
 from tiktok_auth_service.app import create_app
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import migrate
 from tiktok_auth_service.models import Flow
+from tiktok_auth_service.ops.api_keys import ApiKeys
 from tiktok_emulator import EmulatorApp, EmulatorConfig, create_emulator_app
 
 

@@ -25,6 +25,7 @@ from tiktok_auth_service.api import (
     frontend,
     gateway,
     health,
+    hot_path,
     problems,
     tokens,
 )
@@ -172,7 +173,7 @@ def create_app(
         validator=acceptable_request_id,
         generator=new_request_id,
     )
-    app.add_middleware(tokens.CachedTokenReads, metrics=metrics)
+    app.add_middleware(hot_path.CachedTokenReads, metrics=metrics)
     app.add_middleware(gateway.GatewayRequests, metrics=metrics)
     app.include_router(browser.router)
     app.include_router(frontend.router)

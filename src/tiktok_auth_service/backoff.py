@@ -1,8 +1,8 @@
 """The one backoff: the wait after the n-th failure in a row doubles from a base up to a cap.
 
 TikTok retries (`tiktok/retry.py`, with jitter), a grant's failed refresh, check or revocation
-(`lease.py`), the refreshed pair's save (`refresh.py`) and webhook deliveries (`webhooks.py`)
-each give it their own base and cap.
+(`lease.py`), the refreshed pair's save (`grants/refresh.py`) and webhook deliveries
+(`ops/webhooks.py`) each give it their own base and cap.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from pydantic import SecretStr
 
 from tiktok_auth_service import errors
-from tiktok_auth_service.api_keys import ADVERTISER_ID
 from tiktok_auth_service.config import Settings
+from tiktok_auth_service.ops.api_keys import ADVERTISER_ID
 
 if TYPE_CHECKING:
     from tiktok_auth_service.service import Service

@@ -23,7 +23,7 @@ ACCOUNT_TOKEN_LIFETIME_SECONDS = 86400
 # prometheus-client's own variable, read when the library is first imported: the directory
 # of its multiprocess mode (metrics.py), which `serve` sets before that import (cli.py).
 MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
-# Grants `rotate-keys` re-encrypts per transaction unless told otherwise (key_rotation.py);
+# Grants `rotate-keys` re-encrypts per transaction unless told otherwise (ops/key_rotation.py);
 # here so that the command line has it without importing the database layer.
 ROTATION_BATCH_SIZE = 500
 
@@ -123,12 +123,12 @@ class Settings(LoggingSettings):
     database_timeout_seconds: float = Field(default=5.0, gt=0)
     # DATABASE_URL is PgBouncer in transaction pooling mode: no prepared-statement caches.
     database_pgbouncer: bool = False
-    # The token cache (token_cache.py) LISTENs on a connection of its own, to DATABASE_URL.
+    # The token cache (tokens/cache.py) LISTENs on a connection of its own, to DATABASE_URL.
     # LISTEN needs a session, which PgBouncer in transaction pooling mode does not keep: there,
     # give a direct URL here, or the cache stays off and every read asks the database.
     database_listen_url: SecretStr | None = None
     token_cache_enabled: bool = True
-    # The memory each server process's token cache may take (token_cache.py counts it).
+    # The memory each server process's token cache may take (tokens/cache.py counts it).
     token_cache_max_mb: int = Field(default=512, ge=1)
 
     token_encryption_keys: SecretStr

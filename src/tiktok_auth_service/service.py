@@ -13,8 +13,6 @@ from datetime import timedelta
 from typing import Any
 
 from tiktok_auth_service import __version__
-from tiktok_auth_service.api_keys import ApiKeys
-from tiktok_auth_service.audit import AuditLog
 from tiktok_auth_service.authorization import (
     AccountFlow,
     AdvertiserFlow,
@@ -24,23 +22,26 @@ from tiktok_auth_service.authorization import (
 from tiktok_auth_service.budget import RateBudget
 from tiktok_auth_service.clock import Clock, SystemClock
 from tiktok_auth_service.config import Settings
-from tiktok_auth_service.connections import Connections
+from tiktok_auth_service.connections.service import Connections
 from tiktok_auth_service.crypto import TokenSealer
 from tiktok_auth_service.db import Database, lost_connection
 from tiktok_auth_service.gateway import Gateway
-from tiktok_auth_service.key_rotation import KeyRotation
-from tiktok_auth_service.liveness import LivenessChecker
+from tiktok_auth_service.grants.liveness import LivenessChecker
+from tiktok_auth_service.grants.refresh import AccountRefresher
+from tiktok_auth_service.grants.revocation import Revoker
+from tiktok_auth_service.grants.worker import Worker
 from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.models import Flow, GrantStatus
-from tiktok_auth_service.refresh import AccountRefresher
+from tiktok_auth_service.ops.api_keys import ApiKeys
+from tiktok_auth_service.ops.audit import AuditLog
+from tiktok_auth_service.ops.key_rotation import KeyRotation
+from tiktok_auth_service.ops.webhooks import WebhookSender
 from tiktok_auth_service.repository import database_answers, grant_counts
-from tiktok_auth_service.revocation import Revoker
-from tiktok_auth_service.scheduling import Worker
 from tiktok_auth_service.tiktok import RetryPolicy, TikTokClient, http_client
 from tiktok_auth_service.tiktok.forward import Forwarder
-from tiktok_auth_service.token_cache import CacheListener, TokenCache
-from tiktok_auth_service.tokens import TokenService
-from tiktok_auth_service.webhooks import WebhookSender
+from tiktok_auth_service.tokens.cache import CacheListener, TokenCache
+from tiktok_auth_service.tokens.revocation import Revocations
+from tiktok_auth_service.tokens.service import TokenService
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class Service:
     authorization: Authorization
     tokens: TokenService
     connections: Connections
-    revoker: Revoker
+    revocations: Revocations
     audit: AuditLog
     api_keys: ApiKeys
     key_rotation: KeyRotation
@@ -149,7 +150,7 @@ async def open_service(
             audit = AuditLog(
                 db, clock, timedelta(days=settings.audit_retention_days), metrics, request_id
             )
-            revoker = Revoker(settings, db, tiktok, sealer, audit, clock)
+            revoker = Revoker(settings, db, tiktok, sealer, clock)
             cache = TokenCache(settings.token_cache_max_mb * 2**20, metrics)
             listen_url = settings.token_cache_listen_url
             flows: list[ConsentFlow[Any]] = [
@@ -167,7 +168,7 @@ async def open_service(
                     settings, db, sealer, refresher, liveness, audit, clock, metrics, cache
                 ),
                 connections=Connections(db),
-                revoker=revoker,
+                revocations=Revocations(settings, db, revoker, audit, clock),
                 audit=audit,
                 api_keys=ApiKeys(db, clock),
                 key_rotation=KeyRotation(db, sealer),

@@ -30,7 +30,7 @@ from tiktok_auth_service.authorization import (
     binding_id,
     origin_of,
 )
-from tiktok_auth_service.connections import MAX_TAGS, TAGS_DESCRIPTION, TagKey, TagValue
+from tiktok_auth_service.connections.schemas import MAX_TAGS, TAGS_DESCRIPTION, TagKey, TagValue
 from tiktok_auth_service.models import Flow
 from tiktok_auth_service.service import Service
 

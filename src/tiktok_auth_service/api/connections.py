@@ -12,12 +12,8 @@ from tiktok_auth_service import errors
 from tiktok_auth_service.api.deps import API_KEY_SECURITY, api_key_of, service_of
 from tiktok_auth_service.api.problems import problem_responses
 from tiktok_auth_service.api.security import NO_STORE
-from tiktok_auth_service.connections import (
-    DEFAULT_LIMIT,
-    MAX_LIMIT,
-    ConnectionPage,
-    TagFilter,
-)
+from tiktok_auth_service.connections.schemas import ConnectionPage, TagFilter
+from tiktok_auth_service.connections.service import DEFAULT_LIMIT, MAX_LIMIT
 from tiktok_auth_service.models import Flow, GrantStatus
 
 router = APIRouter(tags=["connections"])

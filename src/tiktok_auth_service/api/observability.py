@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tiktok_auth_service.logs import ContextFilter
 from tiktok_auth_service.metrics import UNMATCHED_ROUTE, Metrics
-from tiktok_auth_service.tokens import Caller
+from tiktok_auth_service.tokens.reads import Caller
 
 access_log = logging.getLogger("tiktok_auth_service.access")
 

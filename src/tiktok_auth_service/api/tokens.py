@@ -1,36 +1,35 @@
-"""Token endpoints for internal services. GET is the hot path: answered by `CachedTokenReads`,
-from the token cache or with one query, and serialised once; its errors by the route."""
+"""Token endpoints for internal services. GET /tokens/{advertiser_id} is the hot path: answered
+by `CachedTokenReads` (`hot_path.py`), from the token cache or with one query, and serialised
+once; its errors by the route here."""
 
 from __future__ import annotations
 
-import re
-import time
 from typing import Annotated
 
 import orjson
-from asgi_correlation_id import correlation_id
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tiktok_auth_service import errors
 from tiktok_auth_service.api.deps import (
     API_KEY_SECURITY,
-    api_key_from,
     api_key_of,
-    app_service,
     service_of,
 )
-from tiktok_auth_service.api.observability import caller_of, observe, request_id_for
+from tiktok_auth_service.api.observability import caller_of
 from tiktok_auth_service.api.problems import problem_responses
-from tiktok_auth_service.api.security import NO_STORE, RAW_PAGE_HEADERS
-from tiktok_auth_service.api_keys import ADVERTISER_ID, OPEN_ID
-from tiktok_auth_service.metrics import Metrics
-from tiktok_auth_service.revocation import AccountRevocation, Revocation
-from tiktok_auth_service.tokens import AccountToken, AdvertiserToken
+from tiktok_auth_service.api.security import NO_STORE
+from tiktok_auth_service.ops.api_keys import ADVERTISER_ID, OPEN_ID
+from tiktok_auth_service.tokens.schemas import (
+    AccountRevocation,
+    AccountToken,
+    AdvertiserToken,
+    Revocation,
+)
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
+# The scope key under which the hot path hands a read's error down to the route.
+READ_ERROR = "tiktok_auth_service.token_read_error"
 
 AdvertiserId = Annotated[
     str,
@@ -105,8 +104,8 @@ async def get_account_token(
 )
 async def get_advertiser_token(advertiser_id: AdvertiserId, request: Request) -> Response:
     """The access token that serves this advertiser."""
-    error = request.scope.pop(_READ_ERROR, None)
-    if error is not None:  # the read ran in CachedTokenReads, and was counted there
+    error = request.scope.pop(READ_ERROR, None)
+    if error is not None:  # the read ran in the hot path, and was counted there
         raise error
     token = await service_of(request).tokens.get_advertiser_token(
         api_key_of(request), advertiser_id, caller_of(request)
@@ -147,7 +146,7 @@ async def revoke_account_token(open_id: OpenId, request: Request) -> Response:
 
     Idempotent: repeating it answers 200 with `revoked_now: false`.
     """
-    revocation = await service_of(request).revoker.revoke_account(
+    revocation = await service_of(request).revocations.revoke_account(
         api_key_of(request), open_id, caller_of(request)
     )
     return _json(revocation)
@@ -166,83 +165,7 @@ async def revoke_advertiser_token(advertiser_id: AdvertiserId, request: Request)
 
     Idempotent: repeating it answers 200 with `revoked_now: false`.
     """
-    revocation = await service_of(request).revoker.revoke_advertiser(
+    revocation = await service_of(request).revocations.revoke_advertiser(
         api_key_of(request), advertiser_id, caller_of(request)
     )
     return _json(revocation)
-
-
-class CachedTokenReads:
-    """The hot path: GET /tokens/{advertiser_id}, answered from the token cache or, on a miss,
-    with the one query the read makes.
-
-    The outermost middleware, so a served read skips every layer below it: the request id,
-    observation and security-header middlewares, routing, the exception handlers and the
-    route, whose wrapping cost several times the read itself (profile in bench/hot_path.py).
-    What those layers give every answer it gives itself, from the same pieces: the request id
-    (`request_id_for`), the security headers (`RAW_PAGE_HEADERS`), the metrics and access-log
-    line (`observe`). Body and headers are the same as the route's. An error the read raises
-    goes on down the stack in the scope, for the route to raise (the read is counted and
-    audited once, here); so does an unacceptable X-Request-ID (its middleware logs why)."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "GET" or not await self._read(scope, send):
-            await self.app(scope, receive, send)
-
-    async def _read(self, scope: Scope, send: Send) -> bool:
-        match = _ADVERTISER_TOKEN_PATH.fullmatch(scope["path"])
-        if match is None:
-            return False
-        started = time.perf_counter()
-        authorization = request_id = None
-        for name, value in scope["headers"]:  # the first of each, as Starlette's Headers
-            if name == b"authorization" and authorization is None:
-                authorization = value
-            elif name == b"x-request-id" and request_id is None:
-                request_id = value
-        id_value = request_id_for(request_id)
-        if id_value is None:
-            return False
-        # What CorrelationIdMiddleware sets for the logs and the audit.
-        correlation_id.set(id_value)
-        request = Request(scope)
-        tokens, api_key, caller = (
-            app_service(request.app).tokens,
-            api_key_from(authorization),
-            caller_of(request),
-        )
-        token = tokens.cached_advertiser_token(api_key, match[1], caller)
-        if token is None:
-            try:
-                token = await tokens.get_advertiser_token(api_key, match[1], caller)
-            except Exception as exc:
-                scope[_READ_ERROR] = exc
-                return False
-        body = orjson.dumps(token)
-        headers = [
-            (b"content-length", str(len(body)).encode()),
-            *_JSON_HEADERS,
-            *RAW_PAGE_HEADERS,
-            (b"x-request-id", id_value.encode()),
-        ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-        scope["route"] = _ADVERTISER_TOKEN_ROUTE  # for the access log and metrics
-        observe(self.metrics, scope, 200, time.perf_counter() - started)
-        return True
-
-
-# What `_json` answers with besides the length, as ASGI header lines.
-_JSON_HEADERS = [
-    (b"content-type", b"application/json"),
-    *[(name.lower().encode(), value.encode()) for name, value in NO_STORE.items()],
-]
-_READ_ERROR = "tiktok_auth_service.token_read_error"  # scope key: see CachedTokenReads
-_ADVERTISER_TOKEN_PATH = re.compile(f"{router.prefix}/({ADVERTISER_ID})")
-_ADVERTISER_TOKEN_ROUTE: BaseRoute = next(
-    route for route in router.routes if getattr(route, "endpoint", None) is get_advertiser_token
-)

@@ -17,8 +17,9 @@ from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer, same_secret
 from tiktok_auth_service.db import Database
+from tiktok_auth_service.grants.refresh import write_account_tokens
 from tiktok_auth_service.models import ApiKey, Flow, Grant, GrantStatus, SessionStatus
-from tiktok_auth_service.refresh import write_account_tokens
+from tiktok_auth_service.ops.webhooks import emit
 from tiktok_auth_service.repository import Repository, transaction
 from tiktok_auth_service.tiktok import (
     IssuedAccountTokens,
@@ -26,7 +27,6 @@ from tiktok_auth_service.tiktok import (
     TikTokClient,
     TikTokError,
 )
-from tiktok_auth_service.webhooks import emit
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import digest, same_secret
 from tiktok_auth_service.db import CONNECTION_ERRORS, Database
+from tiktok_auth_service.grants.revocation import Revoker
 from tiktok_auth_service.lease import RETRY_AFTER_SECONDS
 from tiktok_auth_service.models import (
     ApiKey,
@@ -34,14 +35,13 @@ from tiktok_auth_service.models import (
     SessionStatus,
 )
 from tiktok_auth_service.repository import Repository, transaction
-from tiktok_auth_service.revocation import Revoker
 from tiktok_auth_service.tiktok import (
     InvalidAuthCode,
     TikTokAuthError,
     TikTokError,
     TikTokRequestError,
 )
-from tiktok_auth_service.tokens import Caller
+from tiktok_auth_service.tokens.reads import Caller
 
 log = logging.getLogger(__name__)
 

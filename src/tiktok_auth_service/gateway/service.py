@@ -1,7 +1,7 @@
 """The gateway's use case: one caller's call to TikTok, forwarded with the token that serves its
 subjects, paced by the app's budget, repeated only where that is safe, recorded once.
 
-A call goes: the caller's key and the subjects (tokens.authorize_read, from the token cache
+A call goes: the caller's key and the subjects (tokens.reads.authorize_read, from the token cache
 when it can), one grant for all of them, then attempts. Each attempt takes a slot in the
 budget first. Throttling, 5xxxx, HTTP 5xx and timeouts are repeated with the RetryPolicy's
 backoff while the caller's deadline allows, but a call other than GET only when TikTok
@@ -22,13 +22,13 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from tiktok_auth_service import errors
-from tiktok_auth_service.audit import AuditLog
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer
 from tiktok_auth_service.db import Database
-from tiktok_auth_service.liveness import LivenessChecker
+from tiktok_auth_service.grants.liveness import LivenessChecker
 from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.models import Flow
+from tiktok_auth_service.ops.audit import AuditLog
 from tiktok_auth_service.tiktok import (
     RetryPolicy,
     TikTokError,
@@ -38,8 +38,14 @@ from tiktok_auth_service.tiktok import (
 from tiktok_auth_service.tiktok.client import CallBudget
 from tiktok_auth_service.tiktok.errors import error_for_code
 from tiktok_auth_service.tiktok.forward import Forwarded, Forwarder
-from tiktok_auth_service.token_cache import TokenCache
-from tiktok_auth_service.tokens import Caller, SubjectKind, authorize_read, read_outcome, servable
+from tiktok_auth_service.tokens.cache import TokenCache
+from tiktok_auth_service.tokens.reads import (
+    Caller,
+    SubjectKind,
+    authorize_read,
+    read_outcome,
+    servable,
+)
 
 from .paths import endpoint_of
 from .subjects import SUBJECT_HEADERS, Subjects, subjects_of

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from tiktok_auth_service import errors
-from tiktok_auth_service.api_keys import ADVERTISER_ID, OPEN_ID
+from tiktok_auth_service.ops.api_keys import ADVERTISER_ID, OPEN_ID
 
 ADVERTISER_HEADER = b"x-broker-advertiser-id"
 ACCOUNT_HEADER = b"x-broker-business-id"

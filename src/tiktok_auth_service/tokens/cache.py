@@ -2,15 +2,13 @@
 dropped as soon as PostgreSQL says it changed.
 
 Triggers (migration 0004) send a NOTIFY on channel `token_cache` for every changed row of the
-three tables a read joins, naming what changed:
-
-    c:<key hash, hex>           an API key (created, revoked)
-    a:<advertiser id>           which grant serves an advertiser, or its status
-    g:<grant id>:<open id>      a grant: its tokens, status, checks (open id empty if none)
+three tables a read joins, naming what changed: an API key, an advertiser or a grant, in the
+format `parse_change` reads (its result types spell it out; tests/test_token_cache.py makes
+the real triggers fire and parses what they send).
 
 Each process LISTENs on one connection of its own and evicts what a notification names, so a
-revoked, re-authorized or refreshed grant, an advertiser a liveness check removed and a revoked
-API key stop being served on every replica once PostgreSQL delivers the notification
+revoked, re-authorized or refreshed grant, an advertiser a liveness check removed and a
+revoked API key stop being served on every replica once PostgreSQL delivers the notification
 (milliseconds). The guarantees:
 
 - Fail closed: the cache is used only while the listening connection is up and has answered a
@@ -38,6 +36,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import lru
 
@@ -72,6 +71,48 @@ _PREFIXES = {"advertiser": "a:", "tiktok_account": "o:"}
 
 def _subject(kind: str, subject: str) -> Subject:
     return _PREFIXES[kind] + subject
+
+
+@dataclass(frozen=True, slots=True)
+class KeyChanged:
+    """`c:<key hash, hex>`: an API key's row (created, revoked)."""
+
+    key_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AdvertiserChanged:
+    """`a:<advertiser id>`: which grant serves an advertiser, or its status."""
+
+    advertiser_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class GrantChanged:
+    """`g:<grant id>:<open id>`: a grant's row (its tokens, status, checks); the open id is
+    empty for a grant without one (an advertiser grant)."""
+
+    grant_id: uuid.UUID
+    open_id: str | None
+
+
+Change = KeyChanged | AdvertiserChanged | GrantChanged
+
+
+def parse_change(payload: str) -> Change | None:
+    """What a notification on CHANNEL names; None for a payload not in this format."""
+    what, _, name = payload.partition(":")
+    try:
+        if what == "c":
+            return KeyChanged(bytes.fromhex(name))
+        if what == "a":
+            return AdvertiserChanged(name)
+        if what == "g":
+            grant_id, _, open_id = name.partition(":")
+            return GrantChanged(uuid.UUID(grant_id), open_id or None)
+    except ValueError:
+        pass
+    return None
 
 
 def row_bytes(grant: GrantRow) -> int:
@@ -181,19 +222,18 @@ class TokenCache:
 
     def notified(self, payload: str) -> None:
         self.generation += 1
-        what, _, name = payload.partition(":")
-        if what == "c":
-            self._callers.pop(bytes.fromhex(name), None)
-        elif what == "a":
-            self._evict(_subject("advertiser", name))
-        elif what == "g":
-            grant_id, _, open_id = name.partition(":")
-            for subject in list(self._subjects_of_grant.get(uuid.UUID(grant_id), ())):
-                self._evict(subject)
-            if open_id:
-                self._evict(_subject("tiktok_account", open_id))
-        else:  # not ours to understand: drop everything rather than guess
-            self._empty()
+        match parse_change(payload):
+            case KeyChanged(key_hash):
+                self._callers.pop(key_hash, None)
+            case AdvertiserChanged(advertiser_id):
+                self._evict(_subject("advertiser", advertiser_id))
+            case GrantChanged(grant_id, open_id):
+                for subject in list(self._subjects_of_grant.get(grant_id, ())):
+                    self._evict(subject)
+                if open_id:
+                    self._evict(_subject("tiktok_account", open_id))
+            case None:  # not ours to understand: drop everything rather than guess
+                self._empty()
 
     def set_live(self, live: bool) -> None:
         """Turned on once LISTEN is in place, off when the connection is lost; both ways the

@@ -18,17 +18,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from tiktok_auth_service import errors
-from tiktok_auth_service.audit import AuditLog
 from tiktok_auth_service.budget import RateBudget
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import Database
-from tiktok_auth_service.liveness import LivenessChecker
+from tiktok_auth_service.grants.liveness import LivenessChecker
+from tiktok_auth_service.grants.refresh import AccountRefresher
+from tiktok_auth_service.grants.revocation import Revoker
 from tiktok_auth_service.metrics import Metrics
 from tiktok_auth_service.models import Grant
-from tiktok_auth_service.refresh import AccountRefresher
+from tiktok_auth_service.ops.audit import AuditLog
 from tiktok_auth_service.repository import Claim, transaction
-from tiktok_auth_service.revocation import Revoker
 
 log = logging.getLogger(__name__)
 

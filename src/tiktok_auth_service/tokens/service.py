@@ -1,128 +1,37 @@
 """Serving tokens to internal callers, and checking them on request.
 
-A token read is the hot path: the token cache (token_cache.py), or else one query, answers
-who is asking, whether they may, and the sealed token; the answer is a slotted dataclass that
-orjson serialises directly. These dataclasses are also the OpenAPI schemas of the answers, so
-each body is defined once.
+A token read is the hot path: the token cache (`cache.py`), or else one query, answers who is
+asking, whether they may (`reads.py`), and the sealed token; the answer is one of the bodies
+of `schemas.py`. An account token about to expire is refreshed first (`grants/refresh.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Literal
-
-from pydantic import Field
 
 from tiktok_auth_service import errors
-from tiktok_auth_service.audit import AuditLog
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer, digest
-from tiktok_auth_service.db import Database, lost_connection
+from tiktok_auth_service.db import Database
+from tiktok_auth_service.grants.liveness import LivenessChecker
+from tiktok_auth_service.grants.refresh import AccountRefresher, backing_off, refresh_need
 from tiktok_auth_service.lease import RETRY_AFTER_SECONDS
-from tiktok_auth_service.liveness import LivenessChecker
 from tiktok_auth_service.metrics import Metrics
-from tiktok_auth_service.models import Grant, GrantStatus
-from tiktok_auth_service.refresh import AccountRefresher, backing_off, refresh_need
-from tiktok_auth_service.repository import (
-    GrantReader,
-    GrantRow,
-    TokenRow,
-    read_account_token,
-    read_advertiser_token,
+from tiktok_auth_service.models import Grant
+from tiktok_auth_service.ops.audit import AuditLog
+from tiktok_auth_service.repository import GrantRow, TokenRow
+from tiktok_auth_service.tokens.cache import TokenCache
+from tiktok_auth_service.tokens.reads import (
+    Caller,
+    authorize_read,
+    authorized,
+    read_outcome,
+    servable,
 )
-from tiktok_auth_service.token_cache import TokenCache
-
-_ACCESS_TOKEN = Annotated[str, Field(description="Send as the `Access-Token` header to TikTok.")]
-_CONNECTED_BY = Annotated[
-    str | None,
-    Field(description="Name of the API key that opened the connect session, if one did."),
-]
-_END_USER = Annotated[
-    str | None, Field(description="The `end_user` label given when the session was opened.")
-]
-_TAGS = Annotated[
-    dict[str, str], Field(description="The `tags` given when the session was opened.")
-]
-
-
-@dataclass(slots=True)
-class Caller:
-    """Who asked, filled in by the read once the key is known: the API key's name (never the
-    key), what the access log and the audit call the `caller`. The HTTP layer hands one in and
-    reads it back, even on errors."""
-
-    name: str | None = None
-
-
-def read_outcome(exc: BaseException) -> str:
-    """The metrics outcome of a read that raised `exc`: the error's code, `cancelled` (the
-    caller went away), `database_unavailable` or `error`."""
-    if isinstance(exc, errors.ServiceError):
-        return exc.code
-    if isinstance(exc, asyncio.CancelledError):
-        return "cancelled"
-    return "database_unavailable" if lost_connection(exc) else "error"
-
-
-@dataclass(frozen=True, slots=True)
-class AdvertiserToken:
-    """The answer of GET /tokens/{advertiser_id} and POST /tokens/{advertiser_id}/check."""
-
-    advertiser_id: Annotated[
-        str, Field(description="The advertiser (ad account) id, a string of digits.")
-    ]
-    access_token: _ACCESS_TOKEN = field(repr=False)
-    expires_at: Annotated[
-        datetime | None,
-        Field(
-            description="When the token stops working; null: advertiser tokens never expire by "
-            "time and die only by revocation."
-        ),
-    ]
-    scope: Annotated[list[int], Field(description="TikTok permission ids granted.")]
-    status: Literal["active"]
-    last_checked_at: Annotated[
-        datetime | None,
-        Field(description="When TikTok last confirmed the token works (liveness check)."),
-    ]
-    connected_by: _CONNECTED_BY
-    end_user: _END_USER
-    tags: _TAGS
-
-
-AccountStatus = Literal["active", "refresh_expiring"]
-
-
-@dataclass(frozen=True, slots=True)
-class AccountToken:
-    """The answer of GET /tokens/accounts/{open_id}. Never carries the refresh token."""
-
-    open_id: Annotated[str, Field(description="The TikTok account id.")]
-    access_token: _ACCESS_TOKEN = field(repr=False)
-    expires_at: Annotated[
-        datetime, Field(description="When the access token expires (24 h after issue).")
-    ]
-    refresh_expires_at: Annotated[
-        datetime | None,
-        Field(
-            description="When the refresh token dies (one year after the first grant); after "
-            "it the user must authorize again."
-        ),
-    ]
-    scope: list[str]
-    status: Annotated[
-        AccountStatus,
-        Field(
-            description="`refresh_expiring`: re-authorization will be needed within "
-            "REFRESH_EXPIRY_WARNING_DAYS."
-        ),
-    ]
-    connected_by: _CONNECTED_BY
-    end_user: _END_USER
-    tags: _TAGS
+from tiktok_auth_service.tokens.schemas import AccountStatus, AccountToken, AdvertiserToken
 
 
 @dataclass(eq=False)
@@ -321,55 +230,3 @@ class TokenService:
         if refresh_expires_at is not None and refresh_expires_at - now <= warn:
             return "refresh_expiring"
         return "active"
-
-
-# What a read asks for: the flows' names (models.Flow), in the cache's keys and the metrics too.
-SubjectKind = Literal["advertiser", "tiktok_account"]
-_READERS: dict[SubjectKind, GrantReader] = {
-    "advertiser": read_advertiser_token,
-    "tiktok_account": read_account_token,
-}
-
-
-async def authorize_read(
-    db: Database,
-    kind: SubjectKind,
-    api_key: str | None,
-    subject: str,
-    caller: Caller | None = None,
-    cache: TokenCache | None = None,
-) -> TokenRow:
-    """The caller and the subject's grant, from `cache` when it holds them, else one query
-    (then kept there); checked by `authorized`. Raises Unauthenticated, Forbidden,
-    NotConnected. Writes (revocation) pass no cache: they decide on what is stored now."""
-    if not api_key:
-        raise errors.Unauthenticated()
-    key_hash = digest(api_key)
-    if cache is None:
-        row = await _READERS[kind](db, key_hash, subject)
-    else:
-        row = cache.lookup(kind, key_hash, subject) or await cache.fetch(
-            kind, key_hash, subject, lambda: _READERS[kind](db, key_hash, subject)
-        )
-    if row is None:
-        raise errors.Unauthenticated()
-    return authorized(row, kind, subject, caller)
-
-
-def authorized(row: TokenRow, kind: SubjectKind, subject: str, caller: Caller | None) -> TokenRow:
-    """401, 403 and 404 in that order: a restricted key learns nothing about subjects outside
-    its list for that kind. `caller` learns the key's name as soon as the key is known."""
-    if caller is not None:
-        caller.name = row.caller.name
-    if not row.caller.may_read(kind, subject):
-        raise errors.Forbidden()
-    if row.grant is None:
-        raise errors.NotConnected(f"{subject} is not connected.")
-    return row
-
-
-def servable(row: TokenRow) -> GrantRow:
-    """The row's grant; raises ReauthorizationRequired unless it serves tokens."""
-    if row.grant is None or row.grant.status != GrantStatus.ACTIVE:
-        raise errors.ReauthorizationRequired()
-    return row.grant
