@@ -60,7 +60,7 @@ from tiktok_auth_service.budget import RateBudget
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import migrate
 from tiktok_auth_service.metrics import Metrics
-from tiktok_auth_service.models import Flow, Grant, GrantStatus
+from tiktok_auth_service.models.grants import Flow, Grant, GrantStatus
 from tiktok_auth_service.repository import Repository
 
 ADVERTISER = "7300000000000000001"

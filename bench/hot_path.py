@@ -57,7 +57,7 @@ from sqlalchemy import text
 from tiktok_auth_dev.embedded_postgres import embedded_postgres
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import migrate
-from tiktok_auth_service.models import Flow, Grant, GrantStatus
+from tiktok_auth_service.models.grants import Flow, Grant, GrantStatus
 from tiktok_auth_service.repository import Repository
 
 ADVERTISERS_PER_GRANT, KEYS = 100, 10

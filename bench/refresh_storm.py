@@ -27,7 +27,7 @@ from running import emulator_app, free_port, get, running, service_env, settings
 from tiktok_auth_dev.embedded_postgres import embedded_postgres
 from tiktok_auth_service.authorization import Origin
 from tiktok_auth_service.db import migrate
-from tiktok_auth_service.models import Flow
+from tiktok_auth_service.models.grants import Flow
 from tiktok_auth_service.service import open_service
 
 REFRESH = "tt_user/oauth2/refresh_token/"

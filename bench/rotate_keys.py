@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from tiktok_auth_dev.embedded_postgres import embedded_postgres
 from tiktok_auth_service.crypto import TokenSealer
 from tiktok_auth_service.db import migrate
-from tiktok_auth_service.models import Flow, Grant, GrantStatus
+from tiktok_auth_service.models.grants import Flow, Grant, GrantStatus
 
 OLD = {"k1": os.urandom(32)}
 NEW = {"k2": os.urandom(32)}

@@ -63,7 +63,7 @@ from tiktok_auth_service.clock import SystemClock
 from tiktok_auth_service.connections.service import encode_cursor
 from tiktok_auth_service.crypto import TokenSealer, digest
 from tiktok_auth_service.db import Database, migrate
-from tiktok_auth_service.models import Flow, Grant, GrantStatus
+from tiktok_auth_service.models.grants import Flow, Grant, GrantStatus
 from tiktok_auth_service.ops.api_keys import ApiKeys
 from tiktok_auth_service.repository.reads import _LIST_CONNECTIONS_SQL
 

@@ -44,7 +44,7 @@ from running import ROOT, free_port
 from tiktok_auth_dev.embedded_postgres import embedded_postgres
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import migrate
-from tiktok_auth_service.models import Flow, Grant, GrantStatus
+from tiktok_auth_service.models.grants import Flow, Grant, GrantStatus
 from tiktok_auth_service.repository import Repository
 
 ADVERTISER = "7100000000000000001"

@@ -44,7 +44,7 @@ from running import APP_ID, emulator_app, free_port, running, service_env, setti
 from tiktok_auth_dev.embedded_postgres import embedded_postgres
 from tiktok_auth_service.crypto import TokenSealer
 from tiktok_auth_service.db import Database, migrate
-from tiktok_auth_service.models import Flow, Grant, GrantStatus
+from tiktok_auth_service.models.grants import Flow, Grant, GrantStatus
 from tiktok_auth_service.repository import Claim, Repository
 
 REFRESH = "tt_user/oauth2/refresh_token/"

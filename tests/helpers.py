@@ -27,7 +27,7 @@ from pydantic import SecretStr
 
 from tests.fixtures import FRONTEND, OPEN_ID, Canaries, FakeClock
 from tiktok_auth_service.grants.refresh import write_account_tokens
-from tiktok_auth_service.models import Flow, Grant, GrantStatus
+from tiktok_auth_service.models.grants import Flow, Grant, GrantStatus
 from tiktok_auth_service.repository import Repository
 from tiktok_auth_service.service import Service
 from tiktok_auth_service.tiktok import IssuedAccountTokens

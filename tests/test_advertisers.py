@@ -27,7 +27,7 @@ from tests.helpers import (
     store_account_grant,
     store_advertiser_grant,
 )
-from tiktok_auth_service.models import AdvertiserStatus, GrantStatus
+from tiktok_auth_service.models.grants import AdvertiserStatus, GrantStatus
 from tiktok_auth_service.repository import Repository
 from tiktok_auth_service.service import Service
 

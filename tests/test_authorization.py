@@ -32,7 +32,7 @@ from tests.helpers import (
 from tiktok_auth_service.authorization import binding_id
 from tiktok_auth_service.authorization import service as authorization_service
 from tiktok_auth_service.crypto import digest, same_secret
-from tiktok_auth_service.models import Flow
+from tiktok_auth_service.models.grants import Flow
 from tiktok_auth_service.service import Service
 
 # These tests start authorizations at /authorize directly: connect sessions are not required.

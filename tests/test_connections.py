@@ -24,7 +24,7 @@ from tests.helpers import (
     store_advertiser_grant,
 )
 from tiktok_auth_service.connections.service import encode_cursor
-from tiktok_auth_service.models import AdvertiserStatus, GrantStatus
+from tiktok_auth_service.models.grants import AdvertiserStatus, GrantStatus
 from tiktok_auth_service.repository import Repository
 from tiktok_auth_service.service import Service
 

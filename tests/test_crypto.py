@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from tiktok_auth_service.crypto import TokenSealer, same_secret
 from tiktok_auth_service.errors import TokenUnreadable
-from tiktok_auth_service.models import Flow, Grant, GrantStatus
+from tiktok_auth_service.models.grants import Flow, Grant, GrantStatus
 
 OLD = {"old": b"o" * 32}
 BOTH = {"new": b"n" * 32, "old": b"o" * 32}

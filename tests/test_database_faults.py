@@ -31,7 +31,7 @@ from tests.helpers import new_token, store_account_grant, store_advertiser_grant
 from tests.openapi_check import OpenApiCheck
 from tiktok_auth_dev.stack import run_stack
 from tiktok_auth_service.api.deps import app_service
-from tiktok_auth_service.models import Flow
+from tiktok_auth_service.models.grants import Flow
 
 # The two wall-clock bounds here measure waits, not speed: each is several times what a loaded
 # machine takes, and what it catches takes longer still.
@@ -213,7 +213,7 @@ async def running() -> AsyncIterator[Running]:
         token = new_token()
         await store_advertiser_grant(service, token, ADVERTISERS)
         await store_account_grant(service, ACCOUNT, datetime.now(UTC) + timedelta(hours=23))
-        link = await service.authorization.open_session(key, Flow.ADVERTISER, None, None)
+        link = await service.connect_sessions.open_session(key, Flow.ADVERTISER, None, None)
         stored = {**STORED, "session_id": str(link.id)}
         spec = stack.service.openapi()
         async with httpx.AsyncClient(

@@ -27,7 +27,7 @@ from tiktok_auth_service.budget import RateBudget
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import Database
 from tiktok_auth_service.metrics import Metrics
-from tiktok_auth_service.models import GrantStatus
+from tiktok_auth_service.models.grants import GrantStatus
 from tiktok_auth_service.service import Service
 
 ADVERTISER = "7100000000000000001"

@@ -31,7 +31,7 @@ from tiktok_auth_service.api.deps import app_service
 from tiktok_auth_service.app import create_app
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer
-from tiktok_auth_service.models import Grant
+from tiktok_auth_service.models.grants import Grant
 from tiktok_auth_service.ops.key_rotation import KeyRotation
 from tiktok_auth_service.service import Service
 

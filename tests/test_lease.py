@@ -14,7 +14,7 @@ from tests.helpers import store_account_grant
 from tiktok_auth_service import lease
 from tiktok_auth_service.backoff import Backoff
 from tiktok_auth_service.grants.refresh import backing_off, refresh_need
-from tiktok_auth_service.models import Flow, Grant, GrantStatus
+from tiktok_auth_service.models.grants import Flow, Grant, GrantStatus
 from tiktok_auth_service.repository import Repository
 from tiktok_auth_service.service import Service
 from tiktok_auth_service.tiktok.retry import RetryPolicy

@@ -15,7 +15,7 @@ import respx
 
 from tests.fixtures import OPEN_ID, TIKTOK_API, Canaries, FakeClock, bearer
 from tests.helpers import TikTokAccounts, connect_account, envelope, new_token, start_authorization
-from tiktok_auth_service.models import AdvertiserStatus
+from tiktok_auth_service.models.grants import AdvertiserStatus
 from tiktok_auth_service.repository import Repository
 from tiktok_auth_service.service import Service
 

@@ -17,7 +17,7 @@ import respx
 from tests.fixtures import TIKTOK_API, Canaries, FakeClock, make_settings
 from tests.helpers import TikTokAccounts, connect_account, store_account_grant
 from tiktok_auth_service.grants.refresh import AccountRefresher
-from tiktok_auth_service.models import Grant
+from tiktok_auth_service.models.grants import Grant
 from tiktok_auth_service.service import Service
 
 # These tests start authorizations at /authorize directly: connect sessions are not required.

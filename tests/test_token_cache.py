@@ -45,7 +45,8 @@ from tests.helpers import (
 )
 from tiktok_auth_service.crypto import digest
 from tiktok_auth_service.metrics import Metrics
-from tiktok_auth_service.models import ApiKey, Grant
+from tiktok_auth_service.models.callers import ApiKey
+from tiktok_auth_service.models.grants import Grant
 from tiktok_auth_service.repository import ApiKeyRow, GrantRow, TokenRow
 from tiktok_auth_service.service import Service
 from tiktok_auth_service.tokens.cache import (

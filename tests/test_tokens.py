@@ -19,7 +19,7 @@ from tests.helpers import (
     store_advertiser_grant,
     until,
 )
-from tiktok_auth_service.models import GrantStatus
+from tiktok_auth_service.models.grants import GrantStatus
 from tiktok_auth_service.service import Service
 from tiktok_auth_service.tokens.schemas import AdvertiserToken
 

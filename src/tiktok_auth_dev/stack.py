@@ -29,7 +29,7 @@ from tiktok_auth_service.app import create_app
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import migrate
-from tiktok_auth_service.models import Flow
+from tiktok_auth_service.models.grants import Flow
 from tiktok_auth_service.ops.api_keys import ApiKeys
 from tiktok_emulator import EmulatorApp, EmulatorConfig, create_emulator_app
 
@@ -241,7 +241,7 @@ async def _dev(data_dir: Path, host: str, port: int, emulator_port: int) -> int:
             key = await _dev_api_key(service.api_keys, data_dir / "api-key")
             env_file = data_dir / "env"
             _write_env(env_file, stack.settings)
-            link = await service.authorization.open_session(key, Flow.ADVERTISER, None, "dev")
+            link = await service.connect_sessions.open_session(key, Flow.ADVERTISER, None, "dev")
             advertiser = "7100000000000000001"
             sessions = f"{stack.service_url}/connect-sessions"
             if forgotten:

@@ -21,6 +21,7 @@ from fastapi_offline import FastAPIOffline
 from tiktok_auth_service import __version__
 from tiktok_auth_service.api import (
     browser,
+    connect_sessions,
     connections,
     frontend,
     gateway,
@@ -175,6 +176,7 @@ def create_app(
     )
     app.add_middleware(hot_path.CachedTokenReads, metrics=metrics)
     app.add_middleware(gateway.GatewayRequests, metrics=metrics)
+    app.include_router(connect_sessions.router)
     app.include_router(browser.router)
     app.include_router(frontend.router)
     app.include_router(tokens.router)

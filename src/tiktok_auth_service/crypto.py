@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import SecretStr
 
 from tiktok_auth_service.errors import TokenUnreadable
-from tiktok_auth_service.models import Grant
+from tiktok_auth_service.models.grants import Grant
 
 _NONCE_BYTES = 12
 Column = Literal["access_token", "refresh_token"]

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from tiktok_auth_service.backoff import Backoff
-from tiktok_auth_service.models import Grant
+from tiktok_auth_service.models.grants import Grant
 
 # How long a caller is told to wait when no valid token can be served.
 RETRY_AFTER_SECONDS = 30

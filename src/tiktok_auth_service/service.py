@@ -17,6 +17,7 @@ from tiktok_auth_service.authorization import (
     AccountFlow,
     AdvertiserFlow,
     Authorization,
+    ConnectSessions,
     ConsentFlow,
 )
 from tiktok_auth_service.budget import RateBudget
@@ -31,7 +32,7 @@ from tiktok_auth_service.grants.refresh import AccountRefresher
 from tiktok_auth_service.grants.revocation import Revoker
 from tiktok_auth_service.grants.worker import Worker
 from tiktok_auth_service.metrics import Metrics
-from tiktok_auth_service.models import Flow, GrantStatus
+from tiktok_auth_service.models.grants import Flow, GrantStatus
 from tiktok_auth_service.ops.api_keys import ApiKeys
 from tiktok_auth_service.ops.audit import AuditLog
 from tiktok_auth_service.ops.key_rotation import KeyRotation
@@ -54,6 +55,7 @@ class Service:
     db: Database
     sealer: TokenSealer
     authorization: Authorization
+    connect_sessions: ConnectSessions
     tokens: TokenService
     connections: Connections
     revocations: Revocations
@@ -164,6 +166,7 @@ async def open_service(
                 authorization=Authorization(
                     settings, db, clock, {flow.flow: flow for flow in flows}, revoker
                 ),
+                connect_sessions=ConnectSessions(settings, db, clock),
                 tokens=TokenService(
                     settings, db, sealer, refresher, liveness, audit, clock, metrics, cache
                 ),

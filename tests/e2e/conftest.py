@@ -20,7 +20,7 @@ from tests.secret_scan import SecretScan
 from tiktok_auth_dev.stack import Stack, run_stack
 from tiktok_auth_service.api.deps import app_service
 from tiktok_auth_service.authorization import Origin
-from tiktok_auth_service.models import Flow
+from tiktok_auth_service.models.grants import Flow
 from tiktok_auth_service.tiktok import IssuedAccountTokens
 
 HERE = Path(__file__).parent

@@ -19,7 +19,7 @@ from tests.helpers import free_port, spawn_serve
 from tiktok_auth_dev.stack import bind_socket, serving
 from tiktok_auth_service.authorization import Origin
 from tiktok_auth_service.config import Settings
-from tiktok_auth_service.models import Flow
+from tiktok_auth_service.models.grants import Flow
 from tiktok_auth_service.service import open_service
 from tiktok_emulator import EmulatorApp, EmulatorConfig, create_emulator_app
 

@@ -1,128 +1,32 @@
-"""The browser leg: /authorize sends a person to TikTok, /callback brings them back."""
+"""The browser leg: /authorize sends a person to TikTok, /callback brings them back (with the
+outcome `outcomes.py` gives)."""
 
 from __future__ import annotations
 
 import html
 from enum import StrEnum
 from typing import Annotated
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
-import orjson
-from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from tiktok_auth_service import errors
-from tiktok_auth_service.api.deps import API_KEY_SECURITY, ServiceDep, api_key_of
-from tiktok_auth_service.api.observability import caller_of
-from tiktok_auth_service.api.problems import error_page, html_page, problem_responses
+from tiktok_auth_service.api.deps import ServiceDep
+from tiktok_auth_service.api.outcomes import popup_page, redirect_back, result_page
+from tiktok_auth_service.api.problems import html_page, problem_responses
 from tiktok_auth_service.api.security import (
     NO_STORE,
-    POPUP_PAGE_POLICY,
-    POPUP_SCRIPT,
     form_page_policy,
 )
 from tiktok_auth_service.authorization import (
-    AuthorizationResult,
     CallbackParams,
-    ConnectLink,
-    ConnectOutcome,
     binding_id,
-    origin_of,
 )
-from tiktok_auth_service.connections.schemas import MAX_TAGS, TAGS_DESCRIPTION, TagKey, TagValue
-from tiktok_auth_service.models import Flow
+from tiktok_auth_service.models.grants import Flow
 from tiktok_auth_service.service import Service
 
 router = APIRouter(tags=["connecting accounts"])
-
-# The keys /callback appends to return_to; a caller-supplied copy is dropped first, so the
-# outcome cannot be pre-seeded (most parsers take the first `status`).
-OUTCOME_KEYS = frozenset({"status", "advertiser_ids", "open_id", "error", "session_id"})
-
-
-class ConnectSessionRequest(BaseModel):
-    flow: Flow = Field(
-        default=Flow.ADVERTISER,
-        description="`advertiser` (Marketing API ad accounts) or `tiktok_account`.",
-    )
-    return_to: str | None = Field(
-        default=None,
-        description="Where to send the browser afterwards; must be on an allowed origin. "
-        "For a link opened in a popup (connect.js), the only origin the result is posted to.",
-    )
-    end_user: str | None = Field(
-        default=None,
-        max_length=256,
-        pattern=r"^[^\x00-\x1f\x7f]*$",
-        description="Your label for the person (e.g. their user id in your product); "
-        "recorded with the grant and shown with its tokens.",
-    )
-    tags: dict[TagKey, TagValue] = Field(
-        default_factory=dict,
-        max_length=MAX_TAGS,
-        description=TAGS_DESCRIPTION + " Kept by the grant this session produces (replacing "
-        "the tags of the one it re-authorizes), shown with its tokens, in GET /connections "
-        "(filter with `tag=key:value`) and in every webhook's `data`.",
-    )
-
-
-@router.post(
-    "/connect-sessions",
-    summary="Open a connect link for one person",
-    status_code=201,
-    response_model=ConnectLink,
-    openapi_extra=API_KEY_SECURITY,
-    responses=problem_responses(
-        errors.ReturnToNotAllowed,
-        errors.Unauthenticated,
-        errors.Forbidden,
-        errors.PayloadTooLarge,
-        errors.ValidationFailed,
-        errors.DatabaseUnavailable,
-    ),
-)
-async def create_connect_session(
-    body: ConnectSessionRequest, request: Request, response: Response, service: ServiceDep
-) -> ConnectLink:
-    """Open a single-use link for one person to connect their accounts; send their browser
-    to `url`. A restricted key may open links only for what it may read."""
-    # The link works for whoever holds it: no cache may keep a copy.
-    response.headers.update(NO_STORE)
-    return await service.authorization.open_session(
-        api_key_of(request),
-        body.flow,
-        body.return_to,
-        body.end_user,
-        caller_of(request),
-        tags=body.tags,
-    )
-
-
-@router.get(
-    "/connect-sessions/{session_id}",
-    summary="Confirm what came of a connect session",
-    response_model=ConnectOutcome,
-    openapi_extra=API_KEY_SECURITY,
-    responses=problem_responses(
-        errors.Unauthenticated, errors.ConnectSessionNotFound, errors.DatabaseUnavailable
-    ),
-)
-async def get_connect_session(
-    session_id: Annotated[
-        str, Path(description="The `id` from POST /connect-sessions (the redirect's `session_id`).")
-    ],
-    request: Request,
-    response: Response,
-    service: ServiceDep,
-) -> ConnectOutcome:
-    """What came of a connect session this key opened: `pending`, `connected` (with what was
-    connected), `denied`, `failed` (with the error code) or `expired`. Confirm the outcome
-    here, server side, rather than trusting the redirect's query string, which anyone can
-    write. Another key's session is 404, like an unknown one. Kept for 30 days after the
-    session's `expires_at`."""
-    response.headers.update(NO_STORE)
-    return await service.authorization.outcome(api_key_of(request), session_id, caller_of(request))
 
 
 class Display(StrEnum):
@@ -370,13 +274,13 @@ async def callback(
     display_cookie = binding_cookie(service, state, "display")
     popup = request.cookies.get(display_cookie) == Display.POPUP
     if result.return_to and popup:
-        response = _popup_page(result, result.return_to)
+        response = popup_page(result, result.return_to)
     elif result.return_to:
-        response = _redirect_back(result)
+        response = redirect_back(result)
     elif result.error:
         raise result.error
     else:
-        response = _result_page(result)
+        response = result_page(result)
     # The state is spent: its binding is of no more use to the browser.
     for name in (binding_cookie(service, state), *([display_cookie] if popup else [])):
         response.delete_cookie(
@@ -387,72 +291,3 @@ async def callback(
             samesite="lax",
         )
     return response
-
-
-def _redirect_back(result: AuthorizationResult) -> Response:
-    assert result.return_to is not None
-    if result.error:
-        outcome = {"status": "error", "error": result.error.code}
-    elif result.open_id is not None:
-        outcome = {"status": "connected", "open_id": result.open_id}
-    else:
-        outcome = {"status": "connected", "advertiser_ids": ",".join(result.advertiser_ids)}
-    if result.session_id is not None:
-        outcome["session_id"] = str(result.session_id)
-    parts = urlsplit(result.return_to)
-    kept = [
-        (key, value)
-        for key, value in parse_qsl(parts.query, keep_blank_values=True)
-        if key not in OUTCOME_KEYS
-    ]
-    query = urlencode([*kept, *outcome.items()])
-    # No fragment: a page reading its outcome from location.hash could be handed one made up
-    # by whoever chose return_to.
-    back = urlunsplit(parts._replace(query=query, fragment=""))
-    response = RedirectResponse(back, status_code=302)
-    response.headers.update(NO_STORE)
-    return response
-
-
-def _result_page(result: AuthorizationResult, more: str = "") -> HTMLResponse:
-    """The page saying what was connected; `more` (already escaped) is added to its body."""
-    if result.open_id is not None:
-        return html_page(
-            "TikTok account connected",
-            f"<p>TikTok account <code>{html.escape(result.open_id)}</code> is now connected.</p>"
-            f"<p>You can close this page.</p>{more}",
-        )
-    items = "".join(f"<li><code>{html.escape(a)}</code></li>" for a in result.advertiser_ids)
-    return html_page(
-        "Advertisers connected",
-        f"<p>These advertisers are now connected:</p><ul>{items}</ul>"
-        f"<p>You can close this page.</p>{more}",
-    )
-
-
-def _popup_page(result: AuthorizationResult, return_to: str) -> Response:
-    """The result page (or error page) of an authorization run in a popup, with the outcome
-    for its script (security.POPUP_SCRIPT) to post to the opener on `return_to`'s origin
-    (checked against RETURN_TO_ALLOWED_ORIGINS when the link was opened): what the redirect
-    would have carried, and the tags, never a token, the state or TikTok's code. A window of
-    another origin that opened the link receives nothing: the browser drops the message."""
-    message: dict[str, object] = {"source": "tiktok-auth-service"}
-    if result.error:
-        message |= {"status": "error", "error": result.error.code}
-    elif result.open_id is not None:
-        message |= {"status": "connected", "open_id": result.open_id, "tags": result.tags}
-    else:
-        message |= {
-            "status": "connected",
-            "advertiser_ids": result.advertiser_ids,
-            "tags": result.tags,
-        }
-    message["session_id"] = str(result.session_id) if result.session_id else None
-    more = (
-        f'<main id=tas-result data-message="{html.escape(orjson.dumps(message).decode())}" '
-        f'data-origin="{html.escape(origin_of(return_to))}"></main>'
-        f"<script>{POPUP_SCRIPT}</script>"
-    )
-    page = error_page(result.error, more) if result.error else _result_page(result, more)
-    page.headers["Content-Security-Policy"] = POPUP_PAGE_POLICY
-    return page

@@ -14,7 +14,7 @@ from tiktok_auth_service.api.problems import problem_responses
 from tiktok_auth_service.api.security import NO_STORE
 from tiktok_auth_service.connections.schemas import ConnectionPage, TagFilter
 from tiktok_auth_service.connections.service import DEFAULT_LIMIT, MAX_LIMIT
-from tiktok_auth_service.models import Flow, GrantStatus
+from tiktok_auth_service.models.grants import Flow, GrantStatus
 
 router = APIRouter(tags=["connections"])
 

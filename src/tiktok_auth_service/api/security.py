@@ -29,7 +29,7 @@ PAGE_STYLE = (
 # Answers that carry a token, a link, a session or a problem: no cache may keep a copy.
 NO_STORE = {"Cache-Control": "no-store"}
 
-# The only script: the popup result page's (see browser.py), which hands the outcome written
+# The only script: the popup result page's (see outcomes.py), which hands the outcome written
 # in its `#tas-result` element to the window that opened it, addressed to one origin, then
 # closes; with no opener, the page stays as the plain result page. Allowed by hash.
 POPUP_SCRIPT = (

@@ -1,17 +1,20 @@
-"""Connecting advertisers and TikTok accounts: the browser leg of OAuth."""
+"""Connecting advertisers and TikTok accounts: connect sessions (`sessions.py`), the browser leg
+of OAuth (`service.py`), one object per TikTok flow (`flows.py`), and what they answer
+(`schemas.py`)."""
 
-from .flows import AccountFlow, AdvertiserFlow, Connected, ConsentFlow, Origin
-from .service import (
-    Authorization,
+from .account_flow import AccountFlow
+from .advertiser_flow import AdvertiserFlow
+from .flows import Connected, ConsentFlow, Origin
+from .schemas import (
     AuthorizationResult,
     AuthorizationStart,
     CallbackParams,
     ConnectLink,
     ConnectOutcome,
     ConsentPreview,
-    binding_id,
-    origin_of,
 )
+from .service import Authorization, binding_id
+from .sessions import ConnectSessions, origin_of
 
 __all__ = [
     "AccountFlow",
@@ -22,6 +25,7 @@ __all__ = [
     "CallbackParams",
     "ConnectLink",
     "ConnectOutcome",
+    "ConnectSessions",
     "Connected",
     "ConsentFlow",
     "ConsentPreview",

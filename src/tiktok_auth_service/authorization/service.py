@@ -1,6 +1,5 @@
-"""Opening a connect session (a single-use link an API caller hands to one person), starting
-an authorization from it (a single-use state bound to the browser), and completing it at the
-callback.
+"""The browser leg: starting an authorization (from a connect session, `sessions.py`, or
+without one) with a single-use state bound to the browser, and completing it at the callback.
 
 The callback commits the consumed state before it talks to TikTok: a replayed callback then
 finds the state used and never exchanges the code twice.
@@ -12,36 +11,38 @@ import logging
 import secrets
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Annotated, Any
-from urllib.parse import urlencode, urlsplit
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import SecretStr
 
 from tiktok_auth_service import errors
-from tiktok_auth_service.authorization.flows import AdvertiserFlow, ConsentFlow, Origin
+from tiktok_auth_service.authorization.advertiser_flow import AdvertiserFlow
+from tiktok_auth_service.authorization.flows import ConsentFlow, Origin
+from tiktok_auth_service.authorization.schemas import (
+    AuthorizationResult,
+    AuthorizationStart,
+    CallbackParams,
+    ConsentPreview,
+)
+from tiktok_auth_service.authorization.sessions import check_return_to, drop_expired
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import digest, same_secret
 from tiktok_auth_service.db import CONNECTION_ERRORS, Database
 from tiktok_auth_service.grants.revocation import Revoker
 from tiktok_auth_service.lease import RETRY_AFTER_SECONDS
-from tiktok_auth_service.models import (
-    ApiKey,
-    ConnectSession,
-    Flow,
-    OAuthState,
-    SessionStatus,
-)
-from tiktok_auth_service.repository import Repository, transaction
+from tiktok_auth_service.models.connect import OAuthState, SessionStatus
+from tiktok_auth_service.models.grants import Flow
+from tiktok_auth_service.repository import transaction
 from tiktok_auth_service.tiktok import (
     InvalidAuthCode,
     TikTokAuthError,
     TikTokError,
     TikTokRequestError,
 )
-from tiktok_auth_service.tokens.reads import Caller
 
 log = logging.getLogger(__name__)
 
@@ -54,165 +55,11 @@ def _failure_fields(event: str, flow: Flow) -> dict[str, Any]:
     return {"event": event, "flow": str(flow)}
 
 
-# States a connect session opened are kept a day past expiry so a late callback still gets
-# "expired" rather than "unknown", then dropped. Anonymous states (CONNECT_SESSIONS_REQUIRED
-# off), which anyone can create, are dropped as soon as they expire. Connect sessions keep
-# their outcome for GET /connect-sessions/{session_id} for 30 days past their expiry.
-STATE_RETENTION = timedelta(days=1)
-SESSION_RETENTION = timedelta(days=30)
-
-
-@dataclass(frozen=True)
-class AuthorizationStart:
-    """TikTok's consent URL, and the browser binding to set as the cookie named for `state`
-    (see `binding_id`)."""
-
-    url: str
-    state: str
-    browser_binding: str
-
-
-async def _key_row(repo: Repository, api_key: str | None, caller: Caller | None) -> ApiKey:
-    """The caller's API key, named on `caller` for the access log. Raises Unauthenticated."""
-    key_row = await repo.api_key_by_key_hash(digest(api_key)) if api_key else None
-    if key_row is None:
-        raise errors.Unauthenticated()
-    if caller is not None:
-        caller.name = key_row.name
-    return key_row
-
-
-async def _drop_expired(repo: Repository, now: datetime) -> None:
-    await repo.delete_expired_states(now - STATE_RETENTION, now - SESSION_RETENTION)
-
-
 def binding_id(state: str) -> str:
     """What names the binding cookie of the authorization carrying `state`: one cookie per
     authorization, so two tabs of one browser can each finish their own. Derived from the
     state's digest, so it reveals nothing of the state."""
     return digest(state)[:8].hex()
-
-
-def origin_of(url: str) -> str:
-    """The origin of an http(s) URL, as RETURN_TO_ALLOWED_ORIGINS names it."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
-
-
-@dataclass(frozen=True)
-class ConsentPreview:
-    """What the page of GET /authorize offers: the flow the person would continue with, and
-    the origin of its TikTok consent page (where the page's form is redirected to)."""
-
-    flow: Flow
-    consent_origin: str
-
-
-_SESSION_ID = (
-    "The session's id (not a secret, and it opens nothing): the redirect back to `return_to` "
-    "carries it as `session_id`; GET /connect-sessions/{session_id} with this key says what "
-    "came of it."
-)
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectLink:
-    """The answer of POST /connect-sessions."""
-
-    id: Annotated[uuid.UUID, Field(description=_SESSION_ID)]
-    url: Annotated[str, Field(description="Send the person's browser here; it works once.")]
-    expires_at: Annotated[datetime, Field(description="The link stops working then.")]
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectOutcome:
-    """The answer of GET /connect-sessions/{session_id}: what came of a connect session, as
-    this service recorded it (not as a browser's query string claims)."""
-
-    id: Annotated[uuid.UUID, Field(description=_SESSION_ID)]
-    status: Annotated[
-        SessionStatus,
-        Field(
-            description="`pending` (nothing came of it yet), `connected`, `denied` (the person "
-            "declined at TikTok), `failed` (see `error`), or `expired` (still pending at "
-            "`expires_at`: the link was not used, or the authorization did not come back)."
-        ),
-    ]
-    flow: Flow
-    advertiser_ids: Annotated[
-        list[str],
-        Field(description="`connected`, advertiser flow: the advertisers now served; else []."),
-    ]
-    open_id: Annotated[
-        str | None, Field(description="`connected`, TikTok-account flow: the account; else null.")
-    ]
-    error: Annotated[
-        str | None,
-        Field(
-            description="`denied` or `failed`: the stable code the redirect carried as "
-            "`error` (`authorization_denied`, `authorization_failed`, `forbidden`, "
-            "`app_credentials_rejected`, `upstream_unavailable`); else null."
-        ),
-    ]
-    end_user: Annotated[str | None, Field(description="Your label from POST /connect-sessions.")]
-    tags: Annotated[dict[str, str], Field(description="Your tags from POST /connect-sessions.")]
-    created_at: datetime
-    expires_at: Annotated[
-        datetime,
-        Field(
-            description="A session still pending then is `expired`. It moves on when the "
-            "person continues to TikTok, and again when TikTok sends them back."
-        ),
-    ]
-    started_at: Annotated[
-        datetime | None, Field(description="When the person continued to TikTok.")
-    ]
-    completed_at: Annotated[datetime | None, Field(description="When the outcome was recorded.")]
-
-    @classmethod
-    def of(cls, row: ConnectSession, now: datetime) -> ConnectOutcome:
-        """The outcome of `row` as of `now` (a pending session past its expiry: expired)."""
-        status = row.status
-        if status == SessionStatus.PENDING and row.expires_at <= now:
-            status = SessionStatus.EXPIRED
-        return cls(
-            id=row.id,
-            status=status,
-            flow=row.flow,
-            advertiser_ids=list(row.advertiser_ids),
-            open_id=row.open_id,
-            error=row.error,
-            end_user=row.end_user,
-            tags=row.tags,
-            created_at=row.created_at,
-            expires_at=row.expires_at,
-            started_at=row.used_at,
-            completed_at=row.completed_at,
-        )
-
-
-@dataclass(frozen=True)
-class CallbackParams:
-    """What TikTok sent back to /callback, untouched."""
-
-    state: str | None
-    auth_code: str | None
-    code: str | None
-    error: str | None
-    error_description: str | None
-
-
-@dataclass(frozen=True)
-class AuthorizationResult:
-    flow: Flow
-    return_to: str | None
-    advertiser_ids: list[str] = field(default_factory=list)
-    open_id: str | None = None
-    error: errors.ServiceError | None = None
-    # The connect session this authorization came from (None without one).
-    session_id: uuid.UUID | None = None
-    # The tags the grant was given (from the connect session).
-    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -222,85 +69,6 @@ class Authorization:
     clock: Clock
     flows: Mapping[Flow, ConsentFlow[Any]]
     revoker: Revoker
-
-    def check_return_to(self, return_to: str | None) -> None:
-        """Raises ReturnToNotAllowed unless `return_to` is an http(s) URL on an allowed origin."""
-        if return_to is None:
-            return
-        refused = errors.ReturnToNotAllowed(
-            "return_to must be an absolute URL on one of RETURN_TO_ALLOWED_ORIGINS"
-        )
-        if len(return_to) > 2048 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in return_to):
-            raise refused
-        try:
-            parts = urlsplit(return_to)
-        except ValueError:  # e.g. an unbalanced IPv6 bracket
-            raise refused from None
-        if parts.scheme not in ("http", "https") or origin_of(return_to) not in (
-            self.settings.return_to_allowed_origins
-        ):
-            raise refused
-
-    async def open_session(
-        self,
-        api_key: str | None,
-        flow: Flow,
-        return_to: str | None,
-        end_user: str | None,
-        caller: Caller | None = None,
-        tags: dict[str, str] | None = None,
-    ) -> ConnectLink:
-        """A single-use link for one person to connect, valid for STATE_TTL_SECONDS.
-
-        A restricted key may open links only for a flow whose subjects it may read.
-        Raises Unauthenticated, Forbidden, ReturnToNotAllowed: the key is checked first, so
-        nobody without one learns which origins `return_to` may name."""
-        secret = secrets.token_urlsafe(32)
-        now = self.clock.now()
-        expires_at = now + timedelta(seconds=self.settings.state_ttl_seconds)
-        async with transaction(self.db) as repo:
-            key_row = await _key_row(repo, api_key, caller)
-            self.check_return_to(return_to)
-            allowed = (
-                key_row.allowed_advertiser_ids
-                if flow == Flow.ADVERTISER
-                else key_row.allowed_open_ids
-            )
-            if not key_row.unrestricted and not allowed:
-                raise errors.Forbidden(f"This API key may not connect {flow} subjects.")
-            await _drop_expired(repo, now)
-            opened = ConnectSession(
-                id=uuid.uuid4(),
-                session_hash=digest(secret),
-                flow=flow,
-                return_to=return_to,
-                end_user=end_user,
-                tags=tags or {},
-                api_client_id=key_row.id,
-                created_at=now,
-                expires_at=expires_at,
-            )
-            await repo.add(opened)
-        url = f"{self.settings.public_url('authorize')}?{urlencode({'session': secret})}"
-        return ConnectLink(id=opened.id, url=url, expires_at=expires_at)
-
-    async def outcome(
-        self, api_key: str | None, session_id: str, caller: Caller | None = None
-    ) -> ConnectOutcome:
-        """What came of the connect session `session_id`, for the key that opened it.
-
-        Raises Unauthenticated, ConnectSessionNotFound (also for another key's session and
-        for an id that is not one, so ids cannot be probed)."""
-        async with transaction(self.db) as repo:
-            key_row = await _key_row(repo, api_key, caller)
-            try:
-                wanted = uuid.UUID(session_id)
-            except ValueError:
-                raise errors.ConnectSessionNotFound() from None
-            row = await repo.connect_session_by_id(wanted)
-        if row is None or row.api_client_id != key_row.id:
-            raise errors.ConnectSessionNotFound()
-        return ConnectOutcome.of(row, self.clock.now())
 
     async def preview(
         self, flow: Flow, return_to: str | None, session: str | None = None
@@ -313,7 +81,7 @@ class Authorization:
         if session is None:
             if self.settings.connect_sessions_required:
                 raise errors.SessionRequired()
-            self.check_return_to(return_to)
+            check_return_to(self.settings, return_to)
         else:
             async with transaction(self.db) as repo:
                 opened = await repo.connect_session(digest(session))
@@ -338,7 +106,7 @@ class Authorization:
         if session is None and self.settings.connect_sessions_required:
             raise errors.SessionRequired()
         if session is None:
-            self.check_return_to(return_to)
+            check_return_to(self.settings, return_to)
         browser_binding = secrets.token_urlsafe(32)
         state = secrets.token_urlsafe(32)
         now = self.clock.now()
@@ -364,7 +132,7 @@ class Authorization:
                 row.connect_session_id = opened.id
             else:
                 await repo.delete_expired_anonymous_states(now)
-                await _drop_expired(repo, now)
+                await drop_expired(repo, now)
             await repo.add(row)
         return AuthorizationStart(self.flows[row.flow].consent_url(state), state, browser_binding)
 

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from tiktok_auth_service.models import Flow, GrantStatus
+from tiktok_auth_service.models.grants import Flow, GrantStatus
 
 # Tags: at most MAX_TAGS, keys of 1-64 characters without a colon (a filter is `key:value`),
 # values of at most 255; printable, since PostgreSQL's jsonb cannot hold a NUL.

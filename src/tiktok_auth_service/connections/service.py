@@ -19,7 +19,7 @@ from tiktok_auth_service import errors
 from tiktok_auth_service.connections.schemas import Connection, ConnectionPage, LastFailure
 from tiktok_auth_service.crypto import digest
 from tiktok_auth_service.db import Database
-from tiktok_auth_service.models import Flow, GrantStatus
+from tiktok_auth_service.models.grants import Flow, GrantStatus
 from tiktok_auth_service.repository import ConnectionRow, read_connections
 
 DEFAULT_LIMIT = 100

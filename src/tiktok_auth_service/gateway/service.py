@@ -27,7 +27,7 @@ from tiktok_auth_service.crypto import TokenSealer
 from tiktok_auth_service.db import Database
 from tiktok_auth_service.grants.liveness import LivenessChecker
 from tiktok_auth_service.metrics import Metrics
-from tiktok_auth_service.models import Flow
+from tiktok_auth_service.models.grants import Flow
 from tiktok_auth_service.ops.audit import AuditLog
 from tiktok_auth_service.tiktok import (
     RetryPolicy,

@@ -24,7 +24,7 @@ from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer
 from tiktok_auth_service.db import Database
 from tiktok_auth_service.metrics import Metrics
-from tiktok_auth_service.models import AdvertiserStatus, Grant, GrantStatus
+from tiktok_auth_service.models.grants import AdvertiserStatus, Grant, GrantStatus
 from tiktok_auth_service.ops.webhooks import emit
 from tiktok_auth_service.repository import Repository, transaction
 from tiktok_auth_service.tiktok import AdvertiserInfo, Endpoint, TikTokClient, TikTokError, Verdict

@@ -27,7 +27,7 @@ from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer
 from tiktok_auth_service.db import Database, lost_connection
 from tiktok_auth_service.metrics import Metrics
-from tiktok_auth_service.models import Grant, GrantStatus
+from tiktok_auth_service.models.grants import Grant, GrantStatus
 from tiktok_auth_service.ops.webhooks import emit
 from tiktok_auth_service.repository import transaction
 from tiktok_auth_service.tiktok import (

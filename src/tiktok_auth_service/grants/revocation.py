@@ -16,7 +16,7 @@ from tiktok_auth_service.config import Settings
 from tiktok_auth_service.crypto import TokenSealer, same_secret
 from tiktok_auth_service.db import Database
 from tiktok_auth_service.grants.refresh import write_account_tokens
-from tiktok_auth_service.models import Flow, Grant, GrantStatus
+from tiktok_auth_service.models.grants import Flow, Grant, GrantStatus
 from tiktok_auth_service.repository import transaction
 from tiktok_auth_service.tiktok import (
     AccessTokenExpired,

@@ -26,7 +26,7 @@ from tiktok_auth_service.grants.liveness import LivenessChecker
 from tiktok_auth_service.grants.refresh import AccountRefresher
 from tiktok_auth_service.grants.revocation import Revoker
 from tiktok_auth_service.metrics import Metrics
-from tiktok_auth_service.models import Grant
+from tiktok_auth_service.models.grants import Grant
 from tiktok_auth_service.ops.audit import AuditLog
 from tiktok_auth_service.repository import Claim, transaction
 

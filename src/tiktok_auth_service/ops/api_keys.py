@@ -13,7 +13,7 @@ from tiktok_auth_service import errors
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.crypto import digest
 from tiktok_auth_service.db import Database
-from tiktok_auth_service.models import ApiKey
+from tiktok_auth_service.models.callers import ApiKey
 from tiktok_auth_service.repository import transaction
 
 # What the token routes accept as a subject (their path patterns are these).

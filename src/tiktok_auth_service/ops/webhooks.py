@@ -31,7 +31,8 @@ from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import Database
 from tiktok_auth_service.metrics import Metrics
-from tiktok_auth_service.models import Grant, WebhookDelivery
+from tiktok_auth_service.models.grants import Grant
+from tiktok_auth_service.models.outbox import WebhookDelivery
 from tiktok_auth_service.repository import Repository, transaction
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from tiktok_auth_service.models import ApiKey
+from tiktok_auth_service.models.callers import ApiKey
 
 
 class CallerQueries:

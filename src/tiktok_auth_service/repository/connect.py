@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from tiktok_auth_service.models import ConnectSession, OAuthState, SessionStatus
+from tiktok_auth_service.models.connect import ConnectSession, OAuthState, SessionStatus
 
 
 class ConnectQueries:

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from tiktok_auth_service import lease
-from tiktok_auth_service.models import (
+from tiktok_auth_service.models.grants import (
     Advertiser,
     AdvertiserStatus,
     Flow,

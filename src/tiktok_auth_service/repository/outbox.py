@@ -11,7 +11,7 @@ import sqlalchemy.orm
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from tiktok_auth_service.models import WebhookDelivery
+from tiktok_auth_service.models.outbox import WebhookDelivery
 
 
 class OutboxQueries:

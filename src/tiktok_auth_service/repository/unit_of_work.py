@@ -10,7 +10,9 @@ from collections.abc import AsyncIterator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tiktok_auth_service.db import Database
-from tiktok_auth_service.models import ApiKey, ConnectSession, Grant, OAuthState
+from tiktok_auth_service.models.callers import ApiKey
+from tiktok_auth_service.models.connect import ConnectSession, OAuthState
+from tiktok_auth_service.models.grants import Grant
 from tiktok_auth_service.repository.callers import CallerQueries
 from tiktok_auth_service.repository.connect import ConnectQueries
 from tiktok_auth_service.repository.grants import GrantQueries

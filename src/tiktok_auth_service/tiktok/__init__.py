@@ -1,6 +1,6 @@
 """TikTok API for Business client: the only package that talks HTTP to TikTok."""
 
-from .client import TikTokClient, http_client
+from .client import TikTokClient
 from .errors import (
     AccessTokenExpired,
     AccessTokenInvalid,
@@ -17,6 +17,7 @@ from .errors import (
     TikTokTransportError,
     Verdict,
 )
+from .exchange import http_client
 from .models import AdvertiserInfo, IssuedAccountTokens, IssuedAdvertiserToken
 from .retry import RetryPolicy
 

@@ -1,9 +1,8 @@
 """Async client for TikTok API for Business authorization endpoints.
 
-One coroutine per TikTok call. Every response goes through the same steps: HTTP status, the
-``{code, message, request_id, data}`` envelope, then the body ``code`` (TikTok reports errors
-as HTTP 200 with a non-zero code), then ``data`` into a typed model. Failures become the
-exceptions in `tiktok_auth_service.tiktok.errors`; retryable ones are retried with backoff.
+One coroutine per TikTok call. Each attempt takes its slot in the budget, then makes one
+exchange (`exchange.py`: HTTP status, envelope, body code, typed data); failures are the
+exceptions in `tiktok_auth_service.tiktok.errors`, and retryable ones are retried with backoff.
 
 Logging never includes the app secret, codes or tokens, nor a URL with its query string.
 httpx itself logs every request URL at INFO on the ``httpx`` logger, and the advertiser/get
@@ -17,19 +16,18 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol, TypeVar
 
 import httpx
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import SecretStr
 
 from tiktok_auth_service import errors
 from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.metrics import Metrics
 
-from .errors import TikTokError, TikTokTransportError, error_for_code
+from .errors import TikTokError
+from .exchange import Reply, parse_data, send
 from .models import (
     AccountTokenData,
     AdvertiserInfo,
@@ -42,41 +40,6 @@ from .retry import DEFAULT_RETRY, RetryPolicy
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-
-
-def http_client(timeout_seconds: float, user_agent: str) -> httpx.AsyncClient:
-    """The one shared HTTP client for TikTok: explicit timeouts and connection limits."""
-    return httpx.AsyncClient(
-        # No step of an attempt, connecting included, waits longer than `timeout_seconds`.
-        timeout=httpx.Timeout(timeout_seconds, connect=min(5.0, timeout_seconds)),
-        limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
-        headers={"User-Agent": user_agent},
-    )
-
-
-class _Envelope(BaseModel):
-    code: int
-    message: str = ""
-    # Optional so that a successful exchange is never thrown away over a missing log id:
-    # authorization codes are single use.
-    request_id: str = ""
-    data: Any = None
-
-
-@dataclass(frozen=True)
-class _Reply:
-    data: dict[str, Any]
-    request_id: str
-    received_at: datetime
-
-
-def _redact(text: str, secrets: Iterable[str]) -> str:
-    # TikTok's messages are not documented to echo inputs, but they are free text we pass on
-    # to logs and exceptions, so anything we sent that is secret is scrubbed defensively.
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 class CallBudget(Protocol):
@@ -93,9 +56,6 @@ class CallBudget(Protocol):
 # TikTok's guidance is to try again the next second after a QPS breach.
 COOL_DOWN_SECONDS = 1.0
 _THROTTLED = frozenset({40100, 40133})
-
-# Failures that happen before a request leaves this process.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 class TikTokClient:
@@ -265,7 +225,7 @@ class TikTokClient:
         return self._app_secret.get_secret_value()
 
     @staticmethod
-    def _account_grant(reply: _Reply) -> IssuedAccountTokens:
+    def _account_grant(reply: Reply) -> IssuedAccountTokens:
         return IssuedAccountTokens.from_token_data(
             AccountTokenData.model_validate(reply.data),
             received_at=reply.received_at,
@@ -276,7 +236,7 @@ class TikTokClient:
         self,
         method: str,
         path: str,
-        parse: Callable[[_Reply], _T],
+        parse: Callable[[Reply], _T],
         *,
         json: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
@@ -316,8 +276,18 @@ class TikTokClient:
                 waited += time.perf_counter() - queued
             started = time.perf_counter()
             try:
-                reply = await self._send(method, path, json, params, headers, secrets)
-                result = self._parse(parse, reply, path)
+                reply = await send(
+                    self._http,
+                    self._clock,
+                    method,
+                    self._api_base_url + path,
+                    path,
+                    json,
+                    params,
+                    headers,
+                    secrets,
+                )
+                result = parse_data(parse, reply, path)
             except TikTokError as error:
                 elapsed = time.perf_counter() - started
                 self._metrics.tiktok_call(path, error.outcome, elapsed)
@@ -376,71 +346,3 @@ class TikTokClient:
                     },
                 )
                 return result
-
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        json: Mapping[str, str] | None,
-        params: Mapping[str, str] | None,
-        headers: Mapping[str, str],
-        secrets: list[str],
-    ) -> _Reply:
-        """One HTTP exchange: returns the data of a ``code: 0`` envelope or raises."""
-        try:
-            response = await self._http.request(
-                method, self._api_base_url + path, json=json, params=params, headers=headers
-            )
-        except httpx.RequestError as e:
-            # str(e) is httpcore's description ("timed out", "connection refused"); the URL
-            # (with the secret for advertiser/get) lives only on e.request, which we drop.
-            raise TikTokTransportError(
-                f"{type(e).__name__} calling {path}: {_redact(str(e), secrets)}",
-                retryable=isinstance(e, httpx.TransportError),
-                reached_tiktok=not isinstance(e, _NOT_SENT),
-                reason="transport",
-            ) from e
-        received_at = self._clock.now()
-        status = response.status_code
-        if not response.is_success:
-            # 429/5xx are edge or gateway failures (often HTML bodies); any other status means
-            # the request never reached the API, e.g. a 404 for a missing trailing slash.
-            raise TikTokTransportError(
-                f"HTTP {status} from {path}",
-                retryable=status == 429 or status >= 500,
-                status_code=status,
-                reached_tiktok=status != 429,
-                reason="http_429" if status == 429 else f"http_{status // 100}xx",
-            )
-        try:
-            envelope = _Envelope.model_validate_json(response.content)
-        except ValidationError:
-            # Not chained: a ValidationError's text quotes the input, which may hold tokens.
-            raise TikTokTransportError(
-                f"{path} returned a body that is not a TikTok envelope",
-                retryable=False,
-                status_code=status,
-                reason="invalid_response",
-            ) from None
-        if envelope.code != 0:
-            raise error_for_code(
-                envelope.code, _redact(envelope.message, secrets), envelope.request_id or None
-            )
-        data = envelope.data if isinstance(envelope.data, dict) else {}
-        return _Reply(data=data, request_id=envelope.request_id, received_at=received_at)
-
-    @staticmethod
-    def _parse(parse: Callable[[_Reply], _T], reply: _Reply, path: str) -> _T:
-        try:
-            return parse(reply)
-        except ValidationError as e:
-            fields = sorted(
-                {".".join(map(str, err["loc"])) or "data" for err in e.errors(include_input=False)}
-            )
-            # Not chained, for the same reason as above: the input is the token payload.
-            raise TikTokTransportError(
-                f"{path} returned unexpected data (fields: {', '.join(fields)})",
-                retryable=False,
-                request_id=reply.request_id or None,
-                reason="invalid_response",
-            ) from None

@@ -11,7 +11,7 @@ from typing import Literal
 from tiktok_auth_service import errors
 from tiktok_auth_service.crypto import digest
 from tiktok_auth_service.db import Database, lost_connection
-from tiktok_auth_service.models import GrantStatus
+from tiktok_auth_service.models.grants import GrantStatus
 from tiktok_auth_service.repository import (
     GrantReader,
     GrantRow,

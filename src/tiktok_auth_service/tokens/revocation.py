@@ -16,7 +16,7 @@ from tiktok_auth_service.clock import Clock
 from tiktok_auth_service.config import Settings
 from tiktok_auth_service.db import Database
 from tiktok_auth_service.grants.revocation import Revoker
-from tiktok_auth_service.models import GrantStatus
+from tiktok_auth_service.models.grants import GrantStatus
 from tiktok_auth_service.ops.audit import AuditLog
 from tiktok_auth_service.ops.webhooks import emit
 from tiktok_auth_service.repository import transaction

@@ -20,7 +20,7 @@ from tiktok_auth_service.grants.liveness import LivenessChecker
 from tiktok_auth_service.grants.refresh import AccountRefresher, backing_off, refresh_need
 from tiktok_auth_service.lease import RETRY_AFTER_SECONDS
 from tiktok_auth_service.metrics import Metrics
-from tiktok_auth_service.models import Grant
+from tiktok_auth_service.models.grants import Grant
 from tiktok_auth_service.ops.audit import AuditLog
 from tiktok_auth_service.repository import GrantRow, TokenRow
 from tiktok_auth_service.tokens.cache import TokenCache
