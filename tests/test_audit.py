@@ -18,7 +18,7 @@ from tiktok_auth_service.ops import audit
 from tiktok_auth_service.ops.audit import ANONYMOUS_PER_FLUSH
 from tiktok_auth_service.service import Service
 
-A, B = "7100000000000000001", "7100000000000000002"
+A, B, C = "7100000000000000001", "7100000000000000002", "7100000000000000003"
 
 
 async def three_reads_by_two_keys(
@@ -62,6 +62,11 @@ class TestRecords:
         ids = await pg.fetch("SELECT request_id FROM token_access ORDER BY id")
         assert ids[-1]["request_id"] == "trace 42"  # the caller's X-Request-ID
         assert all(row["request_id"] for row in ids)
+        proxied_only = await pg.fetchval(
+            "SELECT count(*) FROM token_access"
+            " WHERE tiktok_request_id IS NOT NULL OR duration_ms IS NOT NULL"
+        )
+        assert proxied_only == 0  # a token read has neither; proxied calls have them
         dumped = await pg.fetchval("SELECT string_agg(t::text, ' ') FROM token_access AS t")
         assert token not in dumped and api_key not in dumped
 
@@ -113,11 +118,17 @@ async def test_the_audit_command_prints_newest_first_and_filters(
     clock: FakeClock,
 ) -> None:
     await three_reads_by_two_keys(client, service, canaries, api_key)
+    service.audit.record(
+        "proxy GET campaign/get/", C, "gateway", "0", tiktok_request_id="tt-1", duration_ms=12.25
+    )
     await service.audit.flush()
     printed = run_cli(migrated, "audit")
     assert printed.returncode == 0, printed.stderr
     lines = [line.split("\t") for line in printed.stdout.splitlines()]
-    assert [line[1:5] for line in lines] == [
+    assert lines[0][1:5] == ["gateway", "proxy GET campaign/get/", C, "0"]
+    assert lines[0][6:] == ["tt-1", "12.2ms"]
+    assert lines[1][6:] == ["-", "-"]  # a token read: no TikTok request id, no duration
+    assert [line[1:5] for line in lines[1:]] == [
         ["shop-b", "read", A, "forbidden"],
         ["reporting", "read", B, "not_connected"],
         ["reporting", "read", A, "served"],
@@ -125,6 +136,11 @@ async def test_the_audit_command_prints_newest_first_and_filters(
     by_key = run_cli(migrated, "audit", "--key", "shop-b", "--json")
     [record] = [json.loads(line) for line in by_key.stdout.splitlines()]
     assert (record["caller"], record["subject"], record["outcome"]) == ("shop-b", A, "forbidden")
+    [proxied] = [
+        json.loads(line)
+        for line in run_cli(migrated, "audit", "--key", "gateway", "--json").stdout.splitlines()
+    ]
+    assert (proxied["tiktok_request_id"], proxied["duration_ms"]) == ("tt-1", 12.25)
     later = (clock.now() + timedelta(seconds=1)).isoformat()
     assert run_cli(migrated, "audit", "--since", later).stdout == ""
     assert len(run_cli(migrated, "audit", "--subject", A).stdout.splitlines()) == 2

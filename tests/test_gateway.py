@@ -720,15 +720,20 @@ class TestRecords:
         assert response.status_code == 200
         await service.audit.flush()
         row = await pg.fetchrow(
-            "SELECT caller, action, subject, outcome, request_id FROM token_access"
+            "SELECT caller, action, subject, outcome, request_id, tiktok_request_id,"
+            " duration_ms FROM token_access"
         )
+        duration_ms = row["duration_ms"]
         assert dict(row) == {
             "caller": "reporting",
             "action": "proxy GET campaign/get/",
             "subject": ADVERTISER,
             "outcome": "0",
             "request_id": "req-gateway-1",
+            "tiktok_request_id": response.headers["x-tiktok-request-id"],
+            "duration_ms": duration_ms,
         }
+        assert duration_ms is not None and duration_ms >= 0
         [line] = [
             r
             for r in caplog.records
@@ -741,3 +746,28 @@ class TestRecords:
         assert line.duration_ms >= 0  # type: ignore[attr-defined]
         metrics = (await service.render_metrics()).decode()
         assert 'tiktok_auth_gateway_calls_total{code="0",endpoint="campaign/get/"} 1.0' in metrics
+
+    async def test_a_refused_call_is_audited_with_its_duration_and_no_tiktok_request_id(
+        self,
+        client: httpx.AsyncClient,
+        service: Service,
+        tiktok: respx.MockRouter,
+        token: str,
+        canaries: Canaries,
+        pg: asyncpg.Connection,
+    ) -> None:
+        key = (await service.api_keys.create("only-second", [SECOND])).key.get_secret_value()
+        canaries.add(key)
+        route = tiktok.route().mock(return_value=campaigns())
+        response = await client.get(
+            f"{PROXY}/campaign/get/", params={"advertiser_id": ADVERTISER}, headers=bearer(key)
+        )
+        assert response.status_code == 403
+        assert not route.called
+        await service.audit.flush()
+        row = await pg.fetchrow(
+            "SELECT action, outcome, tiktok_request_id, duration_ms FROM token_access"
+        )
+        assert (row["action"], row["outcome"]) == ("proxy GET campaign/get/", "forbidden")
+        assert row["tiktok_request_id"] is None
+        assert row["duration_ms"] is not None and row["duration_ms"] >= 0

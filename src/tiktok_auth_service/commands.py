@@ -84,10 +84,11 @@ def audit(settings: Settings, args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps({**record._asdict(), "at": record.at.isoformat()}))
             else:
+                took = "-" if record.duration_ms is None else f"{record.duration_ms:.1f}ms"
                 print(
                     f"{record.at:%Y-%m-%dT%H:%M:%S.%fZ}\t{record.caller or '-'}\t"
                     f"{record.action}\t{record.subject}\t{record.outcome}\t"
-                    f"{record.request_id or '-'}"
+                    f"{record.request_id or '-'}\t{record.tiktok_request_id or '-'}\t{took}"
                 )
         return 0
 

@@ -360,7 +360,12 @@ class Gateway:
         label = endpoint or OTHER_ENDPOINT
         self.metrics.gateway_call(label, outcome, elapsed)
         self.audit.record(
-            f"proxy {record.method} {label}", record.subjects, record.caller.name, outcome
+            f"proxy {record.method} {label}",
+            record.subjects,
+            record.caller.name,
+            outcome,
+            tiktok_request_id=record.tiktok_request_id,
+            duration_ms=round(elapsed * 1000, 2),
         )
         log.info(
             "gateway %s %s %s code=%s request_id=%s attempts=%d %.1fms%s",

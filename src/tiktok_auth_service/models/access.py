@@ -11,8 +11,9 @@ from .columns import timestamp
 
 
 class TokenAccess(SQLModel, table=True):
-    """The audit record of one token read, check or revocation: who, what, how it ended.
-    Never the token."""
+    """The audit record of one token read, check, revocation or proxied call: who, what, how
+    it ended. Never the token. A proxied call also has TikTok's request id (when TikTok
+    answered) and its duration."""
 
     __tablename__ = "token_access"
     __table_args__ = (
@@ -30,3 +31,5 @@ class TokenAccess(SQLModel, table=True):
     subject: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
     outcome: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
     request_id: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    tiktok_request_id: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    duration_ms: float | None = Field(default=None, sa_column=sa.Column(sa.Double, nullable=True))

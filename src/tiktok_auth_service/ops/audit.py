@@ -1,5 +1,5 @@
-"""Who fetched which token, when, and how it ended: every token read, check and revocation is
-recorded (never the token).
+"""Who fetched which token, when, and how it ended: every token read, check, revocation and
+proxied call is recorded (never the token).
 
 The token read is the hot path, so recording costs an append to an in-memory buffer; a
 background task writes the buffer to PostgreSQL with COPY every FLUSH_SECONDS (and on
@@ -49,9 +49,19 @@ class AuditLog:
     _anonymous: int = 0  # taken since the last flush
     _unrecorded: int = 0  # anonymous ones counted instead since the last flush
 
-    def record(self, action: str, subject: str, caller: str | None, outcome: str) -> None:
-        """One `action` (read, check, revoke) on `subject` by the key named `caller` (None: no
-        valid key) ended in `outcome` (`served`, `refreshed`, or the problem code). Costs an
+    def record(
+        self,
+        action: str,
+        subject: str,
+        caller: str | None,
+        outcome: str,
+        *,
+        tiktok_request_id: str | None = None,
+        duration_ms: float | None = None,
+    ) -> None:
+        """One `action` (read, check, revoke, proxy) on `subject` by the key named `caller`
+        (None: no valid key) ended in `outcome` (`served`, `refreshed`, TikTok's code, or the
+        problem code); a proxied call adds TikTok's request id and its duration. Costs an
         append."""
         if caller is None:
             if self._anonymous >= ANONYMOUS_PER_FLUSH:
@@ -63,7 +73,16 @@ class AuditLog:
             self._buffer.popleft()
             self._dropped += 1
         self._buffer.append(
-            TokenAccessRow(self.clock.now(), caller, action, subject, outcome, self.request_id())
+            TokenAccessRow(
+                self.clock.now(),
+                caller,
+                action,
+                subject,
+                outcome,
+                self.request_id(),
+                tiktok_request_id,
+                duration_ms,
+            )
         )
 
     async def flush(self) -> int:

@@ -8,7 +8,16 @@ from typing import NamedTuple
 
 from tiktok_auth_service.db import Database
 
-_COLUMNS = ["at", "caller", "action", "subject", "outcome", "request_id"]
+_COLUMNS = [
+    "at",
+    "caller",
+    "action",
+    "subject",
+    "outcome",
+    "request_id",
+    "tiktok_request_id",
+    "duration_ms",
+]
 _PRUNE_BATCH = 10_000
 
 
@@ -21,6 +30,8 @@ class TokenAccessRow(NamedTuple):
     subject: str
     outcome: str
     request_id: str | None
+    tiktok_request_id: str | None = None  # proxied calls only, as duration_ms
+    duration_ms: float | None = None
 
 
 async def write_access(db: Database, records: list[TokenAccessRow]) -> None:
@@ -56,7 +67,8 @@ async def read_access(
     """Records newest first, filtered by caller (API key name), subject and time."""
     async with db.acquire() as connection:
         rows = await connection.fetch(
-            "SELECT at, caller, action, subject, outcome, request_id FROM token_access"
+            "SELECT at, caller, action, subject, outcome, request_id, tiktok_request_id,"
+            " duration_ms FROM token_access"
             " WHERE ($1::text IS NULL OR caller = $1) AND ($2::text IS NULL OR subject = $2)"
             " AND ($3::timestamptz IS NULL OR at >= $3)"
             " ORDER BY at DESC, id DESC LIMIT $4",
