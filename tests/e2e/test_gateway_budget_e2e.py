@@ -36,8 +36,8 @@ ENDPOINT = "advertiser/info/"
 ADVERTISER = "7100000000000000001"  # one of the emulator's, connected by the browser leg
 CALL = f"/proxy/open_api/v1.3/{ENDPOINT}?advertiser_ids=" + quote(json.dumps([ADVERTISER]))
 # X-Broker-Timeout of every call, generous for a loaded machine (beyond it the answer is 429).
-# The same for every key: a flooder's shorter deadline would bound the queue ahead of the quiet
-# key, and a budget serving calls first come, first served would pass.
+# The same for every key: with a shorter one, the flooders' calls would leave the queue before
+# the quiet key's came due, and a budget serving calls first come, first served would pass too.
 DEADLINE = "4"
 # Each key calling gets its turn in the budget (about 9.5 calls a second: 5 % is kept for
 # jitter): with 3 flooders, the quiet key's 2 a second are under its quarter. With 4 they would
@@ -102,7 +102,7 @@ async def eventually(condition: Callable[[], Awaitable[bool]], what: str, second
 
 @contextlib.asynccontextmanager
 async def two_replicas(
-    stack: Stack, tmp_path: Path, scan: SecretScan, **env: str
+    stack: Stack, tmp_path: Path, scan: SecretScan
 ) -> AsyncIterator[list[httpx.AsyncClient]]:
     """Two `serve` processes (one server process each) on the stack's database and emulator,
     the budget at QPS (and 60 x QPS a minute), TikTok's answers repeated as in production, and
@@ -113,7 +113,6 @@ async def two_replicas(
         "TIKTOK_RATE_LIMIT_QPM": str(60 * QPS),
         "TIKTOK_RETRY_ATTEMPTS": "4",
         "LOG_LEVEL": "DEBUG",
-        **env,
     }
     metrics = [tmp_path / f"replica{n}" for n in range(2)]
     for folder in metrics:
