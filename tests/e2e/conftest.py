@@ -72,6 +72,21 @@ class EmulatorAdmin:
         counts: dict[str, int] = (await self.http.get("/_emulator/calls")).json()["counts"]
         return counts
 
+    async def per_second(self, endpoint: str) -> dict[int, int]:
+        """Calls of `endpoint` by the wall-clock second they arrived in (epoch seconds)."""
+        response = await self.http.get("/_emulator/calls/per_second", params={"endpoint": endpoint})
+        return {int(second): n for second, n in response.json()["per_second"].items()}
+
+    async def throttle(self, seconds: float) -> float:
+        """40100 to every API call for `seconds`; when that ends, on the emulator's clock."""
+        until: float = (await self._post("throttle", {"seconds": seconds}))["until"]
+        return until
+
+    async def now(self) -> float:
+        """The emulator's clock (epoch seconds)."""
+        now: float = (await self.http.get("/_emulator/clock")).json()["now"]
+        return now
+
     async def wait_hanging(self, at_least: int = 1, endpoint: str | None = None) -> None:
         params: dict[str, Any] = {"at_least": at_least, "timeout": 20}
         if endpoint is not None:
