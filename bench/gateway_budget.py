@@ -8,7 +8,7 @@ the app's tier at `--qps` a second and 60 x that a minute, as TikTok counts them
 service processes on uvicorn over the same database (two replicas: they share nothing but
 PostgreSQL), with TIKTOK_RATE_LIMIT_QPS = `--qps`. Then, for `--seconds`:
 
-    flooders   four keys, each sending calls back to back on 2 connections per replica,
+    flooders   three keys, each sending calls back to back on 2 connections per replica,
                together asking for about 3 x the budget and more;
     the quiet  one more key calling twice a second, alternating replicas.
 
@@ -33,7 +33,7 @@ import httpx
 from gateway import ADVERTISER, BENCH, ENDPOINT, QUERY, emulated
 from running import free_port, running
 
-FLOODERS = 4
+FLOODERS = 3
 
 
 async def caller(

@@ -65,11 +65,12 @@ async def migrated(database_url: str) -> str:
 
 @pytest.fixture
 async def pg(migrated: str) -> AsyncIterator[asyncpg.Connection]:
-    """A raw connection for assertions, on a database emptied before the test."""
+    """A raw connection for assertions, on a database emptied before the test (the call
+    budget's row too: a cool-down of one test must not hold the next)."""
     connection = await asyncpg.connect(migrated.replace("+asyncpg", ""))
     await connection.execute(
         "TRUNCATE oauth_grant, advertiser, oauth_state, api_client, token_access,"
-        " webhook_delivery CASCADE"
+        " webhook_delivery, rate_budget CASCADE"
     )
     try:
         yield connection

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
-import asyncpg
 import httpx
 
 from tests.e2e.conftest import EmulatorAdmin, api_key, issued_tokens, start_serve
@@ -158,12 +157,6 @@ async def two_replicas(
     assert statuses == [0, 0], f"the replicas stopped with {statuses}"
 
 
-async def fresh_budget(pg: asyncpg.Connection) -> None:
-    """The budget's row outlives a test (`pg` empties the grants only): start from none, so
-    that no cool-down of another test's doubles this one's."""
-    await pg.execute("DELETE FROM rate_budget")
-
-
 async def connected(browser: Any, admin: EmulatorAdmin, canaries: Canaries) -> None:
     """An advertiser connected through the browser leg, its token a canary."""
     assert (await browser.consent()).status_code == 200
@@ -181,10 +174,8 @@ async def test_two_replicas_flooded_at_3x_keep_the_budget_and_a_quiet_key_gets_e
     start_stack: Callable[..., Any],
     canaries: Canaries,
     leak_guard: SecretScan,
-    pg: asyncpg.Connection,
     tmp_path: Path,
 ) -> None:
-    await fresh_budget(pg)
     async with start_stack(emulator_config=TIER) as (stack, browser, admin):
         await connected(browser, admin, canaries)
         flooders = [await api_key(stack, canaries, f"flood{n}") for n in range(FLOODERS)]
@@ -232,10 +223,8 @@ async def test_tiktok_throttling_everything_for_3_s_gets_one_seconds_budget_then
     start_stack: Callable[..., Any],
     canaries: Canaries,
     leak_guard: SecretScan,
-    pg: asyncpg.Connection,
     tmp_path: Path,
 ) -> None:
-    await fresh_budget(pg)
     async with start_stack(emulator_config=TIER) as (stack, browser, admin):
         await connected(browser, admin, canaries)
         flooders = [await api_key(stack, canaries, f"flood{n}") for n in range(FLOODERS)]
