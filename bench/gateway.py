@@ -21,7 +21,8 @@ the budget's slot (g) - (g0). Throughput with `--connections`, budget off: (g0)/
 server runs on uvicorn (uvloop, httptools), so that only the app differs. Rounds are
 interleaved so that a noisy moment hits all targets; each target's best round is printed.
 Targets: added p50 <= 1 ms; (g0)/(b) >= 0.8.
-`--profile` samples (g0) with py-spy during one more run and prints the top functions.
+`--profile` samples (g0) with py-spy during one more run with one connection (what one
+proxied call costs) and prints the top functions.
 Absolute numbers depend on the machine; the ratios are what to compare between changes.
 """
 
@@ -317,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"gateway/bare throughput, budget off: {ratio:.2f} (target >= 0.8)")
         if args.profile:
             port, pid = services["(g0) gateway, no budget"]
-            profile(pid, port, paths["(g0) gateway, no budget"], args.seconds, args.connections)
+            profile(pid, port, paths["(g0) gateway, no budget"], args.seconds, 1)
 
 
 if __name__ == "__main__":

@@ -430,6 +430,28 @@ class TestAnswers:
         assert "set-cookie" not in response.headers
         assert response.headers["x-request-id"]
 
+    async def test_tiktoks_cookies_from_one_call_are_not_sent_on_the_next(
+        self,
+        client: httpx.AsyncClient,
+        service: Service,
+        tiktok: respx.MockRouter,
+        api_key: str,
+        token: str,
+        canaries: Canaries,
+    ) -> None:
+        other = (await service.api_keys.create("other", [])).key.get_secret_value()
+        canaries.add(other)
+        answer = campaigns()
+        answer.headers["set-cookie"] = "tt_session=from-the-first-caller; Path=/"
+        route = tiktok.get("/campaign/get/").mock(side_effect=[answer, campaigns()])
+        for key in (api_key, other):
+            response = await client.get(
+                f"{PROXY}/campaign/get/", params={"advertiser_id": ADVERTISER}, headers=bearer(key)
+            )
+            assert response.status_code == 200
+        assert route.call_count == 2
+        assert "cookie" not in route.calls.last.request.headers
+
     async def test_a_large_answer_streams_whole_and_its_code_is_read_from_its_start(
         self, client: httpx.AsyncClient, tiktok: respx.MockRouter, api_key: str, token: str
     ) -> None:

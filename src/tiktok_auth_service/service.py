@@ -39,7 +39,7 @@ from tiktok_auth_service.ops.key_rotation import KeyRotation
 from tiktok_auth_service.ops.webhooks import WebhookSender
 from tiktok_auth_service.repository import database_answers, grant_counts
 from tiktok_auth_service.tiktok import RetryPolicy, TikTokClient, http_client
-from tiktok_auth_service.tiktok.forward import Forwarder
+from tiktok_auth_service.tiktok.forward import Forwarder, gateway_transport
 from tiktok_auth_service.tokens.cache import CacheListener, TokenCache
 from tiktok_auth_service.tokens.revocation import Revocations
 from tiktok_auth_service.tokens.service import TokenService
@@ -129,6 +129,7 @@ async def open_service(
             http_client(settings.tiktok_timeout_seconds, user_agent) as http,
             # Receivers get their own client: a slow receiver must not hold TikTok's connections.
             http_client(settings.webhook_timeout_seconds, user_agent) as webhook_http,
+            gateway_transport() as gateway_connections,
         ):
             retry = RetryPolicy(
                 max_attempts=settings.tiktok_retry_attempts,
@@ -194,7 +195,7 @@ async def open_service(
                     cache,
                     liveness,
                     rate_budget,
-                    Forwarder(http, settings.tiktok_api_base_url),
+                    Forwarder(gateway_connections, settings.tiktok_api_base_url, user_agent),
                     audit,
                     metrics,
                     retry,

@@ -48,6 +48,7 @@ from tiktok_auth_service.tokens.reads import (
 )
 
 from .paths import endpoint_of
+from .records import OTHER_ENDPOINT, CallRecord, code_label, finish
 from .subjects import SUBJECT_HEADERS, Subjects, subjects_of
 
 log = logging.getLogger(__name__)
@@ -91,9 +92,6 @@ _NOT_RETURNED = _HOP_BY_HOP | {b"set-cookie"}
 CODE_HEADER = b"x-tiktok-code"
 REQUEST_ID_HEADER = b"x-tiktok-request-id"
 TIMEOUT_HEADER = b"x-broker-timeout"
-# Endpoint label of calls whose endpoint a metric must not learn (refused before the key was
-# known, or a path that is no endpoint).
-OTHER_ENDPOINT = "other"
 
 
 @dataclass(frozen=True)
@@ -126,30 +124,10 @@ class ProxyAnswer:
                 yield self._forwarded.head
             async for chunk in self._forwarded.rest():
                 yield chunk
-            outcome = _code_label(self._forwarded)
+            outcome = code_label(self._forwarded)
         finally:
             await self._forwarded.close()
             self._finish(outcome)
-
-
-def _code_label(forwarded: Forwarded) -> str:
-    if forwarded.code is not None:
-        return str(forwarded.code)
-    return f"http_{forwarded.status}"
-
-
-@dataclass(eq=False)
-class _Record:
-    """What one call leaves behind, filled in as it goes."""
-
-    method: str
-    started: float
-    caller: Caller
-    endpoint: str | None = None
-    subjects: str = ""
-    attempts: int = 0
-    status: int | None = None
-    tiktok_request_id: str | None = None
 
 
 @dataclass(eq=False)
@@ -176,15 +154,17 @@ class Gateway:
         Forbidden, NotConnected, ReauthorizationRequired, InvalidRequest (SubjectRequired,
         SubjectsSpanGrants); RateLimited when the budget has no slot within the deadline;
         UpstreamUnavailable when TikTok never answered."""
-        record = _Record(call.method, time.perf_counter(), caller)
+        record = CallRecord(call.method, time.perf_counter(), caller)
         try:
             answer = await self._forward(call, api_key, record)
         except BaseException as exc:
-            self._finish(record, read_outcome(exc))
+            finish(record, read_outcome(exc), self.audit, self.metrics)
             raise
         return answer
 
-    async def _forward(self, call: ProxyCall, api_key: str | None, record: _Record) -> ProxyAnswer:
+    async def _forward(
+        self, call: ProxyCall, api_key: str | None, record: CallRecord
+    ) -> ProxyAnswer:
         endpoint = record.endpoint = endpoint_of(call.raw_path)
         if not api_key:
             raise errors.Unauthenticated()
@@ -215,7 +195,7 @@ class Gateway:
             status=forwarded.status,
             headers=_answer_headers(forwarded),
             _forwarded=forwarded,
-            _finish=lambda outcome: self._finish(record, outcome),
+            _finish=lambda outcome: finish(record, outcome, self.audit, self.metrics),
         )
 
     def _timeout(self, headers: Sequence[tuple[bytes, bytes]]) -> float:
@@ -259,7 +239,7 @@ class Gateway:
         endpoint: str,
         headers: list[tuple[bytes, bytes]],
         deadline: float,
-        record: _Record,
+        record: CallRecord,
     ) -> Forwarded:
         """Attempts until an answer that is not repeated; TikTok's last answer, or
         UpstreamUnavailable when none came."""
@@ -286,7 +266,7 @@ class Gateway:
                 outcome = exc.outcome
             else:
                 error = _repeatable(forwarded)
-                outcome = _code_label(forwarded)
+                outcome = code_label(forwarded)
             self.metrics.tiktok_call(
                 endpoint if forwarded is not None else OTHER_ENDPOINT,
                 outcome,
@@ -352,44 +332,6 @@ class Gateway:
             self.cache.notified(f"g:{grant_id}:")
         except (errors.RateLimited, errors.UpstreamUnavailable, TimeoutError):
             pass  # no verdict now; the worker's checks and later calls try again
-
-    def _finish(self, record: _Record, outcome: str) -> None:
-        """The call's audit record, metrics and log line."""
-        elapsed = time.perf_counter() - record.started
-        endpoint = record.endpoint if record.caller.name else None
-        label = endpoint or OTHER_ENDPOINT
-        self.metrics.gateway_call(label, outcome, elapsed)
-        self.audit.record(
-            f"proxy {record.method} {label}",
-            record.subjects,
-            record.caller.name,
-            outcome,
-            tiktok_request_id=record.tiktok_request_id,
-            duration_ms=round(elapsed * 1000, 2),
-        )
-        log.info(
-            "gateway %s %s %s code=%s request_id=%s attempts=%d %.1fms%s",
-            record.method,
-            label,
-            record.subjects or "-",
-            outcome,
-            record.tiktok_request_id,
-            record.attempts,
-            elapsed * 1000,
-            f" key={record.caller.name}" if record.caller.name else "",
-            extra={
-                "event": "gateway_call",
-                "method": record.method,
-                "endpoint": label,
-                "subject": record.subjects,
-                "code": outcome,
-                "status": record.status,
-                "tiktok_request_id": record.tiktok_request_id,
-                "attempts": record.attempts,
-                "duration_ms": round(elapsed * 1000, 2),
-                "api_key_name": record.caller.name,
-            },
-        )
 
 
 def _repeatable(forwarded: Forwarded) -> TikTokError | None:

@@ -50,12 +50,29 @@ class Forwarded:
         await self._response.aclose()
 
 
-class Forwarder:
-    """Sends gateway calls with the app's shared client to `api_base_url`."""
+def gateway_transport() -> httpx.AsyncHTTPTransport:
+    """The gateway's own connections to TikTok, apart from the broker's client so that callers
+    cannot hold the connections its refreshes need; limited as that client's. (Keeping all 50
+    alive was slower under load: httpcore's pool checks every idle connection for each
+    request, bench/gateway.py.)"""
+    return httpx.AsyncHTTPTransport(
+        limits=httpx.Limits(max_connections=50, max_keepalive_connections=20)
+    )
 
-    def __init__(self, http: httpx.AsyncClient, api_base_url: str) -> None:
-        self._http = http
+
+class Forwarder:
+    """Sends gateway calls to `api_base_url` over `transport`, without httpx's client: the
+    client's per-request work (merging its URL, headers and cookies, auth, redirects, hooks)
+    was a quarter of what a proxied call cost (bench/gateway.py), and none of it is wanted
+    here. Its cookie jar would even hand TikTok's cookies from one caller's answer to the next
+    caller's call."""
+
+    def __init__(
+        self, transport: httpx.AsyncHTTPTransport, api_base_url: str, user_agent: str
+    ) -> None:
+        self._transport = transport
         self._base = api_base_url.rstrip("/")
+        self._user_agent = (b"user-agent", user_agent.encode())
 
     async def send(
         self,
@@ -72,15 +89,15 @@ class Forwarder:
         url = f"{self._base}/{endpoint}"
         if query:
             url += "?" + query.decode("latin-1")
-        request = self._http.build_request(
-            method,
-            url,
-            headers=list(headers),
-            content=body,
-            timeout=httpx.Timeout(seconds, connect=min(5.0, seconds)),
+        sent = list(headers)
+        if not any(name == b"user-agent" for name, _ in sent):
+            sent.append(self._user_agent)
+        timeout = {"connect": min(5.0, seconds), "read": seconds, "write": seconds, "pool": seconds}
+        request = httpx.Request(
+            method, url, headers=sent, content=body, extensions={"timeout": timeout}
         )
         try:
-            response = await self._http.send(request, stream=True)
+            response = await self._transport.handle_async_request(request)
         except httpx.RequestError as e:
             # The message names the failure only: the URL (and its query) stays on e.request.
             raise TikTokTransportError(
