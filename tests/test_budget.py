@@ -265,6 +265,29 @@ class TestStopping:
         with pytest.raises(errors.RateLimited):
             await paced.acquire("campaign/get/", "a")
 
+    async def test_calls_of_a_batch_taken_but_not_yet_started_are_refused(
+        self, databases: list[Database]
+    ) -> None:
+        # At 100 a second one statement takes the slots of several calls; the dispatcher then
+        # waits for each one's start. Stopping during that wait must refuse them too.
+        clock, sleeping, never = FakeTime(), asyncio.Event(), asyncio.Event()
+
+        async def sleep(seconds: float) -> None:
+            sleeping.set()
+            await never.wait()
+
+        paced = RateBudget(
+            databases[0], APP_ID, qps=100, qpm=6000, metrics=Metrics(), clock=clock, sleep=sleep
+        )
+        calls = [asyncio.create_task(paced.acquire("campaign/get/", c)) for c in "abcde"]
+        await asyncio.wait_for(sleeping.wait(), timeout=30)  # the first started, four wait
+        assert paced.waiting == 4
+        paced.close()
+        done, pending = await asyncio.wait(calls, timeout=30)
+        assert not pending
+        refused = [task for task in done if isinstance(task.exception(), errors.RateLimited)]
+        assert len(refused) == 4
+
 
 class TestReplicas:
     async def test_slots_taken_together_are_spaced_and_seen_by_the_other_replica(

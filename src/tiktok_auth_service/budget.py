@@ -318,20 +318,27 @@ class RateBudget:
             if queue:
                 self._queues[waiter.caller] = queue  # its next call waits for others' turns
         self._free_at = at + latest + len(batch) * self.interval
-        for n, waiter in enumerate(batch):
-            due = at + n * self.interval
-            pause = due + latest - self._now()
-            if pause > 0:
-                await self.sleep(pause)
-            if waiter.gone:
-                continue
-            if self._now() - (due + earliest) > self.catch_up:
-                # Woken too late to start: its neighbours' spacing would not hold.
-                self.metrics.budget_slot_missed()
-                waiter.claimed = False
-                self._queues.setdefault(waiter.caller, deque()).appendleft(waiter)
-                continue
-            waiter.granted.set_result(None)
+        try:
+            for n, waiter in enumerate(batch):
+                due = at + n * self.interval
+                pause = due + latest - self._now()
+                if pause > 0:
+                    await self.sleep(pause)
+                if waiter.gone:
+                    continue
+                if self._now() - (due + earliest) > self.catch_up:
+                    # Woken too late to start: its neighbours' spacing would not hold.
+                    self.metrics.budget_slot_missed()
+                    waiter.claimed = False
+                    self._queues.setdefault(waiter.caller, deque()).appendleft(waiter)
+                    continue
+                waiter.granted.set_result(None)
+        except asyncio.CancelledError:
+            # Stopping: the batch's calls are out of the queues `close` refuses.
+            for waiter in batch:
+                if not waiter.gone and not waiter.granted.done():
+                    self._fail(waiter, self._refusal("The service is stopping", 1))
+            raise
 
     async def _take(self, batch: list[_Waiter], now: float) -> tuple[float, float, float] | None:
         """Take consecutive slots for `batch` (one, if its call has an endpoint limit of its
